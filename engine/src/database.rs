@@ -1,0 +1,509 @@
+//! The embedded API: open a directory, run SQL, append Arrow batches, close.
+//!
+//! SQL goes to DataFusion, except the statements that change stored tables, which are handled here
+//! because DataFusion's own versions keep tables in memory: `CREATE TABLE` (with the time-series options),
+//! `CREATE TABLE ... AS SELECT`, `DROP TABLE` and `ALTER TABLE ... SET (retention = ...)`. `INSERT`,
+//! `DELETE`, `TRUNCATE`, `CREATE VIEW` and `DROP VIEW` go through DataFusion to the engine's providers.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, SchemaProvider};
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::context::{SessionConfig, SessionContext};
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::EmptyRecordBatchStream;
+use datafusion::sql::parser::{DFParser, Statement as DFStatement};
+use datafusion::sql::sqlparser::ast::{
+    self, AlterTableOperation, ColumnOption, CreateTable, CreateTableOptions, DataType as SqlType, ObjectType,
+    SqlOption, Statement, TimezoneInfo,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+
+use crate::engine::{Engine, Options, Table};
+use crate::error::{Error, Result, SqlState};
+use crate::query::EngineSchema;
+use crate::types::{ColumnDef, ColumnType, TableDef, TimeOptions, parse_duration_us};
+
+/// The catalog and schema names SQL sees.
+pub const CATALOG_NAME: &str = "trafficdb";
+pub const SCHEMA_NAME: &str = "public";
+/// The default partition width of a time-series table.
+pub const DEFAULT_PARTITION_US: i64 = 86_400_000_000;
+
+/// An open database: a data directory, its engine and a DataFusion session over it.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let rt = tokio::runtime::Runtime::new()?;
+/// # rt.block_on(async {
+/// use trafficdb::Database;
+/// use trafficdb::arrow::util::pretty::pretty_format_batches;
+///
+/// let dir = tempfile::tempdir()?;
+/// let db = Database::open(dir.path()).await?;
+/// db.sql("CREATE TABLE hits (ts TIMESTAMP NOT NULL, backend TEXT, ms DOUBLE) \
+///         WITH (time_column = 'ts', partition = '1 day', retention = '90 days')").await?;
+/// db.sql("INSERT INTO hits VALUES ('2024-01-01 10:00:00', 'b1', 12.5), \
+///                                 ('2024-01-01 10:00:01', 'b2', 30.0)").await?;
+/// let batches = db.sql("SELECT backend, ms FROM hits ORDER BY ms DESC").await?;
+/// println!("{}", pretty_format_batches(&batches)?);
+/// assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
+/// db.close()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # })
+/// # }
+/// ```
+pub struct Database {
+    engine: Arc<Engine>,
+    ctx: SessionContext,
+    schema: Arc<EngineSchema>,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database").field("dir", &self.engine.dir()).finish()
+    }
+}
+
+/// The result of one statement.
+pub enum Output {
+    /// Rows (a query, or a DML statement's count).
+    Stream(SendableRecordBatchStream),
+    /// A statement without rows; the tag is what PostgreSQL would report (`CREATE TABLE`, ...).
+    Done(String),
+}
+
+impl Database {
+    /// Opens (or creates) the data directory with default options.
+    pub async fn open(dir: impl AsRef<Path>) -> Result<Database> {
+        Self::open_with(dir, Options::default()).await
+    }
+
+    pub async fn open_with(dir: impl AsRef<Path>, options: Options) -> Result<Database> {
+        let engine = Engine::open(dir, options)?;
+        Self::from_engine(engine).await
+    }
+
+    /// Builds the SQL session over an already open engine (also used by the crash tests).
+    pub async fn from_engine(engine: Arc<Engine>) -> Result<Database> {
+        let config = SessionConfig::new()
+            .with_default_catalog_and_schema(CATALOG_NAME, SCHEMA_NAME)
+            .with_create_default_catalog_and_schema(false)
+            .with_information_schema(true);
+        let ctx = SessionContext::new_with_config(config);
+        let schema = Arc::new(EngineSchema::new(engine.clone()));
+        let catalog = Arc::new(MemoryCatalogProvider::new());
+        catalog.register_schema(SCHEMA_NAME, schema.clone() as Arc<dyn SchemaProvider>)?;
+        ctx.register_catalog(CATALOG_NAME, catalog);
+        let db = Database { engine, ctx, schema };
+        db.load_views().await;
+        Ok(db)
+    }
+
+    /// Replays stored `CREATE VIEW` statements in creation order. A view that no longer plans (its
+    /// table was dropped) is kept in the catalog and reported, not lost.
+    async fn load_views(&self) {
+        self.schema.loading.store(true, Ordering::Release);
+        for v in self.engine.catalog().views {
+            let r = async { self.ctx.sql(&v.sql).await?.collect().await }.await;
+            if let Err(e) = r {
+                tracing::warn!("view \"{}\" could not be restored: {e}", v.name);
+            }
+        }
+        self.schema.loading.store(false, Ordering::Release);
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// The DataFusion session: register functions here; the server serves it.
+    pub fn session(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// Runs one or more statements and collects the rows of the last one.
+    pub async fn sql(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+        let mut last = Vec::new();
+        for stmt in parse(sql)? {
+            last = match self.execute(stmt).await? {
+                Output::Stream(s) => datafusion::physical_plan::common::collect(s).await?,
+                Output::Done(_) => Vec::new(),
+            };
+        }
+        Ok(last)
+    }
+
+    /// Runs one statement and streams its rows.
+    pub async fn sql_stream(&self, sql: &str) -> Result<Output> {
+        let mut stmts = parse(sql)?;
+        if stmts.len() != 1 {
+            return Err(Error::invalid(SqlState::Syntax, format!("expected one statement, found {}", stmts.len())));
+        }
+        self.execute(stmts.remove(0)).await
+    }
+
+    /// Runs a parsed statement.
+    pub async fn execute(&self, stmt: DFStatement) -> Result<Output> {
+        if let Some(out) = self.try_execute_ddl(&stmt).await? {
+            return Ok(out);
+        }
+        let plan = self.ctx.state().statement_to_plan(stmt).await?;
+        let tag = statement_tag(&plan);
+        let df = self.ctx.execute_logical_plan(plan).await?;
+        match tag {
+            Some(tag) => {
+                df.collect().await?;
+                Ok(Output::Done(tag))
+            }
+            None => Ok(Output::Stream(df.execute_stream().await?)),
+        }
+    }
+
+    /// Handles the statements on stored tables that DataFusion would keep in memory. Returns `None`
+    /// for every other statement.
+    pub async fn try_execute_ddl(&self, stmt: &DFStatement) -> Result<Option<Output>> {
+        let DFStatement::Statement(s) = stmt else { return Ok(None) };
+        match s.as_ref() {
+            Statement::CreateTable(ct) if !ct.external => {
+                self.create_table(ct).await?;
+                Ok(Some(Output::Done("CREATE TABLE".into())))
+            }
+            Statement::Drop { object_type: ObjectType::Table, if_exists, names, .. } => {
+                for name in names {
+                    let name = object_name(name)?;
+                    if self.engine.table(&name).is_none() {
+                        if self.schema.table_exist(&name) {
+                            return Err(Error::invalid(
+                                SqlState::WrongObjectType,
+                                format!("\"{name}\" is not a table; use DROP VIEW"),
+                            ));
+                        }
+                        if *if_exists {
+                            continue;
+                        }
+                        return Err(crate::engine::undefined_table(&name));
+                    }
+                    self.engine.drop_table(&name)?;
+                }
+                Ok(Some(Output::Done("DROP TABLE".into())))
+            }
+            Statement::AlterTable(at) => {
+                let name = object_name(&at.name)?;
+                if self.engine.table(&name).is_none() {
+                    if at.if_exists {
+                        return Ok(Some(Output::Done("ALTER TABLE".into())));
+                    }
+                    return Err(crate::engine::undefined_table(&name));
+                }
+                for op in &at.operations {
+                    let options = match op {
+                        AlterTableOperation::SetOptionsParens { options } => options,
+                        AlterTableOperation::SetTblProperties { table_properties } => table_properties,
+                        other => {
+                            return Err(Error::invalid(
+                                SqlState::NotSupported,
+                                format!(
+                                    "ALTER TABLE {other} is not supported; supported: ALTER TABLE t SET (retention = '30 days')"
+                                ),
+                            ));
+                        }
+                    };
+                    for (key, value) in options_kv(options)? {
+                        match key.as_str() {
+                            "retention" => {
+                                let r = match value.to_ascii_lowercase().as_str() {
+                                    "none" | "null" | "" => None,
+                                    v => Some(parse_duration_us(v)?),
+                                };
+                                self.engine.set_retention(&name, r)?;
+                            }
+                            other => {
+                                return Err(Error::invalid(
+                                    SqlState::InvalidParameter,
+                                    format!("unknown or unchangeable table option \"{other}\" (changeable: retention)"),
+                                ));
+                            }
+                        }
+                    }
+                }
+                Ok(Some(Output::Done("ALTER TABLE".into())))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn create_table(&self, ct: &CreateTable) -> Result<()> {
+        let name = object_name(&ct.name)?;
+        if ct.or_replace {
+            return Err(Error::invalid(SqlState::NotSupported, "CREATE OR REPLACE TABLE is not supported"));
+        }
+        if !ct.constraints.is_empty() {
+            return Err(Error::invalid(
+                SqlState::NotSupported,
+                "table constraints (PRIMARY KEY, UNIQUE, ...) are not supported",
+            ));
+        }
+        if self.engine.table(&name).is_none() && self.schema.table_exist(&name) {
+            return Err(Error::invalid(SqlState::DuplicateTable, format!("relation \"{name}\" already exists")));
+        }
+        let options = match &ct.table_options {
+            CreateTableOptions::None => Vec::new(),
+            CreateTableOptions::With(o) | CreateTableOptions::Options(o) | CreateTableOptions::TableProperties(o) => {
+                options_kv(o)?
+            }
+            CreateTableOptions::Plain(_) => {
+                return Err(Error::invalid(SqlState::Syntax, "table options go in WITH (key = 'value', ...)"));
+            }
+        };
+        // CREATE TABLE ... AS SELECT: the columns come from the query.
+        let (columns, query_batches) = match &ct.query {
+            None => {
+                let mut cols = Vec::new();
+                for c in &ct.columns {
+                    cols.push(column_def(c)?);
+                }
+                (cols, None)
+            }
+            Some(q) => {
+                if !ct.columns.is_empty() {
+                    return Err(Error::invalid(SqlState::NotSupported, "CREATE TABLE with both columns and AS SELECT"));
+                }
+                let df = self.ctx.sql(&q.to_string()).await?;
+                let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+                let batches = df.collect().await?;
+                let mut cols = Vec::new();
+                for f in schema.fields() {
+                    let ty = ColumnType::from_arrow(f.data_type()).ok_or_else(|| {
+                        Error::invalid(
+                            SqlState::NotSupported,
+                            format!("column \"{}\" has type {} which cannot be stored", f.name(), f.data_type()),
+                        )
+                    })?;
+                    cols.push(ColumnDef { name: f.name().clone(), ty, nullable: true });
+                }
+                (cols, Some(batches))
+            }
+        };
+        let mut def = TableDef { name: name.clone(), columns, time: None };
+        let mut time_column = None;
+        let mut partition = None;
+        let mut retention = None;
+        for (k, v) in options {
+            match k.as_str() {
+                "time_column" => time_column = Some(v),
+                "partition" | "partition_width" => partition = Some(parse_duration_us(&v)?),
+                "retention" => retention = Some(parse_duration_us(&v)?),
+                other => {
+                    return Err(Error::invalid(
+                        SqlState::InvalidParameter,
+                        format!("unknown table option \"{other}\" (known: time_column, partition, retention)"),
+                    ));
+                }
+            }
+        }
+        match time_column {
+            Some(tc) => {
+                let idx = def.column_index(&tc).or_else(|| def.column_index(&tc.to_lowercase())).ok_or_else(|| {
+                    Error::invalid(
+                        SqlState::UndefinedColumn,
+                        format!("time column \"{tc}\" is not a column of \"{name}\""),
+                    )
+                })?;
+                def.columns[idx].nullable = false;
+                def.time = Some(TimeOptions {
+                    time_column: idx,
+                    partition_width_us: partition.unwrap_or(DEFAULT_PARTITION_US),
+                    retention_us: retention,
+                });
+            }
+            None if partition.is_some() || retention.is_some() => {
+                return Err(Error::invalid(
+                    SqlState::InvalidParameter,
+                    "partition and retention need a time column: WITH (time_column = 'ts', ...)",
+                ));
+            }
+            None => {}
+        }
+        let existed = self.engine.table(&name).is_some();
+        let table = self.engine.create_table(def, ct.if_not_exists)?;
+        if let Some(batches) = query_batches {
+            if !existed {
+                self.append_blocking(table, batches).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn append_blocking(&self, table: Arc<Table>, batches: Vec<RecordBatch>) -> Result<u64> {
+        let engine = self.engine.clone();
+        tokio::task::spawn_blocking(move || engine.append(&table, &batches))
+            .await
+            .map_err(|e| Error::DataFusion(datafusion::error::DataFusionError::External(Box::new(e))))?
+    }
+
+    /// Appends a batch to a table as one durable transaction (columns matched by name; missing
+    /// nullable columns become NULL). When this returns, the rows are fsynced and visible.
+    pub fn append(&self, table: &str, batch: &RecordBatch) -> Result<u64> {
+        let t = self.engine.table(table).ok_or_else(|| crate::engine::undefined_table(table))?;
+        self.engine.append(&t, std::slice::from_ref(batch))
+    }
+
+    /// Appends several batches as one transaction: all or none.
+    pub fn append_all(&self, table: &str, batches: &[RecordBatch]) -> Result<u64> {
+        let t = self.engine.table(table).ok_or_else(|| crate::engine::undefined_table(table))?;
+        self.engine.append(&t, batches)
+    }
+
+    /// Writes the memtables to sealed segments (not needed for durability: appends are durable already).
+    pub fn flush(&self) -> Result<()> {
+        self.engine.flush()
+    }
+
+    /// Flushes and closes. Also done, without the flush, when the database is dropped.
+    pub fn close(self) -> Result<()> {
+        self.engine.close()
+    }
+}
+
+/// Parses SQL in the PostgreSQL dialect with DataFusion's parser.
+pub fn parse(sql: &str) -> Result<Vec<DFStatement>> {
+    let stmts = DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {})
+        .map_err(|e| Error::invalid(SqlState::Syntax, e.to_string()))?;
+    Ok(stmts.into_iter().collect())
+}
+
+/// The PostgreSQL command tag of a plan that returns no rows to the client, or `None` for a query.
+fn statement_tag(plan: &LogicalPlan) -> Option<String> {
+    use datafusion::logical_expr::{DdlStatement, Statement as LStatement};
+    match plan {
+        LogicalPlan::Ddl(ddl) => Some(
+            match ddl {
+                DdlStatement::CreateView(_) => "CREATE VIEW",
+                DdlStatement::DropView(_) => "DROP VIEW",
+                DdlStatement::CreateMemoryTable(_) | DdlStatement::CreateExternalTable(_) => "CREATE TABLE",
+                DdlStatement::DropTable(_) => "DROP TABLE",
+                DdlStatement::CreateCatalogSchema(_) => "CREATE SCHEMA",
+                DdlStatement::DropCatalogSchema(_) => "DROP SCHEMA",
+                DdlStatement::CreateFunction(_) => "CREATE FUNCTION",
+                DdlStatement::DropFunction(_) => "DROP FUNCTION",
+                _ => "OK",
+            }
+            .to_string(),
+        ),
+        LogicalPlan::Statement(s) => Some(
+            match s {
+                LStatement::TransactionStart(_) => "BEGIN",
+                LStatement::TransactionEnd(_) => "COMMIT",
+                LStatement::SetVariable(_) => "SET",
+                _ => "OK",
+            }
+            .to_string(),
+        ),
+        _ => None,
+    }
+}
+
+fn object_name(name: &ast::ObjectName) -> Result<String> {
+    let parts: Vec<String> =
+        name.0.iter().map(|p| p.as_ident().map(normalize_ident).unwrap_or_else(|| p.to_string())).collect();
+    match parts.as_slice() {
+        [t] => Ok(t.clone()),
+        [s, t] if s == SCHEMA_NAME => Ok(t.clone()),
+        [c, s, t] if c == CATALOG_NAME && s == SCHEMA_NAME => Ok(t.clone()),
+        _ => Err(Error::invalid(
+            SqlState::InvalidParameter,
+            format!("tables live in schema {SCHEMA_NAME}; cannot use \"{name}\""),
+        )),
+    }
+}
+
+fn options_kv(options: &[SqlOption]) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    for o in options {
+        let SqlOption::KeyValue { key, value } = o else {
+            return Err(Error::invalid(SqlState::Syntax, format!("expected key = 'value', found {o}")));
+        };
+        let k = key.value.to_ascii_lowercase();
+        if !seen.insert(k.clone()) {
+            return Err(Error::invalid(SqlState::InvalidParameter, format!("option \"{k}\" given twice")));
+        }
+        let v = match value {
+            ast::Expr::Value(v) => match &v.value {
+                ast::Value::SingleQuotedString(s) | ast::Value::DoubleQuotedString(s) => s.clone(),
+                ast::Value::Number(n, _) => n.to_string(),
+                ast::Value::Null => String::new(),
+                other => other.to_string(),
+            },
+            ast::Expr::Identifier(i) => i.value.clone(),
+            other => other.to_string(),
+        };
+        out.push((k, v));
+    }
+    Ok(out)
+}
+
+fn column_def(c: &ast::ColumnDef) -> Result<ColumnDef> {
+    let ty = match &c.data_type {
+        SqlType::SmallInt(_) | SqlType::Int2(_) => ColumnType::SmallInt,
+        SqlType::Int(_) | SqlType::Integer(_) | SqlType::Int4(_) => ColumnType::Int,
+        SqlType::BigInt(_) | SqlType::Int8(_) => ColumnType::BigInt,
+        SqlType::Real | SqlType::Float4 => ColumnType::Real,
+        SqlType::Double(_) | SqlType::DoublePrecision | SqlType::Float8 | SqlType::Float64 => ColumnType::Double,
+        SqlType::Float(info) => match info {
+            ast::ExactNumberInfo::Precision(p) | ast::ExactNumberInfo::PrecisionAndScale(p, _) if *p <= 24 => {
+                ColumnType::Real
+            }
+            _ => ColumnType::Double,
+        },
+        SqlType::Boolean | SqlType::Bool => ColumnType::Boolean,
+        SqlType::Text | SqlType::Varchar(_) | SqlType::CharacterVarying(_) | SqlType::String(_) | SqlType::Char(_) => {
+            ColumnType::Text
+        }
+        SqlType::Timestamp(_, TimezoneInfo::WithTimeZone | TimezoneInfo::Tz) => ColumnType::TimestampTz,
+        SqlType::Timestamp(_, _) | SqlType::TimestampNtz(_) => ColumnType::Timestamp,
+        SqlType::Custom(name, _) if name.to_string().eq_ignore_ascii_case("timestamptz") => ColumnType::TimestampTz,
+        other => {
+            return Err(Error::invalid(
+                SqlState::NotSupported,
+                format!(
+                    "type {other} of column \"{}\" is not supported (supported: timestamp, timestamptz, smallint, integer, bigint, real, double precision, boolean, text)",
+                    c.name.value
+                ),
+            ));
+        }
+    };
+    let mut nullable = true;
+    for o in &c.options {
+        match &o.option {
+            ColumnOption::NotNull => nullable = false,
+            ColumnOption::Null => nullable = true,
+            other => {
+                return Err(Error::invalid(
+                    SqlState::NotSupported,
+                    format!(
+                        "column option {other} of column \"{}\" is not supported (only NULL / NOT NULL)",
+                        c.name.value
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(ColumnDef { name: normalize_ident(&c.name), ty, nullable })
+}
+
+/// Unquoted identifiers fold to lower case, as in PostgreSQL (and DataFusion's planner).
+fn normalize_ident(i: &ast::Ident) -> String {
+    if i.quote_style.is_some() { i.value.clone() } else { i.value.to_lowercase() }
+}
+
+/// An empty stream, for statements that return nothing.
+pub fn empty_stream(schema: SchemaRef) -> SendableRecordBatchStream {
+    Box::pin(EmptyRecordBatchStream::new(schema))
+}

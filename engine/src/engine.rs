@@ -1,0 +1,975 @@
+//! The storage engine: tables, memtables, the write path, flush, compaction, retention and deletes.
+//!
+//! Write path: a batch is coerced to the table schema, split by partition, framed into the WAL and
+//! fsynced (group commit), and only then added to the memtables: "acknowledged" means durable.
+//!
+//! Lock order (always taken in this order, never the reverse):
+//! `maintenance` → `gate` → `catalog` → `tables` → a table's `data`.
+//! `maintenance` serialises everything that changes sealed segments (flush, compaction, retention,
+//! deletes, drops). `gate` is held shared by appends from WAL write to memtable insert, and exclusively
+//! by flush while it rotates the WAL and freezes the memtables, so every row in a WAL file older than the
+//! rotation is in a frozen memtable.
+//!
+//! Readers take a [`TableSnapshot`] (sealed segments plus memtable batches, all immutable and shared) and
+//! never block writers, flushes or compactions for longer than copying a list of `Arc`s.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam::channel::{Sender, bounded};
+use datafusion::arrow::array::{Array, AsArray, BooleanArray, RecordBatch, UInt32Array};
+use datafusion::arrow::compute::{
+    SortOptions, concat_batches, filter_record_batch, sort_to_indices, take_record_batch,
+};
+use datafusion::arrow::datatypes::{Int64Type, SchemaRef, TimestampMicrosecondType};
+use datafusion::physical_plan::PhysicalExpr;
+use parking_lot::{Mutex, RwLock};
+
+use crate::catalog::{Catalog, CatalogData, SegmentEntry, TableEntry, ViewEntry, segment_path};
+use crate::error::{Error, Result, SqlState};
+use crate::io::{Fs, RealFs};
+use crate::segment::{Segment, WriteOptions, write_segment};
+use crate::types::{TableDef, coerce_batch};
+use crate::wal::{Wal, encode_txn, list_wal_files, replay};
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Flush when the memtables hold this many bytes.
+    pub flush_bytes: usize,
+    /// Flush when the oldest unflushed row has waited this long.
+    pub flush_interval: Duration,
+    /// Writers wait for a flush when the memtables exceed this many bytes (backpressure).
+    pub max_memtable_bytes: usize,
+    /// Compact a partition when it has at least this many small segments.
+    pub compaction_min_segments: usize,
+    /// Segments with at least this many rows are left alone by compaction.
+    pub compaction_max_rows: u64,
+    /// Run flush, compaction and retention in a background thread.
+    pub background: bool,
+    /// How often the background thread looks for work.
+    pub background_tick: Duration,
+    pub segment: WriteOptions,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            flush_bytes: 128 << 20,
+            flush_interval: Duration::from_secs(30),
+            max_memtable_bytes: 512 << 20,
+            compaction_min_segments: 4,
+            compaction_max_rows: 16 << 20,
+            background: true,
+            background_tick: Duration::from_millis(500),
+            segment: WriteOptions::default(),
+        }
+    }
+}
+
+/// A sealed segment with its catalog entry.
+#[derive(Debug)]
+pub struct SegmentHandle {
+    pub entry: SegmentEntry,
+    pub segment: Segment,
+}
+
+#[derive(Debug, Default)]
+struct Partition {
+    segments: Vec<Arc<SegmentHandle>>,
+    /// Batches acknowledged since the last freeze.
+    mem: Vec<RecordBatch>,
+    /// Batches frozen by a flush that is writing them to a segment.
+    frozen: Vec<RecordBatch>,
+}
+
+#[derive(Debug, Default)]
+struct TableData {
+    partitions: BTreeMap<i64, Partition>,
+}
+
+/// A stored table.
+#[derive(Debug)]
+pub struct Table {
+    pub id: u64,
+    pub def: TableDef,
+    pub schema: SchemaRef,
+    retention_us: Mutex<Option<i64>>,
+    data: RwLock<TableData>,
+    dropped: AtomicBool,
+}
+
+/// One partition as a reader sees it.
+#[derive(Debug, Clone)]
+pub struct PartitionSnapshot {
+    pub key: i64,
+    pub segments: Vec<Arc<SegmentHandle>>,
+    /// Unflushed rows (memtable and frozen memtable), in the table schema.
+    pub batches: Vec<RecordBatch>,
+}
+
+/// A consistent view of a table: what was acknowledged when it was taken, nothing half-done.
+#[derive(Debug, Clone)]
+pub struct TableSnapshot {
+    pub partitions: Vec<PartitionSnapshot>,
+}
+
+impl TableSnapshot {
+    pub fn num_rows(&self) -> u64 {
+        self.partitions
+            .iter()
+            .map(|p| {
+                p.segments.iter().map(|s| s.entry.rows).sum::<u64>()
+                    + p.batches.iter().map(|b| b.num_rows() as u64).sum::<u64>()
+            })
+            .sum()
+    }
+}
+
+impl Table {
+    fn new(entry: &TableEntry) -> Table {
+        Table {
+            id: entry.id,
+            def: entry.def.clone(),
+            schema: entry.def.arrow_schema(),
+            retention_us: Mutex::new(entry.def.time.as_ref().and_then(|t| t.retention_us)),
+            data: RwLock::new(TableData::default()),
+            dropped: AtomicBool::new(false),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.def.name
+    }
+
+    pub fn retention_us(&self) -> Option<i64> {
+        *self.retention_us.lock()
+    }
+
+    pub fn snapshot(&self) -> TableSnapshot {
+        let d = self.data.read();
+        TableSnapshot {
+            partitions: d
+                .partitions
+                .iter()
+                .map(|(&key, p)| PartitionSnapshot {
+                    key,
+                    segments: p.segments.clone(),
+                    batches: p.frozen.iter().chain(p.mem.iter()).cloned().collect(),
+                })
+                .collect(),
+        }
+    }
+
+    fn partition_key(&self, ts_us: i64) -> i64 {
+        match &self.def.time {
+            Some(t) => ts_us.div_euclid(t.partition_width_us),
+            None => 0,
+        }
+    }
+
+    /// Splits a coerced batch into one batch per partition.
+    fn split(&self, batch: RecordBatch) -> Result<Vec<(i64, RecordBatch)>> {
+        let Some(t) = &self.def.time else { return Ok(vec![(0, batch)]) };
+        let ts = time_values(&batch, t.time_column);
+        let keys: Vec<i64> = ts.iter().map(|&v| self.partition_key(v)).collect();
+        if keys.iter().all(|&k| k == keys[0]) {
+            return Ok(vec![(keys[0], batch)]);
+        }
+        let mut groups: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
+        for (i, k) in keys.iter().enumerate() {
+            groups.entry(*k).or_default().push(i as u32);
+        }
+        groups.into_iter().map(|(k, idx)| Ok((k, take_record_batch(&batch, &UInt32Array::from(idx))?))).collect()
+    }
+}
+
+/// The time column's values as microseconds (the column is never NULL).
+fn time_values(batch: &RecordBatch, col: usize) -> Vec<i64> {
+    let a = batch.column(col);
+    match a.as_primitive_opt::<TimestampMicrosecondType>() {
+        Some(p) => p.values().to_vec(),
+        None => a.as_primitive::<Int64Type>().values().to_vec(),
+    }
+}
+
+/// Sorts a batch by its time column (stable, so equal timestamps keep arrival order).
+fn sort_by_time(batch: &RecordBatch, def: &TableDef) -> Result<RecordBatch> {
+    let Some(t) = def.time_column() else { return Ok(batch.clone()) };
+    let idx = sort_to_indices(batch.column(t), Some(SortOptions { descending: false, nulls_first: false }), None)?;
+    if idx.values().iter().enumerate().all(|(i, &v)| i as u32 == v) {
+        return Ok(batch.clone());
+    }
+    Ok(take_record_batch(batch, &idx)?)
+}
+
+/// One partition's share of a segment swap: these segments out, those in.
+struct Swap {
+    key: i64,
+    old: Vec<Arc<SegmentHandle>>,
+    new: Vec<Arc<SegmentHandle>>,
+}
+
+enum WorkerMsg {
+    Nudge,
+    Stop,
+}
+
+/// The storage engine of one data directory.
+pub struct Engine {
+    fs: Arc<dyn Fs>,
+    dir: PathBuf,
+    options: Options,
+    catalog: Mutex<Catalog>,
+    tables: RwLock<HashMap<String, Arc<Table>>>,
+    wal: Wal,
+    gate: RwLock<()>,
+    maintenance: Mutex<()>,
+    mem_bytes: AtomicUsize,
+    mem_since: Mutex<Option<Instant>>,
+    next_txn: AtomicU64,
+    next_segment_id: AtomicU64,
+    closed: AtomicBool,
+    worker: Mutex<Option<(Sender<WorkerMsg>, JoinHandle<()>)>>,
+    _lock: Option<std::fs::File>,
+    /// Figures for EXPLAIN, metrics and tests.
+    pub stats: EngineStats,
+}
+
+/// Counters kept by the engine.
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    pub rows_appended: AtomicU64,
+    pub flushes: AtomicU64,
+    pub compactions: AtomicU64,
+    pub partitions_dropped: AtomicU64,
+    pub replayed_rows: AtomicU64,
+    pub replay_truncated_bytes: AtomicU64,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("dir", &self.dir).finish()
+    }
+}
+
+impl Engine {
+    /// Opens (or creates) the data directory `dir` on the real file system.
+    pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Arc<Engine>> {
+        let dir = dir.as_ref().to_path_buf();
+        RealFs.create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let lock_path = dir.join("LOCK");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::io(&lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::invalid(
+                    SqlState::InvalidParameter,
+                    format!("data directory {} is in use by another process", dir.display()),
+                ));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path, e)),
+        }
+        Self::open_with(Arc::new(RealFs), dir, options, Some(lock))
+    }
+
+    /// Opens a data directory on any file system (the crash tests use [`crate::io::sim::SimFs`]).
+    pub fn open_with(
+        fs: Arc<dyn Fs>,
+        dir: PathBuf,
+        options: Options,
+        lock: Option<std::fs::File>,
+    ) -> Result<Arc<Engine>> {
+        let wal_dir = dir.join("wal");
+        let tables_dir = dir.join("tables");
+        for d in [&dir, &wal_dir, &tables_dir] {
+            fs.create_dir_all(d).map_err(|e| Error::io(d, e))?;
+        }
+        let catalog = Catalog::open(fs.clone(), &dir)?;
+        let data = catalog.data().clone();
+
+        let mut tables = HashMap::new();
+        for entry in &data.tables {
+            let table = Table::new(entry);
+            {
+                let mut d = table.data.write();
+                for (&key, segs) in &entry.partitions {
+                    let p = d.partitions.entry(key).or_default();
+                    for s in segs {
+                        let path = segment_path(&dir, entry.id, key, s.id);
+                        let segment = Segment::open(fs.as_ref(), &path)?;
+                        check_segment_columns(&segment, &entry.def)?;
+                        p.segments.push(Arc::new(SegmentHandle { entry: s.clone(), segment }));
+                    }
+                }
+            }
+            tables.insert(entry.def.name.clone(), Arc::new(table));
+        }
+        remove_orphans(fs.as_ref(), &dir, &data)?;
+
+        // Replay what the WAL holds beyond the sealed segments.
+        let by_id: HashMap<u64, Arc<Table>> = tables.values().map(|t| (t.id, t.clone())).collect();
+        let mut mem_bytes = 0usize;
+        let stats = replay(fs.as_ref(), &wal_dir, data.wal_replay_from, |table_id, batches| {
+            if let Some(t) = by_id.get(&table_id) {
+                let mut d = t.data.write();
+                for b in batches {
+                    let b = coerce_batch(&t.def, &t.schema, &b)?;
+                    for (k, piece) in t.split(b)? {
+                        mem_bytes += piece.get_array_memory_size();
+                        d.partitions.entry(k).or_default().mem.push(piece);
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        let files = list_wal_files(fs.as_ref(), &wal_dir)?;
+        let next_seq = files.last().map_or(data.wal_replay_from, |(s, _)| s + 1).max(data.wal_replay_from);
+        // Files before the replay point are covered by segments; files without a committed
+        // transaction hold nothing. Neither is needed again.
+        for (seq, path) in &files {
+            if *seq < data.wal_replay_from || stats.empty_files.contains(path) {
+                fs.remove_file(path).map_err(|e| Error::io(path, e))?;
+            }
+        }
+        fs.sync_dir(&wal_dir).map_err(|e| Error::io(&wal_dir, e))?;
+        let wal = Wal::start(fs.clone(), wal_dir, next_seq)?;
+
+        let engine = Arc::new(Engine {
+            fs,
+            dir,
+            options: options.clone(),
+            next_segment_id: AtomicU64::new(data.next_segment_id),
+            catalog: Mutex::new(catalog),
+            tables: RwLock::new(tables),
+            wal,
+            gate: RwLock::new(()),
+            maintenance: Mutex::new(()),
+            mem_bytes: AtomicUsize::new(mem_bytes),
+            mem_since: Mutex::new(if mem_bytes > 0 { Some(Instant::now()) } else { None }),
+            next_txn: AtomicU64::new(1),
+            closed: AtomicBool::new(false),
+            worker: Mutex::new(None),
+            _lock: lock,
+            stats: EngineStats::default(),
+        });
+        engine.stats.replayed_rows.store(stats.rows, Ordering::Relaxed);
+        engine.stats.replay_truncated_bytes.store(stats.truncated_bytes, Ordering::Relaxed);
+        if options.background {
+            start_worker(&engine)?;
+        }
+        Ok(engine)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    pub fn table(&self, name: &str) -> Option<Arc<Table>> {
+        self.tables.read().get(name).cloned()
+    }
+
+    /// Every table, sorted by name.
+    pub fn tables(&self) -> Vec<Arc<Table>> {
+        let mut v: Vec<Arc<Table>> = self.tables.read().values().cloned().collect();
+        v.sort_by(|a, b| a.def.name.cmp(&b.def.name));
+        v
+    }
+
+    /// A copy of the catalog as last committed.
+    pub fn catalog(&self) -> CatalogData {
+        self.catalog.lock().data().clone()
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) { Err(Error::Closed) } else { Ok(()) }
+    }
+
+    /// Creates a table. Durable when this returns.
+    pub fn create_table(&self, def: TableDef, if_not_exists: bool) -> Result<Arc<Table>> {
+        self.check_open()?;
+        def.validate()?;
+        let mut catalog = self.catalog.lock();
+        if let Some(t) = self.table(&def.name) {
+            if if_not_exists {
+                return Ok(t);
+            }
+            return Err(Error::invalid(SqlState::DuplicateTable, format!("relation \"{}\" already exists", def.name)));
+        }
+        if catalog.data().views.iter().any(|v| v.name == def.name) {
+            return Err(Error::invalid(
+                SqlState::DuplicateTable,
+                format!("relation \"{}\" already exists (a view)", def.name),
+            ));
+        }
+        let entry = catalog.commit(|c| {
+            let entry = TableEntry { id: c.next_table_id, def: def.clone(), partitions: BTreeMap::new() };
+            c.next_table_id += 1;
+            c.tables.push(entry.clone());
+            Ok(entry)
+        })?;
+        let table = Arc::new(Table::new(&entry));
+        self.tables.write().insert(def.name.clone(), table.clone());
+        Ok(table)
+    }
+
+    /// Drops a table and its files. Returns false if it did not exist.
+    pub fn drop_table(&self, name: &str) -> Result<bool> {
+        self.check_open()?;
+        let _m = self.maintenance.lock();
+        let Some(table) = self.table(name) else { return Ok(false) };
+        self.catalog.lock().commit(|c| {
+            c.tables.retain(|t| t.id != table.id);
+            Ok(())
+        })?;
+        table.dropped.store(true, Ordering::Release);
+        self.tables.write().remove(name);
+        let dir = self.dir.join("tables").join(table.id.to_string());
+        if let Err(e) = self.fs.remove_dir_all(&dir) {
+            tracing::warn!("could not remove {}: {e}; it is removed at the next open", dir.display());
+        }
+        Ok(true)
+    }
+
+    /// Sets or clears a table's retention. Durable when this returns.
+    pub fn set_retention(&self, name: &str, retention_us: Option<i64>) -> Result<()> {
+        self.check_open()?;
+        let table = self.table(name).ok_or_else(|| undefined_table(name))?;
+        if table.def.time.is_none() {
+            return Err(Error::invalid(
+                SqlState::InvalidParameter,
+                format!("table \"{name}\" has no time column, so it cannot have a retention period"),
+            ));
+        }
+        if retention_us.is_some_and(|r| r <= 0) {
+            return Err(Error::invalid(SqlState::InvalidParameter, "retention must be positive"));
+        }
+        self.catalog.lock().commit(|c| {
+            if let Some(t) = c.table_mut(table.id).and_then(|t| t.def.time.as_mut()) {
+                t.retention_us = retention_us;
+            }
+            Ok(())
+        })?;
+        *table.retention_us.lock() = retention_us;
+        Ok(())
+    }
+
+    /// Stores a view definition (the `CREATE VIEW` statement). Durable when this returns.
+    pub fn put_view(&self, name: &str, sql: &str) -> Result<()> {
+        self.check_open()?;
+        if self.table(name).is_some() {
+            return Err(Error::invalid(
+                SqlState::DuplicateTable,
+                format!("relation \"{name}\" already exists (a table)"),
+            ));
+        }
+        self.catalog.lock().commit(|c| {
+            match c.views.iter_mut().find(|v| v.name == name) {
+                Some(v) => v.sql = sql.to_string(),
+                None => c.views.push(ViewEntry { name: name.to_string(), sql: sql.to_string() }),
+            }
+            Ok(())
+        })
+    }
+
+    /// Removes a stored view definition. Returns false if there was none.
+    pub fn remove_view(&self, name: &str) -> Result<bool> {
+        self.check_open()?;
+        let mut catalog = self.catalog.lock();
+        if !catalog.data().views.iter().any(|v| v.name == name) {
+            return Ok(false);
+        }
+        catalog.commit(|c| {
+            c.views.retain(|v| v.name != name);
+            Ok(true)
+        })
+    }
+
+    /// Reads a persistent object stored by another layer.
+    pub fn object(&self, key: &str) -> Option<serde_json::Value> {
+        self.catalog.lock().data().objects.get(key).cloned()
+    }
+
+    /// Stores (or, with `None`, removes) a persistent object. Durable when this returns.
+    pub fn put_object(&self, key: &str, value: Option<serde_json::Value>) -> Result<()> {
+        self.check_open()?;
+        self.catalog.lock().commit(|c| {
+            match value {
+                Some(v) => c.objects.insert(key.to_string(), v),
+                None => c.objects.remove(key),
+            };
+            Ok(())
+        })
+    }
+
+    /// Appends batches to a table as one transaction: all rows or none. When this returns `Ok`, the
+    /// rows are durable (fsynced) and visible to new snapshots.
+    pub fn append(&self, table: &Arc<Table>, batches: &[RecordBatch]) -> Result<u64> {
+        self.check_open()?;
+        let mut pieces = Vec::new();
+        let mut rows = 0u64;
+        for b in batches {
+            if b.num_rows() == 0 {
+                continue;
+            }
+            let b = coerce_batch(&table.def, &table.schema, b)?;
+            rows += b.num_rows() as u64;
+            pieces.extend(table.split(b)?);
+        }
+        if pieces.is_empty() {
+            return Ok(0);
+        }
+        let txn = self.next_txn.fetch_add(1, Ordering::Relaxed);
+        let payload = encode_txn(txn, table.id, &pieces.iter().map(|(_, b)| b.clone()).collect::<Vec<_>>())?;
+        let bytes: usize = pieces.iter().map(|(_, b)| b.get_array_memory_size()).sum();
+        {
+            let _g = self.gate.read();
+            if table.dropped.load(Ordering::Acquire) {
+                return Err(undefined_table(table.name()));
+            }
+            self.wal.append(payload)?;
+            let mut d = table.data.write();
+            for (k, b) in pieces {
+                d.partitions.entry(k).or_default().mem.push(b);
+            }
+        }
+        self.stats.rows_appended.fetch_add(rows, Ordering::Relaxed);
+        let total = self.mem_bytes.fetch_add(bytes, Ordering::AcqRel) + bytes;
+        self.mem_since.lock().get_or_insert_with(Instant::now);
+        if total >= self.options.max_memtable_bytes {
+            // Backpressure: the writer that crosses the bound pays for the flush.
+            self.flush()?;
+        } else if total >= self.options.flush_bytes {
+            self.nudge();
+        }
+        Ok(rows)
+    }
+
+    fn nudge(&self) {
+        if let Some((tx, _)) = &*self.worker.lock() {
+            let _ = tx.try_send(WorkerMsg::Nudge);
+        }
+    }
+
+    fn needs_flush(&self) -> bool {
+        self.mem_bytes.load(Ordering::Acquire) >= self.options.flush_bytes
+            || self.mem_since.lock().is_some_and(|t| t.elapsed() >= self.options.flush_interval)
+    }
+
+    /// Writes every memtable to sealed segments and drops the WAL they came from.
+    pub fn flush(&self) -> Result<()> {
+        self.check_open()?;
+        let _m = self.maintenance.lock();
+        self.flush_locked()
+    }
+
+    fn flush_locked(&self) -> Result<()> {
+        let tables = self.tables();
+        // 1. Freeze: rotate the WAL and move memtables aside, with appends held off.
+        let seq = {
+            let _g = self.gate.write();
+            let any = tables
+                .iter()
+                .any(|t| t.data.read().partitions.values().any(|p| !p.mem.is_empty() || !p.frozen.is_empty()));
+            if !any {
+                return Ok(());
+            }
+            let seq = self.wal.rotate()?;
+            for t in &tables {
+                let mut d = t.data.write();
+                for p in d.partitions.values_mut() {
+                    let mem = std::mem::take(&mut p.mem);
+                    p.frozen.extend(mem);
+                }
+            }
+            self.mem_bytes.store(0, Ordering::Release);
+            *self.mem_since.lock() = None;
+            seq
+        };
+        // 2. Write a segment per frozen partition (no lock held but `maintenance`: readers and writers
+        // go on).
+        let mut written: Vec<(Arc<Table>, i64, Arc<SegmentHandle>, usize)> = Vec::new();
+        for t in &tables {
+            let frozen: Vec<(i64, Vec<RecordBatch>)> = t
+                .data
+                .read()
+                .partitions
+                .iter()
+                .filter(|(_, p)| !p.frozen.is_empty())
+                .map(|(k, p)| (*k, p.frozen.clone()))
+                .collect();
+            for (key, batches) in frozen {
+                let batch = concat_batches(&t.schema, &batches)?;
+                let batch = sort_by_time(&batch, &t.def)?;
+                let handle = self.write_segment(t, key, &batch)?;
+                written.push((t.clone(), key, handle, batches.len()));
+            }
+        }
+        // 3. Commit: the segments enter the catalog and the old WAL is no longer needed.
+        let next_id = self.next_segment_id.load(Ordering::Acquire);
+        self.catalog.lock().commit(|c| {
+            for (t, key, h, _) in &written {
+                if let Some(e) = c.table_mut(t.id) {
+                    e.partitions.entry(*key).or_default().push(h.entry.clone());
+                }
+            }
+            c.next_segment_id = c.next_segment_id.max(next_id);
+            c.wal_replay_from = seq;
+            Ok(())
+        })?;
+        // 4. Publish: readers now see the segments instead of the frozen batches.
+        for (t, key, h, n) in written {
+            let mut d = t.data.write();
+            let p = d.partitions.entry(key).or_default();
+            p.segments.push(h);
+            p.segments.sort_by_key(|s| (s.entry.min_ts, s.entry.id));
+            p.frozen.drain(..n);
+        }
+        // 5. The WAL files before `seq` are covered by the catalog; remove them.
+        let wal_dir = self.dir.join("wal");
+        for (s, path) in list_wal_files(self.fs.as_ref(), &wal_dir)? {
+            if s < seq {
+                self.fs.remove_file(&path).map_err(|e| Error::io(&path, e))?;
+            }
+        }
+        self.stats.flushes.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Writes one sealed segment for `batch` (sorted) and makes its name durable.
+    fn write_segment(&self, t: &Table, key: i64, batch: &RecordBatch) -> Result<Arc<SegmentHandle>> {
+        let id = self.next_segment_id.fetch_add(1, Ordering::AcqRel);
+        let path = segment_path(&self.dir, t.id, key, id);
+        let parent = path.parent().expect("segment paths have a parent");
+        self.fs.create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        let w =
+            write_segment(self.fs.as_ref(), &path, &t.def.columns, t.def.time_column(), batch, self.options.segment)?;
+        self.fs.sync_dir(parent).map_err(|e| Error::io(parent, e))?;
+        let segment = Segment::open(self.fs.as_ref(), &path)?;
+        let entry = SegmentEntry { id, rows: w.rows, bytes: w.bytes, min_ts: w.min_ts, max_ts: w.max_ts };
+        Ok(Arc::new(SegmentHandle { entry, segment }))
+    }
+
+    /// Merges the small segments of each partition that has many. Returns the number of merges.
+    pub fn compact(&self) -> Result<usize> {
+        self.check_open()?;
+        let _m = self.maintenance.lock();
+        let mut merges = 0;
+        for t in self.tables() {
+            let candidates: Vec<(i64, Vec<Arc<SegmentHandle>>)> = t
+                .data
+                .read()
+                .partitions
+                .iter()
+                .map(|(k, p)| {
+                    let small: Vec<Arc<SegmentHandle>> = p
+                        .segments
+                        .iter()
+                        .filter(|s| s.entry.rows < self.options.compaction_max_rows)
+                        .cloned()
+                        .collect();
+                    (*k, small)
+                })
+                .filter(|(_, s)| s.len() >= self.options.compaction_min_segments)
+                .collect();
+            for (key, segs) in candidates {
+                let batch = read_all(&t, &segs)?;
+                let batch = sort_by_time(&batch, &t.def)?;
+                let new = self.write_segment(&t, key, &batch)?;
+                self.swap_segments(&t, vec![Swap { key, old: segs, new: vec![new] }])?;
+                merges += 1;
+                self.stats.compactions.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(merges)
+    }
+
+    /// Drops the partitions of every table that lie wholly before its retention cutoff. The cutoff is
+    /// measured from the earlier of the clock and the table's newest row, so one row stamped far in the
+    /// future cannot expire a table, and a database of old data is not wiped on open.
+    pub fn enforce_retention(&self) -> Result<usize> {
+        self.enforce_retention_at(now_us())
+    }
+
+    /// [`Engine::enforce_retention`] with the clock given (for tests).
+    pub fn enforce_retention_at(&self, now_us: i64) -> Result<usize> {
+        self.check_open()?;
+        let _m = self.maintenance.lock();
+        let mut dropped = 0;
+        for t in self.tables() {
+            let Some(retention) = t.retention_us() else { continue };
+            let (expired, newest) = {
+                let d = t.data.read();
+                let newest = d.partitions.values().filter_map(partition_max_ts).max();
+                let Some(newest) = newest else { continue };
+                let cutoff = newest.min(now_us).saturating_sub(retention);
+                let expired: Vec<(i64, Vec<Arc<SegmentHandle>>)> = d
+                    .partitions
+                    .iter()
+                    .filter(|(_, p)| p.mem.is_empty() && p.frozen.is_empty() && !p.segments.is_empty())
+                    .filter(|(_, p)| partition_max_ts(p).is_some_and(|m| m < cutoff))
+                    .map(|(k, p)| (*k, p.segments.clone()))
+                    .collect();
+                (expired, newest)
+            };
+            if expired.is_empty() {
+                continue;
+            }
+            let keys: Vec<i64> = expired.iter().map(|(k, _)| *k).collect();
+            tracing::info!("retention: dropping partitions {keys:?} of {} (newest row at {newest} us)", t.name());
+            self.swap_segments(&t, expired.into_iter().map(|(key, old)| Swap { key, old, new: Vec::new() }).collect())?;
+            for key in keys {
+                let pdir = self.dir.join("tables").join(t.id.to_string()).join(key.to_string());
+                let _ = self.fs.remove_dir_all(&pdir);
+                dropped += 1;
+                self.stats.partitions_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(dropped)
+    }
+
+    /// Deletes the rows of `table` for which `predicate` is true. `may_match` is asked first for each
+    /// segment, so segments that cannot hold a matching row are not read. Returns the rows deleted.
+    pub fn delete_where(
+        &self,
+        table: &Arc<Table>,
+        predicate: &Arc<dyn PhysicalExpr>,
+        may_match: &dyn Fn(&SegmentHandle) -> bool,
+    ) -> Result<u64> {
+        self.check_open()?;
+        let _m = self.maintenance.lock();
+        self.flush_locked()?;
+        let snapshot = table.snapshot();
+        let mut deleted = 0u64;
+        // Write every rewritten segment first, then swap them all in with one catalog commit, so the
+        // statement is atomic: a crash leaves either no row deleted or all of them.
+        let mut swaps: Vec<Swap> = Vec::new();
+        for p in snapshot.partitions {
+            for seg in p.segments {
+                if !may_match(&seg) {
+                    continue;
+                }
+                let batch = read_all(table, std::slice::from_ref(&seg))?;
+                let mask = predicate.evaluate(&batch)?.into_array(batch.num_rows())?;
+                let mask = mask.as_boolean_opt().ok_or_else(|| {
+                    Error::invalid(SqlState::DatatypeMismatch, "argument of WHERE must be type boolean")
+                })?;
+                let keep: BooleanArray = (0..mask.len()).map(|i| Some(!(mask.is_valid(i) && mask.value(i)))).collect();
+                let kept = keep.true_count();
+                let gone = batch.num_rows() - kept;
+                if gone == 0 {
+                    continue;
+                }
+                deleted += gone as u64;
+                let new = if kept == 0 {
+                    Vec::new()
+                } else {
+                    let rest = filter_record_batch(&batch, &keep)?;
+                    vec![self.write_segment(table, p.key, &rest)?]
+                };
+                swaps.push(Swap { key: p.key, old: vec![seg], new });
+            }
+        }
+        if !swaps.is_empty() {
+            self.swap_segments(table, swaps)?;
+        }
+        Ok(deleted)
+    }
+
+    /// Swaps segments in and out of partitions with one catalog commit (so the change is atomic), then
+    /// publishes it to readers and removes the old files.
+    fn swap_segments(&self, t: &Arc<Table>, swaps: Vec<Swap>) -> Result<()> {
+        let next_id = self.next_segment_id.load(Ordering::Acquire);
+        let is_old = |swap: &Swap, id: u64| swap.old.iter().any(|o| o.entry.id == id);
+        self.catalog.lock().commit(|c| {
+            if let Some(e) = c.table_mut(t.id) {
+                for swap in &swaps {
+                    let p = e.partitions.entry(swap.key).or_default();
+                    p.retain(|s| !is_old(swap, s.id));
+                    p.extend(swap.new.iter().map(|h| h.entry.clone()));
+                    if p.is_empty() {
+                        e.partitions.remove(&swap.key);
+                    }
+                }
+            }
+            c.next_segment_id = c.next_segment_id.max(next_id);
+            Ok(())
+        })?;
+        {
+            let mut d = t.data.write();
+            for swap in &swaps {
+                if let Some(p) = d.partitions.get_mut(&swap.key) {
+                    p.segments.retain(|s| !is_old(swap, s.entry.id));
+                    p.segments.extend(swap.new.iter().cloned());
+                    p.segments.sort_by_key(|s| (s.entry.min_ts, s.entry.id));
+                    if p.segments.is_empty() && p.mem.is_empty() && p.frozen.is_empty() {
+                        d.partitions.remove(&swap.key);
+                    }
+                }
+            }
+        }
+        for old in swaps.iter().flat_map(|s| s.old.iter()) {
+            // Readers holding the old segment keep their mapping; only the name goes.
+            if let Err(e) = self.fs.remove_file(&old.segment.path) {
+                tracing::warn!("could not remove {}: {e}; it is removed at the next open", old.segment.path.display());
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes, stops background work and the WAL writer. Further calls fail with [`Error::Closed`].
+    pub fn close(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let r = self.flush();
+        self.closed.store(true, Ordering::Release);
+        self.stop_worker();
+        self.wal.stop();
+        r
+    }
+
+    fn stop_worker(&self) {
+        if let Some((tx, handle)) = self.worker.lock().take() {
+            let _ = tx.send(WorkerMsg::Stop);
+            if handle.thread().id() != std::thread::current().id() {
+                let _ = handle.join();
+            }
+        }
+    }
+
+    /// Runs one round of background work: flush if due, compaction, retention.
+    fn background_round(&self, retention_due: bool) {
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        if self.needs_flush() {
+            if let Err(e) = self.flush() {
+                tracing::error!("background flush failed: {e}");
+            }
+        }
+        if let Err(e) = self.compact() {
+            tracing::error!("background compaction failed: {e}");
+        }
+        if retention_due {
+            if let Err(e) = self.enforce_retention() {
+                tracing::error!("retention failed: {e}");
+            }
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.stop_worker();
+    }
+}
+
+fn start_worker(engine: &Arc<Engine>) -> Result<()> {
+    let (tx, rx) = bounded::<WorkerMsg>(16);
+    let weak: Weak<Engine> = Arc::downgrade(engine);
+    let tick = engine.options.background_tick;
+    let handle = std::thread::Builder::new()
+        .name("trafficdb-background".into())
+        .spawn(move || {
+            let mut last_retention = Instant::now();
+            loop {
+                match rx.recv_timeout(tick) {
+                    Ok(WorkerMsg::Stop) | Err(crossbeam::channel::RecvTimeoutError::Disconnected) => break,
+                    Ok(WorkerMsg::Nudge) | Err(crossbeam::channel::RecvTimeoutError::Timeout) => {}
+                }
+                let Some(engine) = weak.upgrade() else { break };
+                let retention_due = last_retention.elapsed() >= Duration::from_secs(60);
+                if retention_due {
+                    last_retention = Instant::now();
+                }
+                engine.background_round(retention_due);
+            }
+        })
+        .map_err(|e| Error::io("background thread", e))?;
+    *engine.worker.lock() = Some((tx, handle));
+    Ok(())
+}
+
+fn partition_max_ts(p: &Partition) -> Option<i64> {
+    p.segments.iter().filter_map(|s| s.entry.max_ts).max()
+}
+
+/// Reads every row of the given segments (all columns) into one batch.
+fn read_all(t: &Table, segs: &[Arc<SegmentHandle>]) -> Result<RecordBatch> {
+    let projection: Vec<usize> = (0..t.schema.fields().len()).collect();
+    let mut batches = Vec::new();
+    for s in segs {
+        for rg in 0..s.segment.footer.row_groups.len() {
+            batches.push(s.segment.read(rg, &projection, &t.schema)?);
+        }
+    }
+    Ok(concat_batches(&t.schema, &batches)?)
+}
+
+fn check_segment_columns(segment: &Segment, def: &TableDef) -> Result<()> {
+    let same = segment.footer.columns.len() == def.columns.len()
+        && segment.footer.columns.iter().zip(&def.columns).all(|(a, b)| a.name == b.name && a.ty == b.ty);
+    if same {
+        Ok(())
+    } else {
+        Err(Error::corrupt(&segment.path, 0, format!("segment columns do not match table \"{}\"", def.name)))
+    }
+}
+
+/// Removes files the catalog does not reference: segments of a flush or compaction that crashed before
+/// its commit, tables dropped before their files were removed, temporary catalog files.
+fn remove_orphans(fs: &dyn Fs, dir: &Path, data: &CatalogData) -> Result<()> {
+    let tables_dir = dir.join("tables");
+    let io = |p: &Path, e| Error::io(p, e);
+    for tdir in fs.list_dir(&tables_dir).map_err(|e| io(&tables_dir, e))? {
+        let id = tdir.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<u64>().ok());
+        let Some(entry) = id.and_then(|id| data.tables.iter().find(|t| t.id == id)) else {
+            fs.remove_dir_all(&tdir).map_err(|e| io(&tdir, e))?;
+            continue;
+        };
+        if !fs.is_dir(&tdir) {
+            continue;
+        }
+        for pdir in fs.list_dir(&tdir).map_err(|e| io(&tdir, e))? {
+            let key = pdir.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<i64>().ok());
+            let segs = key.and_then(|k| entry.partitions.get(&k));
+            let Some(segs) = segs else {
+                fs.remove_dir_all(&pdir).map_err(|e| io(&pdir, e))?;
+                continue;
+            };
+            for f in fs.list_dir(&pdir).map_err(|e| io(&pdir, e))? {
+                let sid = f.file_stem().and_then(|n| n.to_str()).and_then(|n| n.parse::<u64>().ok());
+                if !sid.is_some_and(|sid| segs.iter().any(|s| s.id == sid)) {
+                    fs.remove_file(&f).map_err(|e| io(&f, e))?;
+                }
+            }
+        }
+    }
+    let tmp = dir.join("catalog.tmp");
+    if fs.exists(&tmp) {
+        fs.remove_file(&tmp).map_err(|e| io(&tmp, e))?;
+    }
+    Ok(())
+}
+
+pub(crate) fn undefined_table(name: &str) -> Error {
+    Error::invalid(SqlState::UndefinedTable, format!("relation \"{name}\" does not exist"))
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+}

@@ -1,0 +1,353 @@
+//! DataFusion integration: the [`StoredTable`] provider (scan with pruning, INSERT, DELETE, TRUNCATE)
+//! and the [`EngineSchema`] that lists stored tables and persistent views. The provider reads through
+//! [`TableSnapshot`]s only, never through writer internals.
+
+pub(crate) mod scan;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{RecordBatch, UInt64Array};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::{SchemaProvider, Session, TableProvider};
+use datafusion::common::{DFSchema, DataFusionError, Result, not_impl_err};
+use datafusion::datasource::sink::{DataSink, DataSinkExec};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::expr_rewriter::unnormalize_col;
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use futures::StreamExt;
+use parking_lot::RwLock;
+
+use crate::engine::{Engine, SegmentHandle, Table};
+use crate::error::Error;
+use scan::{PlanCounts, TableScanSource, Unit, prune_row_groups, prune_units, pruning_predicate};
+
+/// A stored table as DataFusion sees it.
+#[derive(Debug)]
+pub struct StoredTable {
+    engine: Arc<Engine>,
+    table: Arc<Table>,
+    def: Arc<crate::types::TableDef>,
+}
+
+impl StoredTable {
+    pub fn new(engine: Arc<Engine>, table: Arc<Table>) -> Self {
+        let def = Arc::new(table.def.clone());
+        StoredTable { engine, table, def }
+    }
+
+    pub fn table(&self) -> &Arc<Table> {
+        &self.table
+    }
+
+    /// Plans `filters` (logical, possibly qualified) as one physical predicate over the table schema.
+    fn physical_predicate(&self, state: &dyn Session, filters: &[Expr]) -> Result<Option<Arc<dyn PhysicalExpr>>> {
+        let Some(expr) = conjunction(filters.iter().cloned().map(unnormalize_col)) else { return Ok(None) };
+        let df_schema = DFSchema::try_from(self.table.schema.as_ref().clone())?;
+        Ok(Some(state.create_physical_expr(expr, &df_schema)?))
+    }
+}
+
+#[async_trait]
+impl TableProvider for StoredTable {
+    fn schema(&self) -> SchemaRef {
+        self.table.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let schema = self.table.schema.clone();
+        let projection: Vec<usize> = projection.cloned().unwrap_or_else(|| (0..schema.fields().len()).collect());
+        let projected_schema = Arc::new(schema.project(&projection)?);
+        let snapshot = self.table.snapshot();
+        let predicate = self.physical_predicate(state, filters)?;
+        let pruning = predicate.as_ref().and_then(|p| pruning_predicate(p, &schema));
+
+        let mut counts = PlanCounts::default();
+        let mut units = Vec::new();
+        for p in &snapshot.partitions {
+            counts.partitions.1 += 1;
+            let mut part_units: Vec<Unit> = Vec::new();
+            for seg in &p.segments {
+                for rg in 0..seg.segment.footer.row_groups.len() {
+                    part_units.push(Unit::RowGroup { seg: seg.clone(), rg });
+                }
+            }
+            part_units.extend(p.batches.iter().map(|b| Unit::Mem { batch: b.clone() }));
+            let keep = match &pruning {
+                Some(pred) => prune_units(pred, &self.def, &schema, &part_units),
+                None => vec![true; part_units.len()],
+            };
+            let mut seg_total = std::collections::HashSet::new();
+            let mut seg_kept = std::collections::HashSet::new();
+            let before = units.len();
+            for (u, k) in part_units.into_iter().zip(keep) {
+                if let Unit::RowGroup { seg, .. } = &u {
+                    seg_total.insert(seg.entry.id);
+                    counts.row_groups.1 += 1;
+                    if k {
+                        seg_kept.insert(seg.entry.id);
+                        counts.row_groups.0 += 1;
+                    }
+                } else if k {
+                    counts.mem_batches += 1;
+                }
+                if k {
+                    units.push(u);
+                }
+            }
+            counts.segments.1 += seg_total.len();
+            counts.segments.0 += seg_kept.len();
+            if units.len() > before {
+                counts.partitions.0 += 1;
+            }
+        }
+        let source = TableScanSource {
+            table_name: self.table.name().to_string(),
+            def: self.def.clone(),
+            schema,
+            projection,
+            projected_schema,
+            units: Arc::new(units),
+            counts,
+            fetch: limit,
+            target_partitions: state.config().target_partitions(),
+            dynamic: Vec::new(),
+            newest_first: false,
+            exact_rows: filters.is_empty(),
+            metrics: ExecutionPlanMetricsSet::new(),
+        };
+        Ok(DataSourceExec::from_data_source(source))
+    }
+
+    async fn insert_into(
+        &self,
+        _state: &dyn Session,
+        input: Arc<dyn ExecutionPlan>,
+        insert_op: InsertOp,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if insert_op != InsertOp::Append {
+            return not_impl_err!("{insert_op} is not supported; use INSERT INTO");
+        }
+        let sink = StoredSink { engine: self.engine.clone(), table: self.table.clone() };
+        Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
+    }
+
+    async fn delete_from(&self, state: &dyn Session, filters: Vec<Expr>) -> Result<Arc<dyn ExecutionPlan>> {
+        let predicate = self.physical_predicate(state, &filters)?;
+        Ok(Arc::new(DeleteExec::new(self.engine.clone(), self.table.clone(), predicate)))
+    }
+
+    async fn truncate(&self, _state: &dyn Session) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(DeleteExec::new(self.engine.clone(), self.table.clone(), None)))
+    }
+}
+
+/// INSERT: gathers the statement's rows and appends them as one transaction.
+#[derive(Debug)]
+struct StoredSink {
+    engine: Arc<Engine>,
+    table: Arc<Table>,
+}
+
+impl DisplayAs for StoredSink {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StoredSink: table={}", self.table.name())
+    }
+}
+
+#[async_trait]
+impl DataSink for StoredSink {
+    fn schema(&self) -> &SchemaRef {
+        &self.table.schema
+    }
+
+    async fn write_all(&self, mut data: SendableRecordBatchStream, _context: &Arc<TaskContext>) -> Result<u64> {
+        let mut batches = Vec::new();
+        while let Some(b) = data.next().await {
+            batches.push(b?);
+        }
+        let engine = self.engine.clone();
+        let table = self.table.clone();
+        let rows = tokio::task::spawn_blocking(move || engine.append(&table, &batches))
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))??;
+        Ok(rows)
+    }
+}
+
+/// DELETE / TRUNCATE: runs when executed (never at planning, so EXPLAIN deletes nothing).
+#[derive(Debug)]
+struct DeleteExec {
+    engine: Arc<Engine>,
+    table: Arc<Table>,
+    predicate: Option<Arc<dyn PhysicalExpr>>,
+    props: Arc<PlanProperties>,
+}
+
+fn count_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new("count", DataType::UInt64, false)]))
+}
+
+impl DeleteExec {
+    fn new(engine: Arc<Engine>, table: Arc<Table>, predicate: Option<Arc<dyn PhysicalExpr>>) -> Self {
+        let props = PlanProperties::new(
+            EquivalenceProperties::new(count_schema()),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        );
+        DeleteExec { engine, table, predicate, props: Arc::new(props) }
+    }
+}
+
+impl DisplayAs for DeleteExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.predicate {
+            Some(p) => write!(f, "DeleteExec: table={}, predicate={p}", self.table.name()),
+            None => write!(f, "DeleteExec: table={}, all rows", self.table.name()),
+        }
+    }
+}
+
+impl ExecutionPlan for DeleteExec {
+    fn name(&self) -> &str {
+        "DeleteExec"
+    }
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<datafusion::common::tree_node::TreeNodeRecursion>,
+    ) -> Result<datafusion::common::tree_node::TreeNodeRecursion> {
+        match &self.predicate {
+            Some(p) => f(p),
+            None => Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue),
+        }
+    }
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.props
+    }
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        Vec::new()
+    }
+    fn with_new_children(self: Arc<Self>, _children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+    fn execute(&self, _partition: usize, _context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        let engine = self.engine.clone();
+        let table = self.table.clone();
+        let predicate = self.predicate.clone();
+        let fut = async move {
+            let n = tokio::task::spawn_blocking(move || delete_rows(&engine, &table, predicate))
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))??;
+            Ok(RecordBatch::try_new(count_schema(), vec![Arc::new(UInt64Array::from(vec![n]))])?)
+        };
+        Ok(Box::pin(RecordBatchStreamAdapter::new(count_schema(), futures::stream::once(fut))))
+    }
+}
+
+fn delete_rows(engine: &Engine, table: &Arc<Table>, predicate: Option<Arc<dyn PhysicalExpr>>) -> Result<u64, Error> {
+    let predicate = predicate.unwrap_or_else(|| datafusion::physical_plan::expressions::lit(true));
+    let schema = table.schema.clone();
+    let def = table.def.clone();
+    let pruning = pruning_predicate(&predicate, &schema);
+    let may_match = |seg: &SegmentHandle| match &pruning {
+        None => true,
+        Some(p) => {
+            let rgs = (0..seg.segment.footer.row_groups.len()).map(|rg| (seg, rg)).collect();
+            prune_row_groups(p, &def, &schema, rgs).into_iter().any(|k| k)
+        }
+    };
+    engine.delete_where(table, &predicate, &may_match)
+}
+
+/// The `public` schema: stored tables and persistent views. Views are planned by DataFusion and persisted
+/// through [`SchemaProvider::register_table`], so `CREATE VIEW` survives a restart whichever front end
+/// (embedded or the server) runs it. Other providers registered here (by the server or by embedders)
+/// live for the session only.
+#[derive(Debug)]
+pub struct EngineSchema {
+    engine: Arc<Engine>,
+    others: RwLock<HashMap<String, Arc<dyn TableProvider>>>,
+    /// While views are replayed on open, registering them must not write the catalog again.
+    pub(crate) loading: std::sync::atomic::AtomicBool,
+}
+
+impl EngineSchema {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        EngineSchema { engine, others: RwLock::new(HashMap::new()), loading: false.into() }
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for EngineSchema {
+    fn table_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.engine.tables().iter().map(|t| t.name().to_string()).collect();
+        names.extend(self.others.read().keys().cloned());
+        names.sort();
+        names
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        if let Some(t) = self.engine.table(name) {
+            return Ok(Some(Arc::new(StoredTable::new(self.engine.clone(), t))));
+        }
+        Ok(self.others.read().get(name).cloned())
+    }
+
+    fn register_table(&self, name: String, table: Arc<dyn TableProvider>) -> Result<Option<Arc<dyn TableProvider>>> {
+        if self.engine.table(&name).is_some() {
+            return Err(Error::invalid(
+                crate::error::SqlState::DuplicateTable,
+                format!("relation \"{name}\" already exists"),
+            )
+            .into());
+        }
+        if table.table_type() == TableType::View && !self.loading.load(std::sync::atomic::Ordering::Acquire) {
+            if let Some(sql) = table.get_table_definition() {
+                self.engine.put_view(&name, sql)?;
+            }
+        }
+        Ok(self.others.write().insert(name, table))
+    }
+
+    fn deregister_table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        if let Some(t) = self.engine.table(name) {
+            let provider: Arc<dyn TableProvider> = Arc::new(StoredTable::new(self.engine.clone(), t));
+            self.engine.drop_table(name)?;
+            return Ok(Some(provider));
+        }
+        let removed = self.others.write().remove(name);
+        if removed.as_ref().is_some_and(|t| t.table_type() == TableType::View) {
+            self.engine.remove_view(name)?;
+        }
+        Ok(removed)
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.engine.table(name).is_some() || self.others.read().contains_key(name)
+    }
+}

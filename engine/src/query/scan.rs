@@ -1,0 +1,510 @@
+//! The scan: a DataFusion [`DataSource`] over a table snapshot. Work is cut into units (a row group of a
+//! sealed segment, or a memtable batch). Units are pruned when the plan is made, with the query's filters
+//! against per-row-group min / max statistics, and again while it runs, with dynamic filters that
+//! DataFusion pushes down (a TopK's current threshold, for example). Partitions pull units from a shared
+//! cursor, so both cores stay busy and a newest-first scan reads newest units first.
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use datafusion::arrow::array::{
+    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, UInt64Array,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::pruning::PruningStatistics;
+use datafusion::common::stats::Precision;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{Column, Result, ScalarValue, Statistics};
+use datafusion::datasource::source::DataSource;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::projection::ProjectionExprs;
+use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
+use datafusion::physical_expr_common::physical_expr::{snapshot_generation, snapshot_physical_expr};
+use datafusion::physical_expr_common::sort_expr::PhysicalSortExpr;
+use datafusion::physical_optimizer::pruning::{PruningPredicate, PruningPredicateBuilder};
+use datafusion::physical_plan::expressions::Column as ColumnExpr;
+use datafusion::physical_plan::filter_pushdown::{FilterPushdownPropagation, PushedDown};
+use datafusion::physical_plan::metrics::{Count, ExecutionPlanMetricsSet, MetricBuilder};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{DisplayFormatType, SortOrderPushdownResult};
+
+use crate::engine::SegmentHandle;
+use crate::segment::Stat;
+use crate::types::TableDef;
+
+/// One piece of work.
+#[derive(Debug, Clone)]
+pub(crate) enum Unit {
+    RowGroup { seg: Arc<SegmentHandle>, rg: usize },
+    Mem { batch: RecordBatch },
+}
+
+impl Unit {
+    fn rows(&self) -> usize {
+        match self {
+            Unit::RowGroup { seg, rg } => seg.segment.footer.row_groups[*rg].rows as usize,
+            Unit::Mem { batch } => batch.num_rows(),
+        }
+    }
+
+    /// The largest time value the unit may hold, for newest-first ordering.
+    fn max_time(&self, time_col: Option<usize>) -> i64 {
+        match (self, time_col) {
+            (Unit::RowGroup { seg, rg }, Some(t)) => match seg.segment.footer.row_groups[*rg].chunks[t].stat {
+                Stat::Int { max, .. } => max,
+                _ => i64::MAX,
+            },
+            // Memtable batches hold the newest rows.
+            _ => i64::MAX,
+        }
+    }
+}
+
+/// Min / max statistics of a list of row groups, for DataFusion's pruning predicates.
+pub(crate) struct RowGroupStats<'a> {
+    pub def: &'a TableDef,
+    pub schema: &'a SchemaRef,
+    pub units: Vec<(&'a SegmentHandle, usize)>,
+}
+
+impl RowGroupStats<'_> {
+    fn stat_array(&self, column: &Column, pick_max: bool) -> Option<ArrayRef> {
+        let idx = self.def.column_index(&column.name)?;
+        let target = self.schema.field(idx).data_type().clone();
+        let stats = self.units.iter().map(|(s, rg)| &s.segment.footer.row_groups[*rg].chunks[idx].stat);
+        let array: ArrayRef = match &target {
+            DataType::Utf8 => Arc::new(
+                stats
+                    .map(|s| match s {
+                        Stat::Text { min, max } => Some(if pick_max { max.clone() } else { min.clone() }),
+                        _ => None,
+                    })
+                    .collect::<StringArray>(),
+            ),
+            DataType::Float32 | DataType::Float64 => Arc::new(
+                stats
+                    .map(|s| match s {
+                        Stat::Float { min, max } => Some(if pick_max { *max } else { *min }),
+                        _ => None,
+                    })
+                    .collect::<Float64Array>(),
+            ),
+            _ => Arc::new(
+                stats
+                    .map(|s| match s {
+                        Stat::Int { min, max } => Some(if pick_max { *max } else { *min }),
+                        _ => None,
+                    })
+                    .collect::<Int64Array>(),
+            ),
+        };
+        if array.data_type() == &target { Some(array) } else { cast(&array, &target).ok() }
+    }
+}
+
+impl PruningStatistics for RowGroupStats<'_> {
+    fn min_values(&self, column: &Column) -> Option<ArrayRef> {
+        self.stat_array(column, false)
+    }
+    fn max_values(&self, column: &Column) -> Option<ArrayRef> {
+        self.stat_array(column, true)
+    }
+    fn num_containers(&self) -> usize {
+        self.units.len()
+    }
+    fn null_counts(&self, column: &Column) -> Option<ArrayRef> {
+        let idx = self.def.column_index(&column.name)?;
+        Some(Arc::new(
+            self.units
+                .iter()
+                .map(|(s, rg)| s.segment.footer.row_groups[*rg].chunks[idx].null_count as u64)
+                .collect::<UInt64Array>(),
+        ))
+    }
+    fn row_counts(&self) -> Option<ArrayRef> {
+        Some(Arc::new(
+            self.units.iter().map(|(s, rg)| s.segment.footer.row_groups[*rg].rows as u64).collect::<UInt64Array>(),
+        ))
+    }
+    fn contained(&self, _column: &Column, _values: &std::collections::HashSet<ScalarValue>) -> Option<BooleanArray> {
+        None
+    }
+}
+
+/// Builds a pruning predicate, or `None` when the expression cannot prune anything.
+pub(crate) fn pruning_predicate(expr: &Arc<dyn PhysicalExpr>, schema: &SchemaRef) -> Option<PruningPredicate> {
+    let p = PruningPredicateBuilder::new().with_file_schema(schema.clone()).try_build(expr.clone()).ok()?;
+    if p.always_true() { None } else { Some(p) }
+}
+
+/// Which of the row groups may hold rows matching `pred`.
+pub(crate) fn prune_row_groups(
+    pred: &PruningPredicate,
+    def: &TableDef,
+    schema: &SchemaRef,
+    units: Vec<(&SegmentHandle, usize)>,
+) -> Vec<bool> {
+    let n = units.len();
+    let stats = RowGroupStats { def, schema, units };
+    pred.prune(&stats).unwrap_or_else(|_| vec![true; n])
+}
+
+/// Which of `units` may hold rows matching `pred` (memtable units always may).
+pub(crate) fn prune_units(pred: &PruningPredicate, def: &TableDef, schema: &SchemaRef, units: &[Unit]) -> Vec<bool> {
+    let rg_units: Vec<(&SegmentHandle, usize)> = units
+        .iter()
+        .filter_map(|u| match u {
+            Unit::RowGroup { seg, rg } => Some((seg.as_ref(), *rg)),
+            Unit::Mem { .. } => None,
+        })
+        .collect();
+    let mut it = prune_row_groups(pred, def, schema, rg_units).into_iter();
+    units
+        .iter()
+        .map(|u| match u {
+            Unit::RowGroup { .. } => it.next().unwrap_or(true),
+            Unit::Mem { .. } => true,
+        })
+        .collect()
+}
+
+/// Counts shown by EXPLAIN: what the plan-time pruning kept, out of what the snapshot had.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PlanCounts {
+    pub partitions: (usize, usize),
+    pub segments: (usize, usize),
+    pub row_groups: (usize, usize),
+    pub mem_batches: usize,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct TableScanSource {
+    pub table_name: String,
+    pub def: Arc<TableDef>,
+    /// The full table schema.
+    pub schema: SchemaRef,
+    pub projection: Vec<usize>,
+    pub projected_schema: SchemaRef,
+    pub units: Arc<Vec<Unit>>,
+    pub counts: PlanCounts,
+    pub fetch: Option<usize>,
+    pub target_partitions: usize,
+    /// Filters pushed down by DataFusion at run time (TopK thresholds, join filters).
+    pub dynamic: Vec<Arc<dyn PhysicalExpr>>,
+    pub newest_first: bool,
+    /// True when the plan-time filters are empty, so the row count is exact.
+    pub exact_rows: bool,
+    pub metrics: ExecutionPlanMetricsSet,
+}
+
+/// The cursor shared by the partitions of one execution.
+struct SharedCursor(AtomicUsize);
+
+impl TableScanSource {
+    fn n_partitions(&self) -> usize {
+        self.target_partitions.clamp(1, self.units.len().max(1))
+    }
+
+    fn stream(&self, partition: usize, shared: Option<Arc<SharedCursor>>) -> SendableRecordBatchStream {
+        let n = self.n_partitions();
+        let metrics = ScanMetrics {
+            scanned: MetricBuilder::new(&self.metrics).counter("row_groups_scanned", partition),
+            pruned: MetricBuilder::new(&self.metrics).counter("row_groups_pruned_at_run_time", partition),
+            mem: MetricBuilder::new(&self.metrics).counter("memtable_batches_scanned", partition),
+            rows: MetricBuilder::new(&self.metrics).counter("rows_decoded", partition),
+        };
+        let iter = UnitIter {
+            src: self.clone(),
+            partition,
+            n,
+            next_static: partition,
+            shared,
+            emitted: 0,
+            dyn_pruner: None,
+            metrics,
+        };
+        Box::pin(RecordBatchStreamAdapter::new(self.projected_schema.clone(), futures::stream::iter(iter)))
+    }
+
+    fn time_col(&self) -> Option<usize> {
+        self.def.time_column()
+    }
+}
+
+struct ScanMetrics {
+    scanned: Count,
+    pruned: Count,
+    mem: Count,
+    rows: Count,
+}
+
+struct UnitIter {
+    src: TableScanSource,
+    partition: usize,
+    n: usize,
+    next_static: usize,
+    shared: Option<Arc<SharedCursor>>,
+    emitted: usize,
+    /// The pruning predicate built from the dynamic filters at a given generation.
+    dyn_pruner: Option<(u64, Option<PruningPredicate>)>,
+    metrics: ScanMetrics,
+}
+
+impl UnitIter {
+    fn next_index(&mut self) -> Option<usize> {
+        let i = match &self.shared {
+            Some(c) => c.0.fetch_add(1, Ordering::Relaxed),
+            None => {
+                let i = self.next_static;
+                self.next_static += self.n;
+                i
+            }
+        };
+        (i < self.src.units.len()).then_some(i)
+    }
+
+    /// True if the dynamic filters, as they stand now, rule the unit out.
+    fn dynamically_pruned(&mut self, unit: &Unit) -> bool {
+        if self.src.dynamic.is_empty() || matches!(unit, Unit::Mem { .. }) {
+            return false;
+        }
+        let generation: u64 =
+            self.src.dynamic.iter().map(snapshot_generation).fold(0, |a, g| a.wrapping_mul(31).wrapping_add(g));
+        if self.dyn_pruner.as_ref().is_none_or(|(g, _)| *g != generation) {
+            let exprs: Vec<Arc<dyn PhysicalExpr>> =
+                self.src.dynamic.iter().filter_map(|e| snapshot_physical_expr(e.clone()).ok()).collect();
+            let pred = exprs
+                .into_iter()
+                .reduce(|a, b| {
+                    Arc::new(datafusion::physical_plan::expressions::BinaryExpr::new(
+                        a,
+                        datafusion::logical_expr::Operator::And,
+                        b,
+                    )) as Arc<dyn PhysicalExpr>
+                })
+                .and_then(|e| pruning_predicate(&e, &self.src.schema));
+            self.dyn_pruner = Some((generation, pred));
+        }
+        match &self.dyn_pruner {
+            Some((_, Some(pred))) => !prune_units(pred, &self.src.def, &self.src.schema, std::slice::from_ref(unit))[0],
+            _ => false,
+        }
+    }
+}
+
+impl Iterator for UnitIter {
+    type Item = Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.src.fetch.is_some_and(|f| self.emitted >= f) {
+                return None;
+            }
+            let i = self.next_index()?;
+            let unit = self.src.units[i].clone();
+            if self.dynamically_pruned(&unit) {
+                self.metrics.pruned.add(1);
+                continue;
+            }
+            let batch = match &unit {
+                Unit::RowGroup { seg, rg } => {
+                    self.metrics.scanned.add(1);
+                    match seg.segment.read(*rg, &self.src.projection, &self.src.projected_schema) {
+                        Ok(b) => b,
+                        Err(e) => return Some(Err(e.into())),
+                    }
+                }
+                Unit::Mem { batch } => {
+                    self.metrics.mem.add(1);
+                    match batch.project(&self.src.projection) {
+                        Ok(b) => b,
+                        Err(e) => return Some(Err(e.into())),
+                    }
+                }
+            };
+            self.metrics.rows.add(batch.num_rows());
+            let _ = self.partition;
+            let batch = match self.src.fetch {
+                Some(f) if self.emitted + batch.num_rows() > f => batch.slice(0, f - self.emitted),
+                _ => batch,
+            };
+            self.emitted += batch.num_rows();
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            return Some(Ok(batch));
+        }
+    }
+}
+
+impl DataSource for TableScanSource {
+    fn open(&self, partition: usize, _context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        Ok(self.stream(partition, None))
+    }
+
+    fn open_with_args(&self, args: datafusion::datasource::source::OpenArgs) -> Result<SendableRecordBatchStream> {
+        let shared = args.sibling_state.and_then(|s| s.downcast::<SharedCursor>().ok());
+        Ok(self.stream(args.partition, shared))
+    }
+
+    fn create_sibling_state(&self, _config: &ConfigOptions) -> Option<Arc<dyn Any + Send + Sync>> {
+        Some(Arc::new(SharedCursor(AtomicUsize::new(0))))
+    }
+
+    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.counts;
+        let cols: Vec<&str> = self.projected_schema.fields().iter().map(|f| f.name().as_str()).collect();
+        match t {
+            DisplayFormatType::TreeRender => write!(f, "table={}", self.table_name),
+            _ => {
+                write!(
+                    f,
+                    "TrafficScan: table={}, partitions={}/{}, segments={}/{}, row_groups={}/{}, memtable_batches={}, projection=[{}]",
+                    self.table_name,
+                    c.partitions.0,
+                    c.partitions.1,
+                    c.segments.0,
+                    c.segments.1,
+                    c.row_groups.0,
+                    c.row_groups.1,
+                    c.mem_batches,
+                    cols.join(", ")
+                )?;
+                if let Some(n) = self.fetch {
+                    write!(f, ", limit={n}")?;
+                }
+                if self.newest_first {
+                    write!(f, ", order=newest_first")?;
+                }
+                if !self.dynamic.is_empty() {
+                    let d: Vec<String> = self.dynamic.iter().map(|e| e.to_string()).collect();
+                    write!(f, ", runtime_filters=[{}]", d.join(", "))?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn output_partitioning(&self) -> Partitioning {
+        Partitioning::UnknownPartitioning(self.n_partitions())
+    }
+
+    fn eq_properties(&self) -> EquivalenceProperties {
+        EquivalenceProperties::new(self.projected_schema.clone())
+    }
+
+    fn partition_statistics(&self, partition: Option<usize>) -> Result<Arc<Statistics>> {
+        let mut s = Statistics::new_unknown(&self.projected_schema);
+        if partition.is_none() && self.fetch.is_none() {
+            let rows: usize = self.units.iter().map(Unit::rows).sum();
+            s.num_rows = if self.exact_rows { Precision::Exact(rows) } else { Precision::Inexact(rows) };
+        }
+        Ok(Arc::new(s))
+    }
+
+    fn with_fetch(&self, limit: Option<usize>) -> Option<Arc<dyn DataSource>> {
+        let mut s = self.clone();
+        s.fetch = limit;
+        Some(Arc::new(s))
+    }
+
+    fn fetch(&self) -> Option<usize> {
+        self.fetch
+    }
+
+    fn metrics(&self) -> ExecutionPlanMetricsSet {
+        self.metrics.clone()
+    }
+
+    fn try_swapping_with_projection(&self, _projection: &ProjectionExprs) -> Result<Option<Arc<dyn DataSource>>> {
+        Ok(None)
+    }
+
+    fn try_pushdown_filters(
+        &self,
+        filters: Vec<Arc<dyn PhysicalExpr>>,
+        _config: &ConfigOptions,
+    ) -> Result<FilterPushdownPropagation<Arc<dyn DataSource>>> {
+        // The filters are used to skip row groups; rows are still filtered above the scan (Inexact).
+        let n = filters.len();
+        let mut s = self.clone();
+        // Dynamic filters refer to the projected schema; keep those whose columns map onto the table.
+        for f in filters {
+            if let Some(mapped) = remap_to_table(&f, &self.projected_schema, &self.schema) {
+                s.dynamic.push(mapped);
+            }
+        }
+        let mut prop = FilterPushdownPropagation::with_parent_pushdown_result(vec![PushedDown::No; n]);
+        prop.updated_node = Some(Arc::new(s) as Arc<dyn DataSource>);
+        Ok(prop)
+    }
+
+    fn try_pushdown_sort(&self, order: &[PhysicalSortExpr]) -> Result<SortOrderPushdownResult<Arc<dyn DataSource>>> {
+        let Some(first) = order.first() else { return Ok(SortOrderPushdownResult::Unsupported) };
+        let Some(col) = first.expr.downcast_ref::<ColumnExpr>() else {
+            return Ok(SortOrderPushdownResult::Unsupported);
+        };
+        let Some(t) = self.time_col() else { return Ok(SortOrderPushdownResult::Unsupported) };
+        if self.projected_schema.field(col.index()).name() != &self.def.columns[t].name {
+            return Ok(SortOrderPushdownResult::Unsupported);
+        }
+        let mut s = self.clone();
+        let mut units: Vec<Unit> = self.units.as_ref().clone();
+        if first.options.descending {
+            units.sort_by_key(|u| std::cmp::Reverse(u.max_time(Some(t))));
+            s.newest_first = true;
+        } else {
+            units.sort_by_key(|u| match u {
+                Unit::RowGroup { seg, rg } => match seg.segment.footer.row_groups[*rg].chunks[t].stat {
+                    Stat::Int { min, .. } => min,
+                    _ => i64::MIN,
+                },
+                Unit::Mem { .. } => i64::MIN,
+            });
+        }
+        s.units = Arc::new(units);
+        Ok(SortOrderPushdownResult::Inexact { inner: Arc::new(s) })
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        for e in &self.dynamic {
+            if f(e)? == TreeNodeRecursion::Stop {
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    }
+}
+
+/// Rewrites column references from the projected schema to the full table schema.
+fn remap_to_table(
+    expr: &Arc<dyn PhysicalExpr>,
+    projected: &SchemaRef,
+    table: &SchemaRef,
+) -> Option<Arc<dyn PhysicalExpr>> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    let mut ok = true;
+    let out = expr
+        .clone()
+        .transform(|e| {
+            if let Some(c) = e.downcast_ref::<ColumnExpr>() {
+                let name =
+                    projected.fields().get(c.index()).map(|f| f.name().clone()).unwrap_or_else(|| c.name().to_string());
+                match table.index_of(&name) {
+                    Ok(i) => return Ok(Transformed::yes(Arc::new(ColumnExpr::new(&name, i)) as Arc<dyn PhysicalExpr>)),
+                    Err(_) => ok = false,
+                }
+            }
+            Ok(Transformed::no(e))
+        })
+        .ok()?
+        .data;
+    ok.then_some(out)
+}

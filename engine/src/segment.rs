@@ -1,0 +1,530 @@
+//! Sealed segment files: immutable, columnar, checksummed. The byte layout is in `docs/storage.md`.
+//!
+//! ```text
+//! header   magic "TDBSEG01" | version u32 | flags u32
+//! chunks   one per (row group, column): [validity][encoded values], zstd-compressed where it pays
+//! footer   columns, row groups, per chunk: offset, lengths, compression, crc32, null count, min / max
+//! trailer  footer length u32 | footer crc32 u32 | magic "TDBSEGFT"
+//! ```
+//!
+//! A reader checks the trailer and the footer's checksum and invariants on open, and each chunk's crc32
+//! before decoding it, so a flipped byte anywhere is reported with the file and offset.
+
+pub(crate) mod codec;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Float32Array, Float64Array, Int16Array, Int32Array, Int64Array,
+    PrimitiveArray, RecordBatch, RecordBatchOptions, StringArray,
+};
+use datafusion::arrow::buffer::{BooleanBuffer, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{
+    DataType, Float32Type, Float64Type, Int64Type, SchemaRef, TimestampMicrosecondType,
+};
+
+use crate::error::{Error, Result};
+use crate::io::{Fs, Mapped};
+use crate::types::{ColumnDef, ColumnType, Physical};
+use codec::{PutLe, Reader};
+
+pub const MAGIC: &[u8; 8] = b"TDBSEG01";
+pub const FOOTER_MAGIC: &[u8; 8] = b"TDBSEGFT";
+pub const FORMAT_VERSION: u32 = 1;
+/// Rows per row group, at most.
+pub const MAX_ROW_GROUP_ROWS: usize = 65_536;
+const HEADER_LEN: usize = 16;
+const TRAILER_LEN: usize = 16;
+const COMPRESSION_NONE: u8 = 0;
+const COMPRESSION_ZSTD: u8 = 1;
+/// Longest text kept as a min / max statistic; longer values leave the chunk without text statistics.
+const MAX_TEXT_STAT: usize = 64;
+
+/// Minimum and maximum of a chunk's non-null values.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Stat {
+    None,
+    Int { min: i64, max: i64 },
+    Float { min: f64, max: f64 },
+    Text { min: String, max: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct ChunkMeta {
+    pub offset: u64,
+    pub len: u32,
+    pub raw_len: u32,
+    pub compression: u8,
+    pub crc: u32,
+    pub null_count: u32,
+    pub stat: Stat,
+}
+
+#[derive(Debug, Clone)]
+pub struct RowGroupMeta {
+    pub rows: u32,
+    pub chunks: Vec<ChunkMeta>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Footer {
+    pub columns: Vec<ColumnDef>,
+    pub row_groups: Vec<RowGroupMeta>,
+}
+
+/// How segments are written.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteOptions {
+    /// zstd level for chunks where compression pays.
+    pub zstd_level: i32,
+    /// Compress a chunk only if zstd removes at least this fraction of its bytes: decoding zstd runs far
+    /// below memory bandwidth, so a chunk it barely shrinks is better left as it is.
+    pub zstd_min_saving: f64,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        WriteOptions { zstd_level: 3, zstd_min_saving: 0.25 }
+    }
+}
+
+/// What a written segment holds, for the catalog.
+#[derive(Debug, Clone)]
+pub struct WrittenSegment {
+    pub rows: u64,
+    pub bytes: u64,
+    pub min_ts: Option<i64>,
+    pub max_ts: Option<i64>,
+}
+
+/// Writes `batch` (already in the table's schema and sort order) to `path` and fsyncs it.
+/// The file's name is not durable until the caller syncs the directory.
+pub fn write_segment(
+    fs: &dyn Fs,
+    path: &Path,
+    columns: &[ColumnDef],
+    time_column: Option<usize>,
+    batch: &RecordBatch,
+    options: WriteOptions,
+) -> Result<WrittenSegment> {
+    let mut out = Vec::with_capacity(batch.get_array_memory_size() / 4 + 1024);
+    out.extend_from_slice(MAGIC);
+    out.put_u32(FORMAT_VERSION);
+    out.put_u32(0);
+    let mut row_groups = Vec::new();
+    let rows = batch.num_rows();
+    let mut start = 0;
+    while start < rows {
+        let len = (rows - start).min(MAX_ROW_GROUP_ROWS);
+        let mut chunks = Vec::with_capacity(columns.len());
+        for (i, col) in columns.iter().enumerate() {
+            let array = batch.column(i).slice(start, len);
+            let (raw, null_count, stat) = encode_chunk(col.ty, &array)?;
+            let (compression, stored) = compress(raw.as_slice(), options);
+            let offset = out.len() as u64;
+            let crc = crc32fast::hash(&stored);
+            chunks.push(ChunkMeta {
+                offset,
+                len: u32::try_from(stored.len()).map_err(|_| chunk_too_large(path))?,
+                raw_len: u32::try_from(raw.len()).map_err(|_| chunk_too_large(path))?,
+                compression,
+                crc,
+                null_count: null_count as u32,
+                stat,
+            });
+            out.extend_from_slice(&stored);
+        }
+        row_groups.push(RowGroupMeta { rows: len as u32, chunks });
+        start += len;
+    }
+    let footer = Footer { columns: columns.to_vec(), row_groups };
+    let footer_bytes = encode_footer(&footer);
+    out.extend_from_slice(&footer_bytes);
+    out.put_u32(footer_bytes.len() as u32);
+    out.put_u32(crc32fast::hash(&footer_bytes));
+    out.extend_from_slice(FOOTER_MAGIC);
+
+    let mut f = fs.create(path).map_err(|e| Error::io(path, e))?;
+    f.write_all(&out).map_err(|e| Error::io(path, e))?;
+    f.sync().map_err(|e| Error::io(path, e))?;
+
+    let (min_ts, max_ts) = match time_column {
+        Some(t) => footer
+            .row_groups
+            .iter()
+            .filter_map(|rg| match rg.chunks[t].stat {
+                Stat::Int { min, max } => Some((min, max)),
+                _ => None,
+            })
+            .fold((None, None), |(lo, hi): (Option<i64>, Option<i64>), (a, b)| {
+                (Some(lo.map_or(a, |l| l.min(a))), Some(hi.map_or(b, |h| h.max(b))))
+            }),
+        None => (None, None),
+    };
+    Ok(WrittenSegment { rows: rows as u64, bytes: out.len() as u64, min_ts, max_ts })
+}
+
+fn chunk_too_large(path: &Path) -> Error {
+    Error::invalid(
+        crate::error::SqlState::InvalidParameter,
+        format!("a column chunk of {} exceeds 4 GiB", path.display()),
+    )
+}
+
+fn compress(raw: &[u8], options: WriteOptions) -> (u8, Vec<u8>) {
+    if raw.len() >= 4096 {
+        if let Ok(z) = zstd::bulk::compress(raw, options.zstd_level) {
+            if (z.len() as f64) <= raw.len() as f64 * (1.0 - options.zstd_min_saving) {
+                return (COMPRESSION_ZSTD, z);
+            }
+        }
+    }
+    (COMPRESSION_NONE, raw.to_vec())
+}
+
+fn encode_validity(array: &dyn Array, out: &mut Vec<u8>) {
+    match array.logical_nulls().filter(|n| n.null_count() > 0) {
+        Some(nulls) => {
+            out.put_u8(1);
+            let bits = nulls.inner().sliced();
+            out.extend_from_slice(bits.as_slice());
+        }
+        None => out.put_u8(0),
+    }
+}
+
+/// Replaces the values under NULL slots by their neighbour so they do not widen the bit-packing.
+fn fill_nulls<T: Copy>(values: &mut [T], nulls: Option<&NullBuffer>) {
+    let Some(nulls) = nulls else { return };
+    let Some(first) = nulls.valid_indices().next() else { return };
+    let mut last = values[first];
+    for (i, v) in values.iter_mut().enumerate() {
+        if nulls.is_valid(i) {
+            last = *v;
+        } else {
+            *v = last;
+        }
+    }
+}
+
+fn encode_chunk(ty: ColumnType, array: &ArrayRef) -> Result<(Vec<u8>, usize, Stat)> {
+    let mut out = Vec::new();
+    encode_validity(array.as_ref(), &mut out);
+    let nulls = array.logical_nulls();
+    let nulls = nulls.as_ref().filter(|n| n.null_count() > 0);
+    let null_count = nulls.map_or(0, |n| n.null_count());
+    let stat = match ty.physical() {
+        Physical::Int => {
+            let as64 = cast(array, &DataType::Int64)?;
+            let mut values = as64.as_primitive::<Int64Type>().values().to_vec();
+            fill_nulls(&mut values, nulls);
+            codec::encode_ints(&values, &mut out);
+            min_max(values.iter().copied(), nulls, |a, b| a < b).map_or(Stat::None, |(min, max)| Stat::Int { min, max })
+        }
+        Physical::Float64 => {
+            let mut values = array.as_primitive::<Float64Type>().values().to_vec();
+            fill_nulls(&mut values, nulls);
+            codec::encode_f64(&values, &mut out);
+            float_stat(values.iter().copied(), nulls)
+        }
+        Physical::Float32 => {
+            let mut values = array.as_primitive::<Float32Type>().values().to_vec();
+            fill_nulls(&mut values, nulls);
+            codec::encode_f32(&values, &mut out);
+            float_stat(values.iter().map(|&v| v as f64), nulls)
+        }
+        Physical::Bool => {
+            let b = array.as_boolean();
+            let bits = b.values().sliced();
+            out.extend_from_slice(bits.as_slice());
+            let valid = || (0..b.len()).filter(|&i| b.is_valid(i)).map(|i| b.value(i) as i64);
+            match (valid().min(), valid().max()) {
+                (Some(min), Some(max)) => Stat::Int { min, max },
+                _ => Stat::None,
+            }
+        }
+        Physical::Text => {
+            let s = array.as_string::<i32>();
+            codec::encode_text((0..s.len()).map(|i| if s.is_valid(i) { s.value(i) } else { "" }), s.len(), &mut out);
+            let valid = || (0..s.len()).filter(|&i| s.is_valid(i)).map(|i| s.value(i));
+            match (valid().min(), valid().max()) {
+                (Some(min), Some(max)) if min.len() <= MAX_TEXT_STAT && max.len() <= MAX_TEXT_STAT => {
+                    Stat::Text { min: min.to_string(), max: max.to_string() }
+                }
+                _ => Stat::None,
+            }
+        }
+    };
+    Ok((out, null_count, stat))
+}
+
+fn min_max<T: Copy>(
+    values: impl Iterator<Item = T>,
+    nulls: Option<&NullBuffer>,
+    lt: impl Fn(&T, &T) -> bool,
+) -> Option<(T, T)> {
+    let mut acc: Option<(T, T)> = None;
+    for (i, v) in values.enumerate() {
+        if nulls.is_some_and(|n| n.is_null(i)) {
+            continue;
+        }
+        acc = Some(match acc {
+            None => (v, v),
+            Some((lo, hi)) => (if lt(&v, &lo) { v } else { lo }, if lt(&hi, &v) { v } else { hi }),
+        });
+    }
+    acc
+}
+
+fn float_stat(values: impl Iterator<Item = f64>, nulls: Option<&NullBuffer>) -> Stat {
+    // NaN sorts above everything in SQL; a chunk holding one keeps no statistics.
+    let mut has_nan = false;
+    let r = min_max(values.inspect(|v| has_nan |= v.is_nan()), nulls, |a, b| a < b);
+    match r {
+        Some((min, max)) if !has_nan => Stat::Float { min, max },
+        _ => Stat::None,
+    }
+}
+
+fn encode_footer(f: &Footer) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.put_u16(f.columns.len() as u16);
+    for c in &f.columns {
+        out.put_bytes16(c.name.as_bytes());
+        out.put_u8(c.ty.code());
+        out.put_u8(c.nullable as u8);
+    }
+    out.put_u32(f.row_groups.len() as u32);
+    for rg in &f.row_groups {
+        out.put_u32(rg.rows);
+        for ch in &rg.chunks {
+            out.put_u64(ch.offset);
+            out.put_u32(ch.len);
+            out.put_u32(ch.raw_len);
+            out.put_u8(ch.compression);
+            out.put_u32(ch.crc);
+            out.put_u32(ch.null_count);
+            match &ch.stat {
+                Stat::None => out.put_u8(0),
+                Stat::Int { min, max } => {
+                    out.put_u8(1);
+                    out.put_i64(*min);
+                    out.put_i64(*max);
+                }
+                Stat::Float { min, max } => {
+                    out.put_u8(2);
+                    out.put_u64(min.to_bits());
+                    out.put_u64(max.to_bits());
+                }
+                Stat::Text { min, max } => {
+                    out.put_u8(3);
+                    out.put_bytes16(min.as_bytes());
+                    out.put_bytes16(max.as_bytes());
+                }
+            }
+        }
+    }
+    out
+}
+
+fn decode_footer(buf: &[u8], file_len: u64) -> codec::DecodeResult<Footer> {
+    let mut r = Reader::new(buf);
+    let ncols = r.u16()? as usize;
+    let mut columns = Vec::with_capacity(ncols);
+    for _ in 0..ncols {
+        let name = String::from_utf8(r.bytes16()?.to_vec()).map_err(|_| "column name is not UTF-8")?;
+        let ty = ColumnType::from_code(r.u8()?).ok_or("unknown column type")?;
+        let nullable = r.u8()? != 0;
+        columns.push(ColumnDef { name, ty, nullable });
+    }
+    let nrg = r.u32()? as usize;
+    if nrg > buf.len() {
+        return Err(format!("{nrg} row groups cannot fit in a footer of {} bytes", buf.len()));
+    }
+    let mut row_groups = Vec::with_capacity(nrg);
+    for _ in 0..nrg {
+        let rows = r.u32()?;
+        if rows == 0 || rows as usize > MAX_ROW_GROUP_ROWS {
+            return Err(format!("row group of {rows} rows"));
+        }
+        let mut chunks = Vec::with_capacity(ncols);
+        for _ in 0..ncols {
+            let offset = r.u64()?;
+            let len = r.u32()?;
+            let raw_len = r.u32()?;
+            let compression = r.u8()?;
+            let crc = r.u32()?;
+            let null_count = r.u32()?;
+            let stat = match r.u8()? {
+                0 => Stat::None,
+                1 => Stat::Int { min: r.i64()?, max: r.i64()? },
+                2 => Stat::Float { min: f64::from_bits(r.u64()?), max: f64::from_bits(r.u64()?) },
+                3 => Stat::Text {
+                    min: String::from_utf8(r.bytes16()?.to_vec()).map_err(|_| "statistic is not UTF-8")?,
+                    max: String::from_utf8(r.bytes16()?.to_vec()).map_err(|_| "statistic is not UTF-8")?,
+                },
+                k => return Err(format!("unknown statistic kind {k}")),
+            };
+            if offset < HEADER_LEN as u64 || offset + len as u64 > file_len {
+                return Err(format!("chunk at {offset}+{len} lies outside the file"));
+            }
+            if compression > COMPRESSION_ZSTD || null_count > rows {
+                return Err("bad chunk metadata".into());
+            }
+            chunks.push(ChunkMeta { offset, len, raw_len, compression, crc, null_count, stat });
+        }
+        row_groups.push(RowGroupMeta { rows, chunks });
+    }
+    if r.remaining() != 0 {
+        return Err(format!("{} stray bytes after the footer", r.remaining()));
+    }
+    Ok(Footer { columns, row_groups })
+}
+
+/// An open, verified segment file.
+#[derive(Debug)]
+pub struct Segment {
+    pub path: PathBuf,
+    data: Mapped,
+    pub footer: Footer,
+}
+
+impl Segment {
+    /// Maps the file and checks its header, trailer, footer checksum and footer invariants.
+    pub fn open(fs: &dyn Fs, path: &Path) -> Result<Segment> {
+        let data = fs.map(path).map_err(|e| Error::io(path, e))?;
+        let corrupt = |offset: usize, reason: String| Error::corrupt(path, offset as u64, reason);
+        let len = data.len();
+        if len < HEADER_LEN + TRAILER_LEN {
+            return Err(corrupt(0, format!("file of {len} bytes is too short for a segment")));
+        }
+        if &data[..8] != MAGIC {
+            return Err(corrupt(0, "bad magic".into()));
+        }
+        let version = u32::from_le_bytes(data[8..12].try_into().expect("4"));
+        if version != FORMAT_VERSION {
+            return Err(corrupt(8, format!("unsupported segment format version {version}")));
+        }
+        if data[12..16] != [0; 4] {
+            return Err(corrupt(12, "unknown segment flags".into()));
+        }
+        let t = len - TRAILER_LEN;
+        if &data[t + 8..] != FOOTER_MAGIC {
+            return Err(corrupt(t + 8, "bad trailer magic (file cut short?)".into()));
+        }
+        let footer_len = u32::from_le_bytes(data[t..t + 4].try_into().expect("4")) as usize;
+        let footer_crc = u32::from_le_bytes(data[t + 4..t + 8].try_into().expect("4"));
+        if footer_len > t - HEADER_LEN {
+            return Err(corrupt(t, format!("footer length {footer_len} exceeds the file")));
+        }
+        let fstart = t - footer_len;
+        let fbytes = &data[fstart..t];
+        if crc32fast::hash(fbytes) != footer_crc {
+            return Err(corrupt(fstart, "footer checksum mismatch".into()));
+        }
+        let footer = decode_footer(fbytes, fstart as u64).map_err(|r| corrupt(fstart, r))?;
+        Ok(Segment { path: path.to_path_buf(), data, footer })
+    }
+
+    pub fn num_rows(&self) -> u64 {
+        self.footer.row_groups.iter().map(|rg| rg.rows as u64).sum()
+    }
+
+    pub fn byte_len(&self) -> u64 {
+        self.data.len() as u64
+    }
+
+    /// Decodes the columns `projection` of row group `rg` into a batch of `schema` (the projected
+    /// table schema).
+    pub fn read(&self, rg: usize, projection: &[usize], schema: &SchemaRef) -> Result<RecordBatch> {
+        let meta = &self.footer.row_groups[rg];
+        let rows = meta.rows as usize;
+        let mut arrays = Vec::with_capacity(projection.len());
+        for (out_idx, &col) in projection.iter().enumerate() {
+            let chunk = &meta.chunks[col];
+            let ty = self.footer.columns[col].ty;
+            let target = schema.field(out_idx).data_type();
+            arrays.push(self.read_chunk(chunk, ty, rows, target)?);
+        }
+        let options = RecordBatchOptions::new().with_row_count(Some(rows));
+        Ok(RecordBatch::try_new_with_options(schema.clone(), arrays, &options)?)
+    }
+
+    fn read_chunk(&self, chunk: &ChunkMeta, ty: ColumnType, rows: usize, target: &DataType) -> Result<ArrayRef> {
+        let corrupt = |reason: String| Error::corrupt(&self.path, chunk.offset, reason);
+        let stored = &self.data[chunk.offset as usize..(chunk.offset + chunk.len as u64) as usize];
+        if crc32fast::hash(stored) != chunk.crc {
+            return Err(corrupt("column chunk checksum mismatch".into()));
+        }
+        let decompressed;
+        let raw: &[u8] = match chunk.compression {
+            COMPRESSION_NONE => stored,
+            _ => {
+                decompressed = zstd::bulk::decompress(stored, chunk.raw_len as usize)
+                    .map_err(|e| corrupt(format!("zstd: {e}")))?;
+                &decompressed
+            }
+        };
+        decode_chunk(raw, ty, rows, target).map_err(corrupt)
+    }
+}
+
+fn decode_chunk(raw: &[u8], ty: ColumnType, rows: usize, target: &DataType) -> codec::DecodeResult<ArrayRef> {
+    let mut r = Reader::new(raw);
+    let nulls = match r.u8()? {
+        0 => None,
+        1 => {
+            let bits = r.take(rows.div_ceil(8))?;
+            Some(NullBuffer::new(BooleanBuffer::new(Buffer::from(bits.to_vec()), 0, rows)))
+        }
+        k => return Err(format!("bad validity flag {k}")),
+    };
+    let array: ArrayRef = match ty.physical() {
+        Physical::Int => {
+            let mut v = Vec::with_capacity(rows);
+            codec::decode_ints(&mut r, rows, &mut v)?;
+            match ty {
+                ColumnType::SmallInt => Arc::new(Int16Array::new(v.into_iter().map(|x| x as i16).collect(), nulls)),
+                ColumnType::Int => Arc::new(Int32Array::new(v.into_iter().map(|x| x as i32).collect(), nulls)),
+                ColumnType::BigInt => Arc::new(Int64Array::new(ScalarBuffer::from(v), nulls)),
+                _ => {
+                    let tz = match target {
+                        DataType::Timestamp(_, tz) => tz.clone(),
+                        _ => None,
+                    };
+                    Arc::new(
+                        PrimitiveArray::<TimestampMicrosecondType>::new(ScalarBuffer::from(v), nulls)
+                            .with_timezone_opt(tz),
+                    )
+                }
+            }
+        }
+        Physical::Float64 => {
+            let mut v = Vec::with_capacity(rows);
+            codec::decode_f64(&mut r, rows, &mut v)?;
+            Arc::new(Float64Array::new(ScalarBuffer::from(v), nulls))
+        }
+        Physical::Float32 => {
+            let mut v = Vec::with_capacity(rows);
+            codec::decode_f32(&mut r, rows, &mut v)?;
+            Arc::new(Float32Array::new(ScalarBuffer::from(v), nulls))
+        }
+        Physical::Bool => {
+            let bits = r.take(rows.div_ceil(8))?;
+            Arc::new(BooleanArray::new(BooleanBuffer::new(Buffer::from(bits.to_vec()), 0, rows), nulls))
+        }
+        Physical::Text => {
+            let (offsets, bytes) = codec::decode_text(&mut r, rows)?;
+            let a =
+                StringArray::try_new(OffsetBuffer::new(ScalarBuffer::from(offsets)), Buffer::from_vec(bytes), nulls)
+                    .map_err(|e| format!("text column: {e}"))?;
+            Arc::new(a)
+        }
+    };
+    if r.remaining() != 0 {
+        return Err(format!("{} stray bytes after column values", r.remaining()));
+    }
+    Ok(array)
+}

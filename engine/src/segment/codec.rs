@@ -1,0 +1,546 @@
+//! Lightweight column encodings: frame-of-reference bit-packing, delta, run-length and dictionary for
+//! integers and text, decimal scaling for floats. All little-endian; described in `docs/storage.md`.
+//! Decoders never trust their input: every length is checked, and a mismatch is reported as a reason
+//! string that the segment reader turns into a corruption error with file and offset.
+
+use std::collections::HashMap;
+
+pub(crate) type DecodeResult<T> = std::result::Result<T, String>;
+
+/// Appends little-endian fixed-width values.
+pub(crate) trait PutLe {
+    fn put_u8(&mut self, v: u8);
+    fn put_u16(&mut self, v: u16);
+    fn put_u32(&mut self, v: u32);
+    fn put_u64(&mut self, v: u64);
+    fn put_i64(&mut self, v: i64);
+    fn put_bytes16(&mut self, b: &[u8]);
+}
+
+impl PutLe for Vec<u8> {
+    fn put_u8(&mut self, v: u8) {
+        self.push(v);
+    }
+    fn put_u16(&mut self, v: u16) {
+        self.extend_from_slice(&v.to_le_bytes());
+    }
+    fn put_u32(&mut self, v: u32) {
+        self.extend_from_slice(&v.to_le_bytes());
+    }
+    fn put_u64(&mut self, v: u64) {
+        self.extend_from_slice(&v.to_le_bytes());
+    }
+    fn put_i64(&mut self, v: i64) {
+        self.extend_from_slice(&v.to_le_bytes());
+    }
+    /// A byte string with a u16 length prefix (truncated by the caller to fit).
+    fn put_bytes16(&mut self, b: &[u8]) {
+        self.put_u16(b.len() as u16);
+        self.extend_from_slice(b);
+    }
+}
+
+/// Reads little-endian fixed-width values, checking bounds.
+pub(crate) struct Reader<'a> {
+    pub buf: &'a [u8],
+    pub pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        Reader { buf, pos: 0 }
+    }
+    pub fn take(&mut self, n: usize) -> DecodeResult<&'a [u8]> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len()).ok_or_else(|| {
+            format!("needs {n} bytes at {} but only {} remain", self.pos, self.buf.len() - self.pos.min(self.buf.len()))
+        })?;
+        let s = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+    pub fn u8(&mut self) -> DecodeResult<u8> {
+        Ok(self.take(1)?[0])
+    }
+    pub fn u16(&mut self) -> DecodeResult<u16> {
+        Ok(u16::from_le_bytes(self.take(2)?.try_into().map_err(|_| "u16")?))
+    }
+    pub fn u32(&mut self) -> DecodeResult<u32> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().map_err(|_| "u32")?))
+    }
+    pub fn u64(&mut self) -> DecodeResult<u64> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().map_err(|_| "u64")?))
+    }
+    pub fn i64(&mut self) -> DecodeResult<i64> {
+        Ok(self.u64()? as i64)
+    }
+    pub fn bytes16(&mut self) -> DecodeResult<&'a [u8]> {
+        let n = self.u16()? as usize;
+        self.take(n)
+    }
+    pub fn remaining(&self) -> usize {
+        self.buf.len().saturating_sub(self.pos)
+    }
+}
+
+// Integer sequence kinds.
+const SEQ_PLAIN: u8 = 0;
+const SEQ_FOR: u8 = 1;
+const SEQ_DELTA: u8 = 2;
+const SEQ_RLE: u8 = 3;
+
+/// Bit widths above this are stored plain (a packed value must fit a 64-bit read after a 7-bit shift).
+const MAX_PACK_WIDTH: u32 = 56;
+
+fn width_of(range: u64) -> u32 {
+    64 - range.leading_zeros()
+}
+
+/// Packs values below `2^w` into `n * w` bits, plus 8 bytes of padding so the decoder can always read a
+/// whole u64.
+fn pack(values: impl Iterator<Item = u64>, n: usize, w: u32, out: &mut Vec<u8>) {
+    if w == 0 {
+        return;
+    }
+    let bytes = (n * w as usize).div_ceil(8) + 8;
+    let start = out.len();
+    out.resize(start + bytes, 0);
+    let buf = &mut out[start..];
+    for (i, v) in values.enumerate() {
+        let bit = i * w as usize;
+        let at = bit / 8;
+        let word = u64::from_le_bytes(buf[at..at + 8].try_into().expect("8 bytes"));
+        let word = word | (v << (bit % 8));
+        buf[at..at + 8].copy_from_slice(&word.to_le_bytes());
+    }
+}
+
+/// Unpacks `n` values of `w` bits, adding `base` (wrapping) to each.
+fn unpack(r: &mut Reader<'_>, n: usize, w: u32, base: i64, out: &mut Vec<i64>) -> DecodeResult<()> {
+    if w == 0 {
+        out.extend(std::iter::repeat_n(base, n));
+        return Ok(());
+    }
+    if w > MAX_PACK_WIDTH {
+        return Err(format!("bit width {w} too large"));
+    }
+    let bytes = (n * w as usize).div_ceil(8) + 8;
+    let buf = r.take(bytes)?;
+    let mask = (1u64 << w) - 1;
+    let w = w as usize;
+    out.reserve(n);
+    for i in 0..n {
+        let bit = i * w;
+        let at = bit / 8;
+        let word = u64::from_le_bytes(buf[at..at + 8].try_into().expect("8 bytes"));
+        out.push(base.wrapping_add(((word >> (bit % 8)) & mask) as i64));
+    }
+    Ok(())
+}
+
+/// Encodes an integer sequence, choosing the smallest of plain, frame-of-reference, delta and
+/// run-length (run-length only at the top level).
+pub(crate) fn encode_ints(values: &[i64], out: &mut Vec<u8>) {
+    encode_ints_inner(values, out, true)
+}
+
+fn encode_ints_inner(values: &[i64], out: &mut Vec<u8>, allow_rle: bool) {
+    let n = values.len();
+    if n == 0 {
+        out.put_u8(SEQ_FOR);
+        out.put_i64(0);
+        out.put_u8(0);
+        return;
+    }
+    let (mut min, mut max) = (values[0], values[0]);
+    let (mut dmin, mut dmax) = (i64::MAX, i64::MIN);
+    let mut runs = 1usize;
+    let mut max_run = 1usize;
+    let mut run = 1usize;
+    for w in values.windows(2) {
+        let (a, b) = (w[0], w[1]);
+        min = min.min(b);
+        max = max.max(b);
+        let d = b.wrapping_sub(a);
+        dmin = dmin.min(d);
+        dmax = dmax.max(d);
+        if a == b {
+            run += 1;
+        } else {
+            max_run = max_run.max(run);
+            run = 1;
+            runs += 1;
+        }
+    }
+    max_run = max_run.max(run);
+    let w_for = width_of(max.wrapping_sub(min) as u64);
+    let cost_for = n as u64 * w_for as u64 + 72;
+    let w_delta = if n > 1 { width_of(dmax.wrapping_sub(dmin) as u64) } else { 0 };
+    let cost_delta = (n as u64 - 1) * w_delta as u64 + 136;
+    let cost_rle =
+        if allow_rle { runs as u64 * (w_for as u64 + width_of(max_run as u64) as u64) + 200 } else { u64::MAX };
+    let cost_plain = n as u64 * 64;
+    let best = cost_for.min(cost_delta).min(cost_rle).min(cost_plain);
+    if best == cost_rle && cost_rle < cost_for && cost_rle < cost_delta {
+        let mut vals = Vec::with_capacity(runs);
+        let mut lens = Vec::with_capacity(runs);
+        let mut cur = values[0];
+        let mut len = 0i64;
+        for &v in values {
+            if v == cur {
+                len += 1;
+            } else {
+                vals.push(cur);
+                lens.push(len);
+                cur = v;
+                len = 1;
+            }
+        }
+        vals.push(cur);
+        lens.push(len);
+        out.put_u8(SEQ_RLE);
+        out.put_u32(runs as u32);
+        encode_ints_inner(&vals, out, false);
+        encode_ints_inner(&lens, out, false);
+    } else if best == cost_delta && w_delta <= MAX_PACK_WIDTH && cost_delta < cost_for {
+        out.put_u8(SEQ_DELTA);
+        out.put_i64(values[0]);
+        out.put_i64(dmin);
+        out.put_u8(w_delta as u8);
+        pack(values.windows(2).map(|w| w[1].wrapping_sub(w[0]).wrapping_sub(dmin) as u64), n - 1, w_delta, out);
+    } else if w_for <= MAX_PACK_WIDTH {
+        out.put_u8(SEQ_FOR);
+        out.put_i64(min);
+        out.put_u8(w_for as u8);
+        pack(values.iter().map(|&v| v.wrapping_sub(min) as u64), n, w_for, out);
+    } else {
+        out.put_u8(SEQ_PLAIN);
+        for &v in values {
+            out.put_i64(v);
+        }
+    }
+}
+
+/// Decodes `n` integers written by [`encode_ints`], appending them to `out`.
+pub(crate) fn decode_ints(r: &mut Reader<'_>, n: usize, out: &mut Vec<i64>) -> DecodeResult<()> {
+    match r.u8()? {
+        SEQ_PLAIN => {
+            let b = r.take(n.checked_mul(8).ok_or("length overflow")?)?;
+            out.extend(b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))));
+            Ok(())
+        }
+        SEQ_FOR => {
+            let base = r.i64()?;
+            let w = r.u8()? as u32;
+            unpack(r, n, w, base, out)
+        }
+        SEQ_DELTA => {
+            let first = r.i64()?;
+            let dmin = r.i64()?;
+            let w = r.u8()? as u32;
+            if n == 0 {
+                return Ok(());
+            }
+            let start = out.len();
+            out.push(first);
+            unpack(r, n - 1, w, dmin, out)?;
+            // Prefix sum over the deltas, in place.
+            let mut acc = first;
+            for v in &mut out[start + 1..] {
+                acc = acc.wrapping_add(*v);
+                *v = acc;
+            }
+            Ok(())
+        }
+        SEQ_RLE => {
+            let runs = r.u32()? as usize;
+            if runs > n {
+                return Err(format!("{runs} runs for {n} values"));
+            }
+            let mut vals = Vec::with_capacity(runs);
+            decode_ints(r, runs, &mut vals)?;
+            let mut lens = Vec::with_capacity(runs);
+            decode_ints(r, runs, &mut lens)?;
+            let total: i64 = lens
+                .iter()
+                .try_fold(0i64, |a, &l| if l > 0 { a.checked_add(l) } else { None })
+                .ok_or("bad run length")?;
+            if total != n as i64 {
+                return Err(format!("runs cover {total} values, expected {n}"));
+            }
+            out.reserve(n);
+            for (v, l) in vals.into_iter().zip(lens) {
+                out.extend(std::iter::repeat_n(v, l as usize));
+            }
+            Ok(())
+        }
+        k => Err(format!("unknown integer encoding {k}")),
+    }
+}
+
+const F_PLAIN: u8 = 0;
+const F_DECIMAL: u8 = 1;
+const POW10: [f64; 7] = [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6];
+
+/// The smallest `e` such that every value is exactly `integer / 10^e`, if any.
+fn decimal_exponent(values: &[f64]) -> Option<usize> {
+    'e: for (e, &scale) in POW10.iter().enumerate() {
+        for &v in values {
+            let i = (v * scale).round();
+            if i.abs() >= 9.0e15 || (i / scale).to_bits() != v.to_bits() {
+                continue 'e;
+            }
+        }
+        return Some(e);
+    }
+    None
+}
+
+/// Encodes doubles: as scaled integers when every value is a short decimal (latencies rounded to 0.1 ms
+/// and the like), else plain.
+pub(crate) fn encode_f64(values: &[f64], out: &mut Vec<u8>) {
+    if let Some(e) = decimal_exponent(values) {
+        let scale = POW10[e];
+        let ints: Vec<i64> = values.iter().map(|&v| (v * scale).round() as i64).collect();
+        out.put_u8(F_DECIMAL);
+        out.put_u8(e as u8);
+        encode_ints(&ints, out);
+    } else {
+        out.put_u8(F_PLAIN);
+        for &v in values {
+            out.put_u64(v.to_bits());
+        }
+    }
+}
+
+pub(crate) fn decode_f64(r: &mut Reader<'_>, n: usize, out: &mut Vec<f64>) -> DecodeResult<()> {
+    match r.u8()? {
+        F_PLAIN => {
+            let b = r.take(n.checked_mul(8).ok_or("length overflow")?)?;
+            out.extend(b.chunks_exact(8).map(|c| f64::from_bits(u64::from_le_bytes(c.try_into().expect("8")))));
+            Ok(())
+        }
+        F_DECIMAL => {
+            let e = r.u8()? as usize;
+            let scale = *POW10.get(e).ok_or("bad decimal exponent")?;
+            let mut ints = Vec::with_capacity(n);
+            decode_ints(r, n, &mut ints)?;
+            out.extend(ints.into_iter().map(|i| i as f64 / scale));
+            Ok(())
+        }
+        k => Err(format!("unknown float encoding {k}")),
+    }
+}
+
+pub(crate) fn encode_f32(values: &[f32], out: &mut Vec<u8>) {
+    out.put_u8(F_PLAIN);
+    for &v in values {
+        out.put_u32(v.to_bits());
+    }
+}
+
+pub(crate) fn decode_f32(r: &mut Reader<'_>, n: usize, out: &mut Vec<f32>) -> DecodeResult<()> {
+    match r.u8()? {
+        F_PLAIN => {
+            let b = r.take(n.checked_mul(4).ok_or("length overflow")?)?;
+            out.extend(b.chunks_exact(4).map(|c| f32::from_bits(u32::from_le_bytes(c.try_into().expect("4")))));
+            Ok(())
+        }
+        k => Err(format!("unknown float encoding {k}")),
+    }
+}
+
+const T_PLAIN: u8 = 0;
+const T_DICT: u8 = 1;
+
+/// Encodes strings: a dictionary with run-length or bit-packed codes when the values repeat, else
+/// lengths and bytes.
+pub(crate) fn encode_text<'a>(values: impl Iterator<Item = &'a str> + Clone, n: usize, out: &mut Vec<u8>) {
+    let mut dict: HashMap<&str, i64> = HashMap::new();
+    let mut order: Vec<&str> = Vec::new();
+    let mut codes = Vec::with_capacity(n);
+    let mut use_dict = true;
+    for v in values.clone() {
+        let next = order.len() as i64;
+        let code = *dict.entry(v).or_insert_with(|| {
+            order.push(v);
+            next
+        });
+        codes.push(code);
+        if order.len() > 65_536 || (order.len() > 256 && order.len() * 2 > n) {
+            use_dict = false;
+            break;
+        }
+    }
+    if use_dict {
+        out.put_u8(T_DICT);
+        out.put_u32(order.len() as u32);
+        let lens: Vec<i64> = order.iter().map(|s| s.len() as i64).collect();
+        encode_ints(&lens, out);
+        for s in &order {
+            out.extend_from_slice(s.as_bytes());
+        }
+        encode_ints(&codes, out);
+    } else {
+        out.put_u8(T_PLAIN);
+        let lens: Vec<i64> = values.clone().map(|s| s.len() as i64).collect();
+        encode_ints(&lens, out);
+        for s in values {
+            out.extend_from_slice(s.as_bytes());
+        }
+    }
+}
+
+/// Decodes `n` strings into Arrow offsets and bytes.
+pub(crate) fn decode_text(r: &mut Reader<'_>, n: usize) -> DecodeResult<(Vec<i32>, Vec<u8>)> {
+    let mut offsets = Vec::with_capacity(n + 1);
+    offsets.push(0i32);
+    match r.u8()? {
+        T_PLAIN => {
+            let mut lens = Vec::with_capacity(n);
+            decode_ints(r, n, &mut lens)?;
+            let mut total: i64 = 0;
+            for l in lens {
+                if l < 0 {
+                    return Err("negative string length".into());
+                }
+                total += l;
+                if total > i32::MAX as i64 {
+                    return Err("string data too large".into());
+                }
+                offsets.push(total as i32);
+            }
+            let bytes = r.take(total as usize)?.to_vec();
+            Ok((offsets, bytes))
+        }
+        T_DICT => {
+            let k = r.u32()? as usize;
+            if k > 65_536 {
+                return Err(format!("dictionary of {k} entries"));
+            }
+            let mut lens = Vec::with_capacity(k);
+            decode_ints(r, k, &mut lens)?;
+            let mut starts = Vec::with_capacity(k + 1);
+            let mut total = 0usize;
+            starts.push(0usize);
+            for l in lens {
+                if !(0..=i32::MAX as i64).contains(&l) {
+                    return Err("bad dictionary entry length".into());
+                }
+                total += l as usize;
+                starts.push(total);
+            }
+            let dict = r.take(total)?;
+            let mut codes = Vec::with_capacity(n);
+            decode_ints(r, n, &mut codes)?;
+            let mut bytes = Vec::new();
+            for c in codes {
+                let c = usize::try_from(c).ok().filter(|&c| c < k).ok_or("dictionary code out of range")?;
+                bytes.extend_from_slice(&dict[starts[c]..starts[c + 1]]);
+                if bytes.len() > i32::MAX as usize {
+                    return Err("string data too large".into());
+                }
+                offsets.push(bytes.len() as i32);
+            }
+            Ok((offsets, bytes))
+        }
+        k => Err(format!("unknown text encoding {k}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn roundtrip(values: &[i64]) -> (Vec<i64>, usize) {
+        let mut buf = Vec::new();
+        encode_ints(values, &mut buf);
+        let mut out = Vec::new();
+        let mut r = Reader::new(&buf);
+        decode_ints(&mut r, values.len(), &mut out).unwrap();
+        assert_eq!(r.remaining(), 0);
+        (out, buf.len())
+    }
+
+    #[test]
+    fn sorted_timestamps_pack_small() {
+        let ts: Vec<i64> = (0..65_536).map(|i| 1_704_067_200_000_000 + i * 8_640 + (i * 7919) % 100).collect();
+        let (out, bytes) = roundtrip(&ts);
+        assert_eq!(out, ts);
+        assert!(bytes < 65_536 * 2, "{bytes} bytes for sorted timestamps");
+    }
+
+    #[test]
+    fn runs_use_rle() {
+        let v: Vec<i64> = (0..10_000).map(|i| i / 1000).collect();
+        let (out, bytes) = roundtrip(&v);
+        assert_eq!(out, v);
+        assert!(bytes < 200, "{bytes}");
+    }
+
+    #[test]
+    fn extremes_roundtrip() {
+        for v in [vec![], vec![i64::MIN, i64::MAX, 0], vec![5; 100], vec![-3, 7, -1_000_000_000_000]] {
+            assert_eq!(roundtrip(&v).0, v);
+        }
+    }
+
+    #[test]
+    fn decimals_are_exact() {
+        let v = vec![12.3, 0.1, 4999.9, 20.0, -7.5];
+        let mut buf = Vec::new();
+        encode_f64(&v, &mut buf);
+        assert_eq!(buf[0], F_DECIMAL);
+        let mut out = Vec::new();
+        decode_f64(&mut Reader::new(&buf), v.len(), &mut out).unwrap();
+        assert_eq!(
+            out.iter().map(|f| f.to_bits()).collect::<Vec<_>>(),
+            v.iter().map(|f| f.to_bits()).collect::<Vec<_>>()
+        );
+        let odd = vec![std::f64::consts::PI, f64::NAN, -0.0];
+        let mut buf = Vec::new();
+        encode_f64(&odd, &mut buf);
+        assert_eq!(buf[0], F_PLAIN);
+    }
+
+    #[test]
+    fn truncated_input_is_an_error_not_a_panic() {
+        let v: Vec<i64> = (0..1000).map(|i| i * 31 % 977).collect();
+        let mut buf = Vec::new();
+        encode_ints(&v, &mut buf);
+        for cut in [0, 1, 5, buf.len() / 2, buf.len() - 1] {
+            let mut out = Vec::new();
+            assert!(decode_ints(&mut Reader::new(&buf[..cut]), v.len(), &mut out).is_err());
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn ints_roundtrip(v in proptest::collection::vec(any::<i64>(), 0..300)) {
+            prop_assert_eq!(roundtrip(&v).0, v);
+        }
+
+        #[test]
+        fn small_ints_roundtrip(v in proptest::collection::vec(-50i64..50, 0..300)) {
+            prop_assert_eq!(roundtrip(&v).0, v);
+        }
+
+        #[test]
+        fn floats_roundtrip(v in proptest::collection::vec(any::<f64>(), 0..100)) {
+            let mut buf = Vec::new();
+            encode_f64(&v, &mut buf);
+            let mut out = Vec::new();
+            decode_f64(&mut Reader::new(&buf), v.len(), &mut out).unwrap();
+            prop_assert_eq!(out.iter().map(|f| f.to_bits()).collect::<Vec<_>>(), v.iter().map(|f| f.to_bits()).collect::<Vec<_>>());
+        }
+
+        #[test]
+        fn text_roundtrip(v in proptest::collection::vec("[a-c]{0,3}|[a-z0-9]{0,12}", 0..300)) {
+            let mut buf = Vec::new();
+            encode_text(v.iter().map(|s| s.as_str()), v.len(), &mut buf);
+            let (offsets, bytes) = decode_text(&mut Reader::new(&buf), v.len()).unwrap();
+            let got: Vec<String> = offsets.windows(2).map(|w| String::from_utf8(bytes[w[0] as usize..w[1] as usize].to_vec()).unwrap()).collect();
+            prop_assert_eq!(got, v);
+        }
+    }
+}

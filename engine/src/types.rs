@@ -1,0 +1,355 @@
+//! Column types, table definitions and the coercion of incoming batches to a table's schema.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, RecordBatchOptions, new_null_array};
+use datafusion::arrow::compute::{CastOptions, cast_with_options};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::util::display::FormatOptions;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result, SqlState};
+
+/// The column types a stored table can have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ColumnType {
+    /// TIMESTAMP (without time zone), microseconds.
+    Timestamp,
+    /// TIMESTAMP WITH TIME ZONE, microseconds since the epoch in UTC.
+    TimestampTz,
+    SmallInt,
+    Int,
+    BigInt,
+    Real,
+    Double,
+    Boolean,
+    Text,
+}
+
+impl ColumnType {
+    pub fn arrow_type(self) -> DataType {
+        match self {
+            ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
+            ColumnType::TimestampTz => DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+            ColumnType::SmallInt => DataType::Int16,
+            ColumnType::Int => DataType::Int32,
+            ColumnType::BigInt => DataType::Int64,
+            ColumnType::Real => DataType::Float32,
+            ColumnType::Double => DataType::Float64,
+            ColumnType::Boolean => DataType::Boolean,
+            ColumnType::Text => DataType::Utf8,
+        }
+    }
+
+    /// The PostgreSQL name of the type.
+    pub fn sql_name(self) -> &'static str {
+        match self {
+            ColumnType::Timestamp => "timestamp",
+            ColumnType::TimestampTz => "timestamptz",
+            ColumnType::SmallInt => "smallint",
+            ColumnType::Int => "integer",
+            ColumnType::BigInt => "bigint",
+            ColumnType::Real => "real",
+            ColumnType::Double => "double precision",
+            ColumnType::Boolean => "boolean",
+            ColumnType::Text => "text",
+        }
+    }
+
+    /// The stored type for an Arrow type (for `CREATE TABLE AS` and appends that create tables).
+    pub fn from_arrow(dt: &DataType) -> Option<Self> {
+        Some(match dt {
+            DataType::Timestamp(_, None) => ColumnType::Timestamp,
+            DataType::Timestamp(_, Some(_)) => ColumnType::TimestampTz,
+            DataType::Int8 | DataType::Int16 | DataType::UInt8 => ColumnType::SmallInt,
+            DataType::Int32 | DataType::UInt16 => ColumnType::Int,
+            DataType::Int64 | DataType::UInt32 | DataType::UInt64 => ColumnType::BigInt,
+            DataType::Float16 | DataType::Float32 => ColumnType::Real,
+            DataType::Float64 | DataType::Decimal128(..) | DataType::Decimal256(..) => ColumnType::Double,
+            DataType::Boolean => ColumnType::Boolean,
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => ColumnType::Text,
+            DataType::Dictionary(_, v) if matches!(**v, DataType::Utf8 | DataType::LargeUtf8) => ColumnType::Text,
+            DataType::Date32 | DataType::Date64 => ColumnType::Timestamp,
+            _ => return None,
+        })
+    }
+
+    pub fn is_timestamp(self) -> bool {
+        matches!(self, ColumnType::Timestamp | ColumnType::TimestampTz)
+    }
+
+    /// How values are stored in a segment.
+    pub(crate) fn physical(self) -> Physical {
+        match self {
+            ColumnType::Timestamp
+            | ColumnType::TimestampTz
+            | ColumnType::SmallInt
+            | ColumnType::Int
+            | ColumnType::BigInt => Physical::Int,
+            ColumnType::Real => Physical::Float32,
+            ColumnType::Double => Physical::Float64,
+            ColumnType::Boolean => Physical::Bool,
+            ColumnType::Text => Physical::Text,
+        }
+    }
+
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            ColumnType::Timestamp => 1,
+            ColumnType::TimestampTz => 2,
+            ColumnType::SmallInt => 3,
+            ColumnType::Int => 4,
+            ColumnType::BigInt => 5,
+            ColumnType::Real => 6,
+            ColumnType::Double => 7,
+            ColumnType::Boolean => 8,
+            ColumnType::Text => 9,
+        }
+    }
+
+    pub(crate) fn from_code(code: u8) -> Option<Self> {
+        Some(match code {
+            1 => ColumnType::Timestamp,
+            2 => ColumnType::TimestampTz,
+            3 => ColumnType::SmallInt,
+            4 => ColumnType::Int,
+            5 => ColumnType::BigInt,
+            6 => ColumnType::Real,
+            7 => ColumnType::Double,
+            8 => ColumnType::Boolean,
+            9 => ColumnType::Text,
+            _ => return None,
+        })
+    }
+}
+
+/// How a column's values are laid out in a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Physical {
+    Int,
+    Float32,
+    Float64,
+    Bool,
+    Text,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColumnDef {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub ty: ColumnType,
+    pub nullable: bool,
+}
+
+/// Options of a time-series table; absent for plain tables.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeOptions {
+    /// Index of the time column in `columns`.
+    pub time_column: usize,
+    pub partition_width_us: i64,
+    pub retention_us: Option<i64>,
+}
+
+/// The definition of a stored table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableDef {
+    pub name: String,
+    pub columns: Vec<ColumnDef>,
+    pub time: Option<TimeOptions>,
+}
+
+impl TableDef {
+    /// Checks a new definition: unique column names, a TIMESTAMP time column, positive widths.
+    pub fn validate(&self) -> Result<()> {
+        if self.columns.is_empty() {
+            return Err(Error::invalid(SqlState::InvalidParameter, "a table needs at least one column"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for c in &self.columns {
+            if !seen.insert(c.name.as_str()) {
+                return Err(Error::invalid(
+                    SqlState::DuplicateColumn,
+                    format!("column \"{}\" specified more than once", c.name),
+                ));
+            }
+        }
+        if let Some(t) = &self.time {
+            let col = self
+                .columns
+                .get(t.time_column)
+                .ok_or_else(|| Error::invalid(SqlState::UndefinedColumn, "time column out of range"))?;
+            if !col.ty.is_timestamp() {
+                return Err(Error::invalid(
+                    SqlState::DatatypeMismatch,
+                    format!("time column \"{}\" must be TIMESTAMP or TIMESTAMPTZ, not {}", col.name, col.ty.sql_name()),
+                ));
+            }
+            if t.partition_width_us <= 0 {
+                return Err(Error::invalid(SqlState::InvalidParameter, "partition width must be positive"));
+            }
+            if t.retention_us.is_some_and(|r| r <= 0) {
+                return Err(Error::invalid(SqlState::InvalidParameter, "retention must be positive"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The Arrow schema of the table's batches. Every field is nullable at the Arrow level: NOT NULL is
+    /// enforced by [`coerce_batch`] with a PostgreSQL error, because DataFusion types an INSERT's VALUES
+    /// with the target's nullability and would fail first with an Arrow error naming `column3`.
+    pub fn arrow_schema(&self) -> SchemaRef {
+        let fields: Vec<Field> = self.columns.iter().map(|c| Field::new(&c.name, c.ty.arrow_type(), true)).collect();
+        Arc::new(Schema::new(fields))
+    }
+
+    /// True if the column may hold NULL (the time column never may).
+    pub fn is_nullable(&self, idx: usize) -> bool {
+        self.columns[idx].nullable && self.time_column() != Some(idx)
+    }
+
+    pub fn time_column(&self) -> Option<usize> {
+        self.time.as_ref().map(|t| t.time_column)
+    }
+
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.name == name)
+    }
+}
+
+/// Coerces `batch` to the table's schema: columns matched by name (missing nullable columns become NULL),
+/// types cast without loss, NOT NULL checked. A bad value rejects the whole batch, naming row and column.
+pub fn coerce_batch(def: &TableDef, schema: &SchemaRef, batch: &RecordBatch) -> Result<RecordBatch> {
+    let in_schema = batch.schema();
+    for f in in_schema.fields() {
+        if def.column_index(f.name()).is_none() {
+            return Err(Error::invalid(
+                SqlState::UndefinedColumn,
+                format!("column \"{}\" of relation \"{}\" does not exist", f.name(), def.name),
+            ));
+        }
+    }
+    let rows = batch.num_rows();
+    let cast_options = CastOptions { safe: false, format_options: FormatOptions::default() };
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    for (idx, field) in schema.fields().iter().enumerate() {
+        let array = match in_schema.index_of(field.name()) {
+            Ok(i) => {
+                let a = batch.column(i);
+                if a.data_type() == field.data_type() { a.clone() } else { cast_column(a, field, &cast_options)? }
+            }
+            Err(_) => new_null_array(field.data_type(), rows),
+        };
+        if !def.is_nullable(idx) && array.null_count() > 0 {
+            let row = (0..array.len()).find(|&i| array.is_null(i)).unwrap_or(0);
+            return Err(Error::invalid(
+                SqlState::NotNull,
+                format!(
+                    "null value in column \"{}\" of relation \"{}\" violates not-null constraint (row {})",
+                    field.name(),
+                    def.name,
+                    row + 1
+                ),
+            ));
+        }
+        columns.push(array);
+    }
+    let options = RecordBatchOptions::new().with_row_count(Some(rows));
+    Ok(RecordBatch::try_new_with_options(schema.clone(), columns, &options)?)
+}
+
+fn cast_column(a: &ArrayRef, field: &Field, options: &CastOptions<'_>) -> Result<ArrayRef> {
+    match cast_with_options(a, field.data_type(), options) {
+        Ok(c) => Ok(c),
+        Err(_) => {
+            // Find the first failing row so the message can name it.
+            for i in 0..a.len() {
+                if cast_with_options(&a.slice(i, 1), field.data_type(), options).is_err() {
+                    let shown =
+                        datafusion::arrow::util::display::array_value_to_string(a, i).unwrap_or_else(|_| "?".into());
+                    return Err(Error::invalid(
+                        SqlState::InvalidText,
+                        format!(
+                            "invalid value for column \"{}\" of type {} at row {}: {}",
+                            field.name(),
+                            field.data_type(),
+                            i + 1,
+                            shown
+                        ),
+                    ));
+                }
+            }
+            Err(Error::invalid(
+                SqlState::DatatypeMismatch,
+                format!("column \"{}\" cannot be cast from {} to {}", field.name(), a.data_type(), field.data_type()),
+            ))
+        }
+    }
+}
+
+/// Parses a duration such as `1 day`, `90 days`, `6h`, `15 minutes`, `500ms` into microseconds.
+pub fn parse_duration_us(s: &str) -> Result<i64> {
+    let bad = || {
+        Error::invalid(
+            SqlState::InvalidParameter,
+            format!("invalid duration \"{s}\": expected a number and a unit such as '1 day', '6 hours', '15 minutes'"),
+        )
+    };
+    let t = s.trim().to_ascii_lowercase();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.trim().parse().map_err(|_| bad())?;
+    let unit_us: f64 = match unit.trim() {
+        "us" | "microsecond" | "microseconds" => 1.0,
+        "ms" | "millisecond" | "milliseconds" => 1e3,
+        "s" | "sec" | "secs" | "second" | "seconds" => 1e6,
+        "m" | "min" | "mins" | "minute" | "minutes" => 60e6,
+        "h" | "hr" | "hrs" | "hour" | "hours" => 3600e6,
+        "d" | "day" | "days" => 86_400e6,
+        "w" | "week" | "weeks" => 7.0 * 86_400e6,
+        _ => return Err(bad()),
+    };
+    let us = n * unit_us;
+    if !(us >= 1.0 && us < 1e17) {
+        return Err(bad());
+    }
+    Ok(us.round() as i64)
+}
+
+/// Formats microseconds as the shortest exact duration (`1 day`, `90 days`, `6 hours`).
+pub fn format_duration_us(us: i64) -> String {
+    const UNITS: [(i64, &str); 6] = [
+        (604_800_000_000, "week"),
+        (86_400_000_000, "day"),
+        (3_600_000_000, "hour"),
+        (60_000_000, "minute"),
+        (1_000_000, "second"),
+        (1_000, "millisecond"),
+    ];
+    for (size, name) in UNITS {
+        if us % size == 0 {
+            let n = us / size;
+            return format!("{n} {name}{}", if n == 1 { "" } else { "s" });
+        }
+    }
+    format!("{us} microseconds")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_and_print() {
+        assert_eq!(parse_duration_us("1 day").unwrap(), 86_400_000_000);
+        assert_eq!(parse_duration_us("90 days").unwrap(), 90 * 86_400_000_000);
+        assert_eq!(parse_duration_us("6h").unwrap(), 6 * 3_600_000_000);
+        assert_eq!(parse_duration_us(" 15 Minutes ").unwrap(), 15 * 60_000_000);
+        assert!(parse_duration_us("-1 day").is_err());
+        assert!(parse_duration_us("day").is_err());
+        assert!(parse_duration_us("3 fortnights").is_err());
+        assert_eq!(format_duration_us(86_400_000_000), "1 day");
+        assert_eq!(format_duration_us(90 * 86_400_000_000), "90 days");
+        assert_eq!(format_duration_us(14 * 86_400_000_000), "2 weeks");
+    }
+}

@@ -1,0 +1,363 @@
+//! The write-ahead log, with group commit.
+//!
+//! Files `wal/<seq>.wal`: a header (magic "TDBWAL01", version u32, reserved u32, seq u64), then records
+//! `len u32 | crc32 u32 | payload`. A payload is `txn u64 | flags u8 | table_id u64 | Arrow IPC stream`.
+//! One append is one transaction: its records are written contiguously and the last carries flag
+//! [`FLAG_LAST`]; replay applies a transaction only when its last record is present, so a crash in the
+//! middle of an append leaves no part of it.
+//!
+//! Durability: [`Wal::append`] returns only after the bytes are fsynced. Appends from many threads are
+//! written and fsynced together by one thread (group commit): the cost of an fsync is shared by every
+//! writer waiting at that moment.
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam::channel::{Receiver, Sender, bounded, unbounded};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::ipc::reader::StreamReader;
+use datafusion::arrow::ipc::writer::StreamWriter;
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+use crate::io::{File, Fs};
+use crate::segment::codec::PutLe;
+
+pub const WAL_MAGIC: &[u8; 8] = b"TDBWAL01";
+pub const WAL_VERSION: u32 = 1;
+const HEADER_LEN: usize = 24;
+pub const FLAG_LAST: u8 = 1;
+/// Records larger than this are refused at replay as corrupt (the writer never produces them).
+const MAX_RECORD: usize = 1 << 31;
+/// How many bytes one group commit gathers at most before it writes.
+const GROUP_BYTES: usize = 64 << 20;
+
+pub fn wal_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("{seq:016}.wal"))
+}
+
+/// Lists the WAL files of `dir` as (seq, path), sorted by seq.
+pub fn list_wal_files(fs: &dyn Fs, dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    for p in fs.list_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if let Some(seq) = name.strip_suffix(".wal").and_then(|s| s.parse::<u64>().ok()) {
+            out.push((seq, p));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Encodes one transaction (one append of batches to one table) as framed records.
+pub fn encode_txn(txn: u64, table_id: u64, batches: &[RecordBatch]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let nonempty: Vec<&RecordBatch> = batches.iter().filter(|b| b.num_rows() > 0).collect();
+    for (i, batch) in nonempty.iter().enumerate() {
+        let mut payload = Vec::with_capacity(batch.get_array_memory_size() + 64);
+        payload.extend_from_slice(&txn.to_le_bytes());
+        payload.put_u8(if i + 1 == nonempty.len() { FLAG_LAST } else { 0 });
+        payload.put_u64(table_id);
+        {
+            let mut w = StreamWriter::try_new(&mut payload, &batch.schema())?;
+            w.write(batch)?;
+            w.finish()?;
+        }
+        out.put_u32(payload.len() as u32);
+        out.put_u32(crc32fast::hash(&payload));
+        out.extend_from_slice(&payload);
+    }
+    Ok(out)
+}
+
+enum Request {
+    Append { data: Vec<u8>, reply: Sender<Result<()>> },
+    Rotate { reply: Sender<Result<u64>> },
+    Stop,
+}
+
+/// The log writer. Dropping it stops the writer thread after it has written what it was given.
+pub struct Wal {
+    tx: Sender<Request>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Wal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Wal")
+    }
+}
+
+fn create_file(fs: &dyn Fs, dir: &Path, seq: u64) -> Result<Box<dyn File>> {
+    let path = wal_path(dir, seq);
+    let mut f = fs.create(&path).map_err(|e| Error::io(&path, e))?;
+    let mut header = Vec::with_capacity(HEADER_LEN);
+    header.extend_from_slice(WAL_MAGIC);
+    header.put_u32(WAL_VERSION);
+    header.put_u32(0);
+    header.put_u64(seq);
+    f.write_all(&header).map_err(|e| Error::io(&path, e))?;
+    f.sync().map_err(|e| Error::io(&path, e))?;
+    fs.sync_dir(dir).map_err(|e| Error::io(dir, e))?;
+    Ok(f)
+}
+
+impl Wal {
+    /// Starts a new log file `seq` in `dir` and the writer thread.
+    pub fn start(fs: Arc<dyn Fs>, dir: PathBuf, seq: u64) -> Result<Wal> {
+        let file = create_file(fs.as_ref(), &dir, seq)?;
+        let (tx, rx) = unbounded();
+        let thread = std::thread::Builder::new()
+            .name("trafficdb-wal".into())
+            .spawn(move || writer_loop(fs, dir, seq, file, rx))
+            .map_err(|e| Error::io("wal thread", e))?;
+        Ok(Wal { tx, thread: Mutex::new(Some(thread)) })
+    }
+
+    /// Writes framed records (from [`encode_txn`]). When this returns `Ok`, they are durable.
+    pub fn append(&self, data: Vec<u8>) -> Result<()> {
+        let (reply, rx) = bounded(1);
+        self.tx.send(Request::Append { data, reply }).map_err(|_| Error::Closed)?;
+        rx.recv().map_err(|_| Error::Closed)?
+    }
+
+    /// Closes the current file (fsynced) and starts the next one; returns the new file's seq.
+    /// Every append that returned before this call is in an earlier file.
+    pub fn rotate(&self) -> Result<u64> {
+        let (reply, rx) = bounded(1);
+        self.tx.send(Request::Rotate { reply }).map_err(|_| Error::Closed)?;
+        rx.recv().map_err(|_| Error::Closed)?
+    }
+
+    /// Stops the writer thread.
+    pub fn stop(&self) {
+        let _ = self.tx.send(Request::Stop);
+        if let Some(t) = self.thread.lock().take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn writer_loop(fs: Arc<dyn Fs>, dir: PathBuf, mut seq: u64, mut file: Box<dyn File>, rx: Receiver<Request>) {
+    let mut poisoned: Option<String> = None;
+    let mut buf: Vec<u8> = Vec::new();
+    let mut waiting: Vec<Sender<Result<()>>> = Vec::new();
+    while let Ok(first) = rx.recv() {
+        let mut requests = vec![first];
+        let mut bytes = 0;
+        while bytes < GROUP_BYTES {
+            match rx.try_recv() {
+                Ok(r) => {
+                    if let Request::Append { data, .. } = &r {
+                        bytes += data.len();
+                    }
+                    requests.push(r);
+                }
+                Err(_) => break,
+            }
+        }
+        let mut stop = false;
+        for r in requests {
+            match r {
+                Request::Append { data, reply } => {
+                    if let Some(p) = &poisoned {
+                        let _ = reply.send(Err(Error::WalPoisoned(p.clone())));
+                    } else {
+                        buf.extend_from_slice(&data);
+                        waiting.push(reply);
+                    }
+                }
+                Request::Rotate { reply } => {
+                    commit(&mut file, &mut buf, &mut waiting, &mut poisoned, &dir, seq);
+                    if let Some(p) = &poisoned {
+                        let _ = reply.send(Err(Error::WalPoisoned(p.clone())));
+                        continue;
+                    }
+                    match create_file(fs.as_ref(), &dir, seq + 1) {
+                        Ok(f) => {
+                            seq += 1;
+                            file = f;
+                            let _ = reply.send(Ok(seq));
+                        }
+                        Err(e) => {
+                            poisoned = Some(e.to_string());
+                            let _ = reply.send(Err(e));
+                        }
+                    }
+                }
+                Request::Stop => stop = true,
+            }
+        }
+        commit(&mut file, &mut buf, &mut waiting, &mut poisoned, &dir, seq);
+        if stop {
+            break;
+        }
+    }
+}
+
+/// Writes and fsyncs the gathered records, then answers every waiting appender.
+fn commit(
+    file: &mut Box<dyn File>,
+    buf: &mut Vec<u8>,
+    waiting: &mut Vec<Sender<Result<()>>>,
+    poisoned: &mut Option<String>,
+    dir: &Path,
+    seq: u64,
+) {
+    if waiting.is_empty() {
+        return;
+    }
+    let result = file.write_all(buf).and_then(|_| file.sync());
+    buf.clear();
+    match result {
+        Ok(()) => {
+            for w in waiting.drain(..) {
+                let _ = w.send(Ok(()));
+            }
+        }
+        Err(e) => {
+            let err = Error::io(wal_path(dir, seq), e);
+            let msg = err.to_string();
+            tracing::error!("write-ahead log failed, refusing further writes: {msg}");
+            *poisoned = Some(msg.clone());
+            for w in waiting.drain(..) {
+                let _ = w.send(Err(Error::WalPoisoned(msg.clone())));
+            }
+        }
+    }
+}
+
+/// What replay found.
+#[derive(Debug, Default, Clone)]
+pub struct ReplayStats {
+    pub files: usize,
+    pub transactions: u64,
+    pub rows: u64,
+    /// Bytes cut from the end of the last file (a torn, never acknowledged write).
+    pub truncated_bytes: u64,
+    pub last_seq: Option<u64>,
+    /// Files that held no committed transaction (safe to remove).
+    pub empty_files: Vec<PathBuf>,
+}
+
+/// Replays every WAL file of `dir` with seq >= `from`, calling `apply` with each committed transaction
+/// in order. A torn tail of the last file is cut off; any other damage is an error naming the file and
+/// offset.
+pub fn replay(
+    fs: &dyn Fs,
+    dir: &Path,
+    from: u64,
+    mut apply: impl FnMut(u64, Vec<RecordBatch>) -> Result<()>,
+) -> Result<ReplayStats> {
+    let files: Vec<(u64, PathBuf)> = list_wal_files(fs, dir)?.into_iter().filter(|(s, _)| *s >= from).collect();
+    let mut stats = ReplayStats { files: files.len(), ..Default::default() };
+    for (i, (seq, path)) in files.iter().enumerate() {
+        let is_last = i + 1 == files.len();
+        let data = fs.read(path).map_err(|e| Error::io(path, e))?;
+        let corrupt = |off: usize, reason: &str| Error::corrupt(path, off as u64, reason.to_string());
+        if data.len() < HEADER_LEN {
+            // A file whose header never became durable holds no acknowledged record.
+            if is_last {
+                stats.truncated_bytes += data.len() as u64;
+                stats.empty_files.push(path.clone());
+                continue;
+            }
+            return Err(corrupt(0, "WAL file shorter than its header"));
+        }
+        if &data[..8] != WAL_MAGIC {
+            return Err(corrupt(0, "bad WAL magic"));
+        }
+        let version = u32::from_le_bytes(data[8..12].try_into().expect("4"));
+        if version != WAL_VERSION {
+            return Err(corrupt(8, &format!("unsupported WAL version {version}")));
+        }
+        let file_seq = u64::from_le_bytes(data[16..24].try_into().expect("8"));
+        if file_seq != *seq {
+            return Err(corrupt(16, &format!("header says seq {file_seq}, name says {seq}")));
+        }
+        let txns_before = stats.transactions;
+        let mut pos = HEADER_LEN;
+        let mut pending: Vec<RecordBatch> = Vec::new();
+        let mut pending_txn: Option<(u64, u64)> = None;
+        // Offset where the last complete transaction ended: a torn tail is cut back to here.
+        let mut committed_end = pos;
+        let mut torn = false;
+        while pos < data.len() {
+            if data.len() - pos < 8 {
+                torn = true;
+                break;
+            }
+            let len = u32::from_le_bytes(data[pos..pos + 4].try_into().expect("4")) as usize;
+            let crc = u32::from_le_bytes(data[pos + 4..pos + 8].try_into().expect("4"));
+            let body_start = pos + 8;
+            if len < 17 || len > MAX_RECORD || body_start + len > data.len() {
+                // A length that runs past the end is a torn write if it is the tail of the last file;
+                // zeros from a preallocated or torn page look the same.
+                if is_last && (body_start + len > data.len() || data[pos..].iter().all(|&b| b == 0)) {
+                    torn = true;
+                    break;
+                }
+                return Err(corrupt(pos, &format!("bad record length {len}")));
+            }
+            let payload = &data[body_start..body_start + len];
+            if crc32fast::hash(payload) != crc {
+                if is_last && body_start + len == data.len() {
+                    torn = true;
+                    break;
+                }
+                return Err(corrupt(pos, "WAL record checksum mismatch"));
+            }
+            let txn = u64::from_le_bytes(payload[0..8].try_into().expect("8"));
+            let flags = payload[8];
+            let table_id = u64::from_le_bytes(payload[9..17].try_into().expect("8"));
+            if let Some((t, tab)) = pending_txn {
+                if t != txn || tab != table_id {
+                    return Err(corrupt(pos, "WAL transaction interleaved with another"));
+                }
+            }
+            pending_txn = Some((txn, table_id));
+            let reader = StreamReader::try_new(Cursor::new(&payload[17..]), None)
+                .map_err(|e| corrupt(pos, &format!("undecodable record: {e}")))?;
+            for b in reader {
+                pending.push(b.map_err(|e| corrupt(pos, &format!("undecodable record: {e}")))?);
+            }
+            pos = body_start + len;
+            if flags & FLAG_LAST != 0 {
+                stats.transactions += 1;
+                stats.rows += pending.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+                apply(table_id, std::mem::take(&mut pending))?;
+                pending_txn = None;
+                committed_end = pos;
+            }
+        }
+        if pending_txn.is_some() && !is_last {
+            return Err(corrupt(committed_end, "unfinished transaction in the middle of the log"));
+        }
+        if torn || pending_txn.is_some() {
+            // Only the last file can end torn: nothing after it was ever acknowledged.
+            if !is_last {
+                return Err(corrupt(pos, "truncated record in the middle of the log"));
+            }
+            stats.truncated_bytes += (data.len() - committed_end) as u64;
+            fs.truncate(path, committed_end as u64).map_err(|e| Error::io(path, e))?;
+            tracing::warn!(
+                "cut {} bytes of an unacknowledged, torn write from the end of {}",
+                data.len() - committed_end,
+                path.display()
+            );
+        }
+        stats.last_seq = Some(*seq);
+        if stats.transactions == txns_before {
+            stats.empty_files.push(path.clone());
+        }
+    }
+    Ok(stats)
+}

@@ -1,0 +1,9 @@
+//! Workspace integration tests, in one binary (each test binary costs a DataFusion link):
+//! `.slt` files, crash and recovery against a model, corruption, concurrency, and a real `kill -9`.
+
+mod common;
+mod concurrency;
+mod corruption;
+mod crash;
+mod kill;
+mod slt;
