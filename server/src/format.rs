@@ -84,7 +84,7 @@ fn print_table(out: &mut impl Write, schema: &SchemaRef, batches: &[RecordBatch]
             format!("{}{}{}", " ".repeat(pad / 2), name, " ".repeat(pad - pad / 2))
         })
         .collect();
-    writeln!(out, " {} ", header.join(" | "))?;
+    writeln!(out, " {}", header.join(" | ").trim_end())?;
     writeln!(out, "{}", widths.iter().map(|w| "-".repeat(w + 2)).collect::<Vec<_>>().join("+"))?;
     for row in &cells {
         let line: Vec<String> = row
@@ -93,7 +93,7 @@ fn print_table(out: &mut impl Write, schema: &SchemaRef, batches: &[RecordBatch]
             .zip(fields.iter())
             .map(|((c, &w), f)| if right_aligned(f.data_type()) { format!("{c:>w$}") } else { format!("{c:<w$}") })
             .collect();
-        writeln!(out, " {} ", line.join(" | ").trim_end())?;
+        writeln!(out, " {}", line.join(" | ").trim_end())?;
     }
     let n = cells.len();
     writeln!(out, "({n} row{})\n", if n == 1 { "" } else { "s" })?;

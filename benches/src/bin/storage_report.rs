@@ -75,6 +75,34 @@ async fn main() -> anyhow::Result<()> {
     let catalog = db.engine().catalog();
     let segs: usize = catalog.tables.iter().map(|t| t.partitions.values().map(|p| p.len()).sum::<usize>()).sum();
     println!("segments: {segs}");
+    // Bytes per row by column, and how many chunks zstd compressed.
+    if let Some(t) = db.engine().table("requests") {
+        let snap = t.snapshot();
+        let ncols = t.def.columns.len();
+        let mut bytes = vec![0u64; ncols];
+        let mut zstd = vec![0usize; ncols];
+        let mut chunks = 0usize;
+        for p in &snap.partitions {
+            for s in &p.segments {
+                for rg in &s.segment.footer.row_groups {
+                    chunks += 1;
+                    for (i, c) in rg.chunks.iter().enumerate() {
+                        bytes[i] += c.len as u64;
+                        zstd[i] += (c.compression == 1) as usize;
+                    }
+                }
+            }
+        }
+        for (i, c) in t.def.columns.iter().enumerate() {
+            println!(
+                "  column {:<16} {:>6.2} bytes/row, zstd on {}/{} chunks",
+                c.name,
+                bytes[i] as f64 / rows as f64,
+                zstd[i],
+                chunks
+            );
+        }
+    }
 
     let queries = [
         ("count(*)", "SELECT count(*) FROM requests".to_string()),
