@@ -535,7 +535,7 @@ impl Engine {
         let txn = self.next_txn.fetch_add(1, Ordering::Relaxed);
         let payload = encode_txn(txn, table.id, &pieces.iter().map(|(_, b)| b.clone()).collect::<Vec<_>>())?;
         let bytes: usize = pieces.iter().map(|(_, b)| b.get_array_memory_size()).sum();
-        {
+        let total = {
             let _g = self.gate.read();
             if table.dropped.load(Ordering::Acquire) {
                 return Err(undefined_table(table.name()));
@@ -545,10 +545,11 @@ impl Engine {
             for (k, b) in pieces {
                 d.partitions.entry(k).or_default().mem.push(b);
             }
-        }
+            // Counted under the gate, so a concurrent freeze cannot reset the count in between.
+            self.mem_since.lock().get_or_insert_with(Instant::now);
+            self.mem_bytes.fetch_add(bytes, Ordering::AcqRel) + bytes
+        };
         self.stats.rows_appended.fetch_add(rows, Ordering::Relaxed);
-        let total = self.mem_bytes.fetch_add(bytes, Ordering::AcqRel) + bytes;
-        self.mem_since.lock().get_or_insert_with(Instant::now);
         if total >= self.options.max_memtable_bytes {
             // Backpressure: the writer that crosses the bound pays for the flush.
             self.flush()?;
@@ -577,10 +578,12 @@ impl Engine {
     }
 
     fn flush_locked(&self) -> Result<()> {
-        let tables = self.tables();
-        // 1. Freeze: rotate the WAL and move memtables aside, with appends held off.
-        let seq = {
+        // 1. Freeze: rotate the WAL and move memtables aside, with appends held off. The table list is
+        // taken under the gate too, so a table created a moment ago cannot keep rows in a WAL file that
+        // this flush is about to delete.
+        let (seq, tables) = {
             let _g = self.gate.write();
+            let tables = self.tables();
             let any = tables
                 .iter()
                 .any(|t| t.data.read().partitions.values().any(|p| !p.mem.is_empty() || !p.frozen.is_empty()));
@@ -597,7 +600,7 @@ impl Engine {
             }
             self.mem_bytes.store(0, Ordering::Release);
             *self.mem_since.lock() = None;
-            seq
+            (seq, tables)
         };
         // 2. Write a segment per frozen partition (no lock held but `maintenance`: readers and writers
         // go on).

@@ -2,6 +2,7 @@
 //! and the [`EngineSchema`] that lists stored tables and persistent views. The provider reads through
 //! [`TableSnapshot`]s only, never through writer internals.
 
+pub mod latest;
 pub(crate) mod scan;
 
 use std::collections::HashMap;
@@ -137,6 +138,7 @@ impl TableProvider for StoredTable {
             target_partitions: state.config().target_partitions(),
             dynamic: Vec::new(),
             newest_first: false,
+            latest: None,
             exact_rows: filters.is_empty(),
             metrics: ExecutionPlanMetricsSet::new(),
         };

@@ -383,12 +383,17 @@ fn decode_footer(buf: &[u8], file_len: u64) -> codec::DecodeResult<Footer> {
     Ok(Footer { columns, row_groups })
 }
 
+/// Values derived from a row group and cached (the row group never changes), by (row group, columns).
+type DerivedCache =
+    parking_lot::Mutex<std::collections::HashMap<(usize, usize, usize), Arc<dyn std::any::Any + Send + Sync>>>;
+
 /// An open, verified segment file.
 #[derive(Debug)]
 pub struct Segment {
     pub path: PathBuf,
     data: Mapped,
     pub footer: Footer,
+    derived: DerivedCache,
 }
 
 impl Segment {
@@ -425,7 +430,22 @@ impl Segment {
             return Err(corrupt(fstart, "footer checksum mismatch".into()));
         }
         let footer = decode_footer(fbytes, fstart as u64).map_err(|r| corrupt(fstart, r))?;
-        Ok(Segment { path: path.to_path_buf(), data, footer })
+        Ok(Segment { path: path.to_path_buf(), data, footer, derived: Default::default() })
+    }
+
+    /// The cached newest-timestamp-per-key map of a row group (see `query::latest`), if computed.
+    pub(crate) fn cached_key_max(
+        &self,
+        rg: usize,
+        key: usize,
+        time: usize,
+    ) -> Option<Arc<crate::query::latest::KeyMax>> {
+        let hit = self.derived.lock().get(&(rg, key, time)).cloned()?;
+        hit.downcast::<crate::query::latest::KeyMax>().ok()
+    }
+
+    pub(crate) fn cache_key_max(&self, rg: usize, key: usize, time: usize, value: Arc<crate::query::latest::KeyMax>) {
+        self.derived.lock().insert((rg, key, time), value);
     }
 
     pub fn num_rows(&self) -> u64 {

@@ -10,6 +10,8 @@ use anyhow::Context;
 use trafficdb::{Database, Options};
 use trafficdb_benches::{REQUESTS_DDL, RequestGen};
 
+const LATEST: &str = "SELECT backend, ts, total_ms FROM (SELECT *, row_number() OVER (PARTITION BY backend ORDER BY ts DESC) AS rn FROM requests) t WHERE rn = 1";
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -118,6 +120,7 @@ async fn main() -> anyhow::Result<()> {
                 .to_string(),
         ),
         ("newest 10 rows", "SELECT * FROM requests ORDER BY ts DESC LIMIT 10".to_string()),
+        ("latest row per backend", LATEST.to_string()),
     ];
     for (name, sql) in &queries {
         db.sql(sql).await?; // first run
@@ -140,11 +143,22 @@ async fn main() -> anyhow::Result<()> {
             println!("one-hour query reads {rg} row groups = {:.2}%", 100.0 * a / b);
         }
     }
-    let analyzed = db.sql("EXPLAIN ANALYZE SELECT * FROM requests ORDER BY ts DESC LIMIT 10").await?;
-    let text = trafficdb::arrow::util::pretty::pretty_format_batches(&analyzed)?.to_string();
-    if let Some(line) = text.lines().find(|l| l.contains("TrafficScan")) {
-        let scanned = line.split("row_groups_scanned=").nth(1).and_then(|s| s.split(',').next()).unwrap_or("?");
-        println!("newest-10 query decoded {scanned} row groups");
+    for (name, sql) in
+        [("newest-10", "SELECT * FROM requests ORDER BY ts DESC LIMIT 10"), ("latest-per-backend", LATEST)]
+    {
+        let analyzed = db.sql(&format!("EXPLAIN ANALYZE {sql}")).await?;
+        let text = trafficdb::arrow::util::pretty::pretty_format_batches(&analyzed)?.to_string();
+        if let Some(line) = text.lines().find(|l| l.contains("TrafficScan")) {
+            let metric = |m: &str| {
+                line.split(&format!("{m}=")).nth(1).and_then(|s| s.split([',', ']']).next()).unwrap_or("?").to_string()
+            };
+            println!(
+                "{name} query: row groups decoded {}, skipped at run time {}, of {}",
+                metric("row_groups_scanned"),
+                metric("row_groups_pruned_at_run_time"),
+                metric("row_groups")
+            );
+        }
     }
     db.close()?;
 

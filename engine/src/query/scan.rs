@@ -32,6 +32,7 @@ use datafusion::physical_plan::metrics::{Count, ExecutionPlanMetricsSet, MetricB
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayFormatType, SortOrderPushdownResult};
 
+use super::latest::{LatestMode, LatestState, take_rows, unit_key_max};
 use crate::engine::SegmentHandle;
 use crate::segment::Stat;
 use crate::types::TableDef;
@@ -52,7 +53,7 @@ impl Unit {
     }
 
     /// The largest time value the unit may hold, for newest-first ordering.
-    fn max_time(&self, time_col: Option<usize>) -> i64 {
+    pub(crate) fn max_time(&self, time_col: Option<usize>) -> i64 {
         match (self, time_col) {
             (Unit::RowGroup { seg, rg }, Some(t)) => match seg.segment.footer.row_groups[*rg].chunks[t].stat {
                 Stat::Int { max, .. } => max,
@@ -196,6 +197,8 @@ pub(crate) struct TableScanSource {
     /// Filters pushed down by DataFusion at run time (TopK thresholds, join filters).
     pub dynamic: Vec<Arc<dyn PhysicalExpr>>,
     pub newest_first: bool,
+    /// Latest-per-key mode (see `query::latest`).
+    pub latest: Option<LatestMode>,
     /// True when the plan-time filters are empty, so the row count is exact.
     pub exact_rows: bool,
     pub metrics: ExecutionPlanMetricsSet,
@@ -205,6 +208,18 @@ pub(crate) struct TableScanSource {
 struct SharedCursor(AtomicUsize);
 
 impl TableScanSource {
+    /// This scan in latest-per-key mode: newest units first, emitting only rows that hold some key's
+    /// newest timestamp.
+    pub(crate) fn into_latest(mut self, mode: LatestMode) -> Self {
+        let t = self.time_col();
+        let mut units: Vec<Unit> = self.units.as_ref().clone();
+        units.sort_by_key(|u| std::cmp::Reverse(u.max_time(t)));
+        self.units = Arc::new(units);
+        self.newest_first = true;
+        self.latest = Some(mode);
+        self
+    }
+
     fn n_partitions(&self) -> usize {
         self.target_partitions.clamp(1, self.units.len().max(1))
     }
@@ -219,12 +234,12 @@ impl TableScanSource {
         };
         let iter = UnitIter {
             src: self.clone(),
-            partition,
             n,
             next_static: partition,
             shared,
             emitted: 0,
             dyn_pruner: None,
+            latest: LatestState::default(),
             metrics,
         };
         Box::pin(RecordBatchStreamAdapter::new(self.projected_schema.clone(), futures::stream::iter(iter)))
@@ -244,13 +259,13 @@ struct ScanMetrics {
 
 struct UnitIter {
     src: TableScanSource,
-    partition: usize,
     n: usize,
     next_static: usize,
     shared: Option<Arc<SharedCursor>>,
     emitted: usize,
     /// The pruning predicate built from the dynamic filters at a given generation.
     dyn_pruner: Option<(u64, Option<PruningPredicate>)>,
+    latest: LatestState,
     metrics: ScanMetrics,
 }
 
@@ -310,6 +325,22 @@ impl Iterator for UnitIter {
                 self.metrics.pruned.add(1);
                 continue;
             }
+            // Latest-per-key mode: skip units with nothing newer for any key, before decoding them.
+            let mut chosen = None;
+            if let Some(mode) = self.src.latest {
+                match unit_key_max(&self.src, &unit, mode) {
+                    Ok(Some(m)) => {
+                        let rows = self.latest.select(&m);
+                        if rows.is_empty() {
+                            self.metrics.pruned.add(1);
+                            continue;
+                        }
+                        chosen = Some(rows);
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Some(Err(e)),
+                }
+            }
             let batch = match &unit {
                 Unit::RowGroup { seg, rg } => {
                     self.metrics.scanned.add(1);
@@ -327,7 +358,13 @@ impl Iterator for UnitIter {
                 }
             };
             self.metrics.rows.add(batch.num_rows());
-            let _ = self.partition;
+            let batch = match chosen {
+                Some(rows) => match take_rows(&batch, rows) {
+                    Ok(b) => b,
+                    Err(e) => return Some(Err(e)),
+                },
+                None => batch,
+            };
             let batch = match self.src.fetch {
                 Some(f) if self.emitted + batch.num_rows() > f => batch.slice(0, f - self.emitted),
                 _ => batch,
@@ -379,6 +416,9 @@ impl DataSource for TableScanSource {
                 }
                 if self.newest_first {
                     write!(f, ", order=newest_first")?;
+                }
+                if let Some(m) = self.latest {
+                    write!(f, ", latest_per_key={}", self.projected_schema.field(m.key).name())?;
                 }
                 if !self.dynamic.is_empty() {
                     let d: Vec<String> = self.dynamic.iter().map(|e| e.to_string()).collect();
