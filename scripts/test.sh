@@ -10,6 +10,9 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
 echo "== cargo test (release)"
 cargo test --release --workspace --all-targets
 cargo test --release --workspace --doc

@@ -338,10 +338,10 @@ impl Database {
         }
         let existed = self.engine.table(&name).is_some();
         let table = self.engine.create_table(def, ct.if_not_exists)?;
-        if let Some(batches) = query_batches {
-            if !existed {
-                self.append_blocking(table, batches).await?;
-            }
+        if let Some(batches) = query_batches
+            && !existed
+        {
+            self.append_blocking(table, batches).await?;
         }
         Ok(())
     }

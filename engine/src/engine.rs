@@ -859,18 +859,16 @@ impl Engine {
         if self.closed.load(Ordering::Acquire) {
             return;
         }
-        if self.needs_flush() {
-            if let Err(e) = self.flush() {
-                tracing::error!("background flush failed: {e}");
-            }
+        if self.needs_flush()
+            && let Err(e) = self.flush()
+        {
+            tracing::error!("background flush failed: {e}");
         }
         if let Err(e) = self.compact() {
             tracing::error!("background compaction failed: {e}");
         }
-        if retention_due {
-            if let Err(e) = self.enforce_retention() {
-                tracing::error!("retention failed: {e}");
-            }
+        if retention_due && let Err(e) = self.enforce_retention() {
+            tracing::error!("retention failed: {e}");
         }
     }
 }

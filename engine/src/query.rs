@@ -328,10 +328,11 @@ impl SchemaProvider for EngineSchema {
             )
             .into());
         }
-        if table.table_type() == TableType::View && !self.loading.load(std::sync::atomic::Ordering::Acquire) {
-            if let Some(sql) = table.get_table_definition() {
-                self.engine.put_view(&name, sql)?;
-            }
+        if table.table_type() == TableType::View
+            && !self.loading.load(std::sync::atomic::Ordering::Acquire)
+            && let Some(sql) = table.get_table_definition()
+        {
+            self.engine.put_view(&name, sql)?;
         }
         Ok(self.others.write().insert(name, table))
     }

@@ -174,12 +174,11 @@ fn chunk_too_large(path: &Path) -> Error {
 }
 
 fn compress(raw: &[u8], options: WriteOptions) -> (u8, Vec<u8>) {
-    if raw.len() >= 4096 {
-        if let Ok(z) = zstd::bulk::compress(raw, options.zstd_level) {
-            if (z.len() as f64) <= raw.len() as f64 * (1.0 - options.zstd_min_saving) {
-                return (COMPRESSION_ZSTD, z);
-            }
-        }
+    if raw.len() >= 4096
+        && let Ok(z) = zstd::bulk::compress(raw, options.zstd_level)
+        && (z.len() as f64) <= raw.len() as f64 * (1.0 - options.zstd_min_saving)
+    {
+        return (COMPRESSION_ZSTD, z);
     }
     (COMPRESSION_NONE, raw.to_vec())
 }

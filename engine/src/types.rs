@@ -310,7 +310,7 @@ pub fn parse_duration_us(s: &str) -> Result<i64> {
         _ => return Err(bad()),
     };
     let us = n * unit_us;
-    if !(us >= 1.0 && us < 1e17) {
+    if !(1.0..1e17).contains(&us) {
         return Err(bad());
     }
     Ok(us.round() as i64)

@@ -298,7 +298,7 @@ pub fn replay(
             let len = u32::from_le_bytes(data[pos..pos + 4].try_into().expect("4")) as usize;
             let crc = u32::from_le_bytes(data[pos + 4..pos + 8].try_into().expect("4"));
             let body_start = pos + 8;
-            if len < 17 || len > MAX_RECORD || body_start + len > data.len() {
+            if !(17..=MAX_RECORD).contains(&len) || body_start + len > data.len() {
                 // A length that runs past the end is a torn write if it is the tail of the last file;
                 // zeros from a preallocated or torn page look the same.
                 if is_last && (body_start + len > data.len() || data[pos..].iter().all(|&b| b == 0)) {
@@ -318,10 +318,10 @@ pub fn replay(
             let txn = u64::from_le_bytes(payload[0..8].try_into().expect("8"));
             let flags = payload[8];
             let table_id = u64::from_le_bytes(payload[9..17].try_into().expect("8"));
-            if let Some((t, tab)) = pending_txn {
-                if t != txn || tab != table_id {
-                    return Err(corrupt(pos, "WAL transaction interleaved with another"));
-                }
+            if let Some((t, tab)) = pending_txn
+                && (t != txn || tab != table_id)
+            {
+                return Err(corrupt(pos, "WAL transaction interleaved with another"));
             }
             pending_txn = Some((txn, table_id));
             let reader = StreamReader::try_new(Cursor::new(&payload[17..]), None)

@@ -10,6 +10,17 @@ use anyhow::Context;
 use trafficdb::{Database, Options};
 use trafficdb_benches::{REQUESTS_DDL, RequestGen};
 
+/// CPU seconds (user + system) this process has used, from /proc (Linux); 0 elsewhere.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the full line, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 const LATEST: &str = "SELECT backend, ts, total_ms FROM (SELECT *, row_number() OVER (PARTITION BY backend ORDER BY ts DESC) AS rn FROM requests) t WHERE rn = 1";
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -52,14 +63,22 @@ async fn main() -> anyhow::Result<()> {
     println!("generate: {gen_s:.2} s ({:.2} M rows/s, not part of the append figure)", rows as f64 / gen_s / 1e6);
 
     let t = Instant::now();
+    let cpu0 = cpu_seconds();
     for b in &batches {
         db.append("requests", b).context("append")?;
     }
     let append_s = t.elapsed().as_secs_f64();
+    let append_cpu = cpu_seconds() - cpu0;
     println!(
         "durable append (library, 100k-row batches, each fsynced before it returns): {append_s:.2} s = {:.2} M rows/s",
         rows as f64 / append_s / 1e6
     );
+    if append_cpu > 0.0 {
+        println!(
+            "  CPU used by the appends (all threads: caller, WAL writer, background flush): {append_cpu:.2} s = {:.2} M rows per CPU-second",
+            rows as f64 / append_cpu / 1e6
+        );
+    }
     drop(batches);
     let t = Instant::now();
     db.flush()?;

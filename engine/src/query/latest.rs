@@ -274,12 +274,12 @@ fn rewrite(plan: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan>> {
     // Replace the scan leaf under this filter.
     plan.clone()
         .transform_up(|n| {
-            if let Some(ds) = n.downcast_ref::<DataSourceExec>() {
-                if ds.data_source().downcast_ref::<TableScanSource>().is_some() {
-                    return Ok(Transformed::yes(
-                        DataSourceExec::from_data_source(latest.as_ref().clone()) as Arc<dyn ExecutionPlan>
-                    ));
-                }
+            if let Some(ds) = n.downcast_ref::<DataSourceExec>()
+                && ds.data_source().downcast_ref::<TableScanSource>().is_some()
+            {
+                return Ok(Transformed::yes(
+                    DataSourceExec::from_data_source(latest.as_ref().clone()) as Arc<dyn ExecutionPlan>
+                ));
             }
             Ok(Transformed::no(n))
         })
