@@ -235,7 +235,8 @@ pub struct Engine {
     next_segment_id: AtomicU64,
     closed: AtomicBool,
     worker: Mutex<Option<(Sender<WorkerMsg>, JoinHandle<()>)>>,
-    _lock: Option<std::fs::File>,
+    /// The directory lock, held until [`Engine::close`] (or drop).
+    lock: Mutex<Option<std::fs::File>>,
     /// Figures for EXPLAIN, metrics and tests.
     pub stats: EngineStats,
 }
@@ -359,7 +360,7 @@ impl Engine {
             next_txn: AtomicU64::new(1),
             closed: AtomicBool::new(false),
             worker: Mutex::new(None),
-            _lock: lock,
+            lock: Mutex::new(lock),
             stats: EngineStats::default(),
         });
         engine.stats.replayed_rows.store(stats.rows, Ordering::Relaxed);
@@ -842,6 +843,8 @@ impl Engine {
         self.closed.store(true, Ordering::Release);
         self.stop_worker();
         self.wal.stop();
+        // Nothing can write any more: another process may open the directory now.
+        self.lock.lock().take();
         r
     }
 

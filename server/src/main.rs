@@ -34,6 +34,22 @@ enum Command {
         after_help = "Examples:\n  trafficdb sql -d ./data -c \"CREATE TABLE t (ts TIMESTAMP, v DOUBLE) WITH (time_column = 'ts')\"\n  trafficdb sql -d ./data -c \"SELECT count(*) FROM t\" --format csv\n  echo \"SELECT 1\" | trafficdb sql -d ./data"
     )]
     Sql(SqlArgs),
+    /// Serve a data directory over the PostgreSQL wire protocol.
+    ///
+    /// Connect with any PostgreSQL client, e.g. `psql -h 127.0.0.1 -p 5432 -d trafficdb`. The server
+    /// binds to loopback by default. SIGTERM or Ctrl-C stops it cleanly: it stops accepting, closes the
+    /// connections and flushes (every acknowledged write is already durable in the write-ahead log).
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// The data directory (created if missing).
+    #[arg(short = 'd', long, env = "TRAFFICDB_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Address to listen on for PostgreSQL clients.
+    #[arg(long, env = "TRAFFICDB_LISTEN", default_value = "127.0.0.1:5432")]
+    listen: String,
 }
 
 #[derive(clap::Args)]
@@ -77,6 +93,44 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Sql(args) => rt.block_on(run_sql(args)),
+        Command::Serve(args) => match rt.block_on(serve(args)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let db = std::sync::Arc::new(Database::open(&args.data_dir).await?);
+    let server = trafficdb_server::Server::bind(db, &args.listen).await?;
+    let addr = server.local_addr()?;
+    eprintln!("trafficdb serving {} on {addr}", args.data_dir.display());
+    eprintln!("  psql -h {} -p {} -d trafficdb", addr.ip(), addr.port());
+    server.run_until(shutdown_signal()).await
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
     }
 }
 

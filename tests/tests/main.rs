@@ -6,4 +6,5 @@ mod concurrency;
 mod corruption;
 mod crash;
 mod kill;
+mod server;
 mod slt;

@@ -1,0 +1,234 @@
+//! The PostgreSQL wire server: datafusion-postgres's session service (simple and extended protocol,
+//! `pg_catalog`, SET / SHOW / transactions / cursors) over the database's DataFusion session, with:
+//!
+//! - our own accept loop (so tests can bind port 0 and shutdown is clean: stop accepting, then flush);
+//! - a query hook that sends the statements on stored tables (`CREATE TABLE`, `DROP TABLE`,
+//!   `ALTER TABLE`, views) to the engine and answers with PostgreSQL command tags, and `DISCARD ALL`;
+//! - an error handler that gives every error its SQLSTATE (datafusion-postgres reports XX000).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::common::{DFSchema, DataFusionError, ParamValues};
+use datafusion::logical_expr::{EmptyRelation, LogicalPlan};
+use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::{ObjectType, Statement};
+use datafusion_postgres::hooks::HookClient;
+use datafusion_postgres::hooks::cursor::CursorStatementHook;
+use datafusion_postgres::hooks::set_show::SetShowHook;
+use datafusion_postgres::hooks::transactions::TransactionStatementHook;
+use datafusion_postgres::{DfSessionService, QueryHook};
+use pgwire::api::auth::noop::NoopStartupHandler;
+use pgwire::api::cancel::DefaultCancelHandler;
+use pgwire::api::results::{Response, Tag};
+use pgwire::api::{ClientInfo, ConnectionManager, ErrorHandler, PgWireServerHandlers};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use tokio::net::TcpListener;
+use trafficdb::{Database, Output};
+
+/// A bound server, ready to run.
+pub struct Server {
+    listener: TcpListener,
+    db: Arc<Database>,
+    handlers: Arc<Handlers>,
+}
+
+impl Server {
+    /// Binds `listen` and prepares the catalog emulation. Nothing is served until [`Server::run_until`].
+    pub async fn bind(db: Arc<Database>, listen: &str) -> anyhow::Result<Server> {
+        let ctx = Arc::new(db.session().clone());
+        datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog(
+            &ctx,
+            trafficdb::database::CATALOG_NAME,
+            datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
+        )
+        .map_err(|e| anyhow::anyhow!("setting up pg_catalog: {e}"))?;
+        let listener =
+            TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+        let hooks: Vec<Arc<dyn QueryHook>> = vec![
+            Arc::new(EngineHook { db: db.clone() }),
+            Arc::new(CursorStatementHook),
+            Arc::new(SetShowHook),
+            Arc::new(TransactionStatementHook),
+        ];
+        let connections = Arc::new(ConnectionManager::new());
+        let handlers = Arc::new(Handlers {
+            service: Arc::new(DfSessionService::new_with_hooks(ctx, hooks)),
+            startup: Arc::new(Startup { connections: connections.clone() }),
+            cancel: Arc::new(DefaultCancelHandler::new(connections)),
+        });
+        Ok(Server { listener, db, handlers })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves connections until `shutdown` completes, then stops accepting, ends the open connections
+    /// and flushes the database (memtables to segments; nothing acknowledged was ever at risk).
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let mut tasks = tokio::task::JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = self.listener.accept() => {
+                    let (socket, peer) = match accepted {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::warn!("accept failed: {e}");
+                            continue;
+                        }
+                    };
+                    let handlers = self.handlers.clone();
+                    tasks.spawn(async move {
+                        if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
+                            tracing::debug!("connection from {peer} ended: {e}");
+                        }
+                    });
+                }
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+        }
+        tracing::info!("shutting down: closing connections and flushing");
+        tasks.shutdown().await;
+        let engine = self.db.engine().clone();
+        tokio::task::spawn_blocking(move || engine.close()).await??;
+        Ok(())
+    }
+}
+
+struct Handlers {
+    service: Arc<DfSessionService>,
+    startup: Arc<Startup>,
+    cancel: Arc<DefaultCancelHandler>,
+}
+
+impl PgWireServerHandlers for Handlers {
+    fn simple_query_handler(&self) -> Arc<impl pgwire::api::query::SimpleQueryHandler> {
+        self.service.clone()
+    }
+    fn extended_query_handler(&self) -> Arc<impl pgwire::api::query::ExtendedQueryHandler> {
+        self.service.clone()
+    }
+    fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
+        self.startup.clone()
+    }
+    fn error_handler(&self) -> Arc<impl ErrorHandler> {
+        Arc::new(SqlStateErrors)
+    }
+    fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
+        self.cancel.clone()
+    }
+}
+
+/// Trust authentication (loopback default); sends ParameterStatus and BackendKeyData.
+struct Startup {
+    connections: Arc<ConnectionManager>,
+}
+
+#[async_trait]
+impl NoopStartupHandler for Startup {
+    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
+        Some(self.connections.clone())
+    }
+}
+
+/// Gives errors their SQLSTATE.
+struct SqlStateErrors;
+
+impl ErrorHandler for SqlStateErrors {
+    fn on_error<C>(&self, _client: &C, error: &mut PgWireError)
+    where
+        C: ClientInfo,
+    {
+        let PgWireError::ApiError(inner) = error else { return };
+        let (code, message) = if let Some(df) = inner.downcast_ref::<DataFusionError>() {
+            (trafficdb::error::datafusion_sqlstate(df), df.to_string())
+        } else if let Some(e) = inner.downcast_ref::<trafficdb::Error>() {
+            (e.sqlstate(), e.to_string())
+        } else if inner.downcast_ref::<datafusion::sql::sqlparser::parser::ParserError>().is_some() {
+            ("42601", inner.to_string())
+        } else {
+            return;
+        };
+        tracing::debug!("query failed ({code}): {message}");
+        *error = PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), code.into(), message)));
+    }
+}
+
+fn pg_error(e: trafficdb::Error) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), e.sqlstate().into(), e.to_string())))
+}
+
+/// Statements the engine answers itself.
+fn is_engine_statement(s: &Statement) -> bool {
+    matches!(
+        s,
+        Statement::CreateTable(ct) if !ct.external
+    ) || matches!(s, Statement::Drop { object_type: ObjectType::Table | ObjectType::View, .. })
+        || matches!(s, Statement::AlterTable(_) | Statement::CreateView(_) | Statement::Discard { .. })
+}
+
+struct EngineHook {
+    db: Arc<Database>,
+}
+
+impl EngineHook {
+    async fn run(&self, s: &Statement) -> PgWireResult<Response> {
+        if matches!(s, Statement::Discard { .. }) {
+            // No per-connection state outlives a statement here, so there is nothing to discard.
+            return Ok(Response::Execution(Tag::new("DISCARD ALL")));
+        }
+        match self.db.execute(DFStatement::Statement(Box::new(s.clone()))).await {
+            Ok(Output::Done(tag)) => Ok(Response::Execution(Tag::new(&tag))),
+            Ok(Output::Stream(_)) => Ok(Response::Execution(Tag::new("OK"))),
+            Err(e) => Err(pg_error(e)),
+        }
+    }
+}
+
+fn empty_plan() -> LogicalPlan {
+    LogicalPlan::EmptyRelation(EmptyRelation { produce_one_row: false, schema: Arc::new(DFSchema::empty()) })
+}
+
+#[async_trait]
+impl QueryHook for EngineHook {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        _ctx: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        if !is_engine_statement(statement) {
+            return None;
+        }
+        Some(self.run(statement).await)
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        _ctx: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        is_engine_statement(statement).then(|| Ok(empty_plan()))
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        _plan: &LogicalPlan,
+        _params: &ParamValues,
+        _ctx: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        if !is_engine_statement(statement) {
+            return None;
+        }
+        Some(self.run(statement).await)
+    }
+}
