@@ -220,6 +220,25 @@ impl TableDef {
 /// Coerces `batch` to the table's schema: columns matched by name (missing nullable columns become NULL),
 /// types cast without loss, NOT NULL checked. A bad value rejects the whole batch, naming row and column.
 pub fn coerce_batch(def: &TableDef, schema: &SchemaRef, batch: &RecordBatch) -> Result<RecordBatch> {
+    coerce(def, schema, batch, &|i| format!("row {}", i + 1))
+}
+
+/// [`coerce_batch`] for input read from lines (COPY): errors name `line first_line + row`.
+pub fn coerce_batch_numbered(
+    def: &TableDef,
+    schema: &SchemaRef,
+    batch: &RecordBatch,
+    first_line: usize,
+) -> Result<RecordBatch> {
+    coerce(def, schema, batch, &|i| format!("line {}", first_line + i))
+}
+
+fn coerce(
+    def: &TableDef,
+    schema: &SchemaRef,
+    batch: &RecordBatch,
+    at: &dyn Fn(usize) -> String,
+) -> Result<RecordBatch> {
     let in_schema = batch.schema();
     for f in in_schema.fields() {
         if def.column_index(f.name()).is_none() {
@@ -236,7 +255,7 @@ pub fn coerce_batch(def: &TableDef, schema: &SchemaRef, batch: &RecordBatch) -> 
         let array = match in_schema.index_of(field.name()) {
             Ok(i) => {
                 let a = batch.column(i);
-                if a.data_type() == field.data_type() { a.clone() } else { cast_column(a, field, &cast_options)? }
+                if a.data_type() == field.data_type() { a.clone() } else { cast_column(a, field, &cast_options, at)? }
             }
             Err(_) => new_null_array(field.data_type(), rows),
         };
@@ -245,10 +264,10 @@ pub fn coerce_batch(def: &TableDef, schema: &SchemaRef, batch: &RecordBatch) -> 
             return Err(Error::invalid(
                 SqlState::NotNull,
                 format!(
-                    "null value in column \"{}\" of relation \"{}\" violates not-null constraint (row {})",
+                    "null value in column \"{}\" of relation \"{}\" violates not-null constraint ({})",
                     field.name(),
                     def.name,
-                    row + 1
+                    at(row)
                 ),
             ));
         }
@@ -258,7 +277,12 @@ pub fn coerce_batch(def: &TableDef, schema: &SchemaRef, batch: &RecordBatch) -> 
     Ok(RecordBatch::try_new_with_options(schema.clone(), columns, &options)?)
 }
 
-fn cast_column(a: &ArrayRef, field: &Field, options: &CastOptions<'_>) -> Result<ArrayRef> {
+fn cast_column(
+    a: &ArrayRef,
+    field: &Field,
+    options: &CastOptions<'_>,
+    at: &dyn Fn(usize) -> String,
+) -> Result<ArrayRef> {
     match cast_with_options(a, field.data_type(), options) {
         Ok(c) => Ok(c),
         Err(_) => {
@@ -270,10 +294,10 @@ fn cast_column(a: &ArrayRef, field: &Field, options: &CastOptions<'_>) -> Result
                     return Err(Error::invalid(
                         SqlState::InvalidText,
                         format!(
-                            "invalid value for column \"{}\" of type {} at row {}: {}",
+                            "invalid input for column \"{}\" of type {} at {}: \"{}\"",
                             field.name(),
-                            field.data_type(),
-                            i + 1,
+                            type_name(field.data_type()),
+                            at(i),
                             shown
                         ),
                     ));
@@ -285,6 +309,13 @@ fn cast_column(a: &ArrayRef, field: &Field, options: &CastOptions<'_>) -> Result
             ))
         }
     }
+}
+
+/// The PostgreSQL name of a stored column's Arrow type (Arrow's own name for anything else).
+fn type_name(dt: &DataType) -> String {
+    ColumnType::from_arrow(dt)
+        .filter(|t| &t.arrow_type() == dt)
+        .map_or_else(|| dt.to_string(), |t| t.sql_name().to_string())
 }
 
 /// Parses a duration such as `1 day`, `90 days`, `6h`, `15 minutes`, `500ms` into microseconds.

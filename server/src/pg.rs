@@ -56,6 +56,7 @@ impl Server {
         ];
         let connections = Arc::new(ConnectionManager::new());
         let handlers = Arc::new(Handlers {
+            copier: Arc::new(crate::copy::Copier { db: db.clone() }),
             service: Arc::new(DfSessionService::new_with_hooks(ctx, hooks)),
             startup: Arc::new(Startup { connections: connections.clone() }),
             cancel: Arc::new(DefaultCancelHandler::new(connections)),
@@ -102,6 +103,7 @@ impl Server {
 }
 
 struct Handlers {
+    copier: Arc<crate::copy::Copier>,
     service: Arc<DfSessionService>,
     startup: Arc<Startup>,
     cancel: Arc<DefaultCancelHandler>,
@@ -122,6 +124,9 @@ impl PgWireServerHandlers for Handlers {
     }
     fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
         self.cancel.clone()
+    }
+    fn copy_handler(&self) -> Arc<impl pgwire::api::copy::CopyHandler> {
+        self.copier.clone()
     }
 }
 
@@ -171,6 +176,7 @@ fn is_engine_statement(s: &Statement) -> bool {
         Statement::CreateTable(ct) if !ct.external
     ) || matches!(s, Statement::Drop { object_type: ObjectType::Table | ObjectType::View, .. })
         || matches!(s, Statement::AlterTable(_) | Statement::CreateView(_) | Statement::Discard { .. })
+        || crate::copy::is_copy(s)
 }
 
 struct EngineHook {
@@ -178,7 +184,10 @@ struct EngineHook {
 }
 
 impl EngineHook {
-    async fn run(&self, s: &Statement) -> PgWireResult<Response> {
+    async fn run(&self, s: &Statement, client: &(dyn ClientInfo + Send + Sync)) -> PgWireResult<Response> {
+        if let Some(r) = crate::copy::handle(&self.db, s, client).await {
+            return r;
+        }
         if matches!(s, Statement::Discard { .. }) {
             // No per-connection state outlives a statement here, so there is nothing to discard.
             return Ok(Response::Execution(Tag::new("DISCARD ALL")));
@@ -201,12 +210,12 @@ impl QueryHook for EngineHook {
         &self,
         statement: &Statement,
         _ctx: &SessionContext,
-        _client: &mut dyn HookClient,
+        client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
         if !is_engine_statement(statement) {
             return None;
         }
-        Some(self.run(statement).await)
+        Some(self.run(statement, client).await)
     }
 
     async fn handle_extended_parse_query(
@@ -224,11 +233,11 @@ impl QueryHook for EngineHook {
         _plan: &LogicalPlan,
         _params: &ParamValues,
         _ctx: &SessionContext,
-        _client: &mut dyn HookClient,
+        client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
         if !is_engine_statement(statement) {
             return None;
         }
-        Some(self.run(statement).await)
+        Some(self.run(statement, client).await)
     }
 }

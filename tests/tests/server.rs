@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use futures::{SinkExt, TryStreamExt};
+
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 use trafficdb::Database;
@@ -75,6 +77,41 @@ fn tokio_postgres_talks_to_the_server() {
         let n: i64 = client.query_one("SELECT count(*) FROM events", &[]).await.expect("count").get(0);
         assert_eq!(n, 3);
 
+        // COPY FROM STDIN, text format: one transaction, durable when the tag arrives.
+        let sink = client.copy_in("COPY events (ts, id, backend, ms) FROM STDIN").await.expect("copy in");
+        futures::pin_mut!(sink);
+        sink.send(bytes::Bytes::from_static(b"2024-01-01 00:00:10\t10\tx\t\\N\n2024-01-01 00:00:11\t11\t"))
+            .await
+            .expect("send");
+        sink.send(bytes::Bytes::from_static(b"tab\\there\t4.5\n")).await.expect("send");
+        assert_eq!(sink.finish().await.expect("copy done"), 2);
+        let row = client.query_one("SELECT backend, ms FROM events WHERE id = 11", &[]).await.expect("copied row");
+        assert_eq!((row.get::<_, String>(0), row.get::<_, f64>(1)), ("tab\there".to_string(), 4.5));
+
+        // CSV with a header; a bad value rejects the whole COPY and names the line and column.
+        let sink = client.copy_in("COPY events FROM STDIN WITH (FORMAT csv, HEADER)").await.expect("copy in csv");
+        futures::pin_mut!(sink);
+        sink.send(bytes::Bytes::from_static(
+            b"ts,id,backend,ms\n2024-01-01 00:00:20,20,\"a,b\",1\n2024-01-01 00:00:21,21,c,oops\n",
+        ))
+        .await
+        .expect("send");
+        let e = sink.finish().await.expect_err("bad value");
+        assert_eq!(e.code(), Some(&SqlState::INVALID_TEXT_REPRESENTATION));
+        let msg = e.as_db_error().map(|d| d.message().to_string()).unwrap_or_default();
+        assert!(msg.contains("\"ms\"") && msg.contains("line 3"), "{msg}");
+        let n: i64 = client.query_one("SELECT count(*) FROM events WHERE id >= 20", &[]).await.expect("count").get(0);
+        assert_eq!(n, 0, "a failed COPY must write nothing");
+
+        // COPY TO STDOUT.
+        let out = client
+            .copy_out("COPY (SELECT id, backend FROM events WHERE id >= 10 ORDER BY id) TO STDOUT WITH (FORMAT csv)")
+            .await
+            .expect("copy out");
+        let chunks: Vec<bytes::Bytes> = out.try_collect().await.expect("copy data");
+        let text: String = chunks.iter().map(|c| String::from_utf8_lossy(c).to_string()).collect();
+        assert_eq!(text, "10,x\n11,tab\there\n");
+
         drop(client);
         let _ = conn_task.await;
         stop.send(()).expect("stop");
@@ -82,6 +119,6 @@ fn tokio_postgres_talks_to_the_server() {
 
         // The shutdown flushed and released the directory: it opens again with every row.
         let db = Database::open(tmp.path()).await.expect("reopen");
-        assert_eq!(all_ids(&db).await, vec![0, 1, 2]);
+        assert_eq!(all_ids(&db).await, vec![0, 1, 2, 10, 11]);
     });
 }

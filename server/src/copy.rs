@@ -1,0 +1,604 @@
+//! `COPY t [(columns)] FROM STDIN` (text and CSV) and `COPY t | (query) TO STDOUT`.
+//!
+//! COPY FROM parses rows as they arrive into Arrow batches of the table's types (so a bad value is found
+//! at once and reported with its line and column), keeps them, and appends them all as one transaction
+//! when the client sends CopyDone: a COPY is all rows or none, durable when `COPY n` is answered.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, RecordBatch, StringBuilder};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::sql::sqlparser::ast::{
+    CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget, Statement,
+};
+use futures::{Sink, SinkExt};
+use parking_lot::Mutex;
+use pgwire::api::ClientInfo;
+use pgwire::api::copy::CopyHandler;
+use pgwire::api::results::{CopyResponse, Response, Tag};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
+use trafficdb::Database;
+use trafficdb::engine::Table;
+
+/// Rows per Arrow batch built from COPY input.
+const BATCH_ROWS: usize = 65_536;
+
+fn user_error(code: &str, msg: String) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), code.into(), msg)))
+}
+
+#[derive(Debug, Clone)]
+struct Format {
+    csv: bool,
+    delimiter: u8,
+    null: String,
+    header: bool,
+    quote: u8,
+    escape: u8,
+}
+
+impl Format {
+    fn from_options(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> PgWireResult<Format> {
+        let mut csv = false;
+        let (mut delimiter, mut null, mut header, mut quote, mut escape) = (None, None, false, b'"', None);
+        let one_byte = |c: char, what: &str| -> PgWireResult<u8> {
+            u8::try_from(c as u32)
+                .ok()
+                .filter(|b| b.is_ascii())
+                .ok_or_else(|| user_error("22023", format!("COPY {what} must be a single one-byte character")))
+        };
+        for o in options {
+            match o {
+                CopyOption::Format(f) => match f.value.to_ascii_lowercase().as_str() {
+                    "text" => csv = false,
+                    "csv" => csv = true,
+                    other => {
+                        return Err(user_error(
+                            "0A000",
+                            format!("COPY format \"{other}\" is not supported (text, csv)"),
+                        ));
+                    }
+                },
+                CopyOption::Delimiter(c) => delimiter = Some(one_byte(*c, "delimiter")?),
+                CopyOption::Null(s) => null = Some(s.clone()),
+                CopyOption::Header(h) => header = *h,
+                CopyOption::Quote(c) => quote = one_byte(*c, "quote")?,
+                CopyOption::Escape(c) => escape = Some(one_byte(*c, "escape")?),
+                CopyOption::Encoding(e) if e.eq_ignore_ascii_case("utf8") || e.eq_ignore_ascii_case("utf-8") => {}
+                other => return Err(user_error("0A000", format!("COPY option {other} is not supported"))),
+            }
+        }
+        for o in legacy {
+            match o {
+                CopyLegacyOption::Csv(opts) => {
+                    csv = true;
+                    for c in opts {
+                        match c {
+                            CopyLegacyCsvOption::Header => header = true,
+                            CopyLegacyCsvOption::Quote(q) => quote = one_byte(*q, "quote")?,
+                            CopyLegacyCsvOption::Escape(e) => escape = Some(one_byte(*e, "escape")?),
+                            other => return Err(user_error("0A000", format!("COPY option {other} is not supported"))),
+                        }
+                    }
+                }
+                CopyLegacyOption::Delimiter(c) => delimiter = Some(one_byte(*c, "delimiter")?),
+                CopyLegacyOption::Null(s) => null = Some(s.clone()),
+                other => return Err(user_error("0A000", format!("COPY option {other} is not supported"))),
+            }
+        }
+        Ok(Format {
+            csv,
+            delimiter: delimiter.unwrap_or(if csv { b',' } else { b'\t' }),
+            null: null.unwrap_or_else(|| if csv { String::new() } else { "\\N".into() }),
+            header,
+            quote,
+            escape: escape.unwrap_or(quote),
+        })
+    }
+}
+
+/// An in-progress COPY FROM STDIN of one connection.
+struct CopyIn {
+    table: Arc<Table>,
+    /// Names of the columns the input holds, in input order.
+    columns: Vec<String>,
+    format: Format,
+    buf: Vec<u8>,
+    /// Lines consumed so far (for error messages).
+    line: usize,
+    skip_header: bool,
+    builders: Vec<StringBuilder>,
+    pending_rows: usize,
+    /// Line number of the first pending row.
+    pending_first_line: usize,
+    batches: Vec<RecordBatch>,
+    rows: u64,
+    error: Option<PgWireError>,
+    finished: bool,
+}
+
+/// The per-connection slot holding a COPY in progress.
+#[derive(Default)]
+struct CopySlot(Mutex<Option<CopyIn>>);
+
+/// A text-format field: `\N` (or the NULL string) is NULL, backslash escapes are decoded.
+fn text_field(raw: &[u8], null: &str, out: &mut Vec<u8>) -> Option<()> {
+    if raw == null.as_bytes() {
+        return None;
+    }
+    out.clear();
+    let mut i = 0;
+    while i < raw.len() {
+        let b = raw[i];
+        if b == b'\\' && i + 1 < raw.len() {
+            i += 1;
+            let c = raw[i];
+            match c {
+                b'b' => out.push(8),
+                b'f' => out.push(12),
+                b'n' => out.push(b'\n'),
+                b'r' => out.push(b'\r'),
+                b't' => out.push(b'\t'),
+                b'v' => out.push(11),
+                b'0'..=b'7' => {
+                    let mut v: u32 = 0;
+                    let mut n = 0;
+                    while n < 3 && i < raw.len() && (b'0'..=b'7').contains(&raw[i]) {
+                        v = v * 8 + (raw[i] - b'0') as u32;
+                        i += 1;
+                        n += 1;
+                    }
+                    out.push(v as u8);
+                    continue;
+                }
+                b'x' if i + 1 < raw.len() && raw[i + 1].is_ascii_hexdigit() => {
+                    let mut v: u32 = 0;
+                    let mut n = 0;
+                    i += 1;
+                    while n < 2 && i < raw.len() && raw[i].is_ascii_hexdigit() {
+                        v = v * 16 + (raw[i] as char).to_digit(16).unwrap_or(0);
+                        i += 1;
+                        n += 1;
+                    }
+                    out.push(v as u8);
+                    continue;
+                }
+                other => out.push(other),
+            }
+            i += 1;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    Some(())
+}
+
+impl CopyIn {
+    fn fail(&mut self, code: &str, msg: String) {
+        if self.error.is_none() {
+            self.error =
+                Some(user_error(code, format!("{msg}\nCONTEXT:  COPY {}, line {}", self.table.name(), self.line)));
+        }
+    }
+
+    /// The end of the next complete record in `buf[from..]`, and where the record after it starts.
+    fn next_record(&self, from: usize) -> Option<(usize, usize)> {
+        let b = &self.buf[from..];
+        if !self.format.csv {
+            let nl = b.iter().position(|&c| c == b'\n')?;
+            return Some((from + nl, from + nl + 1));
+        }
+        let mut in_quotes = false;
+        let mut i = 0;
+        while i < b.len() {
+            let c = b[i];
+            if in_quotes {
+                if c == self.format.escape && self.format.escape != self.format.quote && i + 1 < b.len() {
+                    i += 2;
+                    continue;
+                }
+                if c == self.format.quote {
+                    if self.format.escape == self.format.quote && b.get(i + 1) == Some(&self.format.quote) {
+                        i += 2;
+                        continue;
+                    }
+                    in_quotes = false;
+                }
+            } else if c == self.format.quote {
+                in_quotes = true;
+            } else if c == b'\n' {
+                return Some((from + i, from + i + 1));
+            }
+            i += 1;
+        }
+        None
+    }
+
+    /// Splits one record into fields: `Some(bytes)` or `None` for NULL.
+    fn fields(&self, rec: &[u8]) -> Vec<Option<Vec<u8>>> {
+        let rec = rec.strip_suffix(b"\r").unwrap_or(rec);
+        let f = &self.format;
+        let mut out = Vec::with_capacity(self.columns.len());
+        if !f.csv {
+            let mut tmp = Vec::new();
+            for raw in rec.split(|&c| c == f.delimiter) {
+                out.push(text_field(raw, &f.null, &mut tmp).map(|_| tmp.clone()));
+            }
+            return out;
+        }
+        let mut i = 0;
+        loop {
+            let mut val = Vec::new();
+            let mut quoted = false;
+            if rec.get(i) == Some(&f.quote) {
+                quoted = true;
+                i += 1;
+                while i < rec.len() {
+                    let c = rec[i];
+                    if c == f.escape
+                        && rec.get(i + 1).is_some_and(|&n| n == f.quote || (f.escape != f.quote && n == f.escape))
+                    {
+                        val.push(rec[i + 1]);
+                        i += 2;
+                    } else if c == f.quote {
+                        i += 1;
+                        break;
+                    } else {
+                        val.push(c);
+                        i += 1;
+                    }
+                }
+            }
+            while i < rec.len() && rec[i] != f.delimiter {
+                val.push(rec[i]);
+                i += 1;
+            }
+            out.push(if !quoted && val == f.null.as_bytes() { None } else { Some(val) });
+            if i >= rec.len() {
+                break;
+            }
+            i += 1; // the delimiter
+        }
+        out
+    }
+
+    /// Parses every complete record in the buffer.
+    fn consume(&mut self) {
+        let mut start = 0;
+        while self.error.is_none() && !self.finished {
+            let Some((end, next)) = self.next_record(start) else { break };
+            self.line += 1;
+            let rec = self.buf[start..end].to_vec();
+            start = next;
+            if !self.format.csv && (rec == b"\\." || rec == b"\\.\r") {
+                self.finished = true;
+                break;
+            }
+            if self.skip_header {
+                self.skip_header = false;
+                continue;
+            }
+            self.push_record(&rec);
+        }
+        self.buf.drain(..start);
+    }
+
+    fn push_record(&mut self, rec: &[u8]) {
+        let fields = self.fields(rec);
+        if fields.len() != self.columns.len() {
+            let msg = if fields.len() < self.columns.len() {
+                format!("missing data for column \"{}\"", self.columns[fields.len()])
+            } else {
+                "extra data after last expected column".to_string()
+            };
+            return self.fail("22P04", msg);
+        }
+        if self.pending_rows == 0 {
+            self.pending_first_line = self.line;
+        }
+        for (i, f) in fields.into_iter().enumerate() {
+            match f {
+                None => self.builders[i].append_null(),
+                Some(bytes) => match std::str::from_utf8(&bytes) {
+                    Ok(s) => self.builders[i].append_value(s),
+                    Err(_) => {
+                        return self.fail(
+                            "22021",
+                            format!("invalid byte sequence for encoding \"UTF8\" in column \"{}\"", self.columns[i]),
+                        );
+                    }
+                },
+            }
+        }
+        self.pending_rows += 1;
+        if self.pending_rows >= BATCH_ROWS {
+            self.seal_batch();
+        }
+    }
+
+    /// Turns the pending rows into a batch of the table's types, checking every value.
+    fn seal_batch(&mut self) {
+        if self.pending_rows == 0 || self.error.is_some() {
+            return;
+        }
+        let fields: Vec<Field> = self.columns.iter().map(|c| Field::new(c, DataType::Utf8, true)).collect();
+        let arrays: Vec<ArrayRef> = self.builders.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef).collect();
+        let n = self.pending_rows;
+        self.pending_rows = 0;
+        let batch = match RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays) {
+            Ok(b) => b,
+            Err(e) => return self.fail("XX000", e.to_string()),
+        };
+        match trafficdb::types::coerce_batch_numbered(
+            &self.table.def,
+            &self.table.schema,
+            &batch,
+            self.pending_first_line,
+        ) {
+            Ok(b) => {
+                self.rows += n as u64;
+                self.batches.push(b);
+            }
+            Err(e) => {
+                let code = e.sqlstate();
+                self.error = Some(user_error(code, format!("{e}\nCONTEXT:  COPY {}", self.table.name())));
+            }
+        }
+    }
+}
+
+/// Starts a `COPY ... FROM STDIN` or runs a `COPY ... TO STDOUT`; `None` for other statements.
+pub async fn handle(
+    db: &Database,
+    stmt: &Statement,
+    client: &(dyn ClientInfo + Send + Sync),
+) -> Option<PgWireResult<Response>> {
+    let Statement::Copy { source, to, target, options, legacy_options, .. } = stmt else { return None };
+    Some(match (to, target) {
+        (false, CopyTarget::Stdin) => start_copy_in(db, source, options, legacy_options, client),
+        (true, CopyTarget::Stdout) => copy_out(db, source, options, legacy_options).await,
+        _ => Err(user_error("0A000", "COPY supports FROM STDIN and TO STDOUT (use psql's \\copy for files)".into())),
+    })
+}
+
+pub fn is_copy(stmt: &Statement) -> bool {
+    matches!(stmt, Statement::Copy { target: CopyTarget::Stdin | CopyTarget::Stdout, .. })
+}
+
+fn start_copy_in(
+    db: &Database,
+    source: &CopySource,
+    options: &[CopyOption],
+    legacy: &[CopyLegacyOption],
+    client: &(dyn ClientInfo + Send + Sync),
+) -> PgWireResult<Response> {
+    let CopySource::Table { table_name, columns } = source else {
+        return Err(user_error("42601", "COPY FROM needs a table, not a query".into()));
+    };
+    let name = table_name.to_string();
+    let name = name.strip_prefix("public.").unwrap_or(&name).to_string();
+    let table =
+        db.engine().table(&name).ok_or_else(|| user_error("42P01", format!("relation \"{name}\" does not exist")))?;
+    let columns: Vec<String> = if columns.is_empty() {
+        table.def.columns.iter().map(|c| c.name.clone()).collect()
+    } else {
+        let mut v = Vec::new();
+        for c in columns {
+            let n = if c.quote_style.is_some() { c.value.clone() } else { c.value.to_lowercase() };
+            if table.def.column_index(&n).is_none() {
+                return Err(user_error("42703", format!("column \"{n}\" of relation \"{name}\" does not exist")));
+            }
+            v.push(n);
+        }
+        v
+    };
+    let format = Format::from_options(options, legacy)?;
+    let ncols = columns.len();
+    let state = CopyIn {
+        builders: (0..ncols).map(|_| StringBuilder::new()).collect(),
+        skip_header: format.header,
+        table,
+        columns,
+        format,
+        buf: Vec::new(),
+        line: 0,
+        pending_rows: 0,
+        pending_first_line: 1,
+        batches: Vec::new(),
+        rows: 0,
+        error: None,
+        finished: false,
+    };
+    let slot = client.session_extensions().get_or_insert_with(CopySlot::default);
+    *slot.0.lock() = Some(state);
+    Ok(Response::CopyIn(CopyResponse::new(0, ncols, futures::stream::empty())))
+}
+
+/// Formats values as COPY text or CSV.
+fn encode_rows(batches: &[RecordBatch], format: &Format, header: Option<&[String]>) -> PgWireResult<Vec<CopyData>> {
+    let options = FormatOptions::default()
+        .with_null("")
+        .with_timestamp_format(Some("%Y-%m-%d %H:%M:%S%.f"))
+        .with_timestamp_tz_format(Some("%Y-%m-%d %H:%M:%S%.f%:z"));
+    let delim = format.delimiter as char;
+    let escape_text = |s: &str, out: &mut String| {
+        for ch in s.chars() {
+            match ch {
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                c if c == delim => {
+                    out.push('\\');
+                    out.push(c);
+                }
+                c => out.push(c),
+            }
+        }
+    };
+    let quote = format.quote as char;
+    let csv_field = |s: &str, out: &mut String| {
+        let needs = s.is_empty()
+            || s.contains(delim)
+            || s.contains(quote)
+            || s.contains('\n')
+            || s.contains('\r')
+            || s == format.null;
+        if needs {
+            out.push(quote);
+            for ch in s.chars() {
+                if ch == quote {
+                    out.push(format.escape as char);
+                }
+                out.push(ch);
+            }
+            out.push(quote);
+        } else {
+            out.push_str(s);
+        }
+    };
+    let mut out = Vec::new();
+    let mut pending_header = header.map(|h| {
+        let mut line = String::new();
+        for (i, name) in h.iter().enumerate() {
+            if i > 0 {
+                line.push(delim);
+            }
+            if format.csv { csv_field(name, &mut line) } else { escape_text(name, &mut line) }
+        }
+        line.push('\n');
+        line
+    });
+    for b in batches {
+        let fmts: Vec<ArrayFormatter<'_>> = b
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+            .collect::<Result<_, _>>()
+            .map_err(|e| user_error("XX000", e.to_string()))?;
+        for r in 0..b.num_rows() {
+            let mut line = pending_header.take().unwrap_or_default();
+            for (i, (f, col)) in fmts.iter().zip(b.columns()).enumerate() {
+                if i > 0 {
+                    line.push(delim);
+                }
+                if col.is_null(r) {
+                    line.push_str(&format.null);
+                    continue;
+                }
+                let v = if col.data_type() == &DataType::Boolean {
+                    if f.value(r).to_string() == "true" { "t".to_string() } else { "f".to_string() }
+                } else {
+                    f.value(r).to_string()
+                };
+                if format.csv { csv_field(&v, &mut line) } else { escape_text(&v, &mut line) }
+            }
+            line.push('\n');
+            out.push(CopyData::new(line.into_bytes().into()));
+        }
+    }
+    if let Some(h) = pending_header {
+        out.push(CopyData::new(h.into_bytes().into()));
+    }
+    Ok(out)
+}
+
+async fn copy_out(
+    db: &Database,
+    source: &CopySource,
+    options: &[CopyOption],
+    legacy: &[CopyLegacyOption],
+) -> PgWireResult<Response> {
+    let format = Format::from_options(options, legacy)?;
+    let sql = match source {
+        CopySource::Table { table_name, columns } => {
+            let cols = if columns.is_empty() {
+                "*".to_string()
+            } else {
+                columns.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ")
+            };
+            format!("SELECT {cols} FROM {table_name}")
+        }
+        CopySource::Query(q) => q.to_string(),
+    };
+    let batches = db.sql(&sql).await.map_err(|e| user_error(e.sqlstate(), e.to_string()))?;
+    let ncols = batches.first().map_or(0, |b| b.num_columns());
+    let names: Option<Vec<String>> = if format.header {
+        batches.first().map(|b| b.schema().fields().iter().map(|f| f.name().clone()).collect())
+    } else {
+        None
+    };
+    let data = encode_rows(&batches, &format, names.as_deref())?;
+    Ok(Response::CopyOut(CopyResponse::new(0, ncols, futures::stream::iter(data.into_iter().map(Ok)))))
+}
+
+/// The pgwire copy handler.
+pub struct Copier {
+    pub db: Arc<Database>,
+}
+
+#[async_trait::async_trait]
+impl CopyHandler for Copier {
+    async fn on_copy_data<C>(&self, client: &mut C, copy_data: CopyData) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let slot = client.session_extensions().get_or_insert_with(CopySlot::default);
+        let mut guard = slot.0.lock();
+        if let Some(state) = guard.as_mut()
+            && state.error.is_none()
+            && !state.finished
+        {
+            state.buf.extend_from_slice(&copy_data.data);
+            state.consume();
+        }
+        Ok(())
+    }
+
+    async fn on_copy_done<C>(&self, client: &mut C, _done: CopyDone) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let slot = client.session_extensions().get_or_insert_with(CopySlot::default);
+        let Some(mut state) = slot.0.lock().take() else {
+            return Err(user_error("08P01", "CopyDone without a COPY in progress".into()));
+        };
+        // A last line without a newline.
+        if !state.buf.is_empty() && state.error.is_none() && !state.finished {
+            state.buf.push(b'\n');
+            state.consume();
+        }
+        state.seal_batch();
+        if let Some(e) = state.error.take() {
+            return Err(e);
+        }
+        let (table, batches, rows) = (state.table.clone(), std::mem::take(&mut state.batches), state.rows);
+        let engine = self.db.engine().clone();
+        tokio::task::spawn_blocking(move || engine.append(&table, &batches))
+            .await
+            .map_err(|e| user_error("XX000", e.to_string()))?
+            .map_err(|e| user_error(e.sqlstate(), e.to_string()))?;
+        client.send(PgWireBackendMessage::CommandComplete(Tag::new("COPY").with_rows(rows as usize).into())).await?;
+        Ok(())
+    }
+
+    async fn on_copy_fail<C>(&self, client: &mut C, fail: CopyFail) -> PgWireError
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let slot = client.session_extensions().get_or_insert_with(CopySlot::default);
+        slot.0.lock().take();
+        user_error("57014", format!("COPY from stdin failed: {}", fail.message))
+    }
+}
