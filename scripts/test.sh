@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Runs every test of the project: formatting, the Rust unit and integration tests (.slt files, crash,
-# corruption, concurrency, kill -9), and the doctests. Builds in release mode, once, for tests and
-# binary alike. Usage: bash scripts/test.sh
+# Runs every test of the project: formatting, clippy, the Rust unit and integration tests (.slt files,
+# crash, corruption, concurrency, kill -9, the PostgreSQL wire server with a real client) and the
+# doctests. Builds in release mode, once, for tests and binary alike. Usage: bash scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/trafficdb-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -13,6 +15,12 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
-echo "== cargo test (release)"
-cargo test --release --workspace --all-targets
-cargo test --release --workspace --doc
+echo "== doctests"
+cargo test --release --workspace --doc 2>&1 | tee -a "$log"
+
+echo "== unit and integration tests (release)"
+cargo test --release --workspace --all-targets 2>&1 | tee -a "$log"
+
+# One closing line for the whole run.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
