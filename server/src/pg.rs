@@ -46,6 +46,7 @@ impl Server {
             datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
         )
         .map_err(|e| anyhow::anyhow!("setting up pg_catalog: {e}"))?;
+        register_version(&ctx);
         let listener =
             TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
         let hooks: Vec<Arc<dyn QueryHook>> = vec![
@@ -99,6 +100,46 @@ impl Server {
         let engine = self.db.engine().clone();
         tokio::task::spawn_blocking(move || engine.close()).await??;
         Ok(())
+    }
+}
+
+/// The PostgreSQL version clients are told (ParameterStatus `server_version` carries the same prefix).
+pub const PG_VERSION: &str = "16.6";
+
+/// `version()` answers in PostgreSQL's form (drivers and ORMs parse "PostgreSQL X.Y" from it).
+fn register_version(ctx: &SessionContext) {
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+    let text = format!(
+        "PostgreSQL {PG_VERSION} (trafficdb {}, Apache DataFusion {}) on {}-{}",
+        env!("CARGO_PKG_VERSION"),
+        datafusion::DATAFUSION_VERSION,
+        std::env::consts::ARCH,
+        std::env::consts::OS
+    );
+    let udf = create_udf(
+        "version",
+        vec![],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(move |_args: &[ColumnarValue]| {
+            Ok(ColumnarValue::Scalar(datafusion::common::ScalarValue::Utf8(Some(text.clone()))))
+        }),
+    );
+    ctx.register_udf(udf);
+}
+
+/// `SHOW server_version` / `server_version_num` as a query over the session (so both protocols and
+/// every result format work).
+fn show_query(s: &Statement) -> Option<String> {
+    let Statement::ShowVariable { variable } = s else { return None };
+    let name = variable.iter().map(|i| i.value.to_ascii_lowercase()).collect::<Vec<_>>().join(" ");
+    let (major, minor) = PG_VERSION.split_once('.').unwrap_or((PG_VERSION, "0"));
+    let num = major.parse::<u32>().unwrap_or(16) * 10_000 + minor.parse::<u32>().unwrap_or(0);
+    match name.as_str() {
+        "server_version" => Some(format!("SELECT '{PG_VERSION}' AS server_version")),
+        "server_version_num" => Some(format!("SELECT '{num}' AS server_version_num")),
+        _ => None,
     }
 }
 
@@ -209,9 +250,22 @@ impl QueryHook for EngineHook {
     async fn handle_simple_query(
         &self,
         statement: &Statement,
-        _ctx: &SessionContext,
+        ctx: &SessionContext,
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
+        if let Some(sql) = show_query(statement) {
+            let r = async {
+                let df = ctx.sql(&sql).await.map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+                let q = datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe(
+                    df,
+                    &pgwire::api::portal::Format::UnifiedText,
+                    None,
+                )
+                .await?;
+                Ok(Response::Query(q))
+            };
+            return Some(r.await);
+        }
         if !is_engine_statement(statement) {
             return None;
         }
@@ -221,9 +275,14 @@ impl QueryHook for EngineHook {
     async fn handle_extended_parse_query(
         &self,
         statement: &Statement,
-        _ctx: &SessionContext,
+        ctx: &SessionContext,
         _client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
+        if let Some(sql) = show_query(statement) {
+            // The plan runs as any query would, in the formats the client asks for.
+            let plan = ctx.state().create_logical_plan(&sql).await.map_err(|e| PgWireError::ApiError(Box::new(e)));
+            return Some(plan);
+        }
         is_engine_statement(statement).then(|| Ok(empty_plan()))
     }
 

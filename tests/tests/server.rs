@@ -112,6 +112,16 @@ fn tokio_postgres_talks_to_the_server() {
         let text: String = chunks.iter().map(|c| String::from_utf8_lossy(c).to_string()).collect();
         assert_eq!(text, "10,x\n11,tab\there\n");
 
+        // What drivers read to learn the server version.
+        let v: String = client.query_one("SELECT version()", &[]).await.expect("version").get(0);
+        assert!(v.starts_with("PostgreSQL 16.6 (trafficdb"), "{v}");
+        let rows = client.simple_query("SHOW server_version").await.expect("show");
+        let shown = rows.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        });
+        assert_eq!(shown.as_deref(), Some("16.6"));
+
         drop(client);
         let _ = conn_task.await;
         stop.send(()).expect("stop");
