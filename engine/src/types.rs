@@ -318,6 +318,15 @@ fn type_name(dt: &DataType) -> String {
         .map_or_else(|| dt.to_string(), |t| t.sql_name().to_string())
 }
 
+/// How values print as PostgreSQL prints them (timestamps `YYYY-MM-DD HH:MM:SS[.ffffff]`, with the
+/// offset for TIMESTAMPTZ), writing `null` for NULL. Used by the CLI, COPY TO and the tests alike.
+pub fn display_options(null: &str) -> FormatOptions<'_> {
+    FormatOptions::default()
+        .with_null(null)
+        .with_timestamp_format(Some("%Y-%m-%d %H:%M:%S%.f"))
+        .with_timestamp_tz_format(Some("%Y-%m-%d %H:%M:%S%.f%:z"))
+}
+
 /// Parses a duration such as `1 day`, `90 days`, `6h`, `15 minutes`, `500ms` into microseconds.
 pub fn parse_duration_us(s: &str) -> Result<i64> {
     let bad = || {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringBuilder};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::arrow::util::display::ArrayFormatter;
 use datafusion::sql::sqlparser::ast::{
     CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget, Statement,
 };
@@ -421,10 +421,7 @@ fn start_copy_in(
 
 /// Formats values as COPY text or CSV.
 fn encode_rows(batches: &[RecordBatch], format: &Format, header: Option<&[String]>) -> PgWireResult<Vec<CopyData>> {
-    let options = FormatOptions::default()
-        .with_null("")
-        .with_timestamp_format(Some("%Y-%m-%d %H:%M:%S%.f"))
-        .with_timestamp_tz_format(Some("%Y-%m-%d %H:%M:%S%.f%:z"));
+    let options = trafficdb::types::display_options("");
     let delim = format.delimiter as char;
     let escape_text = |s: &str, out: &mut String| {
         for ch in s.chars() {

@@ -10,10 +10,7 @@ use trafficdb::arrow::util::display::{ArrayFormatter, FormatOptions};
 use crate::Format;
 
 fn options() -> FormatOptions<'static> {
-    FormatOptions::default()
-        .with_null("")
-        .with_timestamp_format(Some("%Y-%m-%d %H:%M:%S%.f"))
-        .with_timestamp_tz_format(Some("%Y-%m-%d %H:%M:%S%.f%:z"))
+    trafficdb::types::display_options("")
 }
 
 /// The first value of the first column (a DML statement's row count).

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType};
 use trafficdb::arrow::array::{Array, RecordBatch};
 use trafficdb::arrow::datatypes::DataType;
-use trafficdb::arrow::util::display::{ArrayFormatter, FormatOptions};
+use trafficdb::arrow::util::display::ArrayFormatter;
 use trafficdb::datafusion::sql::parser::Statement as DFStatement;
 use trafficdb::datafusion::sql::sqlparser::ast::Statement;
 use trafficdb::{Database, Options, Output};
@@ -111,10 +111,7 @@ fn column_type(dt: &DataType) -> DefaultColumnType {
 }
 
 fn rows(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>, SltError> {
-    let options = FormatOptions::default()
-        .with_null("NULL")
-        .with_timestamp_format(Some("%Y-%m-%d %H:%M:%S%.f"))
-        .with_timestamp_tz_format(Some("%Y-%m-%d %H:%M:%S%.f%:z"));
+    let options = trafficdb::types::display_options("NULL");
     let mut out = Vec::new();
     for b in batches {
         let fmts: Vec<ArrayFormatter<'_>> = b

@@ -286,7 +286,9 @@ fn decimal_exponent(values: &[f64]) -> Option<usize> {
     'e: for (e, &scale) in POW10.iter().enumerate() {
         for &v in values {
             let i = (v * scale).round();
-            if i.abs() >= 9.0e15 || (i / scale).to_bits() != v.to_bits() {
+            // Check with exactly what the decoder computes (an i64 back to f64), so -0.0 and values
+            // that do not survive the integer are refused.
+            if i.abs() >= 9.0e15 || ((i as i64) as f64 / scale).to_bits() != v.to_bits() {
                 continue 'e;
             }
         }
@@ -497,6 +499,13 @@ mod tests {
             out.iter().map(|f| f.to_bits()).collect::<Vec<_>>(),
             v.iter().map(|f| f.to_bits()).collect::<Vec<_>>()
         );
+        // -0.0 would come back as 0.0 through an integer: it keeps the plain encoding.
+        let signed_zero = vec![-0.0, 1.5];
+        let mut buf = Vec::new();
+        encode_f64(&signed_zero, &mut buf);
+        let mut out = Vec::new();
+        decode_f64(&mut Reader::new(&buf), 2, &mut out).unwrap();
+        assert_eq!(out[0].to_bits(), (-0.0f64).to_bits());
         let odd = vec![std::f64::consts::PI, f64::NAN, -0.0];
         let mut buf = Vec::new();
         encode_f64(&odd, &mut buf);
