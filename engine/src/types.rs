@@ -5,7 +5,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, RecordBatchOptions, new_null_array};
 use datafusion::arrow::compute::{CastOptions, cast_with_options};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use datafusion::arrow::util::display::FormatOptions;
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result, SqlState};
@@ -325,6 +325,14 @@ pub fn display_options(null: &str) -> FormatOptions<'_> {
         .with_null(null)
         .with_timestamp_format(Some("%Y-%m-%d %H:%M:%S%.f"))
         .with_timestamp_tz_format(Some("%Y-%m-%d %H:%M:%S%.f%:z"))
+}
+
+/// One formatter per column of `batch`, for printing its values with `options`.
+pub fn formatters<'a>(
+    batch: &'a RecordBatch,
+    options: &'a FormatOptions<'a>,
+) -> std::result::Result<Vec<ArrayFormatter<'a>>, datafusion::arrow::error::ArrowError> {
+    batch.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), options)).collect()
 }
 
 /// Parses a duration such as `1 day`, `90 days`, `6h`, `15 minutes`, `500ms` into microseconds.

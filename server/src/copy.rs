@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringBuilder};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion::arrow::util::display::ArrayFormatter;
 use datafusion::sql::sqlparser::ast::{
     CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget, Statement,
 };
@@ -178,45 +177,45 @@ fn text_field(raw: &[u8], null: &str, out: &mut Vec<u8>) -> Option<()> {
     Some(())
 }
 
+/// The end of the next complete record in `buf[from..]`, and where the record after it starts.
+fn next_record(format: &Format, buf: &[u8], from: usize) -> Option<(usize, usize)> {
+    let b = &buf[from..];
+    if !format.csv {
+        let nl = b.iter().position(|&c| c == b'\n')?;
+        return Some((from + nl, from + nl + 1));
+    }
+    let mut in_quotes = false;
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if in_quotes {
+            if c == format.escape && format.escape != format.quote && i + 1 < b.len() {
+                i += 2;
+                continue;
+            }
+            if c == format.quote {
+                if format.escape == format.quote && b.get(i + 1) == Some(&format.quote) {
+                    i += 2;
+                    continue;
+                }
+                in_quotes = false;
+            }
+        } else if c == format.quote {
+            in_quotes = true;
+        } else if c == b'\n' {
+            return Some((from + i, from + i + 1));
+        }
+        i += 1;
+    }
+    None
+}
+
 impl CopyIn {
     fn fail(&mut self, code: &str, msg: String) {
         if self.error.is_none() {
             self.error =
                 Some(user_error(code, format!("{msg}\nCONTEXT:  COPY {}, line {}", self.table.name(), self.line)));
         }
-    }
-
-    /// The end of the next complete record in `buf[from..]`, and where the record after it starts.
-    fn next_record(&self, from: usize) -> Option<(usize, usize)> {
-        let b = &self.buf[from..];
-        if !self.format.csv {
-            let nl = b.iter().position(|&c| c == b'\n')?;
-            return Some((from + nl, from + nl + 1));
-        }
-        let mut in_quotes = false;
-        let mut i = 0;
-        while i < b.len() {
-            let c = b[i];
-            if in_quotes {
-                if c == self.format.escape && self.format.escape != self.format.quote && i + 1 < b.len() {
-                    i += 2;
-                    continue;
-                }
-                if c == self.format.quote {
-                    if self.format.escape == self.format.quote && b.get(i + 1) == Some(&self.format.quote) {
-                        i += 2;
-                        continue;
-                    }
-                    in_quotes = false;
-                }
-            } else if c == self.format.quote {
-                in_quotes = true;
-            } else if c == b'\n' {
-                return Some((from + i, from + i + 1));
-            }
-            i += 1;
-        }
-        None
     }
 
     /// Splits one record into fields: `Some(bytes)` or `None` for NULL.
@@ -269,11 +268,13 @@ impl CopyIn {
 
     /// Parses every complete record in the buffer.
     fn consume(&mut self) {
+        // The buffer is taken out while its records are parsed, so they need not be copied.
+        let buf = std::mem::take(&mut self.buf);
         let mut start = 0;
         while self.error.is_none() && !self.finished {
-            let Some((end, next)) = self.next_record(start) else { break };
+            let Some((end, next)) = next_record(&self.format, &buf, start) else { break };
             self.line += 1;
-            let rec = self.buf[start..end].to_vec();
+            let rec = &buf[start..end];
             start = next;
             if !self.format.csv && (rec == b"\\." || rec == b"\\.\r") {
                 self.finished = true;
@@ -283,8 +284,9 @@ impl CopyIn {
                 self.skip_header = false;
                 continue;
             }
-            self.push_record(&rec);
+            self.push_record(rec);
         }
+        self.buf = buf;
         self.buf.drain(..start);
     }
 
@@ -472,12 +474,7 @@ fn encode_rows(batches: &[RecordBatch], format: &Format, header: Option<&[String
         line
     });
     for b in batches {
-        let fmts: Vec<ArrayFormatter<'_>> = b
-            .columns()
-            .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
-            .collect::<Result<_, _>>()
-            .map_err(|e| user_error("XX000", e.to_string()))?;
+        let fmts = trafficdb::types::formatters(b, &options).map_err(|e| user_error("XX000", e.to_string()))?;
         for r in 0..b.num_rows() {
             let mut line = pending_header.take().unwrap_or_default();
             for (i, (f, col)) in fmts.iter().zip(b.columns()).enumerate() {

@@ -60,8 +60,7 @@ fn print_table(out: &mut impl Write, schema: &SchemaRef, batches: &[RecordBatch]
     let mut cells: Vec<Vec<String>> = Vec::new();
     let opts = options();
     for b in batches {
-        let fmts: Vec<ArrayFormatter<'_>> =
-            b.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &opts)).collect::<Result<_, _>>()?;
+        let fmts = trafficdb::types::formatters(b, &opts)?;
         for r in 0..b.num_rows() {
             cells.push(fmts.iter().map(|f| f.value(r).to_string()).collect());
         }

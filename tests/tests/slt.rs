@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType};
 use trafficdb::arrow::array::{Array, RecordBatch};
 use trafficdb::arrow::datatypes::DataType;
-use trafficdb::arrow::util::display::ArrayFormatter;
 use trafficdb::datafusion::sql::parser::Statement as DFStatement;
 use trafficdb::datafusion::sql::sqlparser::ast::Statement;
 use trafficdb::{Database, Options, Output};
@@ -114,12 +113,7 @@ fn rows(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>, SltError> {
     let options = trafficdb::types::display_options("NULL");
     let mut out = Vec::new();
     for b in batches {
-        let fmts: Vec<ArrayFormatter<'_>> = b
-            .columns()
-            .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
-            .collect::<Result<_, _>>()
-            .map_err(|e| SltError(e.to_string()))?;
+        let fmts = trafficdb::types::formatters(b, &options).map_err(|e| SltError(e.to_string()))?;
         for r in 0..b.num_rows() {
             let mut row = Vec::with_capacity(fmts.len());
             for (f, c) in fmts.iter().zip(b.columns()) {
