@@ -1,7 +1,11 @@
 //! The `trafficdb` server: the PostgreSQL wire protocol over an open [`trafficdb::Database`].
 //! The binary (`src/main.rs`) adds the command line.
 
+pub mod auth;
+pub mod config;
 pub mod copy;
 pub mod pg;
+pub mod session;
 
+pub use config::ServerConfig;
 pub use pg::Server;

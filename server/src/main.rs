@@ -39,7 +39,17 @@ enum Command {
     /// Connect with any PostgreSQL client, e.g. `psql -h 127.0.0.1 -p 5432 -d trafficdb`. The server
     /// binds to loopback by default. SIGTERM or Ctrl-C stops it cleanly: it stops accepting, closes the
     /// connections and flushes (every acknowledged write is already durable in the write-ahead log).
+    #[command(after_help = "Settings come from, in order of precedence: these options, their TRAFFICDB_* environment \
+                      variables, the [server] section of --config, the defaults shown.\n\nExamples:\n  \
+                      trafficdb serve -d ./data\n  trafficdb serve -d ./data --config trafficdb.toml --auth password")]
     Serve(ServeArgs),
+    /// Print a [[users]] entry for the configuration file, with the password stored as a hash.
+    ///
+    /// The password is read from standard input (one line; not echoed on a terminal). The entry holds a
+    /// SCRAM-SHA-256 verifier (or, with --md5, the MD5 hash old clients need), in the form PostgreSQL
+    /// stores in pg_authid, so entries can also be copied from a PostgreSQL server.
+    #[command(after_help = "Example:\n  echo 's3cret' | trafficdb passwd grafana --role reader >> trafficdb.toml")]
+    Passwd(PasswdArgs),
 }
 
 #[derive(clap::Args)]
@@ -47,9 +57,74 @@ struct ServeArgs {
     /// The data directory (created if missing).
     #[arg(short = 'd', long, env = "TRAFFICDB_DATA_DIR")]
     data_dir: PathBuf,
-    /// Address to listen on for PostgreSQL clients.
-    #[arg(long, env = "TRAFFICDB_LISTEN", default_value = "127.0.0.1:5432")]
-    listen: String,
+    /// A TOML configuration file ([server] settings and [[users]]; see docs/server.md).
+    #[arg(long, env = "TRAFFICDB_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on for PostgreSQL clients [default: 127.0.0.1:5432].
+    #[arg(long, env = "TRAFFICDB_LISTEN")]
+    listen: Option<String>,
+    /// How clients authenticate: trust, or password (SCRAM-SHA-256; MD5 for users stored as MD5) [default: trust].
+    #[arg(long, env = "TRAFFICDB_AUTH", value_enum)]
+    auth: Option<trafficdb_server::config::AuthMode>,
+    /// Connections beyond this are refused with SQLSTATE 53300 [default: 100].
+    #[arg(long, env = "TRAFFICDB_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Cancel statements running longer (SQLSTATE 57014), e.g. 30s, 5min; 0 for none [default: 0].
+    #[arg(long, env = "TRAFFICDB_STATEMENT_TIMEOUT", value_parser = trafficdb_server::config::parse_duration)]
+    statement_timeout: Option<std::time::Duration>,
+    /// Memory one connection's query may use in sorts, aggregations and joins before it fails
+    /// (SQLSTATE 53200), e.g. 512MiB, 4GiB; 0 for none [default: 4GiB].
+    #[arg(long, env = "TRAFFICDB_QUERY_MEMORY_LIMIT", value_parser = trafficdb_server::config::parse_bytes)]
+    query_memory_limit: Option<u64>,
+    /// PEM certificate chain for TLS (with --tls-key).
+    #[arg(long, env = "TRAFFICDB_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS (with --tls-cert).
+    #[arg(long, env = "TRAFFICDB_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    /// The file's settings with the command line and environment on top.
+    fn server_config(&self) -> anyhow::Result<trafficdb_server::ServerConfig> {
+        let mut c = match &self.config {
+            Some(path) => trafficdb_server::ServerConfig::load(path)?,
+            None => trafficdb_server::ServerConfig::default(),
+        };
+        if let Some(v) = &self.listen {
+            c.listen = v.clone();
+        }
+        if let Some(v) = self.auth {
+            c.auth = v;
+        }
+        if let Some(v) = self.max_connections {
+            c.max_connections = v;
+        }
+        if let Some(v) = self.statement_timeout {
+            c.statement_timeout = v;
+        }
+        if let Some(v) = self.query_memory_limit {
+            c.query_memory_limit = v;
+        }
+        if self.tls_cert.is_some() {
+            c.tls_cert = self.tls_cert.clone();
+            c.tls_key = self.tls_key.clone();
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+#[derive(clap::Args)]
+struct PasswdArgs {
+    /// The user name.
+    user: String,
+    /// The user's role.
+    #[arg(long, value_enum, default_value = "reader")]
+    role: trafficdb_server::auth::Role,
+    /// Store an MD5 hash instead of a SCRAM-SHA-256 verifier (only for clients that cannot do SCRAM).
+    #[arg(long)]
+    md5: bool,
 }
 
 #[derive(clap::Args)]
@@ -93,23 +168,67 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Sql(args) => rt.block_on(run_sql(args)),
-        Command::Serve(args) => match rt.block_on(serve(args)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Serve(args) => exit(rt.block_on(serve(args))),
+        Command::Passwd(args) => exit(passwd(args)),
+    }
+}
+
+fn exit(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.server_config()?;
     let db = std::sync::Arc::new(Database::open(&args.data_dir).await?);
-    let server = trafficdb_server::Server::bind(db, &args.listen).await?;
+    let auth = config.auth;
+    let tls = config.tls_cert.is_some();
+    let server = trafficdb_server::Server::bind(db, config).await?;
     let addr = server.local_addr()?;
-    eprintln!("trafficdb serving {} on {addr}", args.data_dir.display());
+    let auth = if auth == trafficdb_server::config::AuthMode::Trust { "trust" } else { "password" };
+    eprintln!(
+        "trafficdb serving {} on {addr} (auth {auth}, TLS {})",
+        args.data_dir.display(),
+        if tls { "on" } else { "off" }
+    );
     eprintln!("  psql -h {} -p {} -d trafficdb", addr.ip(), addr.port());
     server.run_until(shutdown_signal()).await
+}
+
+fn passwd(args: PasswdArgs) -> anyhow::Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let tty = std::io::stdin().is_terminal();
+    let stty = |arg: &str| {
+        let _ = std::process::Command::new("stty").arg(arg).stdin(std::process::Stdio::inherit()).status();
+    };
+    if tty {
+        eprint!("Password for {}: ", args.user);
+        let _ = std::io::stderr().flush();
+        stty("-echo");
+    }
+    let mut line = String::new();
+    let read = std::io::stdin().lock().read_line(&mut line);
+    if tty {
+        stty("echo");
+        eprintln!();
+    }
+    read?;
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        anyhow::bail!("empty password");
+    }
+    let secret = if args.md5 {
+        trafficdb_server::auth::Secret::md5(&args.user, password)
+    } else {
+        trafficdb_server::auth::Secret::scram(password)
+    };
+    println!("[[users]]\nname = {:?}\nrole = \"{}\"\npassword = \"{secret}\"", args.user, args.role.name());
+    Ok(())
 }
 
 /// Completes on Ctrl-C or SIGTERM.

@@ -8,7 +8,9 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use datafusion::common::{DFSchema, DataFusionError, ParamValues};
@@ -16,53 +18,82 @@ use datafusion::logical_expr::{EmptyRelation, LogicalPlan};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{ObjectType, Statement};
+use datafusion_postgres::QueryHook;
 use datafusion_postgres::hooks::HookClient;
 use datafusion_postgres::hooks::cursor::CursorStatementHook;
 use datafusion_postgres::hooks::set_show::SetShowHook;
 use datafusion_postgres::hooks::transactions::TransactionStatementHook;
-use datafusion_postgres::{DfSessionService, QueryHook};
-use pgwire::api::auth::noop::NoopStartupHandler;
-use pgwire::api::cancel::DefaultCancelHandler;
 use pgwire::api::results::{Response, Tag};
-use pgwire::api::{ClientInfo, ConnectionManager, ErrorHandler, PgWireServerHandlers};
+use pgwire::api::{ClientInfo, ErrorHandler, PgWireServerHandlers, RandomPidSecretKeyGenerator};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use trafficdb::{Database, Output};
+
+use crate::auth::{Authenticator, Parameters};
+use crate::config::ServerConfig;
+use crate::session::{Cancels, Session};
 
 /// A bound server, ready to run.
 pub struct Server {
     listener: TcpListener,
     db: Arc<Database>,
-    handlers: Arc<Handlers>,
+    shared: Arc<Shared>,
+}
+
+/// What every connection shares.
+struct Shared {
+    config: Arc<ServerConfig>,
+    /// The database's session context with the catalog emulation; each connection gets a context of
+    /// its own built from it (see [`crate::session::connection_context`]).
+    base: SessionContext,
+    hooks: Vec<Arc<dyn QueryHook>>,
+    copier: Arc<crate::copy::Copier>,
+    parameters: Arc<Parameters>,
+    pids: Arc<RandomPidSecretKeyGenerator>,
+    cancels: Arc<Cancels>,
+    tls: Option<TlsAcceptor>,
+    active: AtomicUsize,
 }
 
 impl Server {
-    /// Binds `listen` and prepares the catalog emulation. Nothing is served until [`Server::run_until`].
-    pub async fn bind(db: Arc<Database>, listen: &str) -> anyhow::Result<Server> {
-        let ctx = Arc::new(db.session().clone());
+    /// Binds `config.listen` and prepares the catalog emulation and TLS. Nothing is served until
+    /// [`Server::run_until`].
+    pub async fn bind(db: Arc<Database>, config: ServerConfig) -> anyhow::Result<Server> {
+        config.validate()?;
+        let base = db.session().clone();
         datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog(
-            &ctx,
+            &base,
             trafficdb::database::CATALOG_NAME,
             datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
         )
         .map_err(|e| anyhow::anyhow!("setting up pg_catalog: {e}"))?;
-        register_version(&ctx);
+        register_version(&base);
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
+            _ => None,
+        };
+        let listen = config.listen.clone();
         let listener =
-            TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+            TcpListener::bind(&listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
         let hooks: Vec<Arc<dyn QueryHook>> = vec![
             Arc::new(EngineHook { db: db.clone() }),
             Arc::new(CursorStatementHook),
             Arc::new(SetShowHook),
             Arc::new(TransactionStatementHook),
         ];
-        let connections = Arc::new(ConnectionManager::new());
-        let handlers = Arc::new(Handlers {
+        let shared = Arc::new(Shared {
+            config: Arc::new(config),
+            base,
+            hooks,
             copier: Arc::new(crate::copy::Copier { db: db.clone() }),
-            service: Arc::new(DfSessionService::new_with_hooks(ctx, hooks)),
-            startup: Arc::new(Startup { connections: connections.clone() }),
-            cancel: Arc::new(DefaultCancelHandler::new(connections)),
+            parameters: Arc::new(Parameters::default()),
+            pids: Arc::new(RandomPidSecretKeyGenerator::default()),
+            cancels: Arc::new(Cancels::default()),
+            tls,
+            active: AtomicUsize::new(0),
         });
-        Ok(Server { listener, db, handlers })
+        Ok(Server { listener, db, shared })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -85,11 +116,15 @@ impl Server {
                             continue;
                         }
                     };
-                    let handlers = self.handlers.clone();
+                    let shared = self.shared.clone();
                     tasks.spawn(async move {
-                        if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
+                        let count = shared.active.fetch_add(1, Ordering::SeqCst) + 1;
+                        let over_limit = count > shared.config.max_connections;
+                        let handlers = Handlers::new(&shared, over_limit);
+                        if let Err(e) = pgwire::tokio::process_socket(socket, shared.tls.clone(), handlers).await {
                             tracing::debug!("connection from {peer} ended: {e}");
                         }
+                        shared.active.fetch_sub(1, Ordering::SeqCst);
                     });
                 }
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
@@ -101,6 +136,29 @@ impl Server {
         tokio::task::spawn_blocking(move || engine.close()).await??;
         Ok(())
     }
+}
+
+/// A TLS acceptor for the PEM certificate chain and private key (PKCS#8, PKCS#1 or SEC1).
+fn tls_acceptor(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls;
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| anyhow::anyhow!("cannot read the TLS certificate {}: {e}", cert.display()))?;
+    if certs.is_empty() {
+        anyhow::bail!("no certificate in {}", cert.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| anyhow::anyhow!("cannot read the TLS private key {}: {e}", key.display()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| anyhow::anyhow!("invalid TLS certificate or key: {e}"))?;
+    // PostgreSQL 17 clients may start TLS directly (sslnegotiation=direct); they require this ALPN.
+    config.alpn_protocols = vec![b"postgresql".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// The PostgreSQL version clients are told (ParameterStatus `server_version` carries the same prefix).
@@ -143,19 +201,40 @@ fn show_query(s: &Statement) -> Option<String> {
     }
 }
 
+/// One connection's handlers: its own session (context, memory pool, limits) and authenticator.
 struct Handlers {
+    session: Arc<Session>,
+    startup: Arc<Authenticator>,
+    cancels: Arc<Cancels>,
     copier: Arc<crate::copy::Copier>,
-    service: Arc<DfSessionService>,
-    startup: Arc<Startup>,
-    cancel: Arc<DefaultCancelHandler>,
+}
+
+impl Handlers {
+    fn new(shared: &Shared, over_limit: bool) -> Handlers {
+        let (cancel, _) = tokio::sync::watch::channel(0u64);
+        let ctx = crate::session::connection_context(&shared.base, shared.config.query_memory_limit);
+        Handlers {
+            session: Arc::new(Session::new(ctx, shared.hooks.clone(), cancel.clone())),
+            startup: Arc::new(Authenticator::new(
+                shared.config.clone(),
+                shared.parameters.clone(),
+                shared.pids.clone(),
+                shared.cancels.clone(),
+                cancel,
+                over_limit,
+            )),
+            cancels: shared.cancels.clone(),
+            copier: shared.copier.clone(),
+        }
+    }
 }
 
 impl PgWireServerHandlers for Handlers {
     fn simple_query_handler(&self) -> Arc<impl pgwire::api::query::SimpleQueryHandler> {
-        self.service.clone()
+        self.session.clone()
     }
     fn extended_query_handler(&self) -> Arc<impl pgwire::api::query::ExtendedQueryHandler> {
-        self.service.clone()
+        self.session.clone()
     }
     fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
         self.startup.clone()
@@ -164,22 +243,10 @@ impl PgWireServerHandlers for Handlers {
         Arc::new(SqlStateErrors)
     }
     fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
-        self.cancel.clone()
+        self.cancels.clone()
     }
     fn copy_handler(&self) -> Arc<impl pgwire::api::copy::CopyHandler> {
         self.copier.clone()
-    }
-}
-
-/// Trust authentication (loopback default); sends ParameterStatus and BackendKeyData.
-struct Startup {
-    connections: Arc<ConnectionManager>,
-}
-
-#[async_trait]
-impl NoopStartupHandler for Startup {
-    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
-        Some(self.connections.clone())
     }
 }
 
@@ -253,6 +320,9 @@ impl QueryHook for EngineHook {
         ctx: &SessionContext,
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
+        if let Err(e) = crate::auth::check(client, statement) {
+            return Some(Err(e));
+        }
         if let Some(sql) = show_query(statement) {
             let r = async {
                 let df = ctx.sql(&sql).await.map_err(|e| PgWireError::ApiError(Box::new(e)))?;
@@ -276,8 +346,11 @@ impl QueryHook for EngineHook {
         &self,
         statement: &Statement,
         ctx: &SessionContext,
-        _client: &(dyn ClientInfo + Send + Sync),
+        client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
+        if let Err(e) = crate::auth::check(client, statement) {
+            return Some(Err(e));
+        }
         if let Some(sql) = show_query(statement) {
             // The plan runs as any query would, in the formats the client asks for.
             let plan = ctx.state().create_logical_plan(&sql).await.map_err(|e| PgWireError::ApiError(Box::new(e)));
@@ -294,6 +367,9 @@ impl QueryHook for EngineHook {
         _ctx: &SessionContext,
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
+        if let Err(e) = crate::auth::check(client, statement) {
+            return Some(Err(e));
+        }
         if !is_engine_statement(statement) {
             return None;
         }

@@ -9,9 +9,46 @@ use futures::{SinkExt, TryStreamExt};
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 use trafficdb::Database;
-use trafficdb_server::Server;
+use trafficdb_server::auth::{Role, Secret};
+use trafficdb_server::config::{AuthMode, UserConfig};
+use trafficdb_server::{Server, ServerConfig};
 
 use crate::common::{all_ids, runtime};
+
+/// Starts a server on a free loopback port; send on the returned channel to stop it.
+async fn start(
+    db: Arc<Database>,
+    mut config: ServerConfig,
+) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<anyhow::Result<()>>) {
+    config.listen = "127.0.0.1:0".into();
+    let server = Server::bind(db, config).await.expect("bind");
+    let addr = server.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.run_until(async {
+        let _ = stopped.await;
+    }));
+    (addr, stop, serving)
+}
+
+/// Connects as `user` (with `password` if given) and drives the connection in the background.
+async fn connect(
+    addr: std::net::SocketAddr,
+    user: &str,
+    password: Option<&str>,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host(addr.ip().to_string()).port(addr.port()).user(user).dbname("trafficdb");
+    if let Some(p) = password {
+        cfg.password(p);
+    }
+    let (client, conn) = cfg.connect(NoTls).await?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+fn code(e: &tokio_postgres::Error) -> Option<SqlState> {
+    e.code().cloned()
+}
 
 #[test]
 fn tokio_postgres_talks_to_the_server() {
@@ -19,12 +56,7 @@ fn tokio_postgres_talks_to_the_server() {
     let tmp = tempfile::tempdir().expect("tempdir");
     rt.block_on(async {
         let db = Arc::new(Database::open(tmp.path()).await.expect("open"));
-        let server = Server::bind(db, "127.0.0.1:0").await.expect("bind");
-        let addr = server.local_addr().expect("addr");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let serving = tokio::spawn(server.run_until(async {
-            let _ = stopped.await;
-        }));
+        let (addr, stop, serving) = start(db, ServerConfig::default()).await;
 
         let (client, conn) = tokio_postgres::connect(
             &format!("host={} port={} user=postgres dbname=trafficdb", addr.ip(), addr.port()),
@@ -60,18 +92,17 @@ fn tokio_postgres_talks_to_the_server() {
         assert_eq!(got, vec![(1, "b".to_string(), 2.5), (2, "c".to_string(), 3.5)]);
 
         // SQLSTATEs.
-        let code = |e: tokio_postgres::Error| e.code().cloned();
         let e = client.simple_query("SELECT * FROM nope").await.expect_err("unknown table");
-        assert_eq!(code(e), Some(SqlState::UNDEFINED_TABLE));
+        assert_eq!(code(&e), Some(SqlState::UNDEFINED_TABLE));
         let e = client.simple_query("SELEC 1").await.expect_err("syntax");
-        assert_eq!(code(e), Some(SqlState::SYNTAX_ERROR));
+        assert_eq!(code(&e), Some(SqlState::SYNTAX_ERROR));
         let e = client
             .simple_query("INSERT INTO events (ts, id) VALUES ('2024-01-01 00:00:03', NULL)")
             .await
             .expect_err("not null");
-        assert_eq!(code(e), Some(SqlState::NOT_NULL_VIOLATION));
+        assert_eq!(code(&e), Some(SqlState::NOT_NULL_VIOLATION));
         let e = client.simple_query("CREATE TABLE events (x INT)").await.expect_err("duplicate");
-        assert_eq!(code(e), Some(SqlState::DUPLICATE_TABLE));
+        assert_eq!(code(&e), Some(SqlState::DUPLICATE_TABLE));
         // The connection is still usable after errors, and answers DISCARD ALL.
         client.simple_query("DISCARD ALL").await.expect("discard all");
         let n: i64 = client.query_one("SELECT count(*) FROM events", &[]).await.expect("count").get(0);
@@ -130,5 +161,148 @@ fn tokio_postgres_talks_to_the_server() {
         // The shutdown flushed and released the directory: it opens again with every row.
         let db = Database::open(tmp.path()).await.expect("reopen");
         assert_eq!(all_ids(&db).await, vec![0, 1, 2, 10, 11]);
+    });
+}
+
+#[test]
+fn passwords_and_roles() {
+    let rt = runtime();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    rt.block_on(async {
+        let db = Arc::new(Database::open(tmp.path()).await.expect("open"));
+        let user =
+            |name: &str, role, password: Secret| UserConfig { name: name.into(), role, password: Some(password) };
+        let config = ServerConfig {
+            auth: AuthMode::Password,
+            users: vec![
+                user("boss", Role::Admin, Secret::scram("boss pw")),
+                user("loader", Role::Writer, Secret::scram("loader pw")),
+                // An old client's user, stored as MD5.
+                user("viewer", Role::Reader, Secret::md5("viewer", "viewer pw")),
+            ],
+            ..ServerConfig::default()
+        };
+        let (addr, stop, serving) = start(db, config).await;
+
+        // Wrong password, unknown user, no password: 28P01, the same answer for all three.
+        for (u, p) in [("boss", Some("nope")), ("nobody", Some("x")), ("viewer", Some("loader pw"))] {
+            let e = connect(addr, u, p).await.err().unwrap_or_else(|| panic!("{u} got in"));
+            assert_eq!(code(&e), Some(SqlState::INVALID_PASSWORD), "{u}: {e}");
+        }
+        let e = connect(addr, "boss", None).await.expect_err("no password");
+        assert!(code(&e).is_none() || code(&e) == Some(SqlState::INVALID_PASSWORD), "{e}");
+
+        let admin = connect(addr, "boss", Some("boss pw")).await.expect("admin (SCRAM)");
+        admin
+            .batch_execute("CREATE TABLE m (ts TIMESTAMP NOT NULL, v BIGINT) WITH (time_column = 'ts')")
+            .await
+            .expect("admin creates");
+
+        let writer = connect(addr, "loader", Some("loader pw")).await.expect("writer (SCRAM)");
+        writer.execute("INSERT INTO m VALUES ('2024-01-01 00:00:00', $1)", &[&1i64]).await.expect("writer inserts");
+        let sink = writer.copy_in("COPY m FROM STDIN").await.expect("writer copies in");
+        futures::pin_mut!(sink);
+        sink.send(bytes::Bytes::from_static(b"2024-01-01 00:00:01\t2\n")).await.expect("send");
+        assert_eq!(sink.finish().await.expect("copy"), 1);
+        let e = writer.batch_execute("CREATE TABLE w (a BIGINT)").await.expect_err("writer DDL");
+        assert_eq!(code(&e), Some(SqlState::INSUFFICIENT_PRIVILEGE));
+        let e = writer.batch_execute("DROP TABLE m").await.expect_err("writer drop");
+        assert_eq!(code(&e), Some(SqlState::INSUFFICIENT_PRIVILEGE));
+
+        let reader = connect(addr, "viewer", Some("viewer pw")).await.expect("reader (MD5)");
+        let n: i64 = reader.query_one("SELECT count(*) FROM m", &[]).await.expect("reader reads").get(0);
+        assert_eq!(n, 2);
+        let out = reader.copy_out("COPY m TO STDOUT").await.expect("reader copies out");
+        let chunks: Vec<bytes::Bytes> = out.try_collect().await.expect("copy data");
+        assert_eq!(chunks.len(), 2);
+        // Every write path is closed to a reader: simple and extended protocol, COPY, DDL, and the
+        // settings that would lift the memory limit.
+        for sql in [
+            "INSERT INTO m VALUES ('2024-01-01 00:00:02', 3)",
+            "DELETE FROM m",
+            "CREATE VIEW v AS SELECT 1",
+            "SET datafusion.runtime.memory_limit = '100G'",
+        ] {
+            let e = reader.batch_execute(sql).await.expect_err(sql);
+            assert_eq!(code(&e), Some(SqlState::INSUFFICIENT_PRIVILEGE), "{sql}");
+        }
+        let e =
+            reader.execute("INSERT INTO m VALUES ('2024-01-01 00:00:02', $1)", &[&3i64]).await.expect_err("extended");
+        assert_eq!(code(&e), Some(SqlState::INSUFFICIENT_PRIVILEGE));
+        let e = reader.copy_in::<_, bytes::Bytes>("COPY m FROM STDIN").await.err().expect("copy in refused");
+        assert_eq!(code(&e), Some(SqlState::INSUFFICIENT_PRIVILEGE));
+        let n: i64 = admin.query_one("SELECT count(*) FROM m", &[]).await.expect("count").get(0);
+        assert_eq!(n, 2, "nothing the reader tried was written");
+
+        drop((admin, writer, reader));
+        stop.send(()).expect("stop");
+        serving.await.expect("server task").expect("clean shutdown");
+    });
+}
+
+#[test]
+fn connection_statement_and_memory_limits() {
+    let rt = runtime();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    rt.block_on(async {
+        let db = Arc::new(Database::open(tmp.path()).await.expect("open"));
+        let config = ServerConfig { max_connections: 3, query_memory_limit: 8 << 20, ..ServerConfig::default() };
+        let (addr, stop, serving) = start(db, config).await;
+        let a = connect(addr, "a", None).await.expect("first");
+        let b = connect(addr, "b", None).await.expect("second");
+        let c = connect(addr, "c", None).await.expect("third");
+        let e = connect(addr, "d", None).await.expect_err("over the limit");
+        assert_eq!(code(&e), Some(SqlState::TOO_MANY_CONNECTIONS), "{e}");
+        drop(c);
+        // The slot comes back when a connection ends.
+        let mut again = None;
+        for _ in 0..100 {
+            if let Ok(c) = connect(addr, "c", None).await {
+                again = Some(c);
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let c = again.expect("a freed slot is reused");
+
+        // Statement timeout, set by the session, reaches a query that is already streaming.
+        let slow = "SELECT count(*) FROM generate_series(1, 200000) a CROSS JOIN generate_series(1, 200000) b";
+        a.batch_execute("SET statement_timeout = 300").await.expect("set");
+        let started = std::time::Instant::now();
+        let e = a.simple_query(slow).await.expect_err("timeout");
+        assert_eq!(code(&e), Some(SqlState::QUERY_CANCELED), "{e}");
+        assert!(format!("{e:?}").contains("statement timeout"), "{e:?}");
+        let e = a.query(slow, &[]).await.expect_err("timeout, extended protocol");
+        assert_eq!(code(&e), Some(SqlState::QUERY_CANCELED), "{e}");
+        a.batch_execute("SET statement_timeout = 0").await.expect("reset");
+        let one: i64 = a.query_one("SELECT 1::bigint", &[]).await.expect("still usable").get(0);
+        assert_eq!(one, 1);
+        assert!(started.elapsed() < std::time::Duration::from_secs(60));
+
+        // A cancel request from another socket stops the running statement.
+        let token = b.cancel_token();
+        let cancel = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            token.cancel_query(NoTls).await
+        });
+        let e = b.simple_query(slow).await.expect_err("cancelled");
+        assert_eq!(code(&e), Some(SqlState::QUERY_CANCELED), "{e}");
+        assert!(format!("{e:?}").contains("user request"), "{e:?}");
+        cancel.await.expect("join").expect("cancel sent");
+
+        // A query over the connection's memory limit fails with 53200; the others carry on.
+        let e = c
+            .simple_query("SELECT array_agg(value) FROM generate_series(1, 5000000)")
+            .await
+            .expect_err("over the memory limit");
+        assert_eq!(code(&e), Some(SqlState::OUT_OF_MEMORY), "{e}");
+        let one: i64 = c.query_one("SELECT 1::bigint", &[]).await.expect("c still usable").get(0);
+        assert_eq!(one, 1);
+        let n: i64 = b.query_one("SELECT count(*) FROM generate_series(1, 100000)", &[]).await.expect("b").get(0);
+        assert_eq!(n, 100000);
+
+        drop((a, b, c));
+        stop.send(()).expect("stop");
+        serving.await.expect("server task").expect("clean shutdown");
     });
 }
