@@ -269,7 +269,7 @@ pub struct Parameters {
 impl Default for Parameters {
     fn default() -> Parameters {
         let mut defaults = DefaultServerParameterProvider::default();
-        defaults.server_version = crate::pg::PG_VERSION.to_string();
+        defaults.server_version = crate::compat::PG_VERSION.to_string();
         Parameters { defaults }
     }
 }
@@ -566,6 +566,18 @@ mod tests {
         );
         // md5 as PostgreSQL stores it: md5(password || user).
         assert_eq!(Secret::md5("alice", "secret").to_string(), format!("md5{:x}", md5::compute("secretalice")));
+    }
+
+    #[test]
+    fn verifier_as_postgresql_stores_it() {
+        // PostgreSQL 15: CREATE ROLE alice LOGIN PASSWORD 'secret' (password_encryption scram-sha-256),
+        // then SELECT rolpassword FROM pg_authid WHERE rolname = 'alice'.
+        let pg = "SCRAM-SHA-256$4096:OUpLs8YcN2BC56h6CcTbzA==$7qGrHNgp0nrYbk2ikEY+F9cOZoYdnjCQsEY29wwisGI=:\
+                  yYjx7UDy8vQnvZn7qNipw+jjEHf3O2TBUCQCQ0LSIy0=";
+        let parsed: Secret = pg.parse().unwrap();
+        let salt = B64.decode("OUpLs8YcN2BC56h6CcTbzA==").unwrap();
+        assert_eq!(Secret::scram_with("secret", &salt, 4096), parsed);
+        assert_eq!(parsed.to_string(), pg);
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! The binary (`src/main.rs`) adds the command line.
 
 pub mod auth;
+pub mod catalog;
+pub mod compat;
 pub mod config;
 pub mod copy;
 pub mod pg;

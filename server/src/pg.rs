@@ -62,13 +62,8 @@ impl Server {
     pub async fn bind(db: Arc<Database>, config: ServerConfig) -> anyhow::Result<Server> {
         config.validate()?;
         let base = db.session().clone();
-        datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog(
-            &base,
-            trafficdb::database::CATALOG_NAME,
-            datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
-        )
-        .map_err(|e| anyhow::anyhow!("setting up pg_catalog: {e}"))?;
-        register_version(&base);
+        crate::catalog::install(&db, &base)?;
+        crate::compat::register_functions(&base, db.engine().clone());
         let tls = match (&config.tls_cert, &config.tls_key) {
             (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
             _ => None,
@@ -161,45 +156,7 @@ fn tls_acceptor(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// The PostgreSQL version clients are told (ParameterStatus `server_version` carries the same prefix).
-pub const PG_VERSION: &str = "16.6";
-
-/// `version()` answers in PostgreSQL's form (drivers and ORMs parse "PostgreSQL X.Y" from it).
-fn register_version(ctx: &SessionContext) {
-    use datafusion::arrow::datatypes::DataType;
-    use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
-    let text = format!(
-        "PostgreSQL {PG_VERSION} (trafficdb {}, Apache DataFusion {}) on {}-{}",
-        env!("CARGO_PKG_VERSION"),
-        datafusion::DATAFUSION_VERSION,
-        std::env::consts::ARCH,
-        std::env::consts::OS
-    );
-    let udf = create_udf(
-        "version",
-        vec![],
-        DataType::Utf8,
-        Volatility::Immutable,
-        Arc::new(move |_args: &[ColumnarValue]| {
-            Ok(ColumnarValue::Scalar(datafusion::common::ScalarValue::Utf8(Some(text.clone()))))
-        }),
-    );
-    ctx.register_udf(udf);
-}
-
-/// `SHOW server_version` / `server_version_num` as a query over the session (so both protocols and
-/// every result format work).
-fn show_query(s: &Statement) -> Option<String> {
-    let Statement::ShowVariable { variable } = s else { return None };
-    let name = variable.iter().map(|i| i.value.to_ascii_lowercase()).collect::<Vec<_>>().join(" ");
-    let (major, minor) = PG_VERSION.split_once('.').unwrap_or((PG_VERSION, "0"));
-    let num = major.parse::<u32>().unwrap_or(16) * 10_000 + minor.parse::<u32>().unwrap_or(0);
-    match name.as_str() {
-        "server_version" => Some(format!("SELECT '{PG_VERSION}' AS server_version")),
-        "server_version_num" => Some(format!("SELECT '{num}' AS server_version_num")),
-        _ => None,
-    }
-}
+pub use crate::compat::PG_VERSION;
 
 /// One connection's handlers: its own session (context, memory pool, limits) and authenticator.
 struct Handlers {
@@ -308,6 +265,13 @@ impl EngineHook {
     }
 }
 
+async fn plan_of(ctx: &SessionContext, s: Statement) -> PgWireResult<LogicalPlan> {
+    ctx.state()
+        .statement_to_plan(DFStatement::Statement(Box::new(s)))
+        .await
+        .map_err(|e| PgWireError::ApiError(Box::new(e)))
+}
+
 fn empty_plan() -> LogicalPlan {
     LogicalPlan::EmptyRelation(EmptyRelation { produce_one_row: false, schema: Arc::new(DFSchema::empty()) })
 }
@@ -323,9 +287,10 @@ impl QueryHook for EngineHook {
         if let Err(e) = crate::auth::check(client, statement) {
             return Some(Err(e));
         }
-        if let Some(sql) = show_query(statement) {
+        if let Some(substitute) = crate::compat::substitute(statement) {
             let r = async {
-                let df = ctx.sql(&sql).await.map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+                let plan = plan_of(ctx, substitute).await?;
+                let df = ctx.execute_logical_plan(plan).await.map_err(|e| PgWireError::ApiError(Box::new(e)))?;
                 let q = datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe(
                     df,
                     &pgwire::api::portal::Format::UnifiedText,
@@ -351,10 +316,9 @@ impl QueryHook for EngineHook {
         if let Err(e) = crate::auth::check(client, statement) {
             return Some(Err(e));
         }
-        if let Some(sql) = show_query(statement) {
+        if let Some(substitute) = crate::compat::substitute(statement) {
             // The plan runs as any query would, in the formats the client asks for.
-            let plan = ctx.state().create_logical_plan(&sql).await.map_err(|e| PgWireError::ApiError(Box::new(e)));
-            return Some(plan);
+            return Some(plan_of(ctx, substitute).await);
         }
         is_engine_statement(statement).then(|| Ok(empty_plan()))
     }

@@ -34,7 +34,9 @@ pub const STATEMENT_TIMEOUT_KEY: &str = "statement_timeout_ms";
 /// A session context for one connection: the shared catalog, functions and settings, and a memory
 /// pool of `limit` bytes (0: unlimited) that this connection's queries draw from.
 pub fn connection_context(base: &SessionContext, limit: u64) -> SessionContext {
-    let state = base.state();
+    let mut state = base.state();
+    // `information_schema` is PostgreSQL's (see crate::catalog), not DataFusion's.
+    state.config_mut().options_mut().catalog.information_schema = false;
     if limit == 0 {
         return SessionContext::new_with_state(state);
     }

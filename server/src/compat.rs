@@ -1,0 +1,270 @@
+//! PostgreSQL behaviour that clients rely on and the query engine lacks: functions their catalog
+//! queries call, and statements answered by an equivalent query.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, BooleanArray, StringArray};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, create_udf,
+};
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::{self, Expr, Statement, visit_expressions_mut};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+
+/// The PostgreSQL version clients are told (ParameterStatus `server_version` says the same).
+pub const PG_VERSION: &str = "16.6";
+
+/// Functions of PostgreSQL's catalog that datafusion-pg-catalog does not define.
+pub fn register_functions(ctx: &SessionContext, engine: Arc<trafficdb::engine::Engine>) {
+    // The bytes a stored table's segments take on disk (rows not yet flushed are in the write-ahead
+    // log, which belongs to no table); 0 for views and unknown names. pg_table_size(oid) and its
+    // siblings are answered through it (see `substitute`).
+    ctx.register_udf(create_udf(
+        "trafficdb_table_size",
+        vec![DataType::Utf8],
+        DataType::Int64,
+        Volatility::Volatile,
+        Arc::new(move |args: &[ColumnarValue]| {
+            let names = args[0].to_array(1)?;
+            let names = datafusion::common::cast::as_string_array(&names)?;
+            let sizes: datafusion::arrow::array::Int64Array = names
+                .iter()
+                .map(|n| {
+                    let t = n.and_then(|n| engine.table(n))?;
+                    let bytes: u64 =
+                        t.snapshot().partitions.iter().flat_map(|p| &p.segments).map(|s| s.entry.bytes).sum();
+                    Some(i64::try_from(bytes).unwrap_or(i64::MAX))
+                })
+                .map(|b| Some(b.unwrap_or(0)))
+                .collect();
+            Ok(if matches!(args[0], ColumnarValue::Scalar(_)) {
+                ColumnarValue::Scalar(ScalarValue::try_from_array(&sizes, 0)?)
+            } else {
+                ColumnarValue::Array(Arc::new(sizes))
+            })
+        }),
+    ));
+    // version() in PostgreSQL's form: drivers and ORMs parse "PostgreSQL X.Y" from it.
+    let text = format!(
+        "PostgreSQL {PG_VERSION} (trafficdb {}, Apache DataFusion {}) on {}-{}",
+        env!("CARGO_PKG_VERSION"),
+        datafusion::DATAFUSION_VERSION,
+        std::env::consts::ARCH,
+        std::env::consts::OS
+    );
+    ctx.register_udf(create_udf(
+        "version",
+        vec![],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(move |_args: &[ColumnarValue]| Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(text.clone()))))),
+    ));
+    // Every function is in a schema on the search path (there is one user schema), so every function
+    // is visible, as pg_table_is_visible answers for tables.
+    ctx.register_udf(create_udf(
+        "pg_function_is_visible",
+        vec![DataType::Int32],
+        DataType::Boolean,
+        Volatility::Stable,
+        Arc::new(|args: &[ColumnarValue]| {
+            Ok(match &args[0] {
+                ColumnarValue::Array(a) => {
+                    ColumnarValue::Array(Arc::new(BooleanArray::from(vec![true; a.len()])) as Arc<dyn Array>)
+                }
+                ColumnarValue::Scalar(_) => ColumnarValue::Scalar(ScalarValue::Boolean(Some(true))),
+            })
+        }),
+    ));
+    ctx.register_udf(create_udf(
+        "pg_size_pretty",
+        vec![DataType::Int64],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let sizes = args[0].to_array(1)?;
+            let sizes = datafusion::common::cast::as_int64_array(&sizes)?;
+            let out: StringArray = sizes.iter().map(|v| v.map(size_pretty)).collect();
+            Ok(if matches!(args[0], ColumnarValue::Scalar(_)) {
+                ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?)
+            } else {
+                ColumnarValue::Array(Arc::new(out))
+            })
+        }),
+    ));
+    // pg_proc carries no argument or result types for its functions, and nothing here has a comment
+    // (there is no COMMENT ON): these answer NULL, as PostgreSQL does for an object without one.
+    for name in [
+        "pg_get_function_result",
+        "pg_get_function_arguments",
+        "pg_get_function_identity_arguments",
+        "col_description",
+        "obj_description",
+        "shobj_description",
+    ] {
+        ctx.register_udf(ScalarUDF::new_from_impl(NullText::new(name)));
+    }
+}
+
+/// PostgreSQL's pg_size_pretty(bigint): bytes below 10 kB, then kB, MB, GB, TB, PB rounded half up
+/// with one extra bit kept for the rounding, as PostgreSQL computes it.
+fn size_pretty(size: i64) -> String {
+    const LIMIT: i64 = 10 * 1024;
+    const LIMIT2: i64 = LIMIT * 2 - 1;
+    let half_rounded = |x: i64| (x + if x < 0 { -1 } else { 1 }) / 2;
+    if size.abs() < LIMIT {
+        return format!("{size} bytes");
+    }
+    let mut size = size >> 9; // half kilobytes
+    for unit in ["kB", "MB", "GB", "TB"] {
+        if size.abs() < LIMIT2 {
+            return format!("{} {unit}", half_rounded(size));
+        }
+        size >>= 10;
+    }
+    format!("{} PB", half_rounded(size))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn size_pretty_as_postgresql() {
+        // Values checked against PostgreSQL 15's pg_size_pretty.
+        assert_eq!(super::size_pretty(0), "0 bytes");
+        assert_eq!(super::size_pretty(10239), "10239 bytes");
+        assert_eq!(super::size_pretty(10240), "10 kB");
+        assert_eq!(super::size_pretty(1_000_000), "977 kB");
+        assert_eq!(super::size_pretty(123_456_789), "118 MB");
+        assert_eq!(super::size_pretty(10_i64.pow(12)), "931 GB");
+    }
+}
+
+/// A function of any arguments whose answer is a NULL text.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct NullText {
+    name: &'static str,
+    signature: Signature,
+}
+
+impl NullText {
+    fn new(name: &'static str) -> NullText {
+        NullText { name, signature: Signature::variadic_any(Volatility::Stable) }
+    }
+}
+
+impl ScalarUDFImpl for NullText {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> datafusion::common::Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> datafusion::common::Result<ColumnarValue> {
+        Ok(ColumnarValue::Array(Arc::new(StringArray::new_null(args.number_rows))))
+    }
+}
+
+/// A statement to run instead of `s`, when `s` is one the engine cannot plan but PostgreSQL answers
+/// with something equivalent here.
+pub fn substitute(s: &Statement) -> Option<Statement> {
+    if let Some(sql) = show_query(s) {
+        return ast_of(&sql);
+    }
+    let mut s = s.clone();
+    let mut changed = false;
+    // pg_get_viewdef(oid [, pretty]): the view's query, from information_schema.views.
+    let _ = visit_expressions_mut(&mut s, |e: &mut Expr| {
+        if let Expr::Function(f) = e
+            && f.name.to_string().to_ascii_lowercase().ends_with("pg_get_viewdef")
+            && let ast::FunctionArguments::List(list) = &f.args
+            && let Some(ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(oid))) = list.args.first()
+            && let Some(Statement::Query(q)) = ast_of(&format!(
+                "SELECT (SELECT v.view_definition FROM information_schema.views v \
+                 JOIN pg_catalog.pg_class c ON c.relname = v.table_name WHERE c.oid = {oid})"
+            ))
+            && let ast::SetExpr::Select(sel) = *q.body
+            && let Some(ast::SelectItem::UnnamedExpr(sub)) = sel.projection.into_iter().next()
+        {
+            *e = sub;
+            changed = true;
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    // pg_table_size(oid), pg_relation_size(oid), pg_total_relation_size(oid): the table's bytes on disk.
+    let _ = visit_expressions_mut(&mut s, |e: &mut Expr| {
+        if let Expr::Function(f) = e
+            && matches!(
+                f.name.0.last().map(|p| p.to_string().to_ascii_lowercase()).as_deref(),
+                Some("pg_table_size" | "pg_relation_size" | "pg_total_relation_size" | "pg_indexes_size")
+            )
+            && let ast::FunctionArguments::List(list) = &f.args
+            && let Some(ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(oid))) = list.args.first()
+        {
+            let indexes = f.name.to_string().to_ascii_lowercase().ends_with("pg_indexes_size");
+            let sql = if indexes {
+                // There are no indexes.
+                "SELECT CAST(0 AS BIGINT)".to_string()
+            } else {
+                format!(
+                    "SELECT trafficdb_table_size((SELECT max(trafficdb_c.relname) FROM pg_catalog.pg_class trafficdb_c \
+                     WHERE trafficdb_c.oid = {oid}))"
+                )
+            };
+            if let Some(Statement::Query(q)) = ast_of(&sql)
+                && let ast::SetExpr::Select(sel) = *q.body
+                && let Some(ast::SelectItem::UnnamedExpr(sub)) = sel.projection.into_iter().next()
+            {
+                *e = sub;
+                changed = true;
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    // psql's `\d` asks for storage options, `reloptions || array(SELECT ... unnest(...))`; tables
+    // here have none (pg_class has no reloptions), so the list is NULL, as for a table without any.
+    if s.to_string().contains("reloptions") {
+        let _ = visit_expressions_mut(&mut s, |e: &mut Expr| {
+            if let Expr::Function(f) = e
+                && f.name.to_string().to_ascii_lowercase().ends_with("array_to_string")
+                && f.args.to_string().contains("reloptions")
+            {
+                *e = Expr::Cast {
+                    kind: ast::CastKind::DoubleColon,
+                    expr: Box::new(Expr::Value(ast::Value::Null.into())),
+                    data_type: ast::DataType::Text,
+                    array: false,
+                    format: None,
+                };
+                changed = true;
+            }
+            ControlFlow::<()>::Continue(())
+        });
+    }
+    changed.then_some(s)
+}
+
+fn ast_of(sql: &str) -> Option<Statement> {
+    datafusion::sql::sqlparser::parser::Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?.pop()
+}
+
+/// `SHOW server_version` / `server_version_num` answered as queries (so both protocols and every
+/// result format work).
+fn show_query(s: &Statement) -> Option<String> {
+    let Statement::ShowVariable { variable } = s else { return None };
+    let name = variable.iter().map(|i| i.value.to_ascii_lowercase()).collect::<Vec<_>>().join(" ");
+    let (major, minor) = PG_VERSION.split_once('.').unwrap_or((PG_VERSION, "0"));
+    let num = major.parse::<u32>().unwrap_or(16) * 10_000 + minor.parse::<u32>().unwrap_or(0);
+    match name.as_str() {
+        "server_version" => Some(format!("SELECT '{PG_VERSION}' AS server_version")),
+        "server_version_num" => Some(format!("SELECT '{num}' AS server_version_num")),
+        _ => None,
+    }
+}
