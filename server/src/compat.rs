@@ -64,20 +64,22 @@ pub fn register_functions(ctx: &SessionContext, engine: Arc<trafficdb::engine::E
     ));
     // Every function is in a schema on the search path (there is one user schema), so every function
     // is visible, as pg_table_is_visible answers for tables.
-    ctx.register_udf(create_udf(
-        "pg_function_is_visible",
-        vec![DataType::Int32],
-        DataType::Boolean,
-        Volatility::Stable,
-        Arc::new(|args: &[ColumnarValue]| {
-            Ok(match &args[0] {
-                ColumnarValue::Array(a) => {
-                    ColumnarValue::Array(Arc::new(BooleanArray::from(vec![true; a.len()])) as Arc<dyn Array>)
-                }
-                ColumnarValue::Scalar(_) => ColumnarValue::Scalar(ScalarValue::Boolean(Some(true))),
-            })
-        }),
-    ));
+    for name in ["pg_function_is_visible", "pg_collation_is_visible", "pg_type_is_visible"] {
+        ctx.register_udf(create_udf(
+            name,
+            vec![DataType::Int32],
+            DataType::Boolean,
+            Volatility::Stable,
+            Arc::new(|args: &[ColumnarValue]| {
+                Ok(match &args[0] {
+                    ColumnarValue::Array(a) => {
+                        ColumnarValue::Array(Arc::new(BooleanArray::from(vec![true; a.len()])) as Arc<dyn Array>)
+                    }
+                    ColumnarValue::Scalar(_) => ColumnarValue::Scalar(ScalarValue::Boolean(Some(true))),
+                })
+            }),
+        ));
+    }
     ctx.register_udf(create_udf(
         "pg_size_pretty",
         vec![DataType::Int64],
@@ -94,6 +96,24 @@ pub fn register_functions(ctx: &SessionContext, engine: Arc<trafficdb::engine::E
             })
         }),
     ));
+    // to_regtype(name): the OID of a built-in type by any of its names, NULL for types that do not
+    // exist here (drivers probe for extension types such as hstore this way).
+    ctx.register_udf(create_udf(
+        "to_regtype",
+        vec![DataType::Utf8],
+        DataType::Int32,
+        Volatility::Stable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let names = args[0].to_array(1)?;
+            let names = datafusion::common::cast::as_string_array(&names)?;
+            let oids: datafusion::arrow::array::Int32Array = names.iter().map(|n| n.and_then(type_oid)).collect();
+            Ok(if matches!(args[0], ColumnarValue::Scalar(_)) {
+                ColumnarValue::Scalar(ScalarValue::try_from_array(&oids, 0)?)
+            } else {
+                ColumnarValue::Array(Arc::new(oids))
+            })
+        }),
+    ));
     // pg_proc carries no argument or result types for its functions, and nothing here has a comment
     // (there is no COMMENT ON): these answer NULL, as PostgreSQL does for an object without one.
     for name in [
@@ -103,9 +123,48 @@ pub fn register_functions(ctx: &SessionContext, engine: Arc<trafficdb::engine::E
         "col_description",
         "obj_description",
         "shobj_description",
+        // There are no sequences, so no column is backed by one.
+        "pg_get_serial_sequence",
     ] {
         ctx.register_udf(ScalarUDF::new_from_impl(NullText::new(name)));
     }
+}
+
+/// The OID of a built-in PostgreSQL type named `name` (any spelling PostgreSQL accepts, schema
+/// qualified or not, arrays as `name[]`).
+fn type_oid(name: &str) -> Option<i32> {
+    let n = name.trim().trim_matches('"').to_ascii_lowercase();
+    let n = n.strip_prefix("pg_catalog.").unwrap_or(&n);
+    let (base, array) = match n.strip_suffix("[]") {
+        Some(b) => (b.trim(), true),
+        None => (n, false),
+    };
+    // (oid, array oid, names)
+    const TYPES: &[(i32, i32, &[&str])] = &[
+        (16, 1000, &["bool", "boolean"]),
+        (17, 1001, &["bytea"]),
+        (18, 1002, &["char"]),
+        (19, 1003, &["name"]),
+        (20, 1016, &["int8", "bigint"]),
+        (21, 1005, &["int2", "smallint"]),
+        (23, 1007, &["int4", "integer", "int"]),
+        (25, 1009, &["text"]),
+        (26, 1028, &["oid"]),
+        (114, 199, &["json"]),
+        (700, 1021, &["float4", "real"]),
+        (701, 1022, &["float8", "double precision"]),
+        (1042, 1014, &["bpchar", "character"]),
+        (1043, 1015, &["varchar", "character varying"]),
+        (1082, 1182, &["date"]),
+        (1083, 1183, &["time", "time without time zone"]),
+        (1114, 1115, &["timestamp", "timestamp without time zone"]),
+        (1184, 1185, &["timestamptz", "timestamp with time zone"]),
+        (1186, 1187, &["interval"]),
+        (1700, 1231, &["numeric", "decimal"]),
+        (2950, 2951, &["uuid"]),
+        (3802, 3807, &["jsonb"]),
+    ];
+    TYPES.iter().find(|(_, _, names)| names.contains(&base)).map(|(oid, arr, _)| if array { *arr } else { *oid })
 }
 
 /// PostgreSQL's pg_size_pretty(bigint): bytes below 10 kB, then kB, MB, GB, TB, PB rounded half up
@@ -138,6 +197,16 @@ mod tests {
         assert_eq!(super::size_pretty(1_000_000), "977 kB");
         assert_eq!(super::size_pretty(123_456_789), "118 MB");
         assert_eq!(super::size_pretty(10_i64.pow(12)), "931 GB");
+    }
+
+    #[test]
+    fn type_oids_as_postgresql() {
+        // SELECT 'int8'::regtype::oid, ... on PostgreSQL 15.
+        assert_eq!(super::type_oid("bigint"), Some(20));
+        assert_eq!(super::type_oid("pg_catalog.timestamptz"), Some(1184));
+        assert_eq!(super::type_oid("double precision"), Some(701));
+        assert_eq!(super::type_oid("text[]"), Some(1009));
+        assert_eq!(super::type_oid("hstore"), None);
     }
 }
 

@@ -241,6 +241,8 @@ fn is_engine_statement(s: &Statement) -> bool {
         Statement::CreateTable(ct) if !ct.external
     ) || matches!(s, Statement::Drop { object_type: ObjectType::Table | ObjectType::View, .. })
         || matches!(s, Statement::AlterTable(_) | Statement::CreateView(_) | Statement::Discard { .. })
+        || matches!(s, Statement::Savepoint { .. } | Statement::ReleaseSavepoint { .. })
+        || matches!(s, Statement::Rollback { savepoint: Some(_), .. })
         || crate::copy::is_copy(s)
 }
 
@@ -252,6 +254,15 @@ impl EngineHook {
     async fn run(&self, s: &Statement, client: &(dyn ClientInfo + Send + Sync)) -> PgWireResult<Response> {
         if let Some(r) = crate::copy::handle(&self.db, s, client).await {
             return r;
+        }
+        // Every statement is its own transaction (see docs/server.md), so a savepoint marks nothing
+        // to return to; drivers and ORMs that nest transactions with savepoints still work.
+        match s {
+            Statement::Savepoint { .. } => return Ok(Response::Execution(Tag::new("SAVEPOINT"))),
+            Statement::ReleaseSavepoint { .. } => return Ok(Response::Execution(Tag::new("RELEASE"))),
+            // A failed transaction block stays failed until ROLLBACK (pgwire keeps the status).
+            Statement::Rollback { savepoint: Some(_), .. } => return Ok(Response::Execution(Tag::new("ROLLBACK"))),
+            _ => {}
         }
         if matches!(s, Statement::Discard { .. }) {
             // No per-connection state outlives a statement here, so there is nothing to discard.
