@@ -40,11 +40,7 @@ pub fn register_functions(ctx: &SessionContext, engine: Arc<trafficdb::engine::E
                 })
                 .map(|b| Some(b.unwrap_or(0)))
                 .collect();
-            Ok(if matches!(args[0], ColumnarValue::Scalar(_)) {
-                ColumnarValue::Scalar(ScalarValue::try_from_array(&sizes, 0)?)
-            } else {
-                ColumnarValue::Array(Arc::new(sizes))
-            })
+            like(&args[0], Arc::new(sizes))
         }),
     ));
     // version() in PostgreSQL's form: drivers and ORMs parse "PostgreSQL X.Y" from it.
@@ -89,11 +85,7 @@ pub fn register_functions(ctx: &SessionContext, engine: Arc<trafficdb::engine::E
             let sizes = args[0].to_array(1)?;
             let sizes = datafusion::common::cast::as_int64_array(&sizes)?;
             let out: StringArray = sizes.iter().map(|v| v.map(size_pretty)).collect();
-            Ok(if matches!(args[0], ColumnarValue::Scalar(_)) {
-                ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?)
-            } else {
-                ColumnarValue::Array(Arc::new(out))
-            })
+            like(&args[0], Arc::new(out))
         }),
     ));
     // to_regtype(name): the OID of a built-in type by any of its names, NULL for types that do not
@@ -107,11 +99,7 @@ pub fn register_functions(ctx: &SessionContext, engine: Arc<trafficdb::engine::E
             let names = args[0].to_array(1)?;
             let names = datafusion::common::cast::as_string_array(&names)?;
             let oids: datafusion::arrow::array::Int32Array = names.iter().map(|n| n.and_then(type_oid)).collect();
-            Ok(if matches!(args[0], ColumnarValue::Scalar(_)) {
-                ColumnarValue::Scalar(ScalarValue::try_from_array(&oids, 0)?)
-            } else {
-                ColumnarValue::Array(Arc::new(oids))
-            })
+            like(&args[0], Arc::new(oids))
         }),
     ));
     // pg_proc carries no argument or result types for its functions, and nothing here has a comment
@@ -128,6 +116,14 @@ pub fn register_functions(ctx: &SessionContext, engine: Arc<trafficdb::engine::E
     ] {
         ctx.register_udf(ScalarUDF::new_from_impl(NullText::new(name)));
     }
+}
+
+/// `result` as a scalar when the argument was one, else as an array.
+fn like(arg: &ColumnarValue, result: datafusion::arrow::array::ArrayRef) -> datafusion::common::Result<ColumnarValue> {
+    Ok(match arg {
+        ColumnarValue::Scalar(_) => ColumnarValue::Scalar(ScalarValue::try_from_array(&result, 0)?),
+        ColumnarValue::Array(_) => ColumnarValue::Array(result),
+    })
 }
 
 /// The OID of a built-in PostgreSQL type named `name` (any spelling PostgreSQL accepts, schema
