@@ -307,14 +307,14 @@ struct ScramFinal {
 /// Authenticates one connection (a new one per connection: it keeps the exchange's state), refuses
 /// connections beyond the limit, and records the session's role.
 pub struct Authenticator {
-    pub config: Arc<ServerConfig>,
-    pub parameters: Arc<Parameters>,
-    pub pids: Arc<RandomPidSecretKeyGenerator>,
-    pub cancels: Arc<crate::session::Cancels>,
+    config: Arc<ServerConfig>,
+    parameters: Arc<Parameters>,
+    pids: Arc<RandomPidSecretKeyGenerator>,
+    cancels: Arc<crate::session::Cancels>,
     /// This connection's cancel signal (see [`crate::session::Session`]).
-    pub cancel_signal: tokio::sync::watch::Sender<u64>,
+    cancel_signal: tokio::sync::watch::Sender<u64>,
     /// Set when the connection is over `max_connections`: it is refused at startup.
-    pub over_limit: bool,
+    over_limit: bool,
     state: Mutex<Exchange>,
 }
 

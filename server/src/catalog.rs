@@ -83,17 +83,9 @@ impl CatalogInfo for Metadata {
 
     async fn table_schema(&self, catalog: &str, schema: &str, table: &str) -> Result<Option<SchemaRef>> {
         if catalog == CATALOG
-            && schema == USER_SCHEMA
-            && let Some(t) = self.engine.table(table)
+            && let Some(s) = self.stored_schema(schema, table)
         {
-            let fields: Vec<Field> = t
-                .schema
-                .fields()
-                .iter()
-                .zip(&t.def.columns)
-                .map(|(f, c)| f.as_ref().clone().with_nullable(c.nullable))
-                .collect();
-            return Ok(Some(Arc::new(Schema::new(fields))));
+            return Ok(Some(s));
         }
         CatalogInfo::table_schema(&self.list, catalog, schema, table).await
     }
@@ -104,6 +96,22 @@ impl CatalogInfo for Metadata {
 }
 
 impl Metadata {
+    /// A stored table's schema with the nullability of its definition.
+    fn stored_schema(&self, schema: &str, table: &str) -> Option<SchemaRef> {
+        if schema != USER_SCHEMA {
+            return None;
+        }
+        let t = self.engine.table(table)?;
+        let fields: Vec<Field> = t
+            .schema
+            .fields()
+            .iter()
+            .zip(&t.def.columns)
+            .map(|(f, c)| f.as_ref().clone().with_nullable(c.nullable))
+            .collect();
+        Some(Arc::new(Schema::new(fields)))
+    }
+
     /// (schema, table, type, provider) of every user table and view, sorted by name.
     async fn relations(&self) -> Result<Vec<(String, String, TableType, Arc<dyn TableProvider>)>> {
         let mut out = Vec::new();
@@ -384,6 +392,7 @@ struct Rows {
     cols: Vec<Vec<Cell>>,
 }
 
+#[derive(Clone)]
 enum Cell {
     Text(Option<String>),
     Int(Option<i32>),
@@ -397,10 +406,7 @@ impl Rows {
     /// Appends one row given as (column, value) pairs; columns not named are NULL.
     fn push(&mut self, values: &[(&str, Cell)]) {
         for (i, f) in self.schema.fields().iter().enumerate() {
-            let v = values.iter().find(|(n, _)| *n == f.name()).map(|(_, v)| match v {
-                Cell::Text(t) => Cell::Text(t.clone()),
-                Cell::Int(n) => Cell::Int(*n),
-            });
+            let v = values.iter().find(|(n, _)| *n == f.name()).map(|(_, v)| v.clone());
             let is_int = f.data_type() == &DataType::Int32;
             self.cols[i].push(v.unwrap_or(if is_int { Cell::Int(None) } else { Cell::Text(None) }));
         }
@@ -438,7 +444,10 @@ fn n(v: Option<i32>) -> Cell {
 impl InfoTable {
     async fn rows(&self) -> Result<RecordBatch> {
         let mut rows = Rows::new(&self.schema);
-        let relations = self.metadata.relations().await?;
+        let relations = match self.name.as_str() {
+            "tables" | "views" | "columns" => self.metadata.relations().await?,
+            _ => Vec::new(),
+        };
         match self.name.as_str() {
             "schemata" => {
                 for s in ["information_schema", "pg_catalog", USER_SCHEMA] {
@@ -480,10 +489,7 @@ impl InfoTable {
             }
             "columns" => {
                 for (schema, name, _, provider) in &relations {
-                    let fields = match self.metadata.table_schema(CATALOG, schema, name).await? {
-                        Some(s) => s,
-                        None => provider.schema(),
-                    };
+                    let fields = self.metadata.stored_schema(schema, name).unwrap_or_else(|| provider.schema());
                     for (i, f) in fields.fields().iter().enumerate() {
                         let (data_type, udt, precision, radix, scale, dt_precision) = pg_type(f.data_type());
                         let text_len = (data_type == "text").then_some(1_073_741_824);

@@ -11,7 +11,7 @@ use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, create_udf,
 };
 use datafusion::prelude::SessionContext;
-use datafusion::sql::sqlparser::ast::{self, Expr, Statement, visit_expressions_mut};
+use datafusion::sql::sqlparser::ast::{self, Expr, Statement, visit_expressions, visit_expressions_mut};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 
 /// The PostgreSQL version clients are told (ParameterStatus `server_version` says the same).
@@ -243,77 +243,78 @@ pub fn substitute(s: &Statement) -> Option<Statement> {
     if let Some(sql) = show_query(s) {
         return ast_of(&sql);
     }
+    // Most statements call none of the functions below: look before copying the statement.
+    let found = visit_expressions(s, |e: &Expr| match e {
+        Expr::Function(f) if replaced(f) => ControlFlow::Break(()),
+        _ => ControlFlow::Continue(()),
+    });
+    if found.is_continue() {
+        return None;
+    }
     let mut s = s.clone();
-    let mut changed = false;
-    // pg_get_viewdef(oid [, pretty]): the view's query, from information_schema.views.
     let _ = visit_expressions_mut(&mut s, |e: &mut Expr| {
         if let Expr::Function(f) = e
-            && f.name.to_string().to_ascii_lowercase().ends_with("pg_get_viewdef")
-            && let ast::FunctionArguments::List(list) = &f.args
-            && let Some(ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(oid))) = list.args.first()
-            && let Some(Statement::Query(q)) = ast_of(&format!(
-                "SELECT (SELECT v.view_definition FROM information_schema.views v \
-                 JOIN pg_catalog.pg_class c ON c.relname = v.table_name WHERE c.oid = {oid})"
-            ))
-            && let ast::SetExpr::Select(sel) = *q.body
-            && let Some(ast::SelectItem::UnnamedExpr(sub)) = sel.projection.into_iter().next()
+            && let Some(new) = replacement(f)
         {
-            *e = sub;
-            changed = true;
+            *e = new;
         }
         ControlFlow::<()>::Continue(())
     });
-    // pg_table_size(oid), pg_relation_size(oid), pg_total_relation_size(oid): the table's bytes on disk.
-    let _ = visit_expressions_mut(&mut s, |e: &mut Expr| {
-        if let Expr::Function(f) = e
-            && matches!(
-                f.name.0.last().map(|p| p.to_string().to_ascii_lowercase()).as_deref(),
-                Some("pg_table_size" | "pg_relation_size" | "pg_total_relation_size" | "pg_indexes_size")
-            )
-            && let ast::FunctionArguments::List(list) = &f.args
-            && let Some(ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(oid))) = list.args.first()
-        {
-            let indexes = f.name.to_string().to_ascii_lowercase().ends_with("pg_indexes_size");
-            let sql = if indexes {
-                // There are no indexes.
-                "SELECT CAST(0 AS BIGINT)".to_string()
-            } else {
-                format!(
-                    "SELECT trafficdb_table_size((SELECT max(trafficdb_c.relname) FROM pg_catalog.pg_class trafficdb_c \
-                     WHERE trafficdb_c.oid = {oid}))"
-                )
-            };
-            if let Some(Statement::Query(q)) = ast_of(&sql)
-                && let ast::SetExpr::Select(sel) = *q.body
-                && let Some(ast::SelectItem::UnnamedExpr(sub)) = sel.projection.into_iter().next()
-            {
-                *e = sub;
-                changed = true;
-            }
-        }
-        ControlFlow::<()>::Continue(())
-    });
-    // psql's `\d` asks for storage options, `reloptions || array(SELECT ... unnest(...))`; tables
-    // here have none (pg_class has no reloptions), so the list is NULL, as for a table without any.
-    if s.to_string().contains("reloptions") {
-        let _ = visit_expressions_mut(&mut s, |e: &mut Expr| {
-            if let Expr::Function(f) = e
-                && f.name.to_string().to_ascii_lowercase().ends_with("array_to_string")
-                && f.args.to_string().contains("reloptions")
-            {
-                *e = Expr::Cast {
-                    kind: ast::CastKind::DoubleColon,
-                    expr: Box::new(Expr::Value(ast::Value::Null.into())),
-                    data_type: ast::DataType::Text,
-                    array: false,
-                    format: None,
-                };
-                changed = true;
-            }
-            ControlFlow::<()>::Continue(())
+    Some(s)
+}
+
+/// The unqualified, lower-case name of a called function.
+fn function_name(f: &ast::Function) -> String {
+    f.name.0.last().map(|p| p.to_string().to_ascii_lowercase()).unwrap_or_default()
+}
+
+fn replaced(f: &ast::Function) -> bool {
+    matches!(
+        function_name(f).as_str(),
+        "pg_get_viewdef" | "pg_table_size" | "pg_relation_size" | "pg_total_relation_size" | "pg_indexes_size"
+    ) || is_psql_reloptions(f)
+}
+
+/// psql's `\d` asks for storage options, `array_to_string(reloptions || array(SELECT ... unnest(...)))`.
+fn is_psql_reloptions(f: &ast::Function) -> bool {
+    function_name(f) == "array_to_string" && f.args.to_string().contains("reloptions")
+}
+
+/// What a call to `f` is answered with, for the functions [`replaced`] names.
+fn replacement(f: &ast::Function) -> Option<Expr> {
+    if is_psql_reloptions(f) {
+        // Tables here have no storage options (pg_class has no reloptions): NULL, as for a table
+        // without any.
+        return Some(Expr::Cast {
+            kind: ast::CastKind::DoubleColon,
+            expr: Box::new(Expr::Value(ast::Value::Null.into())),
+            data_type: ast::DataType::Text,
+            array: false,
+            format: None,
         });
     }
-    changed.then_some(s)
+    let ast::FunctionArguments::List(list) = &f.args else { return None };
+    let Some(ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(oid))) = list.args.first() else { return None };
+    let sql = match function_name(f).as_str() {
+        // pg_get_viewdef(oid [, pretty]): the view's query, from information_schema.views.
+        "pg_get_viewdef" => format!(
+            "SELECT (SELECT v.view_definition FROM information_schema.views v \
+             JOIN pg_catalog.pg_class c ON c.relname = v.table_name WHERE c.oid = {oid})"
+        ),
+        // There are no indexes.
+        "pg_indexes_size" => "SELECT CAST(0 AS BIGINT)".to_string(),
+        // pg_table_size(oid) and its siblings: the table's bytes on disk.
+        _ => format!(
+            "SELECT trafficdb_table_size((SELECT max(trafficdb_c.relname) FROM pg_catalog.pg_class trafficdb_c \
+             WHERE trafficdb_c.oid = {oid}))"
+        ),
+    };
+    let Some(Statement::Query(q)) = ast_of(&sql) else { return None };
+    let ast::SetExpr::Select(sel) = *q.body else { return None };
+    match sel.projection.into_iter().next() {
+        Some(ast::SelectItem::UnnamedExpr(e)) => Some(e),
+        _ => None,
+    }
 }
 
 fn ast_of(sql: &str) -> Option<Statement> {

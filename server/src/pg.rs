@@ -156,8 +156,6 @@ fn tls_acceptor(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-pub use crate::compat::PG_VERSION;
-
 /// One connection's handlers: its own session (context, memory pool, limits) and authenticator.
 struct Handlers {
     session: Arc<Session>,
@@ -262,11 +260,9 @@ impl EngineHook {
             Statement::ReleaseSavepoint { .. } => return Ok(Response::Execution(Tag::new("RELEASE"))),
             // A failed transaction block stays failed until ROLLBACK (pgwire keeps the status).
             Statement::Rollback { savepoint: Some(_), .. } => return Ok(Response::Execution(Tag::new("ROLLBACK"))),
-            _ => {}
-        }
-        if matches!(s, Statement::Discard { .. }) {
             // No per-connection state outlives a statement here, so there is nothing to discard.
-            return Ok(Response::Execution(Tag::new("DISCARD ALL")));
+            Statement::Discard { .. } => return Ok(Response::Execution(Tag::new("DISCARD ALL"))),
+            _ => {}
         }
         match self.db.execute(DFStatement::Statement(Box::new(s.clone()))).await {
             Ok(Output::Done(tag)) => Ok(Response::Execution(Tag::new(&tag))),
@@ -342,9 +338,7 @@ impl QueryHook for EngineHook {
         _ctx: &SessionContext,
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        if let Err(e) = crate::auth::check(client, statement) {
-            return Some(Err(e));
-        }
+        // The role was checked when the statement was parsed, on this same connection.
         if !is_engine_statement(statement) {
             return None;
         }

@@ -142,35 +142,18 @@ fn canceled(timeout: bool) -> PgWireError {
 impl Limits {
     /// Runs `work` unless the deadline passes or a cancel request arrives first.
     async fn bound<T>(&mut self, work: impl Future<Output = PgWireResult<T>>) -> PgWireResult<T> {
-        let deadline = self.deadline;
-        let sleep = async move {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
-            }
-        };
-        let cancel = &mut self.cancel;
-        let cancelled = async move {
-            // A dropped sender means the connection is gone; nothing will cancel then.
-            if cancel.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        };
-        tokio::select! {
-            biased;
-            _ = cancelled => Err(canceled(false)),
-            _ = sleep => Err(canceled(true)),
-            r = work => r,
-        }
+        let mut timer = self.deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
+        bound(&mut timer, &mut self.cancel, work).await
     }
 
     /// The rows of `rows`, ending with the 57014 error if the statement is cancelled or runs out of
-    /// time first; the query's execution is dropped with the stream.
+    /// time first; the query's execution is dropped with the stream. One timer serves every row.
     fn guard(self, rows: SendableRowStream) -> SendableRowStream {
-        Box::pin(futures::stream::unfold(Some((self, rows)), |state| async move {
-            let (mut limits, mut rows) = state?;
-            match limits.bound(async { Ok(rows.next().await) }).await {
-                Ok(Some(item)) => Some((item, Some((limits, rows)))),
+        let timer = self.deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
+        Box::pin(futures::stream::unfold(Some((timer, self.cancel, rows)), |state| async move {
+            let (mut timer, mut cancel, mut rows) = state?;
+            match bound(&mut timer, &mut cancel, async { Ok(rows.next().await) }).await {
+                Ok(Some(item)) => Some((item, Some((timer, cancel, rows)))),
                 Ok(None) => None,
                 Err(e) => Some((Err(e), None)),
             }
@@ -186,6 +169,32 @@ impl Limits {
             }
             other => other,
         }
+    }
+}
+
+/// `work`, unless `timer` fires or `cancel` changes first.
+async fn bound<T>(
+    timer: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    cancel: &mut watch::Receiver<u64>,
+    work: impl Future<Output = PgWireResult<T>>,
+) -> PgWireResult<T> {
+    let expired = async {
+        match timer {
+            Some(t) => t.as_mut().await,
+            None => std::future::pending().await,
+        }
+    };
+    let cancelled = async {
+        // A dropped sender means the connection is gone; nothing will cancel then.
+        if cancel.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        biased;
+        _ = cancelled => Err(canceled(false)),
+        _ = expired => Err(canceled(true)),
+        r = work => r,
     }
 }
 
