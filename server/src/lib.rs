@@ -8,6 +8,7 @@ pub mod config;
 pub mod copy;
 pub mod pg;
 pub mod session;
+pub mod wire;
 
 pub use config::ServerConfig;
 pub use pg::Server;

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use datafusion::common::{DFSchema, DataFusionError, ParamValues};
@@ -53,7 +53,19 @@ struct Shared {
     pids: Arc<RandomPidSecretKeyGenerator>,
     cancels: Arc<Cancels>,
     tls: Option<TlsAcceptor>,
-    active: AtomicUsize,
+    stats: Arc<Stats>,
+}
+
+/// Connection counters, readable while the server runs.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Connections open now (including one being refused for the connection limit).
+    pub active: AtomicUsize,
+    /// Connections accepted since the server started.
+    pub accepted: AtomicU64,
+    /// Connections whose task panicked. Each is a bug: no input may reach a panic. The panic ends
+    /// that connection only; it is logged as an error.
+    pub panicked: AtomicU64,
 }
 
 impl Server {
@@ -86,13 +98,18 @@ impl Server {
             pids: Arc::new(RandomPidSecretKeyGenerator::default()),
             cancels: Arc::new(Cancels::default()),
             tls,
-            active: AtomicUsize::new(0),
+            stats: Arc::new(Stats::default()),
         });
         Ok(Server { listener, db, shared })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The server's connection counters.
+    pub fn stats(&self) -> Arc<Stats> {
+        self.shared.stats.clone()
     }
 
     /// Serves connections until `shutdown` completes, then stops accepting, ends the open connections
@@ -112,17 +129,27 @@ impl Server {
                         }
                     };
                     let shared = self.shared.clone();
+                    shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                    let count = shared.stats.active.fetch_add(1, Ordering::SeqCst) + 1;
+                    // Counted down here, not in the task, so a connection that panics is uncounted too.
+                    let guard = ActiveGuard(shared.stats.clone());
                     tasks.spawn(async move {
-                        let count = shared.active.fetch_add(1, Ordering::SeqCst) + 1;
+                        let _guard = guard;
                         let over_limit = count > shared.config.max_connections;
                         let handlers = Handlers::new(&shared, over_limit);
-                        if let Err(e) = pgwire::tokio::process_socket(socket, shared.tls.clone(), handlers).await {
+                        if let Err(e) = crate::wire::serve(socket, shared.tls.clone(), handlers).await {
                             tracing::debug!("connection from {peer} ended: {e}");
                         }
-                        shared.active.fetch_sub(1, Ordering::SeqCst);
                     });
                 }
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                Some(ended) = tasks.join_next(), if !tasks.is_empty() => {
+                    if let Err(e) = ended
+                        && e.is_panic()
+                    {
+                        self.shared.stats.panicked.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!("a connection task panicked (a bug; the server carries on): {e}");
+                    }
+                }
             }
         }
         tracing::info!("shutting down: closing connections and flushing");
@@ -130,6 +157,15 @@ impl Server {
         let engine = self.db.engine().clone();
         tokio::task::spawn_blocking(move || engine.close()).await??;
         Ok(())
+    }
+}
+
+/// Counts a connection as ended when dropped (also when its task panics).
+struct ActiveGuard(Arc<Stats>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

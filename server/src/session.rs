@@ -2,7 +2,7 @@
 //! the connection's own (sharing the catalog, with its own memory pool: the per-query memory limit),
 //! with statement timeouts and cancel requests that reach the whole statement, result streaming
 //! included (datafusion-postgres applies its timeout to planning only, and pgwire's cancel ends when
-//! the first row is ready).
+//! the first row is ready), and an Execute that streams its rows (pgwire's collects them all first).
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -15,15 +15,17 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::prelude::SessionContext;
 use datafusion_postgres::{DfSessionService, QueryHook};
-use futures::{Sink, StreamExt};
+use futures::{Sink, SinkExt, StreamExt};
 use parking_lot::Mutex;
-use pgwire::api::portal::Portal;
-use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{Response, SendableRowStream};
-use pgwire::api::store::PortalStore;
-use pgwire::api::{ClientInfo, ClientPortalStore};
+use pgwire::api::portal::{Portal, PortalExecutionState};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler, send_execution_response};
+use pgwire::api::results::{Response, SendableRowStream, Tag};
+use pgwire::api::store::{Entry, PortalStore};
+use pgwire::api::{ClientInfo, ClientPortalStore, DEFAULT_NAME, PgWireConnectionState, copy};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::extendedquery::{Execute, PortalSuspended};
+use pgwire::messages::response::EmptyQueryResponse;
 use pgwire::messages::startup::SecretKey;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -238,4 +240,137 @@ impl ExtendedQueryHandler for Session {
         let response = limits.bound(ExtendedQueryHandler::do_query(&self.inner, client, portal, max_rows)).await?;
         Ok(limits.guard_response(response))
     }
+
+    /// Runs a portal, or goes on with a suspended one, sending rows as the query produces them.
+    ///
+    /// pgwire's default collects every row of the Execute into a vector before sending the first
+    /// (unbounded memory outside the query's memory pool for a large result) and sizes that vector
+    /// by the client's row limit (a limit of 2^31 - 1 asks for gigabytes up front; a negative one
+    /// overflows). Otherwise this answers as pgwire does, message for message.
+    async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            return Err(PgWireError::NotReadyForQuery);
+        }
+        let mut status = client.transaction_status();
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        // As PostgreSQL: a row limit of zero or less means every row.
+        let max_rows = usize::try_from(message.max_rows).unwrap_or(0);
+        let portal = match client.portal_store().get_portal(name) {
+            Some(Entry::Value(portal)) => portal,
+            Some(Entry::Empty) => {
+                client.feed(PgWireBackendMessage::EmptyQueryResponse(EmptyQueryResponse::new())).await?;
+                client.set_state(PgWireConnectionState::ReadyForQuery);
+                return Ok(());
+            }
+            None => return Err(PgWireError::PortalNotFound(name.to_owned())),
+        };
+        let state = portal.state();
+        let mut state = state.lock().await;
+        if matches!(*state, PortalExecutionState::Initial) {
+            match ExtendedQueryHandler::do_query(self, client, portal.as_ref(), max_rows).await? {
+                Response::Query(results) => *state = PortalExecutionState::Suspended(results),
+                other => {
+                    status = respond(client, other, status).await?;
+                    *state = PortalExecutionState::Finished;
+                    drop(state);
+                    if !matches!(client.state(), PgWireConnectionState::CopyInProgress(_)) {
+                        client.set_state(PgWireConnectionState::ReadyForQuery);
+                        client.set_transaction_status(status);
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        match &mut *state {
+            PortalExecutionState::Suspended(results) => {
+                let tag = results.command_tag().to_owned();
+                let rows = results.data_rows();
+                let mut sent = 0;
+                let mut more = true;
+                while more && (max_rows == 0 || sent < max_rows) {
+                    match rows.next().await {
+                        Some(row) => {
+                            client.feed(PgWireBackendMessage::DataRow(row?)).await?;
+                            sent += 1;
+                        }
+                        None => more = false,
+                    }
+                }
+                if more {
+                    client.send(PgWireBackendMessage::PortalSuspended(PortalSuspended::new())).await?;
+                } else {
+                    *state = PortalExecutionState::Finished;
+                    client.send(PgWireBackendMessage::CommandComplete(Tag::new(&tag).with_rows(sent).into())).await?;
+                }
+            }
+            // Run to the end already: PostgreSQL answers with an empty result.
+            PortalExecutionState::Finished | PortalExecutionState::Initial => {
+                client.send(PgWireBackendMessage::CommandComplete(Tag::new("SELECT").with_rows(0).into())).await?;
+            }
+        }
+        client.set_state(PgWireConnectionState::ReadyForQuery);
+        client.set_transaction_status(status);
+        Ok(())
+    }
+}
+
+/// Answers a response without rows as pgwire's Execute does; returns the transaction status after it.
+async fn respond<C>(
+    client: &mut C,
+    response: Response,
+    status: pgwire::messages::response::TransactionStatus,
+) -> PgWireResult<pgwire::messages::response::TransactionStatus>
+where
+    C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+    C::PortalStore: PortalStore,
+    C::Error: Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    Ok(match response {
+        Response::EmptyQuery => {
+            client.feed(PgWireBackendMessage::EmptyQueryResponse(EmptyQueryResponse::new())).await?;
+            status
+        }
+        Response::Execution(tag) => {
+            send_execution_response(client, tag).await?;
+            status
+        }
+        Response::TransactionStart(tag) => {
+            send_execution_response(client, tag).await?;
+            status.to_in_transaction_state()
+        }
+        Response::TransactionEnd(tag) => {
+            send_execution_response(client, tag).await?;
+            // The unnamed portal ends with the transaction.
+            client.portal_store().rm_portal(DEFAULT_NAME);
+            status.to_idle_state()
+        }
+        Response::Error(e) => {
+            client.send(PgWireBackendMessage::ErrorResponse((*e).into())).await?;
+            status.to_error_state()
+        }
+        Response::CopyIn(r) => {
+            client.set_state(PgWireConnectionState::CopyInProgress(true));
+            copy::send_copy_in_response(client, r).await?;
+            status
+        }
+        Response::CopyOut(r) => {
+            copy::send_copy_out_response(client, r).await?;
+            status
+        }
+        Response::CopyBoth(r) => {
+            client.set_state(PgWireConnectionState::CopyInProgress(true));
+            copy::send_copy_both_response(client, r).await?;
+            status
+        }
+        // Handled by the caller.
+        Response::Query(_) => status,
+    })
 }

@@ -1,5 +1,6 @@
 //! Workspace integration tests, in one binary (each test binary costs a DataFusion link):
-//! `.slt` files, crash and recovery against a model, corruption, concurrency, and a real `kill -9`.
+//! `.slt` files, crash and recovery against a model, corruption, concurrency, a real `kill -9`, and the
+//! wire server (clients, limits, malformed input).
 
 mod common;
 mod concurrency;
@@ -8,3 +9,4 @@ mod crash;
 mod kill;
 mod server;
 mod slt;
+mod wire;

@@ -83,6 +83,44 @@ fn tokio_postgres_talks_to_the_server() {
             .expect("insert with parameters");
         assert_eq!(n, 1);
 
+        // A portal read two rows at a time (Execute with a row limit, PortalSuspended in between).
+        {
+            let mut client = tokio_postgres::connect(
+                &format!("host={} port={} user=postgres dbname=trafficdb", addr.ip(), addr.port()),
+                NoTls,
+            )
+            .await
+            .map(|(c, conn)| {
+                tokio::spawn(conn);
+                c
+            })
+            .expect("second connection");
+            let tx = client.transaction().await.expect("begin");
+            let portal = tx.bind("SELECT id FROM events ORDER BY id", &[]).await.expect("bind");
+            let mut pages = Vec::new();
+            loop {
+                let page: Vec<i64> =
+                    tx.query_portal(&portal, 2).await.expect("execute portal").iter().map(|r| r.get(0)).collect();
+                if page.is_empty() {
+                    break;
+                }
+                pages.push(page);
+            }
+            assert_eq!(pages, vec![vec![0, 1], vec![2]]);
+            tx.commit().await.expect("commit");
+        }
+
+        // Pipelined statements: several in flight on one connection, answered in order; a failing
+        // one in the middle fails alone.
+        let (a, bad, b) = futures::join!(
+            client.query_one("SELECT count(*) FROM events WHERE id >= $1", &[&1i64]),
+            client.query("SELECT nope FROM events", &[]),
+            client.query_one("SELECT max(id) FROM events", &[]),
+        );
+        assert_eq!(a.expect("first").get::<_, i64>(0), 2);
+        assert_eq!(code(&bad.expect_err("unknown column")), Some(SqlState::UNDEFINED_COLUMN));
+        assert_eq!(b.expect("third").get::<_, i64>(0), 2);
+
         // Binary results through a prepared statement.
         let rows = client
             .query("SELECT id, backend, ms FROM events WHERE ms > $1 ORDER BY id", &[&2.0f64])

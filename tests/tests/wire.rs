@@ -1,0 +1,392 @@
+//! Robustness of the wire server: malformed, truncated and oversized protocol messages and garbage
+//! bytes, on many connections at once. Each connection must end with an error or a closed connection
+//! (never a hang once the client has closed its side), no connection task may panic, and the server
+//! keeps serving: afterwards a normal client reads the table back unchanged.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use rand::{Rng, RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use trafficdb::Database;
+use trafficdb_server::{Server, ServerConfig};
+
+use crate::common::runtime;
+
+/// A frontend message: tag, length (counting itself), body.
+fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![tag];
+    m.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+/// A message whose length field says `len`, whatever follows.
+fn msg_len(tag: u8, len: i32, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![tag];
+    m.extend_from_slice(&len.to_be_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+fn cstr(s: &str) -> Vec<u8> {
+    let mut v = s.as_bytes().to_vec();
+    v.push(0);
+    v
+}
+
+/// A StartupMessage for protocol 3.0.
+fn startup() -> Vec<u8> {
+    let mut body = 196_608_i32.to_be_bytes().to_vec();
+    for kv in ["user", "fuzz", "database", "trafficdb"] {
+        body.extend(cstr(kv));
+    }
+    body.push(0);
+    let mut m = (body.len() as i32 + 4).to_be_bytes().to_vec();
+    m.extend(body);
+    m
+}
+
+fn parse(name: &str, sql: &str, types: &[i32]) -> Vec<u8> {
+    let mut b = cstr(name);
+    b.extend(cstr(sql));
+    b.extend((types.len() as i16).to_be_bytes());
+    for t in types {
+        b.extend(t.to_be_bytes());
+    }
+    msg(b'P', &b)
+}
+
+/// Bind with the given parameter format codes, values (None = NULL) and result formats.
+fn bind(portal: &str, stmt: &str, formats: &[i16], values: &[Option<&[u8]>], results: &[i16]) -> Vec<u8> {
+    let mut b = cstr(portal);
+    b.extend(cstr(stmt));
+    b.extend((formats.len() as i16).to_be_bytes());
+    for f in formats {
+        b.extend(f.to_be_bytes());
+    }
+    b.extend((values.len() as i16).to_be_bytes());
+    for v in values {
+        match v {
+            Some(v) => {
+                b.extend((v.len() as i32).to_be_bytes());
+                b.extend_from_slice(v);
+            }
+            None => b.extend((-1_i32).to_be_bytes()),
+        }
+    }
+    b.extend((results.len() as i16).to_be_bytes());
+    for f in results {
+        b.extend(f.to_be_bytes());
+    }
+    msg(b'B', &b)
+}
+
+fn execute(portal: &str, max_rows: i32) -> Vec<u8> {
+    let mut b = cstr(portal);
+    b.extend(max_rows.to_be_bytes());
+    msg(b'E', &b)
+}
+
+fn sync() -> Vec<u8> {
+    msg(b'S', &[])
+}
+
+fn query(sql: &str) -> Vec<u8> {
+    msg(b'Q', &cstr(sql))
+}
+
+/// The hand-written cases: (name, bytes sent, whether the server must answer with an ErrorResponse
+/// before closing). Cases where a server cannot know the input is bad (a message cut short) only
+/// need the connection to end.
+fn cases() -> Vec<(&'static str, Vec<u8>, bool)> {
+    let s = startup;
+    let cat = |parts: &[Vec<u8>]| parts.concat();
+    vec![
+        ("garbage instead of a startup", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), false),
+        ("startup length below the minimum", vec![0, 0, 0, 3, 0, 3, 0, 0], false),
+        ("startup length of 2 GiB", cat(&[vec![0x7f, 0xff, 0xff, 0xff], 196_608_i32.to_be_bytes().to_vec()]), false),
+        ("negative startup length", vec![0xff, 0xff, 0xff, 0xf0, 0, 3, 0, 0], false),
+        ("unknown protocol version", cat(&[vec![0, 0, 0, 8], 1234_i32.to_be_bytes().to_vec()]), false),
+        ("startup parameters without terminators", cat(&[vec![0, 0, 0, 16, 0, 3, 0, 0], b"userfuzz".to_vec()]), false),
+        ("startup cut short", s()[..12].to_vec(), false),
+        (
+            "SSLRequest then garbage",
+            cat(&[vec![0, 0, 0, 8, 4, 210, 22, 47], vec![0x16, 3, 1, 0, 5, 1, 2, 3, 4, 5]]),
+            false,
+        ),
+        (
+            "cancel request for no connection",
+            cat(&[vec![0, 0, 0, 16, 4, 210, 22, 46], vec![0, 0, 0, 1, 0, 0, 0, 2]]),
+            false,
+        ),
+        ("unknown message type", cat(&[s(), msg(b'!', b"xyz")]), true),
+        ("message length below 4", cat(&[s(), msg_len(b'Q', 2, b"SELECT 1\0")]), true),
+        ("negative message length", cat(&[s(), msg_len(b'Q', -7, b"SELECT 1\0")]), true),
+        ("query of 1.9 GiB announced", cat(&[s(), msg_len(b'Q', 0x7fff_fff0, b"SELECT ")]), true),
+        ("query cut short", cat(&[s(), msg_len(b'Q', 100, b"SELECT 1")]), false),
+        ("query without its terminator", cat(&[s(), msg(b'Q', b"SELECT 1"), query("SELECT 2")]), false),
+        ("query of invalid UTF-8", cat(&[s(), msg(b'Q', b"SELECT '\xff\xfe\xc3'\0")]), false),
+        ("query with a NUL inside", cat(&[s(), msg(b'Q', b"SELECT 1\0; DROP TABLE t\0")]), false),
+        ("empty query", cat(&[s(), query("")]), false),
+        ("syntax error", cat(&[s(), query("SELEC 1 FROM")]), true),
+        ("a thousand statements", cat(&[s(), query(&"SELECT 1;".repeat(1000))]), false),
+        (
+            "deeply nested expression",
+            cat(&[s(), query(&format!("SELECT {}1{}", "(".repeat(5000), ")".repeat(5000)))]),
+            true,
+        ),
+        (
+            "parse announcing 65535 parameter types",
+            cat(&[s(), msg(b'P', &[cstr("a"), cstr("SELECT $1"), vec![0xff, 0xff]].concat()), sync()]),
+            true,
+        ),
+        ("parse with an unknown type oid", cat(&[s(), parse("", "SELECT $1", &[999_999]), sync()]), false),
+        ("bind to an unknown statement", cat(&[s(), bind("", "nope", &[], &[], &[]), execute("", 0), sync()]), true),
+        ("execute of an unknown portal", cat(&[s(), execute("nope", 0), sync()]), true),
+        ("describe of an unknown kind", cat(&[s(), msg(b'D', &cstr("Xnope")), sync()]), true),
+        ("close of an unknown kind", cat(&[s(), msg(b'C', &cstr("Qnope")), sync()]), false),
+        (
+            "bind with too few parameters",
+            cat(&[
+                s(),
+                parse("p", "SELECT id FROM t WHERE id = $1", &[20]),
+                bind("", "p", &[], &[], &[]),
+                execute("", 0),
+                sync(),
+            ]),
+            true,
+        ),
+        (
+            "bind with a text parameter that is not a number",
+            cat(&[
+                s(),
+                parse("p", "SELECT id FROM t WHERE id = $1", &[20]),
+                bind("", "p", &[0], &[Some(b"abc")], &[]),
+                execute("", 0),
+                sync(),
+            ]),
+            true,
+        ),
+        (
+            "bind with a binary int8 of 3 bytes",
+            cat(&[
+                s(),
+                parse("p", "SELECT id FROM t WHERE id = $1", &[20]),
+                bind("", "p", &[1], &[Some(b"abc")], &[]),
+                execute("", 0),
+                sync(),
+            ]),
+            true,
+        ),
+        (
+            "bind with format code 7",
+            cat(&[
+                s(),
+                parse("p", "SELECT id FROM t WHERE id = $1", &[20]),
+                bind("", "p", &[7], &[Some(b"1")], &[7]),
+                execute("", 0),
+                sync(),
+            ]),
+            false,
+        ),
+        (
+            "bind with a parameter length past the message",
+            cat(&[
+                s(),
+                parse("p", "SELECT $1::BIGINT", &[20]),
+                msg(
+                    b'B',
+                    &[cstr(""), cstr("p"), vec![0, 0, 0, 1], 1_000_000_i32.to_be_bytes().to_vec(), vec![1, 2]].concat(),
+                ),
+                sync(),
+            ]),
+            true,
+        ),
+        (
+            "bind with a negative parameter length other than -1",
+            cat(&[
+                s(),
+                parse("p", "SELECT $1::BIGINT", &[20]),
+                msg(
+                    b'B',
+                    &[cstr(""), cstr("p"), vec![0, 0, 0, 1], (-5_i32).to_be_bytes().to_vec(), vec![0, 0]].concat(),
+                ),
+                execute("", 0),
+                sync(),
+            ]),
+            false,
+        ),
+        (
+            "execute with a negative row limit",
+            cat(&[s(), parse("", "SELECT id FROM t", &[]), bind("", "", &[], &[], &[]), execute("", -3), sync()]),
+            false,
+        ),
+        (
+            "copy data outside COPY",
+            cat(&[s(), msg(b'd', b"1\t2\n"), msg(b'c', &[]), msg(b'f', &cstr("why")), query("SELECT 1")]),
+            false,
+        ),
+        (
+            "COPY with garbage rows",
+            cat(&[s(), query("COPY t FROM STDIN"), msg(b'd', b"\xff\xfe\tnot a number\n\\\\\\\n"), msg(b'c', &[])]),
+            true,
+        ),
+        ("COPY cut short", cat(&[s(), query("COPY t FROM STDIN"), msg(b'd', b"2024-01-01 00:00:00\t9")]), false),
+        ("function call message", cat(&[s(), msg(b'F', &[0, 0, 0, 1, 0, 0, 0, 0, 0, 0])]), true),
+        ("password message without authentication", cat(&[s(), msg(b'p', &cstr("secret"))]), true),
+        ("bytes after Terminate", cat(&[s(), msg(b'X', &[]), b"\x00\x01garbage".to_vec()]), false),
+    ]
+}
+
+/// Random input: pure garbage, or a valid startup followed by messages with random tags, lengths
+/// (sometimes lying) and bodies.
+fn random_case(seed: u64) -> Vec<u8> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    if rng.random_bool(0.2) {
+        let mut v = vec![0u8; rng.random_range(1..4096)];
+        rng.fill_bytes(&mut v);
+        return v;
+    }
+    let mut out = startup();
+    const TAGS: &[u8] = b"QPBDESCHdcfFpXx!";
+    for _ in 0..rng.random_range(1..12) {
+        let tag = TAGS[rng.random_range(0..TAGS.len())];
+        let mut body = vec![0u8; rng.random_range(0..64)];
+        rng.fill_bytes(&mut body);
+        if rng.random_bool(0.5) {
+            // Mostly printable, NUL-separated text, closer to what the decoders look for.
+            for b in body.iter_mut() {
+                *b = if *b < 40 { 0 } else { b' ' + *b % 90 };
+            }
+        }
+        let len = match rng.random_range(0..10) {
+            0 => rng.random::<i32>(),
+            1 => body.len() as i32 + 4 + rng.random_range(-8..8),
+            _ => body.len() as i32 + 4,
+        };
+        out.extend(msg_len(tag, len, &body));
+    }
+    out
+}
+
+/// Sends `input`, closes the sending side and reads until the server closes. Returns whether an
+/// ErrorResponse came back; panics if the server neither answers nor closes within the timeout.
+async fn send(addr: std::net::SocketAddr, name: &str, input: &[u8]) -> bool {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    // The server may close first (and refuse the rest): write errors are an answer too.
+    let _ = stream.write_all(input).await;
+    let _ = stream.shutdown().await;
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut buf = [0u8; 8192];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "{name}: the server neither answered nor closed the connection");
+    error_response_in(&received)
+}
+
+/// Whether the backend messages in `bytes` include an ErrorResponse (`E`). The first bytes may be
+/// a one-byte SSL answer (`N`), which is skipped.
+fn error_response_in(bytes: &[u8]) -> bool {
+    let mut rest = bytes;
+    if rest.first() == Some(&b'N') && rest.get(1).is_some_and(|b| b"ERSZ".contains(b)) {
+        rest = &rest[1..];
+    }
+    while rest.len() >= 5 {
+        if rest[0] == b'E' {
+            return true;
+        }
+        let len = i32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]);
+        let Ok(len) = usize::try_from(len) else { return false };
+        if len < 4 || rest.len() < 1 + len {
+            return false;
+        }
+        rest = &rest[1 + len..];
+    }
+    false
+}
+
+#[test]
+fn malformed_input_on_many_connections() {
+    let rt = runtime();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    rt.block_on(async {
+        let db = Arc::new(Database::open(tmp.path()).await.expect("open"));
+        db.sql("CREATE TABLE t (ts TIMESTAMP NOT NULL, id BIGINT NOT NULL) WITH (time_column = 'ts')")
+            .await
+            .expect("create");
+        db.sql("INSERT INTO t VALUES ('2024-01-01 00:00:00', 1), ('2024-01-01 00:00:01', 2)").await.expect("insert");
+        let mut config = ServerConfig::default();
+        config.listen = "127.0.0.1:0".into();
+        config.max_connections = 1000;
+        let server = Server::bind(db.clone(), config).await.expect("bind");
+        let addr = server.local_addr().expect("addr");
+        let stats = server.stats();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(server.run_until(async {
+            let _ = stopped.await;
+        }));
+
+        // Every hand-written case three times and 300 random inputs, 64 connections at a time.
+        let seed: u64 = std::env::var("WIRE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(20_241_125);
+        let mut inputs: Vec<(String, Vec<u8>, bool)> = Vec::new();
+        for round in 0..3 {
+            for (name, bytes, must_error) in cases() {
+                inputs.push((format!("{name} (round {round})"), bytes, must_error));
+            }
+        }
+        for i in 0..300 {
+            inputs.push((format!("random input, seed {seed} + {i}"), random_case(seed + i), false));
+        }
+        let limit = Arc::new(tokio::sync::Semaphore::new(64));
+        let mut tasks = tokio::task::JoinSet::new();
+        for (name, bytes, must_error) in inputs {
+            let permit = limit.clone().acquire_owned().await.expect("semaphore");
+            tasks.spawn(async move {
+                let errored = send(addr, &name, &bytes).await;
+                drop(permit);
+                assert!(errored || !must_error, "{name}: expected an ErrorResponse before the connection closed");
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            if let Err(e) = done {
+                std::panic::resume_unwind(e.into_panic());
+            }
+        }
+
+        assert_eq!(stats.panicked.load(Ordering::Relaxed), 0, "a connection task panicked (see the log above)");
+        // Still serving, nothing written by the bad input.
+        let (client, conn) = tokio_postgres::connect(
+            &format!("host={} port={} user=after dbname=trafficdb", addr.ip(), addr.port()),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .expect("connect after the malformed input");
+        let conn_task = tokio::spawn(conn);
+        let rows = client.query("SELECT id FROM t ORDER BY id", &[]).await.expect("query after");
+        let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+        assert_eq!(ids, vec![1, 2]);
+        drop(client);
+        let _ = conn_task.await;
+        // Every connection has ended (the last one's count may take a moment to come down).
+        for _ in 0..100 {
+            if stats.active.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(stats.active.load(Ordering::SeqCst), 0, "connections left open");
+        let _ = stop.send(());
+        serving.await.expect("join").expect("clean shutdown");
+    });
+}
