@@ -196,6 +196,41 @@ mod tests {
     }
 
     #[test]
+    fn regproc_columns_compared_with_oids_go_through_the_function_oid() {
+        let rewritten = |sql: &str| super::ast_of(sql).and_then(|s| super::substitute(&s)).map(|s| s.to_string());
+        // Npgsql 4.0's type loading joins pg_proc on the receive function.
+        let sql = "SELECT a.typname FROM pg_type AS a JOIN pg_proc ON pg_proc.oid = a.typreceive \
+                   LEFT JOIN pg_proc AS e ON a.typsend = e.oid WHERE pg_proc.proname = 'array_recv'";
+        assert_eq!(
+            rewritten(sql).as_deref(),
+            Some(
+                "SELECT a.typname FROM pg_type AS a JOIN pg_proc ON pg_proc.oid = trafficdb_regproc_oid(a.typreceive) \
+                 LEFT JOIN pg_proc AS e ON trafficdb_regproc_oid(a.typsend) = e.oid WHERE pg_proc.proname = 'array_recv'"
+            )
+        );
+        // Names compare with names; other columns and statements are left alone.
+        assert_eq!(rewritten("SELECT 1 FROM pg_type WHERE typreceive = 'array_recv'"), None);
+        assert_eq!(rewritten("SELECT 1 FROM pg_type WHERE typreceive <> typsend"), None);
+        assert_eq!(rewritten("SELECT 1 FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace"), None);
+    }
+
+    #[test]
+    fn only_the_named_functions_are_replaced() {
+        let s = super::ast_of("SELECT lower(relname), pg_table_size(oid) FROM pg_class").expect("parses");
+        let out = super::substitute(&s).map(|s| s.to_string()).unwrap_or_default();
+        assert!(out.starts_with("SELECT lower(relname), trafficdb_table_size("), "{out}");
+    }
+
+    #[test]
+    fn unicode_escaped_strings_are_plain_strings() {
+        let s = super::ast_of(r"SELECT 1 WHERE lower(x) = U&'caf\00e9' AND y = 'b'").expect("parses");
+        assert_eq!(
+            super::substitute(&s).map(|s| s.to_string()).as_deref(),
+            Some("SELECT 1 WHERE lower(x) = 'café' AND y = 'b'")
+        );
+    }
+
+    #[test]
     fn type_oids_as_postgresql() {
         // SELECT 'int8'::regtype::oid, ... on PostgreSQL 15.
         assert_eq!(super::type_oid("bigint"), Some(20));
@@ -243,9 +278,12 @@ pub fn substitute(s: &Statement) -> Option<Statement> {
     if let Some(sql) = show_query(s) {
         return ast_of(&sql);
     }
-    // Most statements call none of the functions below: look before copying the statement.
+    // Most statements call none of the functions below and compare no regproc column: look before
+    // copying the statement.
     let found = visit_expressions(s, |e: &Expr| match e {
         Expr::Function(f) if replaced(f) => ControlFlow::Break(()),
+        e if regproc_comparison(e).is_some() => ControlFlow::Break(()),
+        Expr::Value(v) if matches!(v.value, ast::Value::UnicodeStringLiteral(_)) => ControlFlow::Break(()),
         _ => ControlFlow::Continue(()),
     });
     if found.is_continue() {
@@ -254,13 +292,81 @@ pub fn substitute(s: &Statement) -> Option<Statement> {
     let mut s = s.clone();
     let _ = visit_expressions_mut(&mut s, |e: &mut Expr| {
         if let Expr::Function(f) = e
+            && replaced(f)
             && let Some(new) = replacement(f)
         {
             *e = new;
         }
+        // U&'...' (Power Query's folded SQL writes text literals so): the parser has decoded the escapes, and
+        // the planner takes only plain string literals.
+        if let Expr::Value(v) = e
+            && let ast::Value::UnicodeStringLiteral(text) = &mut v.value
+        {
+            v.value = ast::Value::SingleQuotedString(std::mem::take(text));
+        }
+        if let Some(left) = regproc_comparison(e)
+            && let Expr::BinaryOp { left: l, right: r, .. } = e
+        {
+            let column = if left { l } else { r };
+            if let Some(oid) = regproc_oid(column) {
+                **column = oid;
+            }
+        }
         ControlFlow::<()>::Continue(())
     });
     Some(s)
+}
+
+/// pg_type's regproc columns: the functions that read, write and analyse a type's values.
+///
+/// PostgreSQL stores a function's OID there and shows the function's name; datafusion-pg-catalog
+/// stores the name (so `SELECT typreceive` reads as in PostgreSQL). Comparing one with an OID, as
+/// Npgsql's type loading does (`JOIN pg_proc ON pg_proc.oid = a.typreceive`), would cast the name
+/// to an integer and fail; such a comparison goes through the named function's OID instead (see
+/// `crate::catalog::REGPROC_OID`). A comparison with a string compares names, as `'name'::regproc`
+/// would.
+const REGPROC_COLUMNS: [&str; 8] =
+    ["typinput", "typoutput", "typreceive", "typsend", "typmodin", "typmodout", "typanalyze", "typsubscript"];
+
+fn is_regproc_column(e: &Expr) -> bool {
+    let name = match e {
+        Expr::Identifier(i) => i,
+        Expr::CompoundIdentifier(parts) => match parts.last() {
+            Some(i) => i,
+            None => return false,
+        },
+        _ => return false,
+    };
+    REGPROC_COLUMNS.iter().any(|c| name.value.eq_ignore_ascii_case(c))
+}
+
+fn is_string_literal(e: &Expr) -> bool {
+    match e {
+        Expr::Value(v) => v.value.clone().into_string().is_some(),
+        Expr::Nested(e) => is_string_literal(e),
+        _ => false,
+    }
+}
+
+/// For `e` an (in)equality between a regproc column and something other than a string: whether the
+/// column is on the left (`Some(true)`) or the right (`Some(false)`).
+fn regproc_comparison(e: &Expr) -> Option<bool> {
+    let Expr::BinaryOp { left, op: ast::BinaryOperator::Eq | ast::BinaryOperator::NotEq, right } = e else {
+        return None;
+    };
+    if is_regproc_column(left) && !is_regproc_column(right) && !is_string_literal(right) {
+        Some(true)
+    } else if is_regproc_column(right) && !is_regproc_column(left) && !is_string_literal(left) {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// `column`, a regproc column, as the OID of the function it names.
+fn regproc_oid(column: &Expr) -> Option<Expr> {
+    let sql = format!("{}({column})", crate::catalog::REGPROC_OID);
+    datafusion::sql::sqlparser::parser::Parser::new(&PostgreSqlDialect {}).try_with_sql(&sql).ok()?.parse_expr().ok()
 }
 
 /// The unqualified, lower-case name of a called function.

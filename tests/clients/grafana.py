@@ -40,6 +40,7 @@ def connect():
 
 def setup():
     with connect() as c:
+        c.execute(f"DROP TABLE IF EXISTS {TABLE}")
         c.execute(
             f"CREATE TABLE {TABLE} (ts TIMESTAMP NOT NULL, backend TEXT, ms DOUBLE PRECISION, status INT){TABLE_OPTIONS}"
         )
