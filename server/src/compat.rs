@@ -102,6 +102,7 @@ pub fn register_functions(ctx: &SessionContext, engine: Arc<trafficdb::engine::E
             like(&args[0], Arc::new(oids))
         }),
     ));
+    ctx.register_udf(ScalarUDF::new_from_impl(CurrentSetting::new()));
     // pg_proc carries no argument or result types for its functions, and nothing here has a comment
     // (there is no COMMENT ON): these answer NULL, as PostgreSQL does for an object without one.
     for name in [
@@ -231,6 +232,32 @@ mod tests {
     }
 
     #[test]
+    fn settings_as_a_session_starts() {
+        assert_eq!(super::setting("server_version_num").as_deref(), Some("160006"));
+        assert_eq!(super::setting("Search_Path").as_deref(), Some("public"));
+        assert_eq!(super::setting("no_such_setting"), None);
+    }
+
+    #[test]
+    fn grafana_search_path_subquery_is_answered_with_the_schemas_on_the_path() {
+        let sql = "SELECT quote_ident(table_name) FROM information_schema.tables WHERE quote_ident(table_schema) IN (
+              SELECT CASE WHEN trim(s[i]) = '\"$user\"' THEN user ELSE trim(s[i]) END
+              FROM generate_series(
+                  array_lower(string_to_array(current_setting('search_path'),','),1),
+                  array_upper(string_to_array(current_setting('search_path'),','),1)) as i,
+                string_to_array(current_setting('search_path'),',') s
+              ) ORDER BY 1";
+        assert_eq!(
+            super::rewrite_sql(sql).as_deref(),
+            Some(
+                "SELECT quote_ident(table_name) FROM information_schema.tables WHERE quote_ident(table_schema) = ANY(current_schemas(false)) ORDER BY 1"
+            )
+        );
+        assert_eq!(super::rewrite_sql("SELECT current_setting('search_path')"), None);
+        assert_eq!(super::rewrite_sql("SELECT 1"), None);
+    }
+
+    #[test]
     fn type_oids_as_postgresql() {
         // SELECT 'int8'::regtype::oid, ... on PostgreSQL 15.
         assert_eq!(super::type_oid("bigint"), Some(20));
@@ -270,6 +297,163 @@ impl ScalarUDFImpl for NullText {
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> datafusion::common::Result<ColumnarValue> {
         Ok(ColumnarValue::Array(Arc::new(StringArray::new_null(args.number_rows))))
     }
+}
+
+/// `current_setting(name [, missing_ok])`: the server's settings as a session starts with them
+/// (ParameterStatus at startup and the read-only settings clients probe, such as
+/// `server_version_num`). A `SET` in the session is seen by `SHOW`, not here.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct CurrentSetting {
+    signature: Signature,
+}
+
+impl CurrentSetting {
+    fn new() -> CurrentSetting {
+        use datafusion::logical_expr::TypeSignature;
+        CurrentSetting {
+            signature: Signature::one_of(
+                vec![
+                    TypeSignature::Exact(vec![DataType::Utf8]),
+                    TypeSignature::Exact(vec![DataType::Utf8, DataType::Boolean]),
+                ],
+                Volatility::Stable,
+            ),
+        }
+    }
+}
+
+impl ScalarUDFImpl for CurrentSetting {
+    fn name(&self) -> &str {
+        "current_setting"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> datafusion::common::Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> datafusion::common::Result<ColumnarValue> {
+        let names = args.args[0].to_array(args.number_rows)?;
+        let names = datafusion::common::cast::as_string_array(&names)?;
+        let missing_ok = match args.args.get(1) {
+            Some(m) => {
+                let m = m.to_array(args.number_rows)?;
+                datafusion::common::cast::as_boolean_array(&m)?.clone()
+            }
+            None => BooleanArray::from(vec![false; args.number_rows]),
+        };
+        let mut out = Vec::with_capacity(names.len());
+        for (name, missing_ok) in names.iter().zip(missing_ok.iter()) {
+            let Some(name) = name else {
+                out.push(None);
+                continue;
+            };
+            match setting(name) {
+                Some(v) => out.push(Some(v)),
+                None if missing_ok == Some(true) => out.push(None),
+                None => {
+                    return Err(datafusion::common::DataFusionError::Execution(format!(
+                        "unrecognized configuration parameter \"{name}\""
+                    )));
+                }
+            }
+        }
+        let out: StringArray = out.into_iter().collect();
+        like(&args.args[0], Arc::new(out))
+    }
+}
+
+/// The value `current_setting` answers for `name` (case-insensitive), as PostgreSQL spells it.
+fn setting(name: &str) -> Option<String> {
+    let defaults = pgwire::api::auth::DefaultServerParameterProvider::default();
+    let on = |b: bool| if b { "on" } else { "off" }.to_string();
+    Some(match name.to_ascii_lowercase().as_str() {
+        "server_version" => PG_VERSION.to_string(),
+        "server_version_num" => version_num().to_string(),
+        "server_encoding" | "client_encoding" => "UTF8".to_string(),
+        "search_path" => defaults.search_path,
+        "timezone" => defaults.time_zone,
+        "datestyle" => defaults.date_style,
+        "intervalstyle" => defaults.interval_style,
+        "integer_datetimes" => on(defaults.integer_datetimes),
+        "standard_conforming_strings" => on(defaults.standard_conforming_strings),
+        "transaction_isolation" | "default_transaction_isolation" => "read committed".to_string(),
+        "max_identifier_length" => "63".to_string(),
+        "max_index_keys" => "32".to_string(),
+        "block_size" => "8192".to_string(),
+        "lc_collate" | "lc_ctype" => "C".to_string(),
+        _ => return None,
+    })
+}
+
+/// `server_version_num`: PostgreSQL's major * 10000 + minor.
+fn version_num() -> u32 {
+    let (major, minor) = PG_VERSION.split_once('.').unwrap_or((PG_VERSION, "0"));
+    major.parse::<u32>().unwrap_or(16) * 10_000 + minor.parse::<u32>().unwrap_or(0)
+}
+
+/// Grafana's "schemas on the search path" subquery (its query builder's table and column lists,
+/// `postgresMetaQuery.ts`). It reads `current_setting('search_path')` through array subscripts of
+/// functions in FROM, which the engine does not plan, and datafusion-postgres's parser replaces it
+/// with `''` (so no schema is on the path: every table comes back schema-qualified and an
+/// unqualified table has no columns). The membership test is answered with the schemas on the path
+/// instead, as an array comparison (the query also sorts by it, where the engine takes no subquery).
+const GRAFANA_SEARCH_PATH: &str = r#"IN (
+          SELECT
+            CASE WHEN trim(s[i]) = '"$user"' THEN user ELSE trim(s[i]) END
+          FROM
+            generate_series(
+              array_lower(string_to_array(current_setting('search_path'),','),1),
+              array_upper(string_to_array(current_setting('search_path'),','),1)
+            ) as i,
+            string_to_array(current_setting('search_path'),',') s
+          )"#;
+const SEARCH_PATH_SCHEMAS: &str = "= ANY(current_schemas(false))";
+
+/// The text of `sql` with the statement parts the SQL parser would otherwise mistranslate (see
+/// [`GRAFANA_SEARCH_PATH`]) replaced; `None` when there are none. Runs before parsing, on text.
+pub fn rewrite_sql(sql: &str) -> Option<String> {
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    // Most statements: one substring search.
+    if !sql.contains("current_setting('search_path')") {
+        return None;
+    }
+    let dialect = PostgreSqlDialect {};
+    let tokens = Tokenizer::new(&dialect, sql).tokenize().ok()?;
+    let pattern: Vec<String> = Tokenizer::new(&dialect, GRAFANA_SEARCH_PATH)
+        .tokenize()
+        .ok()?
+        .iter()
+        .filter(|t| !matches!(t, Token::Whitespace(_)))
+        .map(|t| t.to_string().to_ascii_lowercase())
+        .collect();
+    // Indexes of the significant tokens, to match the pattern whatever the spacing.
+    let significant: Vec<usize> =
+        tokens.iter().enumerate().filter(|(_, t)| !matches!(t, Token::Whitespace(_))).map(|(i, _)| i).collect();
+    let mut out = String::with_capacity(sql.len());
+    let (mut next, mut k, mut found) = (0, 0, false);
+    while k < significant.len() {
+        let matches = significant.len() - k >= pattern.len()
+            && pattern.iter().zip(&significant[k..]).all(|(p, &i)| tokens[i].to_string().to_ascii_lowercase() == *p);
+        if matches {
+            let (start, end) = (significant[k], significant[k + pattern.len() - 1]);
+            tokens[next..start].iter().for_each(|t| out.push_str(&t.to_string()));
+            out.push_str(SEARCH_PATH_SCHEMAS);
+            next = end + 1;
+            k += pattern.len();
+            found = true;
+        } else {
+            k += 1;
+        }
+    }
+    if !found {
+        return None;
+    }
+    tokens[next..].iter().for_each(|t| out.push_str(&t.to_string()));
+    Some(out)
 }
 
 /// A statement to run instead of `s`, when `s` is one the engine cannot plan but PostgreSQL answers
@@ -432,8 +616,7 @@ fn ast_of(sql: &str) -> Option<Statement> {
 fn show_query(s: &Statement) -> Option<String> {
     let Statement::ShowVariable { variable } = s else { return None };
     let name = variable.iter().map(|i| i.value.to_ascii_lowercase()).collect::<Vec<_>>().join(" ");
-    let (major, minor) = PG_VERSION.split_once('.').unwrap_or((PG_VERSION, "0"));
-    let num = major.parse::<u32>().unwrap_or(16) * 10_000 + minor.parse::<u32>().unwrap_or(0);
+    let num = version_num();
     match name.as_str() {
         "server_version" => Some(format!("SELECT '{PG_VERSION}' AS server_version")),
         "server_version_num" => Some(format!("SELECT '{num}' AS server_version_num")),

@@ -17,9 +17,11 @@ use datafusion::prelude::SessionContext;
 use datafusion_postgres::{DfSessionService, QueryHook};
 use futures::{Sink, StreamExt};
 use parking_lot::Mutex;
-use pgwire::api::portal::Portal;
+use pgwire::api::Type;
+use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{Response, SendableRowStream};
+use pgwire::api::results::{FieldInfo, Response, SendableRowStream};
+use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
@@ -104,12 +106,15 @@ impl pgwire::api::cancel::CancelHandler for Cancels {
 /// One connection's query service.
 pub struct Session {
     inner: DfSessionService,
+    parser: Arc<Parser>,
     cancel: watch::Sender<u64>,
 }
 
 impl Session {
     pub fn new(ctx: SessionContext, hooks: Vec<Arc<dyn QueryHook>>, cancel: watch::Sender<u64>) -> Session {
-        Session { inner: DfSessionService::new_with_hooks(Arc::new(ctx), hooks), cancel }
+        let inner = DfSessionService::new_with_hooks(Arc::new(ctx), hooks);
+        let parser = Arc::new(Parser { inner: inner.query_parser() });
+        Session { inner, parser, cancel }
     }
 
     /// What bounds the statement about to run: its deadline and the cancel signal as of now.
@@ -208,6 +213,8 @@ impl SimpleQueryHandler for Session {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let mut limits = self.limits(client);
+        let rewritten = crate::compat::rewrite_sql(query);
+        let query = rewritten.as_deref().unwrap_or(query);
         let responses = limits.bound(SimpleQueryHandler::do_query(&self.inner, client, query)).await?;
         Ok(responses.into_iter().map(|r| limits.clone().guard_response(r)).collect())
     }
@@ -216,10 +223,10 @@ impl SimpleQueryHandler for Session {
 #[async_trait]
 impl ExtendedQueryHandler for Session {
     type Statement = <DfSessionService as ExtendedQueryHandler>::Statement;
-    type QueryParser = <DfSessionService as ExtendedQueryHandler>::QueryParser;
+    type QueryParser = Parser;
 
     fn query_parser(&self) -> Arc<Self::QueryParser> {
-        self.inner.query_parser()
+        self.parser.clone()
     }
 
     async fn do_query<C>(
@@ -237,5 +244,38 @@ impl ExtendedQueryHandler for Session {
         let mut limits = self.limits(client);
         let response = limits.bound(ExtendedQueryHandler::do_query(&self.inner, client, portal, max_rows)).await?;
         Ok(limits.guard_response(response))
+    }
+}
+
+type DfParser = <DfSessionService as ExtendedQueryHandler>::QueryParser;
+
+/// datafusion-postgres's parser for the extended protocol, given the text after
+/// [`crate::compat::rewrite_sql`] (as the simple protocol is).
+pub struct Parser {
+    inner: Arc<DfParser>,
+}
+
+#[async_trait]
+impl QueryParser for Parser {
+    type Statement = <DfParser as QueryParser>::Statement;
+
+    async fn parse_sql<C>(&self, client: &C, sql: &str, types: &[Option<Type>]) -> PgWireResult<Option<Self::Statement>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let rewritten = crate::compat::rewrite_sql(sql);
+        self.inner.parse_sql(client, rewritten.as_deref().unwrap_or(sql), types).await
+    }
+
+    fn get_parameter_types(&self, stmt: &Self::Statement) -> PgWireResult<Vec<Type>> {
+        self.inner.get_parameter_types(stmt)
+    }
+
+    fn get_result_schema(
+        &self,
+        stmt: &Self::Statement,
+        column_format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        self.inner.get_result_schema(stmt, column_format)
     }
 }
