@@ -8,16 +8,18 @@
 //!   `ordinal_position`, `character_sets`, and the constraint tables (empty: there are no keys).
 //!   Only the user schema's tables and views are listed, not the catalogs' own tables.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{ArrayRef, Int32Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{CatalogProviderList, SchemaProvider, Session, TableProvider};
+use datafusion::common::ScalarValue;
 use datafusion::datasource::TableType;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::{DataFusionError, Result};
-use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::{ColumnarValue, Expr, ScalarUDF, Volatility, create_udf};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::catalog_info::CatalogInfo;
@@ -39,15 +41,66 @@ pub fn install(db: &Database, ctx: &SessionContext) -> anyhow::Result<()> {
     )
     .map_err(|e| anyhow::anyhow!("setting up pg_catalog: {e}"))?;
     let metadata = Metadata { list: ctx.state().catalog_list().clone(), engine: db.engine().clone() };
+    let static_tables = Arc::new(PgCatalogStaticTables::try_new()?);
+    ctx.register_udf(regproc_oid_udf(function_oids(static_tables.pg_proc.data())?));
     let pg_catalog = PgCatalogSchemaProvider::try_new(
         metadata.clone(),
-        Arc::new(PgCatalogStaticTables::try_new()?),
+        static_tables,
         datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
     )?;
     let catalog = ctx.catalog(CATALOG).ok_or_else(|| anyhow::anyhow!("catalog {CATALOG} missing"))?;
     catalog.register_schema("pg_catalog", Arc::new(pg_catalog))?;
     catalog.register_schema("information_schema", Arc::new(InformationSchema { metadata }))?;
     Ok(())
+}
+
+/// The function that turns the name in a regproc column of `pg_type` into the function's OID (see
+/// `crate::compat`, which rewrites comparisons of such columns with OIDs to call it).
+pub const REGPROC_OID: &str = "trafficdb_regproc_oid";
+
+/// `pg_proc`'s function names and OIDs. Where a name is overloaded the smallest OID stands for it
+/// (the regproc columns of `pg_type` name functions that are not overloaded).
+fn function_oids(pg_proc: &[RecordBatch]) -> Result<HashMap<String, i32>> {
+    use datafusion::arrow::compute::cast;
+    let mut oids = HashMap::new();
+    for batch in pg_proc {
+        let column = |name: &str, ty: &DataType| -> Result<ArrayRef> {
+            let c = batch
+                .column_by_name(name)
+                .ok_or_else(|| DataFusionError::Internal(format!("pg_proc has no column {name}")))?;
+            Ok(cast(c, ty)?)
+        };
+        let (names, ids) = (column("proname", &DataType::Utf8)?, column("oid", &DataType::Int32)?);
+        let names = datafusion::common::cast::as_string_array(&names)?;
+        let ids = datafusion::common::cast::as_int32_array(&ids)?;
+        for (name, oid) in names.iter().zip(ids.iter()) {
+            if let (Some(name), Some(oid)) = (name, oid) {
+                let e = oids.entry(name.to_string()).or_insert(oid);
+                *e = (*e).min(oid);
+            }
+        }
+    }
+    Ok(oids)
+}
+
+/// `trafficdb_regproc_oid(name)`: the OID of the function a regproc column names; NULL for `-`
+/// (PostgreSQL's display of "no function") and names no function has.
+fn regproc_oid_udf(oids: HashMap<String, i32>) -> ScalarUDF {
+    create_udf(
+        REGPROC_OID,
+        vec![DataType::Utf8],
+        DataType::Int32,
+        Volatility::Immutable,
+        Arc::new(move |args: &[ColumnarValue]| {
+            let names = args[0].to_array(1)?;
+            let names = datafusion::common::cast::as_string_array(&names)?;
+            let out: Int32Array = names.iter().map(|n| n.and_then(|n| oids.get(n).copied())).collect();
+            Ok(match &args[0] {
+                ColumnarValue::Scalar(_) => ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?),
+                ColumnarValue::Array(_) => ColumnarValue::Array(Arc::new(out)),
+            })
+        }),
+    )
 }
 
 /// The catalog as the emulated system tables see it: the session's catalogs, with stored tables'
@@ -564,5 +617,38 @@ impl TableProvider for InfoTable {
         MemorySourceConfig::try_new_exec(&[vec![batch]], self.schema.clone(), projection.cloned())
             .map(|e| e as Arc<dyn ExecutionPlan>)
             .map_err(|e| DataFusionError::Context(format!("information_schema.{}", self.name), Box::new(e)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn function_oids_from_the_shipped_pg_proc() {
+        use datafusion_postgres::datafusion_pg_catalog::pg_catalog::PgCatalogStaticTables;
+        let tables = PgCatalogStaticTables::try_new().expect("static pg_catalog tables");
+        let oids = function_oids(tables.pg_proc.data()).expect("pg_proc has proname and oid");
+        // SELECT oid FROM pg_proc WHERE proname = ... on PostgreSQL 15.
+        assert_eq!(oids.get("boolrecv"), Some(&2436));
+        assert_eq!(oids.get("int4recv"), Some(&2406));
+        assert_eq!(oids.get("array_recv"), Some(&2400));
+        assert_eq!(oids.get("timestamp_recv"), Some(&2474));
+        assert_eq!(oids.get("-"), None);
+    }
+
+    #[test]
+    fn function_oids_keep_the_smallest_oid_of_an_overloaded_name() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("oid", DataType::Int32, false),
+            Field::new("proname", DataType::Utf8, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![Arc::new(Int32Array::from(vec![7, 3, 5])), Arc::new(StringArray::from(vec!["f", "f", "g"]))],
+        )
+        .expect("batch");
+        let oids = function_oids(&[batch]).expect("oids");
+        assert_eq!((oids.get("f"), oids.get("g")), (Some(&3), Some(&5)));
     }
 }

@@ -102,6 +102,7 @@ pub fn register_functions(ctx: &SessionContext, engine: Arc<trafficdb::engine::E
             like(&args[0], Arc::new(oids))
         }),
     ));
+    ctx.register_udf(ScalarUDF::new_from_impl(CurrentSetting::new()));
     // pg_proc carries no argument or result types for its functions, and nothing here has a comment
     // (there is no COMMENT ON): these answer NULL, as PostgreSQL does for an object without one.
     for name in [
@@ -196,6 +197,67 @@ mod tests {
     }
 
     #[test]
+    fn regproc_columns_compared_with_oids_go_through_the_function_oid() {
+        let rewritten = |sql: &str| super::ast_of(sql).and_then(|s| super::substitute(&s)).map(|s| s.to_string());
+        // Npgsql 4.0's type loading joins pg_proc on the receive function.
+        let sql = "SELECT a.typname FROM pg_type AS a JOIN pg_proc ON pg_proc.oid = a.typreceive \
+                   LEFT JOIN pg_proc AS e ON a.typsend = e.oid WHERE pg_proc.proname = 'array_recv'";
+        assert_eq!(
+            rewritten(sql).as_deref(),
+            Some(
+                "SELECT a.typname FROM pg_type AS a JOIN pg_proc ON pg_proc.oid = trafficdb_regproc_oid(a.typreceive) \
+                 LEFT JOIN pg_proc AS e ON trafficdb_regproc_oid(a.typsend) = e.oid WHERE pg_proc.proname = 'array_recv'"
+            )
+        );
+        // Names compare with names; other columns and statements are left alone.
+        assert_eq!(rewritten("SELECT 1 FROM pg_type WHERE typreceive = 'array_recv'"), None);
+        assert_eq!(rewritten("SELECT 1 FROM pg_type WHERE typreceive <> typsend"), None);
+        assert_eq!(rewritten("SELECT 1 FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace"), None);
+    }
+
+    #[test]
+    fn only_the_named_functions_are_replaced() {
+        let s = super::ast_of("SELECT lower(relname), pg_table_size(oid) FROM pg_class").expect("parses");
+        let out = super::substitute(&s).map(|s| s.to_string()).unwrap_or_default();
+        assert!(out.starts_with("SELECT lower(relname), trafficdb_table_size("), "{out}");
+    }
+
+    #[test]
+    fn unicode_escaped_strings_are_plain_strings() {
+        let s = super::ast_of(r"SELECT 1 WHERE lower(x) = U&'caf\00e9' AND y = 'b'").expect("parses");
+        assert_eq!(
+            super::substitute(&s).map(|s| s.to_string()).as_deref(),
+            Some("SELECT 1 WHERE lower(x) = 'café' AND y = 'b'")
+        );
+    }
+
+    #[test]
+    fn settings_as_a_session_starts() {
+        assert_eq!(super::setting("server_version_num").as_deref(), Some("160006"));
+        assert_eq!(super::setting("Search_Path").as_deref(), Some("public"));
+        assert_eq!(super::setting("no_such_setting"), None);
+    }
+
+    #[test]
+    fn grafana_search_path_subquery_is_answered_with_the_schemas_on_the_path() {
+        let sql = "SELECT quote_ident(table_name) FROM information_schema.tables WHERE quote_ident(table_schema) IN (
+              SELECT CASE WHEN trim(s[i]) = '\"$user\"' THEN user ELSE trim(s[i]) END
+              FROM generate_series(
+                  array_lower(string_to_array(current_setting('search_path'),','),1),
+                  array_upper(string_to_array(current_setting('search_path'),','),1)) as i,
+                string_to_array(current_setting('search_path'),',') s
+              ) ORDER BY 1";
+        assert_eq!(
+            super::rewrite_sql(sql).as_deref(),
+            Some(
+                "SELECT quote_ident(table_name) FROM information_schema.tables WHERE quote_ident(table_schema) = ANY(current_schemas(false)) ORDER BY 1"
+            )
+        );
+        assert_eq!(super::rewrite_sql("SELECT current_setting('search_path')"), None);
+        assert_eq!(super::rewrite_sql("SELECT 1"), None);
+    }
+
+    #[test]
     fn type_oids_as_postgresql() {
         // SELECT 'int8'::regtype::oid, ... on PostgreSQL 15.
         assert_eq!(super::type_oid("bigint"), Some(20));
@@ -237,15 +299,175 @@ impl ScalarUDFImpl for NullText {
     }
 }
 
+/// `current_setting(name [, missing_ok])`: the server's settings as a session starts with them
+/// (ParameterStatus at startup and the read-only settings clients probe, such as
+/// `server_version_num`). A `SET` in the session is seen by `SHOW`, not here.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct CurrentSetting {
+    signature: Signature,
+}
+
+impl CurrentSetting {
+    fn new() -> CurrentSetting {
+        use datafusion::logical_expr::TypeSignature;
+        CurrentSetting {
+            signature: Signature::one_of(
+                vec![
+                    TypeSignature::Exact(vec![DataType::Utf8]),
+                    TypeSignature::Exact(vec![DataType::Utf8, DataType::Boolean]),
+                ],
+                Volatility::Stable,
+            ),
+        }
+    }
+}
+
+impl ScalarUDFImpl for CurrentSetting {
+    fn name(&self) -> &str {
+        "current_setting"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> datafusion::common::Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> datafusion::common::Result<ColumnarValue> {
+        let names = args.args[0].to_array(args.number_rows)?;
+        let names = datafusion::common::cast::as_string_array(&names)?;
+        let missing_ok = match args.args.get(1) {
+            Some(m) => {
+                let m = m.to_array(args.number_rows)?;
+                datafusion::common::cast::as_boolean_array(&m)?.clone()
+            }
+            None => BooleanArray::from(vec![false; args.number_rows]),
+        };
+        let mut out = Vec::with_capacity(names.len());
+        for (name, missing_ok) in names.iter().zip(missing_ok.iter()) {
+            let Some(name) = name else {
+                out.push(None);
+                continue;
+            };
+            match setting(name) {
+                Some(v) => out.push(Some(v)),
+                None if missing_ok == Some(true) => out.push(None),
+                None => {
+                    return Err(datafusion::common::DataFusionError::Execution(format!(
+                        "unrecognized configuration parameter \"{name}\""
+                    )));
+                }
+            }
+        }
+        let out: StringArray = out.into_iter().collect();
+        like(&args.args[0], Arc::new(out))
+    }
+}
+
+/// The value `current_setting` answers for `name` (case-insensitive), as PostgreSQL spells it.
+fn setting(name: &str) -> Option<String> {
+    let defaults = pgwire::api::auth::DefaultServerParameterProvider::default();
+    let on = |b: bool| if b { "on" } else { "off" }.to_string();
+    Some(match name.to_ascii_lowercase().as_str() {
+        "server_version" => PG_VERSION.to_string(),
+        "server_version_num" => version_num().to_string(),
+        "server_encoding" | "client_encoding" => "UTF8".to_string(),
+        "search_path" => defaults.search_path,
+        "timezone" => defaults.time_zone,
+        "datestyle" => defaults.date_style,
+        "intervalstyle" => defaults.interval_style,
+        "integer_datetimes" => on(defaults.integer_datetimes),
+        "standard_conforming_strings" => on(defaults.standard_conforming_strings),
+        "transaction_isolation" | "default_transaction_isolation" => "read committed".to_string(),
+        "max_identifier_length" => "63".to_string(),
+        "max_index_keys" => "32".to_string(),
+        "block_size" => "8192".to_string(),
+        "lc_collate" | "lc_ctype" => "C".to_string(),
+        _ => return None,
+    })
+}
+
+/// `server_version_num`: PostgreSQL's major * 10000 + minor.
+fn version_num() -> u32 {
+    let (major, minor) = PG_VERSION.split_once('.').unwrap_or((PG_VERSION, "0"));
+    major.parse::<u32>().unwrap_or(16) * 10_000 + minor.parse::<u32>().unwrap_or(0)
+}
+
+/// Grafana's "schemas on the search path" subquery (its query builder's table and column lists,
+/// `postgresMetaQuery.ts`). It reads `current_setting('search_path')` through array subscripts of
+/// functions in FROM, which the engine does not plan, and datafusion-postgres's parser replaces it
+/// with `''` (so no schema is on the path: every table comes back schema-qualified and an
+/// unqualified table has no columns). The membership test is answered with the schemas on the path
+/// instead, as an array comparison (the query also sorts by it, where the engine takes no subquery).
+const GRAFANA_SEARCH_PATH: &str = r#"IN (
+          SELECT
+            CASE WHEN trim(s[i]) = '"$user"' THEN user ELSE trim(s[i]) END
+          FROM
+            generate_series(
+              array_lower(string_to_array(current_setting('search_path'),','),1),
+              array_upper(string_to_array(current_setting('search_path'),','),1)
+            ) as i,
+            string_to_array(current_setting('search_path'),',') s
+          )"#;
+const SEARCH_PATH_SCHEMAS: &str = "= ANY(current_schemas(false))";
+
+/// The text of `sql` with the statement parts the SQL parser would otherwise mistranslate (see
+/// [`GRAFANA_SEARCH_PATH`]) replaced; `None` when there are none. Runs before parsing, on text.
+pub fn rewrite_sql(sql: &str) -> Option<String> {
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    // Most statements: one substring search.
+    if !sql.contains("current_setting('search_path')") {
+        return None;
+    }
+    let dialect = PostgreSqlDialect {};
+    let tokens = Tokenizer::new(&dialect, sql).tokenize().ok()?;
+    let pattern: Vec<String> = Tokenizer::new(&dialect, GRAFANA_SEARCH_PATH)
+        .tokenize()
+        .ok()?
+        .iter()
+        .filter(|t| !matches!(t, Token::Whitespace(_)))
+        .map(|t| t.to_string().to_ascii_lowercase())
+        .collect();
+    // Indexes of the significant tokens, to match the pattern whatever the spacing.
+    let significant: Vec<usize> =
+        tokens.iter().enumerate().filter(|(_, t)| !matches!(t, Token::Whitespace(_))).map(|(i, _)| i).collect();
+    let mut out = String::with_capacity(sql.len());
+    let (mut next, mut k, mut found) = (0, 0, false);
+    while k < significant.len() {
+        let matches = significant.len() - k >= pattern.len()
+            && pattern.iter().zip(&significant[k..]).all(|(p, &i)| tokens[i].to_string().to_ascii_lowercase() == *p);
+        if matches {
+            let (start, end) = (significant[k], significant[k + pattern.len() - 1]);
+            tokens[next..start].iter().for_each(|t| out.push_str(&t.to_string()));
+            out.push_str(SEARCH_PATH_SCHEMAS);
+            next = end + 1;
+            k += pattern.len();
+            found = true;
+        } else {
+            k += 1;
+        }
+    }
+    if !found {
+        return None;
+    }
+    tokens[next..].iter().for_each(|t| out.push_str(&t.to_string()));
+    Some(out)
+}
+
 /// A statement to run instead of `s`, when `s` is one the engine cannot plan but PostgreSQL answers
 /// with something equivalent here.
 pub fn substitute(s: &Statement) -> Option<Statement> {
     if let Some(sql) = show_query(s) {
         return ast_of(&sql);
     }
-    // Most statements call none of the functions below: look before copying the statement.
+    // Most statements call none of the functions below and compare no regproc column: look before
+    // copying the statement.
     let found = visit_expressions(s, |e: &Expr| match e {
         Expr::Function(f) if replaced(f) => ControlFlow::Break(()),
+        e if regproc_comparison(e).is_some() => ControlFlow::Break(()),
+        Expr::Value(v) if matches!(v.value, ast::Value::UnicodeStringLiteral(_)) => ControlFlow::Break(()),
         _ => ControlFlow::Continue(()),
     });
     if found.is_continue() {
@@ -254,13 +476,81 @@ pub fn substitute(s: &Statement) -> Option<Statement> {
     let mut s = s.clone();
     let _ = visit_expressions_mut(&mut s, |e: &mut Expr| {
         if let Expr::Function(f) = e
+            && replaced(f)
             && let Some(new) = replacement(f)
         {
             *e = new;
         }
+        // U&'...' (Power Query's folded SQL writes text literals so): the parser has decoded the escapes, and
+        // the planner takes only plain string literals.
+        if let Expr::Value(v) = e
+            && let ast::Value::UnicodeStringLiteral(text) = &mut v.value
+        {
+            v.value = ast::Value::SingleQuotedString(std::mem::take(text));
+        }
+        if let Some(left) = regproc_comparison(e)
+            && let Expr::BinaryOp { left: l, right: r, .. } = e
+        {
+            let column = if left { l } else { r };
+            if let Some(oid) = regproc_oid(column) {
+                **column = oid;
+            }
+        }
         ControlFlow::<()>::Continue(())
     });
     Some(s)
+}
+
+/// pg_type's regproc columns: the functions that read, write and analyse a type's values.
+///
+/// PostgreSQL stores a function's OID there and shows the function's name; datafusion-pg-catalog
+/// stores the name (so `SELECT typreceive` reads as in PostgreSQL). Comparing one with an OID, as
+/// Npgsql's type loading does (`JOIN pg_proc ON pg_proc.oid = a.typreceive`), would cast the name
+/// to an integer and fail; such a comparison goes through the named function's OID instead (see
+/// `crate::catalog::REGPROC_OID`). A comparison with a string compares names, as `'name'::regproc`
+/// would.
+const REGPROC_COLUMNS: [&str; 8] =
+    ["typinput", "typoutput", "typreceive", "typsend", "typmodin", "typmodout", "typanalyze", "typsubscript"];
+
+fn is_regproc_column(e: &Expr) -> bool {
+    let name = match e {
+        Expr::Identifier(i) => i,
+        Expr::CompoundIdentifier(parts) => match parts.last() {
+            Some(i) => i,
+            None => return false,
+        },
+        _ => return false,
+    };
+    REGPROC_COLUMNS.iter().any(|c| name.value.eq_ignore_ascii_case(c))
+}
+
+fn is_string_literal(e: &Expr) -> bool {
+    match e {
+        Expr::Value(v) => v.value.clone().into_string().is_some(),
+        Expr::Nested(e) => is_string_literal(e),
+        _ => false,
+    }
+}
+
+/// For `e` an (in)equality between a regproc column and something other than a string: whether the
+/// column is on the left (`Some(true)`) or the right (`Some(false)`).
+fn regproc_comparison(e: &Expr) -> Option<bool> {
+    let Expr::BinaryOp { left, op: ast::BinaryOperator::Eq | ast::BinaryOperator::NotEq, right } = e else {
+        return None;
+    };
+    if is_regproc_column(left) && !is_regproc_column(right) && !is_string_literal(right) {
+        Some(true)
+    } else if is_regproc_column(right) && !is_regproc_column(left) && !is_string_literal(left) {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// `column`, a regproc column, as the OID of the function it names.
+fn regproc_oid(column: &Expr) -> Option<Expr> {
+    let sql = format!("{}({column})", crate::catalog::REGPROC_OID);
+    datafusion::sql::sqlparser::parser::Parser::new(&PostgreSqlDialect {}).try_with_sql(&sql).ok()?.parse_expr().ok()
 }
 
 /// The unqualified, lower-case name of a called function.
@@ -326,8 +616,7 @@ fn ast_of(sql: &str) -> Option<Statement> {
 fn show_query(s: &Statement) -> Option<String> {
     let Statement::ShowVariable { variable } = s else { return None };
     let name = variable.iter().map(|i| i.value.to_ascii_lowercase()).collect::<Vec<_>>().join(" ");
-    let (major, minor) = PG_VERSION.split_once('.').unwrap_or((PG_VERSION, "0"));
-    let num = major.parse::<u32>().unwrap_or(16) * 10_000 + minor.parse::<u32>().unwrap_or(0);
+    let num = version_num();
     match name.as_str() {
         "server_version" => Some(format!("SELECT '{PG_VERSION}' AS server_version")),
         "server_version_num" => Some(format!("SELECT '{num}' AS server_version_num")),

@@ -13,13 +13,16 @@ use async_trait::async_trait;
 use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion_postgres::{DfSessionService, QueryHook};
 use futures::{Sink, SinkExt, StreamExt};
 use parking_lot::Mutex;
-use pgwire::api::portal::{Portal, PortalExecutionState};
+use pgwire::api::Type;
+use pgwire::api::portal::{Format, Portal, PortalExecutionState};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler, send_execution_response};
-use pgwire::api::results::{Response, SendableRowStream, Tag};
+use pgwire::api::results::{FieldInfo, Response, SendableRowStream, Tag};
+use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::{Entry, PortalStore};
 use pgwire::api::{ClientInfo, ClientPortalStore, DEFAULT_NAME, PgWireConnectionState, copy};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
@@ -106,12 +109,15 @@ impl pgwire::api::cancel::CancelHandler for Cancels {
 /// One connection's query service.
 pub struct Session {
     inner: DfSessionService,
+    parser: Arc<Parser>,
     cancel: watch::Sender<u64>,
 }
 
 impl Session {
     pub fn new(ctx: SessionContext, hooks: Vec<Arc<dyn QueryHook>>, cancel: watch::Sender<u64>) -> Session {
-        Session { inner: DfSessionService::new_with_hooks(Arc::new(ctx), hooks), cancel }
+        let inner = DfSessionService::new_with_hooks(Arc::new(ctx), hooks);
+        let parser = Arc::new(Parser { inner: inner.query_parser() });
+        Session { inner, parser, cancel }
     }
 
     /// What bounds the statement about to run: its deadline and the cancel signal as of now.
@@ -210,6 +216,8 @@ impl SimpleQueryHandler for Session {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let mut limits = self.limits(client);
+        let rewritten = crate::compat::rewrite_sql(query);
+        let query = rewritten.as_deref().unwrap_or(query);
         let responses = limits.bound(SimpleQueryHandler::do_query(&self.inner, client, query)).await?;
         Ok(responses.into_iter().map(|r| limits.clone().guard_response(r)).collect())
     }
@@ -218,10 +226,10 @@ impl SimpleQueryHandler for Session {
 #[async_trait]
 impl ExtendedQueryHandler for Session {
     type Statement = <DfSessionService as ExtendedQueryHandler>::Statement;
-    type QueryParser = <DfSessionService as ExtendedQueryHandler>::QueryParser;
+    type QueryParser = Parser;
 
     fn query_parser(&self) -> Arc<Self::QueryParser> {
-        self.inner.query_parser()
+        self.parser.clone()
     }
 
     async fn do_query<C>(
@@ -373,4 +381,84 @@ where
         // Handled by the caller.
         Response::Query(_) => status,
     })
+}
+
+type DfParser = <DfSessionService as ExtendedQueryHandler>::QueryParser;
+
+/// datafusion-postgres's parser for the extended protocol, given the text after
+/// [`crate::compat::rewrite_sql`] (as the simple protocol is).
+pub struct Parser {
+    inner: Arc<DfParser>,
+}
+
+#[async_trait]
+impl QueryParser for Parser {
+    type Statement = <DfParser as QueryParser>::Statement;
+
+    async fn parse_sql<C>(&self, client: &C, sql: &str, types: &[Option<Type>]) -> PgWireResult<Option<Self::Statement>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let rewritten = crate::compat::rewrite_sql(sql);
+        let parsed = self.inner.parse_sql(client, rewritten.as_deref().unwrap_or(sql), types).await?;
+        Ok(match parsed {
+            Some((text, Some((statement, plan)))) => {
+                let plan = untyped_nulls_as_text(plan).map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+                Some((text, Some((statement, plan))))
+            }
+            other => other,
+        })
+    }
+
+    fn get_parameter_types(&self, stmt: &Self::Statement) -> PgWireResult<Vec<Type>> {
+        self.inner.get_parameter_types(stmt)
+    }
+
+    fn get_result_schema(
+        &self,
+        stmt: &Self::Statement,
+        column_format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        self.inner.get_result_schema(stmt, column_format)
+    }
+}
+
+/// `plan` with its untyped NULL result columns (`SELECT NULL AS x`) as text, the type PostgreSQL
+/// gives them. Left untyped they are described as `unknown` (OID 705), which drivers asking for
+/// binary results cannot read (Npgsql 4.0 fails on them).
+fn untyped_nulls_as_text(plan: LogicalPlan) -> datafusion::common::Result<LogicalPlan> {
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::logical_expr::{Expr, LogicalPlanBuilder, cast};
+    if !plan.schema().fields().iter().any(|f| f.data_type() == &DataType::Null) {
+        return Ok(plan);
+    }
+    let columns: Vec<Expr> = plan
+        .schema()
+        .iter()
+        .map(|(qualifier, field)| {
+            let column = Expr::Column(datafusion::common::Column::from((qualifier, field)));
+            if field.data_type() == &DataType::Null {
+                cast(column, DataType::Utf8).alias_qualified(qualifier.cloned(), field.name())
+            } else {
+                column
+            }
+        })
+        .collect();
+    LogicalPlanBuilder::from(plan).project(columns)?.build()
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn untyped_null_columns_become_text() {
+        use datafusion::arrow::datatypes::DataType;
+        let ctx = datafusion::prelude::SessionContext::new();
+        let plan = ctx.sql("SELECT 1 AS a, NULL AS b").await.expect("plans").into_unoptimized_plan();
+        assert_eq!(plan.schema().field(1).data_type(), &DataType::Null);
+        let plan = super::untyped_nulls_as_text(plan).expect("projects");
+        let fields: Vec<_> = plan.schema().fields().iter().map(|f| (f.name().clone(), f.data_type().clone())).collect();
+        assert_eq!(fields, vec![("a".to_string(), DataType::Int64), ("b".to_string(), DataType::Utf8)]);
+        let batches = ctx.execute_logical_plan(plan).await.expect("runs").collect().await.expect("collects");
+        assert!(batches[0].column(1).is_null(0));
+    }
 }

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Real PostgreSQL clients against a trafficdb server started on a free loopback port: a scripted psql
-# session (compared with psql_session.expected) and the Python drivers (python_clients.py). Installs
-# psql (Debian's postgresql-client) and the Python packages (in a virtualenv under ~/.cache) if
-# missing. Prints a `test result:` line per suite. Usage: bash tests/clients/run.sh
+# session (compared with psql_session.expected), the Python drivers (python_clients.py), Power BI's
+# Npgsql 4.0.17 message sequence replayed over a raw socket (powerbi_replay.py) and Grafana's
+# PostgreSQL data source queries (grafana.py). Installs psql (Debian's postgresql-client) and the
+# Python packages (in a virtualenv under ~/.cache) if missing. Prints a `test result:` line per
+# suite. Usage: bash tests/clients/run.sh
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 target="${CARGO_TARGET_DIR:-$HOME/.cache/trafficdb-target}"
@@ -41,5 +43,7 @@ fi
 echo "test result: $([ "$failed" = 0 ] && echo ok || echo FAILED). $passed passed; $failed failed"
 
 "$venv/bin/python" "$here/python_clients.py" 127.0.0.1 "$port" || failed=$((failed + 1))
+"$venv/bin/python" "$here/powerbi_replay.py" 127.0.0.1 "$port" || failed=$((failed + 1))
+"$venv/bin/python" "$here/grafana.py" 127.0.0.1 "$port" || failed=$((failed + 1))
 kill -0 "$server" 2>/dev/null || { echo "the server died:"; cat "$work/server.log"; exit 1; }
 [ "$failed" = 0 ]
