@@ -2,7 +2,7 @@
 //! the connection's own (sharing the catalog, with its own memory pool: the per-query memory limit),
 //! with statement timeouts and cancel requests that reach the whole statement, result streaming
 //! included (datafusion-postgres applies its timeout to planning only, and pgwire's cancel ends when
-//! the first row is ready).
+//! the first row is ready), and statements without result columns described with NoData.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -18,12 +18,13 @@ use datafusion_postgres::{DfSessionService, QueryHook};
 use futures::{Sink, StreamExt};
 use parking_lot::Mutex;
 use pgwire::api::portal::Portal;
-use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{Response, SendableRowStream};
-use pgwire::api::store::PortalStore;
-use pgwire::api::{ClientInfo, ClientPortalStore};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler, send_describe_response};
+use pgwire::api::results::{DescribeResponse, DescribeStatementResponse, FieldInfo, Response, SendableRowStream};
+use pgwire::api::store::{Entry, PortalStore};
+use pgwire::api::{ClientInfo, ClientPortalStore, DEFAULT_NAME, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::extendedquery::{Describe, TARGET_TYPE_BYTE_STATEMENT};
 use pgwire::messages::startup::SecretKey;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -237,5 +238,47 @@ impl ExtendedQueryHandler for Session {
         let mut limits = self.limits(client);
         let response = limits.bound(ExtendedQueryHandler::do_query(&self.inner, client, portal, max_rows)).await?;
         Ok(limits.guard_response(response))
+    }
+
+    /// A statement that returns no rows is described with NoData, as PostgreSQL does. pgwire sends
+    /// an empty RowDescription when such a statement has parameters (`INSERT ... VALUES ($1)`), which
+    /// pgjdbc takes for a query: "A result was returned when none was expected", and batches that
+    /// report 0 rows.
+    async fn on_describe<C>(&self, client: &mut C, message: Describe) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if message.target_type == TARGET_TYPE_BYTE_STATEMENT {
+            let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+            if let Some(Entry::Value(stmt)) = client.portal_store().get_statement(name) {
+                let described = self.do_describe_statement(client, &stmt).await?;
+                return send_describe_response(client, &StatementDescription(described)).await;
+            }
+        }
+        self._on_describe(client, message).await
+    }
+}
+
+/// A statement's description that says NoData whenever there are no result columns.
+struct StatementDescription(DescribeStatementResponse);
+
+impl DescribeResponse for StatementDescription {
+    fn parameters(&self) -> Option<&[Type]> {
+        self.0.parameters()
+    }
+
+    fn fields(&self) -> &[FieldInfo] {
+        self.0.fields()
+    }
+
+    fn no_data() -> Self {
+        StatementDescription(DescribeStatementResponse::no_data())
+    }
+
+    fn is_no_data(&self) -> bool {
+        self.0.fields().is_empty()
     }
 }
