@@ -2,7 +2,7 @@
 # Runs every test of the project: formatting, clippy, the Rust unit and integration tests (.slt files,
 # crash, corruption, concurrency, kill -9, the PostgreSQL wire server with tokio-postgres), the
 # doctests, and real PostgreSQL clients against a running server (tests/clients/run.sh, which installs
-# psql and the Python drivers it needs). Builds in release mode, once, for tests and binary alike. Usage: bash scripts/test.sh
+# psql, the Python drivers, pgjdbc and node-postgres it needs). Builds in release mode, once, for tests and binary alike. Usage: bash scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/trafficdb-target}"
@@ -22,7 +22,7 @@ cargo test --release --workspace --doc 2>&1 | tee -a "$log"
 echo "== unit and integration tests (release)"
 cargo test --release --workspace --all-targets 2>&1 | tee -a "$log"
 
-echo "== real PostgreSQL clients (psql, psycopg 3, psycopg2, asyncpg, pg8000, SQLAlchemy + pandas)"
+echo "== real PostgreSQL clients (psql, psycopg 3, psycopg2, asyncpg, pg8000, SQLAlchemy + pandas, pgjdbc, node-postgres)"
 cargo build --release --workspace --all-targets
 bash tests/clients/run.sh 2>&1 | tee -a "$log"
 

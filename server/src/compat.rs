@@ -1,12 +1,15 @@
 //! PostgreSQL behaviour that clients rely on and the query engine lacks: functions their catalog
-//! queries call, and statements answered by an equivalent query.
+//! queries call, syntax DataFusion reads otherwise (`(composite).field`), and statements answered
+//! by an equivalent query.
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, BooleanArray, StringArray};
-use datafusion::arrow::datatypes::DataType;
-use datafusion::common::ScalarValue;
+use datafusion::arrow::array::{
+    Array, BooleanArray, Int16Builder, Int32Array, ListArray, ListBuilder, StringArray, StructArray,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Fields};
+use datafusion::common::{DataFusionError, ScalarValue};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, create_udf,
 };
@@ -103,6 +106,8 @@ pub fn register_functions(ctx: &SessionContext, engine: Arc<trafficdb::engine::E
         }),
     ));
     ctx.register_udf(ScalarUDF::new_from_impl(CurrentSetting::new()));
+    // _pg_expandarray's rows, as one list per call (see `substitute`).
+    ctx.register_udf(ScalarUDF::new_from_impl(ExpandArray::new()));
     // pg_proc carries no argument or result types for its functions, and nothing here has a comment
     // (there is no COMMENT ON): these answer NULL, as PostgreSQL does for an object without one.
     for name in [
@@ -265,6 +270,49 @@ mod tests {
         assert_eq!(super::type_oid("double precision"), Some(701));
         assert_eq!(super::type_oid("text[]"), Some(1009));
         assert_eq!(super::type_oid("hstore"), None);
+    }
+
+    fn rewritten(sql: &str) -> Option<String> {
+        super::substitute(&super::ast_of(sql).expect("parses")).map(|s| s.to_string())
+    }
+
+    #[test]
+    fn composite_fields_named_by_string() {
+        assert_eq!(
+            rewritten("SELECT (r.keys).x, (r.keys).\"N\" FROM r WHERE (r.keys).X = 1").as_deref(),
+            Some("SELECT (r.keys).'x', (r.keys).'N' FROM r WHERE (r.keys).'x' = 1")
+        );
+        // Qualified names and subscripts are not composite field accesses.
+        assert_eq!(rewritten("SELECT r.keys, a[1] FROM r"), None);
+    }
+
+    #[test]
+    fn pg_expandarray_as_unnest() {
+        assert_eq!(
+            rewritten("SELECT (information_schema._pg_expandarray(i.indkey)).n FROM pg_index i").as_deref(),
+            Some("SELECT (unnest(trafficdb_expandarray(i.indkey))).'n' FROM pg_index i")
+        );
+    }
+
+    #[test]
+    fn expandarray_of_int2vectors() {
+        use datafusion::arrow::array::{Array, AsArray, StringArray};
+        use datafusion::arrow::datatypes::{Int16Type, Int32Type};
+        let text = StringArray::from(vec![Some("3 1"), None, Some(""), Some("{7,8}")]);
+        let lists = super::expand(&super::int2vectors(&text).expect("valid"));
+        assert_eq!(lists.len(), 4);
+        assert!(lists.is_null(1));
+        assert_eq!(lists.value_length(2), 0);
+        let rows = |i: usize| {
+            let v = lists.value(i);
+            let s = v.as_struct();
+            let x: Vec<i16> = s.column(0).as_primitive::<Int16Type>().values().to_vec();
+            let n: Vec<i32> = s.column(1).as_primitive::<Int32Type>().values().to_vec();
+            x.into_iter().zip(n).collect::<Vec<_>>()
+        };
+        assert_eq!(rows(0), vec![(3, 1), (1, 2)]);
+        assert_eq!(rows(3), vec![(7, 1), (8, 2)]);
+        assert!(super::int2vectors(&StringArray::from(vec!["1 x"])).is_err());
     }
 }
 
@@ -468,6 +516,9 @@ pub fn substitute(s: &Statement) -> Option<Statement> {
         Expr::Function(f) if replaced(f) => ControlFlow::Break(()),
         e if regproc_comparison(e).is_some() => ControlFlow::Break(()),
         Expr::Value(v) if matches!(v.value, ast::Value::UnicodeStringLiteral(_)) => ControlFlow::Break(()),
+        Expr::CompoundFieldAccess { root, access_chain } if is_composite_field(root, access_chain) => {
+            ControlFlow::Break(())
+        }
         _ => ControlFlow::Continue(()),
     });
     if found.is_continue() {
@@ -475,11 +526,23 @@ pub fn substitute(s: &Statement) -> Option<Statement> {
     }
     let mut s = s.clone();
     let _ = visit_expressions_mut(&mut s, |e: &mut Expr| {
-        if let Expr::Function(f) = e
-            && replaced(f)
-            && let Some(new) = replacement(f)
-        {
-            *e = new;
+        match e {
+            Expr::Function(f) => {
+                if replaced(f)
+                    && let Some(new) = replacement(f)
+                {
+                    *e = new;
+                }
+            }
+            Expr::CompoundFieldAccess { root, access_chain } if matches!(**root, Expr::Nested(_)) => {
+                for access in access_chain.iter_mut() {
+                    if let ast::AccessExpr::Dot(Expr::Identifier(field)) = access {
+                        *access =
+                            ast::AccessExpr::Dot(Expr::Value(ast::Value::SingleQuotedString(field_name(field)).into()));
+                    }
+                }
+            }
+            _ => {}
         }
         // U&'...' (Power Query's folded SQL writes text literals so): the parser has decoded the escapes, and
         // the planner takes only plain string literals.
@@ -553,6 +616,18 @@ fn regproc_oid(column: &Expr) -> Option<Expr> {
     datafusion::sql::sqlparser::parser::Parser::new(&PostgreSqlDialect {}).try_with_sql(&sql).ok()?.parse_expr().ok()
 }
 
+/// PostgreSQL's field of a composite value, `(expression).field`: DataFusion reads a struct's
+/// field only when it is named by a string, `(expression).'field'`.
+fn is_composite_field(root: &Expr, access_chain: &[ast::AccessExpr]) -> bool {
+    matches!(root, Expr::Nested(_))
+        && access_chain.iter().any(|a| matches!(a, ast::AccessExpr::Dot(Expr::Identifier(_))))
+}
+
+/// An identifier as PostgreSQL resolves it: folded to lower case unless quoted.
+fn field_name(id: &ast::Ident) -> String {
+    if id.quote_style.is_some() { id.value.clone() } else { id.value.to_lowercase() }
+}
+
 /// The unqualified, lower-case name of a called function.
 fn function_name(f: &ast::Function) -> String {
     f.name.0.last().map(|p| p.to_string().to_ascii_lowercase()).unwrap_or_default()
@@ -561,7 +636,12 @@ fn function_name(f: &ast::Function) -> String {
 fn replaced(f: &ast::Function) -> bool {
     matches!(
         function_name(f).as_str(),
-        "pg_get_viewdef" | "pg_table_size" | "pg_relation_size" | "pg_total_relation_size" | "pg_indexes_size"
+        "pg_get_viewdef"
+            | "pg_table_size"
+            | "pg_relation_size"
+            | "pg_total_relation_size"
+            | "pg_indexes_size"
+            | "_pg_expandarray"
     ) || is_psql_reloptions(f)
 }
 
@@ -584,19 +664,23 @@ fn replacement(f: &ast::Function) -> Option<Expr> {
         });
     }
     let ast::FunctionArguments::List(list) = &f.args else { return None };
-    let Some(ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(oid))) = list.args.first() else { return None };
+    let Some(ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(arg))) = list.args.first() else { return None };
     let sql = match function_name(f).as_str() {
         // pg_get_viewdef(oid [, pretty]): the view's query, from information_schema.views.
         "pg_get_viewdef" => format!(
             "SELECT (SELECT v.view_definition FROM information_schema.views v \
-             JOIN pg_catalog.pg_class c ON c.relname = v.table_name WHERE c.oid = {oid})"
+             JOIN pg_catalog.pg_class c ON c.relname = v.table_name WHERE c.oid = {arg})"
         ),
         // There are no indexes.
         "pg_indexes_size" => "SELECT CAST(0 AS BIGINT)".to_string(),
+        // information_schema._pg_expandarray(array): one row (x, n) per element, n counting from 1;
+        // a set-returning function in a select list, as unnest is here (several in one select list
+        // advance together, as in PostgreSQL 10 and later).
+        "_pg_expandarray" => format!("SELECT unnest(trafficdb_expandarray({arg}))"),
         // pg_table_size(oid) and its siblings: the table's bytes on disk.
         _ => format!(
             "SELECT trafficdb_table_size((SELECT max(trafficdb_c.relname) FROM pg_catalog.pg_class trafficdb_c \
-             WHERE trafficdb_c.oid = {oid}))"
+             WHERE trafficdb_c.oid = {arg}))"
         ),
     };
     let Some(Statement::Query(q)) = ast_of(&sql) else { return None };
@@ -622,4 +706,99 @@ fn show_query(s: &Statement) -> Option<String> {
         "server_version_num" => Some(format!("SELECT '{num}' AS server_version_num")),
         _ => None,
     }
+}
+
+/// `trafficdb_expandarray(array)`: the elements of each array as a list of `(x, n)` structs, `n`
+/// counting from 1 (what PostgreSQL's `_pg_expandarray` returns as rows; `unnest` makes them rows).
+/// Takes arrays, and the text of an `int2vector` (`pg_index.indkey` is text here: `"1 2"`).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct ExpandArray {
+    signature: Signature,
+}
+
+impl ExpandArray {
+    fn new() -> ExpandArray {
+        ExpandArray { signature: Signature::any(1, Volatility::Immutable) }
+    }
+
+    fn element(arg: &DataType) -> datafusion::common::Result<DataType> {
+        match arg {
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null => Ok(DataType::Int16),
+            DataType::List(f) => Ok(f.data_type().clone()),
+            other => datafusion::common::plan_err!("_pg_expandarray takes an array, not {other}"),
+        }
+    }
+
+    fn fields(element: DataType) -> Fields {
+        Fields::from(vec![Field::new("x", element, true), Field::new("n", DataType::Int32, false)])
+    }
+}
+
+impl ScalarUDFImpl for ExpandArray {
+    fn name(&self) -> &str {
+        "trafficdb_expandarray"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> datafusion::common::Result<DataType> {
+        let fields = ExpandArray::fields(ExpandArray::element(&args[0])?);
+        Ok(DataType::List(Arc::new(Field::new_list_field(DataType::Struct(fields), true))))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> datafusion::common::Result<ColumnarValue> {
+        let input = args.args[0].to_array(args.number_rows)?;
+        let list = match input.data_type() {
+            DataType::List(_) => datafusion::common::cast::as_list_array(&input)?.clone(),
+            _ => {
+                let text = datafusion::arrow::compute::cast(&input, &DataType::Utf8)?;
+                int2vectors(datafusion::common::cast::as_string_array(&text)?)?
+            }
+        };
+        like(&args.args[0], Arc::new(expand(&list)))
+    }
+}
+
+/// The text of `int2vector`s (`"1 2"`; PostgreSQL's array form `{1,2}` too) as lists of smallints.
+fn int2vectors(text: &StringArray) -> datafusion::common::Result<ListArray> {
+    let mut builder = ListBuilder::new(Int16Builder::new());
+    for v in text.iter() {
+        match v {
+            None => builder.append_null(),
+            Some(v) => {
+                let items = v.trim().trim_start_matches('{').trim_end_matches('}');
+                for item in items.split(|c: char| c == ',' || c.is_whitespace()).filter(|i| !i.is_empty()) {
+                    let n = item.parse::<i16>().map_err(|_| {
+                        DataFusionError::Execution(format!("invalid input syntax for type int2vector: \"{v}\""))
+                    })?;
+                    builder.values().append_value(n);
+                }
+                builder.append(true);
+            }
+        }
+    }
+    Ok(builder.finish())
+}
+
+/// Each list's elements `x` as `(x, n)` structs, `n` their 1-based position; the lists keep their
+/// offsets and NULLs (a NULL array expands to no rows).
+fn expand(list: &ListArray) -> ListArray {
+    let values = list.values().clone();
+    let mut positions = vec![0i32; values.len()];
+    for w in list.offsets().windows(2) {
+        let (start, end) = (w[0] as usize, w[1] as usize);
+        for (k, p) in positions[start..end].iter_mut().enumerate() {
+            *p = k as i32 + 1;
+        }
+    }
+    let fields = ExpandArray::fields(values.data_type().clone());
+    let structs = StructArray::new(fields.clone(), vec![values, Arc::new(Int32Array::from(positions))], None);
+    ListArray::new(
+        Arc::new(Field::new_list_field(DataType::Struct(fields), true)),
+        list.offsets().clone(),
+        Arc::new(structs),
+        list.nulls().cloned(),
+    )
 }

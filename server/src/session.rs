@@ -2,7 +2,8 @@
 //! the connection's own (sharing the catalog, with its own memory pool: the per-query memory limit),
 //! with statement timeouts and cancel requests that reach the whole statement, result streaming
 //! included (datafusion-postgres applies its timeout to planning only, and pgwire's cancel ends when
-//! the first row is ready), and an Execute that streams its rows (pgwire's collects them all first).
+//! the first row is ready), an Execute that streams its rows (pgwire's collects them all first), and
+//! statements without result columns described with NoData.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -18,16 +19,15 @@ use datafusion::prelude::SessionContext;
 use datafusion_postgres::{DfSessionService, QueryHook};
 use futures::{Sink, SinkExt, StreamExt};
 use parking_lot::Mutex;
-use pgwire::api::Type;
 use pgwire::api::portal::{Format, Portal, PortalExecutionState};
-use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler, send_execution_response};
-use pgwire::api::results::{FieldInfo, Response, SendableRowStream, Tag};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler, send_describe_response, send_execution_response};
+use pgwire::api::results::{DescribeResponse, DescribeStatementResponse, FieldInfo, Response, SendableRowStream, Tag};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::{Entry, PortalStore};
-use pgwire::api::{ClientInfo, ClientPortalStore, DEFAULT_NAME, PgWireConnectionState, copy};
+use pgwire::api::{ClientInfo, ClientPortalStore, DEFAULT_NAME, PgWireConnectionState, Type, copy};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
-use pgwire::messages::extendedquery::{Execute, PortalSuspended};
+use pgwire::messages::extendedquery::{Describe, Execute, PortalSuspended, TARGET_TYPE_BYTE_STATEMENT};
 use pgwire::messages::response::EmptyQueryResponse;
 use pgwire::messages::startup::SecretKey;
 use tokio::sync::watch;
@@ -326,6 +326,48 @@ impl ExtendedQueryHandler for Session {
         client.set_state(PgWireConnectionState::ReadyForQuery);
         client.set_transaction_status(status);
         Ok(())
+    }
+
+    /// A statement that returns no rows is described with NoData, as PostgreSQL does. pgwire sends
+    /// an empty RowDescription when such a statement has parameters (`INSERT ... VALUES ($1)`), which
+    /// pgjdbc takes for a query: "A result was returned when none was expected", and batches that
+    /// report 0 rows.
+    async fn on_describe<C>(&self, client: &mut C, message: Describe) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if message.target_type == TARGET_TYPE_BYTE_STATEMENT {
+            let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+            if let Some(Entry::Value(stmt)) = client.portal_store().get_statement(name) {
+                let described = self.do_describe_statement(client, &stmt).await?;
+                return send_describe_response(client, &StatementDescription(described)).await;
+            }
+        }
+        self._on_describe(client, message).await
+    }
+}
+
+/// A statement's description that says NoData whenever there are no result columns.
+struct StatementDescription(DescribeStatementResponse);
+
+impl DescribeResponse for StatementDescription {
+    fn parameters(&self) -> Option<&[Type]> {
+        self.0.parameters()
+    }
+
+    fn fields(&self) -> &[FieldInfo] {
+        self.0.fields()
+    }
+
+    fn no_data() -> Self {
+        StatementDescription(DescribeStatementResponse::no_data())
+    }
+
+    fn is_no_data(&self) -> bool {
+        self.0.fields().is_empty()
     }
 }
 

@@ -1,23 +1,32 @@
 #!/usr/bin/env bash
 # Real PostgreSQL clients against a trafficdb server started on a free loopback port: a scripted psql
 # session (compared with psql_session.expected), the Python drivers (python_clients.py), Power BI's
-# Npgsql 4.0.17 message sequence replayed over a raw socket (powerbi_replay.py) and Grafana's
-# PostgreSQL data source queries (grafana.py). Installs psql (Debian's postgresql-client) and the
-# Python packages (in a virtualenv under ~/.cache) if missing. Prints a `test result:` line per
-# suite. Usage: bash tests/clients/run.sh
+# Npgsql 4.0.17 message sequence replayed over a raw socket (powerbi_replay.py), Grafana's PostgreSQL
+# data source queries (grafana.py), pgjdbc (JdbcClient.java) and node-postgres (node_client.js).
+# Installs what is missing: psql, a JDK and pgjdbc, Node.js (Debian's postgresql-client,
+# default-jdk-headless, libpostgresql-jdbc-java, nodejs, npm), the Python packages (in a virtualenv
+# under ~/.cache) and the npm packages (under ~/.cache/trafficdb-node). Prints a `test result:` line
+# per suite and fails if any suite failed or the server died. Usage: bash tests/clients/run.sh
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 target="${CARGO_TARGET_DIR:-$HOME/.cache/trafficdb-target}"
 bin="$target/release/trafficdb"
 [ -x "$bin" ] || { echo "build first: cargo build --release --workspace --all-targets" >&2; exit 1; }
 
-if ! command -v psql >/dev/null; then
+apt_install() {
     export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -q postgresql-client >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q postgresql-client >/dev/null; }
-fi
+    apt-get install -y -q "$@" >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q "$@" >/dev/null; }
+}
+command -v psql >/dev/null || apt_install postgresql-client
+jdbc_jar=/usr/share/java/postgresql.jar
+{ command -v javac >/dev/null && [ -f "$jdbc_jar" ]; } || apt_install default-jdk-headless libpostgresql-jdbc-java
+{ command -v node >/dev/null && command -v npm >/dev/null; } || apt_install nodejs npm
 venv="$HOME/.cache/trafficdb-venv"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/pip" install -q --disable-pip-version-check "psycopg[binary]" psycopg2-binary asyncpg pg8000 sqlalchemy pandas
+node_dir="$HOME/.cache/trafficdb-node"
+[ -d "$node_dir/node_modules/pg" ] && [ -d "$node_dir/node_modules/pg-copy-streams" ] \
+    || npm install -q --prefix "$node_dir" --no-audit --no-fund --loglevel=error pg@8 pg-copy-streams@7 >/dev/null
 
 work="$(mktemp -d)"
 port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
@@ -45,5 +54,17 @@ echo "test result: $([ "$failed" = 0 ] && echo ok || echo FAILED). $passed passe
 "$venv/bin/python" "$here/python_clients.py" 127.0.0.1 "$port" || failed=$((failed + 1))
 "$venv/bin/python" "$here/powerbi_replay.py" 127.0.0.1 "$port" || failed=$((failed + 1))
 "$venv/bin/python" "$here/grafana.py" 127.0.0.1 "$port" || failed=$((failed + 1))
+
+# The Java and Node clients run in a time zone other than UTC, where a driver's timestamps carry an
+# offset (see JdbcClient.java).
+mkdir "$work/jdbc"
+if javac -d "$work/jdbc" -cp "$jdbc_jar" "$here/JdbcClient.java"; then
+    java -Duser.timezone=Europe/Berlin -cp "$jdbc_jar:$work/jdbc" JdbcClient 127.0.0.1 "$port" || failed=$((failed + 1))
+else
+    echo "client pgjdbc: FAILED (JdbcClient.java does not compile)"
+    echo "test result: FAILED. 0 passed; 1 failed"
+    failed=$((failed + 1))
+fi
+TZ=Europe/Berlin NODE_PATH="$node_dir/node_modules" node "$here/node_client.js" 127.0.0.1 "$port" || failed=$((failed + 1))
 kill -0 "$server" 2>/dev/null || { echo "the server died:"; cat "$work/server.log"; exit 1; }
 [ "$failed" = 0 ]
