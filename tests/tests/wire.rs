@@ -326,9 +326,7 @@ fn malformed_input_on_many_connections() {
             .await
             .expect("create");
         db.sql("INSERT INTO t VALUES ('2024-01-01 00:00:00', 1), ('2024-01-01 00:00:01', 2)").await.expect("insert");
-        let mut config = ServerConfig::default();
-        config.listen = "127.0.0.1:0".into();
-        config.max_connections = 1000;
+        let config = ServerConfig { listen: "127.0.0.1:0".into(), max_connections: 1000, ..Default::default() };
         let server = Server::bind(db.clone(), config).await.expect("bind");
         let addr = server.local_addr().expect("addr");
         let stats = server.stats();
