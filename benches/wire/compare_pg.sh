@@ -31,7 +31,7 @@ as_pg() { if [ "$(id -u)" = 0 ]; then su postgres -c "$*"; else sh -c "$*"; fi; 
 mkdir -p "$work/pg" && chown postgres "$work/pg" 2>/dev/null || true
 as_pg "$pgbin/initdb -D $work/pg -A trust -U postgres >/dev/null"
 as_pg "$pgbin/pg_ctl -D $work/pg -o '-p $pgport -k $work/pg -c listen_addresses=127.0.0.1' -l $work/pg/log -w start >/dev/null"
-"$bin" serve -d "$work/tdb" --listen "127.0.0.1:$tport" 2>"$work/tdb.log" &
+"$bin" serve --empty -d "$work/tdb" --listen "127.0.0.1:$tport" 2>"$work/tdb.log" &
 tdb=$!
 cleanup() {
     kill "$tdb" 2>/dev/null; wait "$tdb" 2>/dev/null

@@ -1,2 +1,75 @@
 //! The load-balancer domain: table and view definitions (numbered `.sql` files applied in order) and the
 //! synthetic telemetry generator. Uses only the engine's public API.
+//!
+//! A data directory created through [`open`] gets the schema (unless the caller asks for an empty
+//! database) and remembers, in a catalog object, which files it has had. Each file is recorded once
+//! applied, so a crash halfway through is finished at the next open, and a later release's new files
+//! are applied to an existing directory. A directory created empty, or before the schema existed,
+//! never gets it. A table the user drops stays dropped.
+
+use std::path::Path;
+
+use trafficdb::Database;
+
+/// One schema file, embedded in the binary.
+#[derive(Debug, Clone, Copy)]
+pub struct SchemaFile {
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// The schema files, in the order they are applied.
+pub const FILES: &[SchemaFile] = &[
+    SchemaFile { name: "001_lb_requests.sql", sql: include_str!("../sql/001_lb_requests.sql") },
+    SchemaFile { name: "002_lb_targets.sql", sql: include_str!("../sql/002_lb_targets.sql") },
+    SchemaFile { name: "003_backends.sql", sql: include_str!("../sql/003_backends.sql") },
+    SchemaFile { name: "004_incidents.sql", sql: include_str!("../sql/004_incidents.sql") },
+];
+
+/// The catalog object listing the schema files a directory has had.
+pub const APPLIED_KEY: &str = "schema.applied";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Database(#[from] trafficdb::Error),
+    #[error("schema file {file}: {source}")]
+    File { file: &'static str, source: trafficdb::Error },
+    #[error("the catalog object {APPLIED_KEY} is not a list of file names: {0}")]
+    Record(serde_json::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Opens the data directory `dir`, creating it if missing. A directory created here gets the
+/// load-balancer schema unless `empty`; an existing one gets the schema files it is missing, if it
+/// took the schema when it was created.
+pub async fn open(dir: impl AsRef<Path>, empty: bool) -> Result<Database> {
+    let dir = dir.as_ref();
+    let new = !dir.join(trafficdb::catalog::CATALOG_FILE).exists();
+    let db = Database::open(dir).await?;
+    if new && !empty {
+        db.engine().put_object(APPLIED_KEY, Some(serde_json::json!([])))?;
+    }
+    upgrade(&db).await?;
+    Ok(db)
+}
+
+/// Applies, in order, the schema files `db` takes and has not had yet; returns their names. Each is
+/// recorded in the catalog once applied (its statements are `IF NOT EXISTS`, so a file applied but not
+/// yet recorded when a crash came is harmless to apply again).
+pub async fn upgrade(db: &Database) -> Result<Vec<&'static str>> {
+    let Some(record) = db.engine().object(APPLIED_KEY) else { return Ok(Vec::new()) };
+    let mut applied: Vec<String> = serde_json::from_value(record).map_err(Error::Record)?;
+    let mut now = Vec::new();
+    for file in FILES {
+        if applied.iter().any(|a| a == file.name) {
+            continue;
+        }
+        db.sql(file.sql).await.map_err(|source| Error::File { file: file.name, source })?;
+        applied.push(file.name.to_string());
+        db.engine().put_object(APPLIED_KEY, Some(serde_json::json!(applied)))?;
+        now.push(file.name);
+    }
+    Ok(now)
+}

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use trafficdb::datafusion::sql::parser::Statement as DFStatement;
 use trafficdb::datafusion::sql::sqlparser::ast::Statement;
-use trafficdb::{Database, Output};
+use trafficdb::Output;
 
 #[derive(Parser)]
 #[command(
@@ -54,9 +54,13 @@ enum Command {
 
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// The data directory (created if missing).
+    /// The data directory (created if missing, with the load-balancer schema unless --empty).
     #[arg(short = 'd', long, env = "TRAFFICDB_DATA_DIR")]
     data_dir: PathBuf,
+    /// Create a new data directory without the load-balancer schema (lb_requests, lb_targets, backends,
+    /// incidents); an existing directory is left as it is.
+    #[arg(long)]
+    empty: bool,
     /// A TOML configuration file ([server] settings and [[users]]; see docs/server.md).
     #[arg(long, env = "TRAFFICDB_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
@@ -129,9 +133,13 @@ struct PasswdArgs {
 
 #[derive(clap::Args)]
 struct SqlArgs {
-    /// The data directory (created if missing).
+    /// The data directory (created if missing, with the load-balancer schema unless --empty).
     #[arg(short = 'd', long, env = "TRAFFICDB_DATA_DIR")]
     data_dir: PathBuf,
+    /// Create a new data directory without the load-balancer schema (lb_requests, lb_targets, backends,
+    /// incidents); an existing directory is left as it is.
+    #[arg(long)]
+    empty: bool,
     /// SQL to run; may be given several times.
     #[arg(short = 'c', long = "command", value_name = "SQL")]
     commands: Vec<String>,
@@ -185,7 +193,7 @@ fn exit(r: anyhow::Result<()>) -> ExitCode {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.server_config()?;
-    let db = std::sync::Arc::new(Database::open(&args.data_dir).await?);
+    let db = std::sync::Arc::new(trafficdb_schema::open(&args.data_dir, args.empty).await?);
     let auth = config.auth;
     let tls = config.tls_cert.is_some();
     let server = trafficdb_server::Server::bind(db, config).await?;
@@ -264,7 +272,7 @@ async fn run_sql(args: SqlArgs) -> ExitCode {
     } else {
         args.commands
     };
-    let db = match Database::open(&args.data_dir).await {
+    let db = match trafficdb_schema::open(&args.data_dir, args.empty).await {
         Ok(db) => db,
         Err(e) => {
             eprintln!("ERROR:  {e}");

@@ -30,7 +30,7 @@ node_dir="$HOME/.cache/trafficdb-node"
 
 work="$(mktemp -d)"
 port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-"$bin" serve -d "$work/data" --listen "127.0.0.1:$port" 2>"$work/server.log" &
+"$bin" serve --empty -d "$work/data" --listen "127.0.0.1:$port" 2>"$work/server.log" &
 server=$!
 trap 'kill "$server" 2>/dev/null; wait "$server" 2>/dev/null; rm -rf "$work"' EXIT
 for _ in $(seq 100); do

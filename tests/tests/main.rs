@@ -7,6 +7,7 @@ mod concurrency;
 mod corruption;
 mod crash;
 mod kill;
+mod schema;
 mod server;
 mod slt;
 mod wire;
