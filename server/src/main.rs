@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use trafficdb::Output;
 use trafficdb::datafusion::sql::parser::Statement as DFStatement;
 use trafficdb::datafusion::sql::sqlparser::ast::Statement;
-use trafficdb::Output;
 
 #[derive(Parser)]
 #[command(
