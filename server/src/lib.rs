@@ -7,6 +7,7 @@ pub mod compat;
 pub mod config;
 pub mod copy;
 pub mod pg;
+pub mod rewrite;
 pub mod session;
 pub mod wire;
 

@@ -330,7 +330,7 @@ impl QueryHook for EngineHook {
         if let Err(e) = crate::auth::check(client, statement) {
             return Some(Err(e));
         }
-        if let Some(substitute) = crate::compat::substitute(statement) {
+        if let Some(substitute) = crate::rewrite::substitute(statement) {
             let r = async {
                 let plan = plan_of(ctx, substitute).await?;
                 let df = ctx.execute_logical_plan(plan).await.map_err(|e| PgWireError::ApiError(Box::new(e)))?;
@@ -359,7 +359,7 @@ impl QueryHook for EngineHook {
         if let Err(e) = crate::auth::check(client, statement) {
             return Some(Err(e));
         }
-        if let Some(substitute) = crate::compat::substitute(statement) {
+        if let Some(substitute) = crate::rewrite::substitute(statement) {
             // The plan runs as any query would, in the formats the client asks for.
             return Some(plan_of(ctx, substitute).await);
         }
