@@ -7,6 +7,8 @@
 //! are applied to an existing directory. A directory created empty, or before the schema existed,
 //! never gets it. A table the user drops stays dropped.
 
+pub mod generate;
+
 use std::path::Path;
 
 use trafficdb::Database;
@@ -24,6 +26,9 @@ pub const FILES: &[SchemaFile] = &[
     SchemaFile { name: "002_lb_targets.sql", sql: include_str!("../sql/002_lb_targets.sql") },
     SchemaFile { name: "003_backends.sql", sql: include_str!("../sql/003_backends.sql") },
     SchemaFile { name: "004_incidents.sql", sql: include_str!("../sql/004_incidents.sql") },
+    SchemaFile { name: "005_slo_objectives.sql", sql: include_str!("../sql/005_slo_objectives.sql") },
+    SchemaFile { name: "006_kpi_views.sql", sql: include_str!("../sql/006_kpi_views.sql") },
+    SchemaFile { name: "007_retry_training.sql", sql: include_str!("../sql/007_retry_training.sql") },
 ];
 
 /// The catalog object listing the schema files a directory has had.
@@ -49,10 +54,20 @@ pub async fn open(dir: impl AsRef<Path>, empty: bool) -> Result<Database> {
     let new = !dir.join(trafficdb::catalog::CATALOG_FILE).exists();
     let db = Database::open(dir).await?;
     if new && !empty {
+        install(&db).await?;
+    } else {
+        upgrade(&db).await?;
+    }
+    Ok(db)
+}
+
+/// Gives `db` the load-balancer schema (the files it does not have yet), whether or not it was created
+/// with it, and keeps it up to date at later opens.
+pub async fn install(db: &Database) -> Result<Vec<&'static str>> {
+    if db.engine().object(APPLIED_KEY).is_none() {
         db.engine().put_object(APPLIED_KEY, Some(serde_json::json!([])))?;
     }
-    upgrade(&db).await?;
-    Ok(db)
+    upgrade(db).await
 }
 
 /// Applies, in order, the schema files `db` takes and has not had yet; returns their names. Each is

@@ -50,6 +50,76 @@ enum Command {
     /// stores in pg_authid, so entries can also be copied from a PostgreSQL server.
     #[command(after_help = "Example:\n  echo 's3cret' | trafficdb passwd grafana --role reader >> trafficdb.toml")]
     Passwd(PasswdArgs),
+    /// Generate realistic load-balancer telemetry: request logs with retries, target health samples,
+    /// the backends and the injected incidents.
+    ///
+    /// Writes lb_requests, lb_targets, backends and incidents as CSV or Parquet files into --output, or
+    /// appends them to the tables of a data directory with --into. The same options and seed give the
+    /// same data, byte for byte. See docs/generator.md for the model.
+    #[command(after_help = "Examples:\n  trafficdb generate --rows 10000000 --days 1 --output ./gen\n  \
+                      trafficdb generate --rows 1000000 --format csv --output ./gen --seed 7\n  \
+                      trafficdb generate --rows 3000000 --into ./data")]
+    Generate(GenerateArgs),
+}
+
+#[derive(clap::Args)]
+struct GenerateArgs {
+    /// Rows of lb_requests to generate (exactly; about 1% are logged health checks).
+    #[arg(long, default_value_t = 10_000_000)]
+    rows: u64,
+    /// Seed of the random streams.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// First day (UTC): YYYY-MM-DD or YYYY-MM-DD HH:MM:SS.
+    #[arg(long, default_value = "2024-01-01")]
+    start: String,
+    /// Days the rows are spread over (the request rate follows from --rows and --days).
+    #[arg(long, default_value_t = 7.0)]
+    days: f64,
+    /// Load balancers.
+    #[arg(long, default_value_t = 2)]
+    lbs: u32,
+    /// Backends (pools of 3-8 targets each), spread over the load balancers.
+    #[arg(long, default_value_t = 8)]
+    backends: u32,
+    /// Distinct clients (traffic is skewed towards a few heavy ones).
+    #[arg(long, default_value_t = 10_000)]
+    clients: u32,
+    /// Incidents injected per day (target outage, latency regression, zone loss, bad deploy, retry storm).
+    #[arg(long, default_value_t = 3.0)]
+    incidents_per_day: f64,
+    /// File format with --output.
+    #[arg(long, value_enum, default_value_t = GenFormat::Parquet)]
+    format: GenFormat,
+    /// Directory for the files (<table>.parquet or <table>.csv); created if missing.
+    #[arg(long, value_name = "DIR", conflicts_with = "into", required_unless_present = "into")]
+    output: Option<PathBuf>,
+    /// Append to the tables of this data directory instead (created with the schema if missing;
+    /// lb_requests must be empty).
+    #[arg(long, value_name = "DIR")]
+    into: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum GenFormat {
+    Parquet,
+    Csv,
+}
+
+impl GenerateArgs {
+    fn config(&self) -> anyhow::Result<trafficdb_schema::generate::Config> {
+        Ok(trafficdb_schema::generate::Config {
+            rows: self.rows,
+            seed: self.seed,
+            start_us: trafficdb_schema::generate::parse_start(&self.start)?,
+            days: self.days,
+            lbs: self.lbs,
+            backends: self.backends,
+            clients: self.clients,
+            incidents_per_day: self.incidents_per_day,
+            ..Default::default()
+        })
+    }
 }
 
 #[derive(clap::Args)]
@@ -80,6 +150,10 @@ struct ServeArgs {
     /// (SQLSTATE 53200), e.g. 512MiB, 4GiB; 0 for none [default: 4GiB].
     #[arg(long, env = "TRAFFICDB_QUERY_MEMORY_LIMIT", value_parser = trafficdb_server::config::parse_bytes)]
     query_memory_limit: Option<u64>,
+    /// On a data directory whose lb_requests is empty, first generate a week of demo telemetry ending
+    /// now (3 million requests; a few seconds).
+    #[arg(long)]
+    demo: bool,
     /// PEM certificate chain for TLS (with --tls-key).
     #[arg(long, env = "TRAFFICDB_TLS_CERT", value_name = "FILE", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -178,6 +252,7 @@ fn main() -> ExitCode {
         Command::Sql(args) => rt.block_on(run_sql(args)),
         Command::Serve(args) => exit(rt.block_on(serve(args))),
         Command::Passwd(args) => exit(passwd(args)),
+        Command::Generate(args) => exit(rt.block_on(generate(args))),
     }
 }
 
@@ -193,7 +268,11 @@ fn exit(r: anyhow::Result<()>) -> ExitCode {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.server_config()?;
-    let db = std::sync::Arc::new(trafficdb_schema::open(&args.data_dir, args.empty).await?);
+    let db = trafficdb_schema::open(&args.data_dir, args.empty).await?;
+    if args.demo {
+        demo(&db).await?;
+    }
+    let db = std::sync::Arc::new(db);
     let auth = config.auth;
     let tls = config.tls_cert.is_some();
     let server = trafficdb_server::Server::bind(db, config).await?;
@@ -205,7 +284,103 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         if tls { "on" } else { "off" }
     );
     eprintln!("  psql -h {} -p {} -d trafficdb", addr.ip(), addr.port());
+    if args.demo {
+        eprintln!(
+            "  Power BI: Get Data > PostgreSQL database, server {}:{}, database trafficdb, \
+             then the kpi_* views (docs/power-bi.md)",
+            addr.ip(),
+            addr.port()
+        );
+        eprintln!("  try: SELECT * FROM kpi_requests_1h ORDER BY bucket DESC LIMIT 10;");
+    }
     server.run_until(shutdown_signal()).await
+}
+
+/// Rows of demo telemetry `serve --demo` generates.
+const DEMO_ROWS: u64 = 3_000_000;
+
+/// Fills an empty lb_requests with a week of telemetry ending now.
+async fn demo(db: &trafficdb::Database) -> anyhow::Result<()> {
+    let Some(t) = db.engine().table("lb_requests") else {
+        anyhow::bail!("--demo needs the load-balancer schema, which this data directory was created without (--empty)")
+    };
+    if t.snapshot().num_rows() > 0 {
+        eprintln!("demo data: lb_requests already has rows; leaving them as they are");
+        return Ok(());
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
+    let cfg = trafficdb_schema::generate::Config {
+        rows: DEMO_ROWS,
+        start_us: (now / 60 * 60 - 7 * 86_400) * 1_000_000,
+        days: 7.0,
+        ..Default::default()
+    };
+    eprintln!("demo data: generating a week of telemetry ({DEMO_ROWS} requests)");
+    let summary = tokio::task::block_in_place(|| load_with_progress(db, cfg))?;
+    eprintln!(
+        "demo data: {} requests, {} target samples, {} incidents",
+        summary.requests, summary.targets, summary.incidents
+    );
+    Ok(())
+}
+
+fn progress_bar(rows: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(rows);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {human_pos}/{human_len} rows  {per_sec}  eta {eta}")
+            .expect("the template is valid"),
+    );
+    bar
+}
+
+fn load_with_progress(
+    db: &trafficdb::Database,
+    cfg: trafficdb_schema::generate::Config,
+) -> anyhow::Result<trafficdb_schema::generate::Summary> {
+    let bar = progress_bar(cfg.rows);
+    let summary = trafficdb_schema::generate::load_into(db, cfg, &|n| bar.set_position(n));
+    bar.finish_and_clear();
+    Ok(summary?)
+}
+
+async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
+    let cfg = args.config()?;
+    let started = std::time::Instant::now();
+    let rows = cfg.rows;
+    let summary = match (&args.output, &args.into) {
+        (_, Some(dir)) => {
+            let db = trafficdb_schema::open(dir, false).await?;
+            let summary = tokio::task::block_in_place(|| load_with_progress(&db, cfg))?;
+            db.close()?;
+            summary
+        }
+        (Some(dir), None) => {
+            let format = match args.format {
+                GenFormat::Parquet => trafficdb_schema::generate::FileFormat::Parquet,
+                GenFormat::Csv => trafficdb_schema::generate::FileFormat::Csv,
+            };
+            let bar = progress_bar(rows);
+            let r = tokio::task::block_in_place(|| {
+                trafficdb_schema::generate::write_files(cfg, format, dir, &|n| bar.set_position(n))
+            });
+            bar.finish_and_clear();
+            r?
+        }
+        (None, None) => anyhow::bail!("give --output DIR or --into DIR"),
+    };
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "generated {} lb_requests rows ({:.0} rows/s), {} lb_targets rows, {} backends, {} incidents in {secs:.2} s",
+        summary.requests,
+        summary.requests as f64 / secs,
+        summary.targets,
+        summary.backends,
+        summary.incidents
+    );
+    for f in &summary.files {
+        eprintln!("  {}", f.display());
+    }
+    Ok(())
 }
 
 fn passwd(args: PasswdArgs) -> anyhow::Result<()> {

@@ -6,6 +6,7 @@ mod common;
 mod concurrency;
 mod corruption;
 mod crash;
+mod generator;
 mod kill;
 mod schema;
 mod server;

@@ -25,7 +25,7 @@ fn new_directories_get_the_schema_once() {
     rt.block_on(async {
         let tmp = tempfile::tempdir().expect("tempdir");
         let db = trafficdb_schema::open(tmp.path(), false).await.expect("open");
-        assert_eq!(tables(&db).await, ["backends", "incidents", "lb_requests", "lb_targets"]);
+        assert_eq!(tables(&db).await, ["backends", "incidents", "lb_requests", "lb_targets", "slo_objectives"]);
         let req = columns(&db, "lb_requests");
         assert_eq!(req.len(), 22);
         let col = |cols: &[(String, ColumnType, bool)], name: &str| {
@@ -46,11 +46,54 @@ fn new_directories_get_the_schema_once() {
             serde_json::from_value(db.engine().object(APPLIED_KEY).expect("recorded")).expect("list");
         assert_eq!(recorded, FILES.iter().map(|f| f.name).collect::<Vec<_>>());
 
+        // The generator writes exactly the tables' columns (names, types, nullability, order).
+        use trafficdb_schema::generate;
+        for (table, schema) in [
+            ("lb_requests", generate::requests_schema()),
+            ("lb_targets", generate::targets_schema()),
+            ("backends", generate::backends_schema()),
+            ("incidents", generate::incidents_schema()),
+        ] {
+            let t = db.engine().table(table).expect("table");
+            let stored: Vec<_> = t
+                .schema
+                .fields()
+                .iter()
+                .zip(&t.def.columns)
+                .map(|(f, c)| (f.name().clone(), f.data_type().clone(), c.nullable))
+                .collect();
+            let generated: Vec<_> =
+                schema.fields().iter().map(|f| (f.name().clone(), f.data_type().clone(), f.is_nullable())).collect();
+            assert_eq!(stored, generated, "{table}");
+        }
+
+        // The views plan, and survive a restart.
+        let views = [
+            "kpi_requests_1m",
+            "kpi_requests_1h",
+            "kpi_latency_1m",
+            "kpi_latency_1h",
+            "kpi_lb_latency_1m",
+            "kpi_lb_latency_1h",
+            "kpi_backend_health_1m",
+            "kpi_backend_health_1h",
+            "kpi_slo_burn",
+            "retry_training",
+        ];
+        for v in views {
+            db.sql(&format!("SELECT * FROM {v}")).await.unwrap_or_else(|e| panic!("{v}: {e}"));
+        }
+        db.close().expect("close");
+        let db = trafficdb_schema::open(tmp.path(), false).await.expect("reopen");
+        for v in views {
+            db.sql(&format!("SELECT * FROM {v} LIMIT 1")).await.unwrap_or_else(|e| panic!("{v} after restart: {e}"));
+        }
+
         // A dropped table stays dropped; reopening applies nothing.
         db.sql("DROP TABLE incidents").await.expect("drop");
         db.close().expect("close");
         let db = trafficdb_schema::open(tmp.path(), false).await.expect("reopen");
-        assert_eq!(tables(&db).await, ["backends", "lb_requests", "lb_targets"]);
+        assert_eq!(tables(&db).await, ["backends", "lb_requests", "lb_targets", "slo_objectives"]);
         db.close().expect("close");
     });
 }
@@ -78,7 +121,7 @@ fn empty_directories_and_crashes_halfway() {
         db.engine().put_object(APPLIED_KEY, Some(serde_json::json!([FILES[0].name]))).expect("record");
         db.close().expect("close");
         let db = trafficdb_schema::open(tmp.path(), false).await.expect("reopen");
-        assert_eq!(tables(&db).await, ["backends", "incidents", "lb_requests", "lb_targets"]);
+        assert_eq!(tables(&db).await, ["backends", "incidents", "lb_requests", "lb_targets", "slo_objectives"]);
         assert_eq!(trafficdb_schema::upgrade(&db).await.expect("nothing left"), Vec::<&str>::new());
         db.close().expect("close");
     });

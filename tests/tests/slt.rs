@@ -5,7 +5,8 @@
 //! - `CRASH_RESTART`: drop the database without closing it (no flush) and open it again, so the rows come
 //!   back from the write-ahead log;
 //! - `FLUSH`, `COMPACT`: run a flush or a compaction now;
-//! - `RETENTION AT '<timestamp>'`: enforce retention as if the clock read that time.
+//! - `RETENTION AT '<timestamp>'`: enforce retention as if the clock read that time;
+//! - `LOAD SCHEMA`: apply the load-balancer schema (tables and views of `schema/sql`).
 
 use std::path::{Path, PathBuf};
 
@@ -61,6 +62,9 @@ impl SltDb {
                 *self = SltDb::open(&self.dir).await?;
             }
             "FLUSH" => self.db().flush().map_err(err)?,
+            "LOAD SCHEMA" => {
+                trafficdb_schema::install(self.db()).await.map_err(|e| SltError(e.to_string()))?;
+            }
             "COMPACT" => {
                 self.db().engine().compact().map_err(err)?;
             }
