@@ -343,3 +343,44 @@ fn strings(a: &dyn Array) -> Vec<String> {
     let a = datafusion::arrow::compute::cast(a, &DataType::Utf8).expect("text");
     a.as_string::<i32>().iter().map(|s| s.unwrap_or("").to_string()).collect()
 }
+
+/// Every SQL block of docs/grafana.md, with Grafana's macros expanded as its PostgreSQL data source
+/// expands them, runs on generated data and returns rows.
+#[test]
+fn grafana_panel_queries_run() {
+    let rt = runtime();
+    rt.block_on(async {
+        let (_tmp, db, _) = generated(60_000, 2).await;
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/grafana.md")).expect("docs");
+        let blocks: Vec<&str> = doc.split("```sql\n").skip(1).map(|b| b.split("```").next().expect("block")).collect();
+        assert!(blocks.len() >= 10, "found {} SQL blocks", blocks.len());
+        // A dashboard showing 10:00-14:00 UTC on the first day, as macros.go formats the range.
+        let time_filter = |sql: &str| {
+            let mut out = String::new();
+            let mut rest = sql;
+            while let Some(i) = rest.find("$__timeFilter(") {
+                out.push_str(&rest[..i]);
+                let after = &rest[i + "$__timeFilter(".len()..];
+                let j = after.find(')').expect("closing parenthesis");
+                out.push_str(&format!(
+                    "{} BETWEEN '2024-01-01T10:00:00Z' AND '2024-01-01T14:00:00Z'",
+                    &after[..j]
+                ));
+                rest = &after[j + 1..];
+            }
+            out.push_str(rest);
+            out
+        };
+        // Enough incidents that the annotation and SLO queries have something to show.
+        db.sql("INSERT INTO slo_objectives VALUES ('*', 0.99999)").await.expect("objective");
+        db.sql("INSERT INTO incidents VALUES (TIMESTAMP '2024-01-01 11:00:00', TIMESTAMP '2024-01-01 11:10:00', 'zone_loss', NULL, NULL, 'us-east-1a', NULL, 'test')")
+            .await
+            .expect("incident");
+        for block in blocks {
+            let sql = time_filter(block).replace("$backend", "api");
+            let rows: usize = query(&db, &sql).await.iter().map(RecordBatch::num_rows).sum();
+            assert!(rows > 0, "no rows from a documented panel query:\n{sql}");
+        }
+        db.close().expect("close");
+    });
+}
