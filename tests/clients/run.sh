@@ -2,7 +2,8 @@
 # Real PostgreSQL clients against a trafficdb server started on a free loopback port: a scripted psql
 # session (compared with psql_session.expected), the Python drivers (python_clients.py), Power BI's
 # Npgsql 4.0.17 message sequence replayed over a raw socket (powerbi_replay.py), Grafana's PostgreSQL
-# data source queries (grafana.py), pgjdbc (JdbcClient.java) and node-postgres (node_client.js).
+# data source queries (grafana.py), pgjdbc (JdbcClient.java) and node-postgres (node_client.js); then
+# README's first command, `serve --demo`, started twice on a new directory.
 # Installs what is missing: psql, a JDK and pgjdbc, Node.js (Debian's postgresql-client,
 # default-jdk-headless, libpostgresql-jdbc-java, nodejs, npm), the Python packages (in a virtualenv
 # under ~/.cache) and the npm packages (under ~/.cache/trafficdb-node). Prints a `test result:` line
@@ -67,4 +68,37 @@ else
 fi
 TZ=Europe/Berlin NODE_PATH="$node_dir/node_modules" node "$here/node_client.js" 127.0.0.1 "$port" || failed=$((failed + 1))
 kill -0 "$server" 2>/dev/null || { echo "the server died:"; cat "$work/server.log"; exit 1; }
+
+# README's first command: `serve --demo` generates a week of telemetry into an empty directory, then
+# serves it; the KPI views answer, and a second start leaves the data as it is.
+demo_port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+demo_ok=1
+for round in 1 2; do
+    "$bin" serve --demo -d "$work/demo" --listen "127.0.0.1:$demo_port" 2>"$work/demo.log" &
+    demo=$!
+    up=0
+    for _ in $(seq 600); do
+        psql -X -q -h 127.0.0.1 -p "$demo_port" -d trafficdb -c "SELECT 1" >/dev/null 2>&1 && { up=1; break; }
+        kill -0 "$demo" 2>/dev/null || break
+        sleep 0.1
+    done
+    got="$(psql -X -A -t -h 127.0.0.1 -p "$demo_port" -d trafficdb \
+        -c "SELECT (SELECT count(*) FROM lb_requests) || ' ' || (SELECT count(*) FROM incidents) || ' ' || (SELECT count(*) FROM kpi_requests_1h WHERE attempts > 0)" 2>&1 || true)"
+    kill "$demo" 2>/dev/null; wait "$demo" 2>/dev/null || true
+    read -r requests incidents hours <<<"$got" || true
+    if [ "$up" = 1 ] && [ "${requests:-}" = 3000000 ] && [ "${incidents:-0}" -gt 0 ] && [ "${hours:-0}" -gt 100 ] \
+        && { [ "$round" = 1 ] || grep -q "already has rows" "$work/demo.log"; }; then
+        :
+    else
+        echo "serve --demo (round $round): got '$got'"; cat "$work/demo.log"; demo_ok=0
+    fi
+done
+if [ "$demo_ok" = 1 ]; then
+    echo "client psql (serve --demo, then restarted): ok"
+    echo "test result: ok. 1 passed; 0 failed"
+else
+    echo "client psql (serve --demo): FAILED"
+    echo "test result: FAILED. 0 passed; 1 failed"
+    failed=$((failed + 1))
+fi
 [ "$failed" = 0 ]

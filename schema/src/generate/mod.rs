@@ -122,8 +122,8 @@ impl Config {
         if self.backends < self.lbs || self.backends > 4096 {
             return bad("--backends must be at least --lbs (each load balancer fronts one or more) and at most 4096");
         }
-        if self.clients == 0 || self.clients > 100_000_000 {
-            return bad("--clients must be between 1 and 100000000");
+        if self.clients == 0 || self.clients > 10_000_000 {
+            return bad("--clients must be between 1 and 10000000");
         }
         if !(self.incidents_per_day >= 0.0 && self.incidents_per_day <= 100.0) {
             return bad("--incidents-per-day must be between 0 and 100");
