@@ -96,11 +96,13 @@ impl Database {
             .with_default_catalog_and_schema(CATALOG_NAME, SCHEMA_NAME)
             .with_create_default_catalog_and_schema(false)
             .with_information_schema(true);
-        let state = SessionStateBuilder::new()
+        let mut state = SessionStateBuilder::new()
             .with_config(config)
             .with_default_features()
             .with_physical_optimizer_rule(Arc::new(crate::query::latest::LatestPerKey))
             .build();
+        // Our SQL functions (time series, anomaly detection, models), before the views that use them.
+        trafficdb_udfs::install(&mut state)?;
         let ctx = SessionContext::new_with_state(state);
         let schema = Arc::new(EngineSchema::new(engine.clone()));
         let catalog = Arc::new(MemoryCatalogProvider::new());

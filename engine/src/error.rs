@@ -33,7 +33,7 @@ pub enum Error {
     Closed,
 
     /// An error from the query engine.
-    #[error(transparent)]
+    #[error("{}", datafusion_message(.0))]
     DataFusion(#[from] DataFusionError),
 
     /// An error from Arrow while coercing or encoding data.
@@ -113,12 +113,26 @@ impl Error {
     }
 }
 
+/// The message of a DataFusion error; for an argument error raised by one of our functions, its own
+/// message without DataFusion's "External error: " prefix.
+pub fn datafusion_message(e: &DataFusionError) -> String {
+    fn function_error(e: &DataFusionError) -> Option<&trafficdb_udfs::SqlError> {
+        match e {
+            DataFusionError::External(inner) => inner.downcast_ref::<trafficdb_udfs::SqlError>(),
+            DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => function_error(inner),
+            DataFusionError::Shared(inner) => function_error(inner),
+            _ => None,
+        }
+    }
+    function_error(e).map_or_else(|| e.to_string(), |f| f.message.clone())
+}
+
 /// Finds the SQLSTATE for a DataFusion error, looking through the engine errors it may wrap.
 pub fn datafusion_sqlstate(e: &DataFusionError) -> &'static str {
     match e {
         DataFusionError::External(inner) => match inner.downcast_ref::<Error>() {
             Some(engine) => engine.sqlstate(),
-            None => "XX000",
+            None => inner.downcast_ref::<trafficdb_udfs::SqlError>().map_or("XX000", |e| e.code),
         },
         DataFusionError::Context(_, inner) => datafusion_sqlstate(inner),
         DataFusionError::Shared(inner) => datafusion_sqlstate(inner),

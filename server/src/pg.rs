@@ -251,7 +251,7 @@ impl ErrorHandler for SqlStateErrors {
     {
         let PgWireError::ApiError(inner) = error else { return };
         let (code, message) = if let Some(df) = inner.downcast_ref::<DataFusionError>() {
-            (trafficdb::error::datafusion_sqlstate(df), df.to_string())
+            (trafficdb::error::datafusion_sqlstate(df), trafficdb::error::datafusion_message(df))
         } else if let Some(e) = inner.downcast_ref::<trafficdb::Error>() {
             (e.sqlstate(), e.to_string())
         } else if inner.downcast_ref::<datafusion::sql::sqlparser::parser::ParserError>().is_some() {

@@ -1,5 +1,54 @@
 //! trafficdb SQL functions: time-series helpers, anomaly detection and the retry-prediction model.
 //!
-//! The functions depend on DataFusion and Arrow only, never on the storage engine's internals, and are
-//! registered into a `SessionContext` by the embedding program (the server registers them into every
-//! session).
+//! The functions depend on DataFusion and Arrow only, never on the storage engine's internals. The
+//! engine installs them (with [`install`]) into every session it creates, so the embedded library, the
+//! `sql` command and the server all have them. `docs/functions.md` documents each one.
+
+pub mod aggregate;
+pub mod anomaly;
+pub mod time;
+
+use std::sync::Arc;
+
+use datafusion::error::DataFusionError;
+use datafusion::execution::FunctionRegistry;
+use datafusion::execution::session_state::SessionState;
+
+/// An error with a PostgreSQL SQLSTATE, raised by a function for bad arguments. The engine reports
+/// its code (it looks through `DataFusionError::External` for this type).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqlError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl std::fmt::Display for SqlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for SqlError {}
+
+/// SQLSTATE 22023, invalid_parameter_value: what PostgreSQL raises for a bad argument value.
+pub const INVALID_PARAMETER_VALUE: &str = "22023";
+
+/// A `DataFusionError` carrying SQLSTATE 22023.
+pub fn invalid_argument(message: impl Into<String>) -> DataFusionError {
+    DataFusionError::External(Box::new(SqlError { code: INVALID_PARAMETER_VALUE, message: message.into() }))
+}
+
+/// Registers every function, and the planner for PostgreSQL's date/time arithmetic, in `state`.
+pub fn install(state: &mut SessionState) -> datafusion::error::Result<()> {
+    for f in time::scalar_functions() {
+        state.register_udf(f)?;
+    }
+    for f in aggregate::aggregate_functions() {
+        state.register_udaf(f)?;
+    }
+    for f in anomaly::window_functions() {
+        state.register_udwf(f)?;
+    }
+    state.register_expr_planner(Arc::new(time::DateTimeArithmetic))?;
+    Ok(())
+}
