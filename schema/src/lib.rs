@@ -29,6 +29,7 @@ pub const FILES: &[SchemaFile] = &[
     SchemaFile { name: "005_slo_objectives.sql", sql: include_str!("../sql/005_slo_objectives.sql") },
     SchemaFile { name: "006_kpi_views.sql", sql: include_str!("../sql/006_kpi_views.sql") },
     SchemaFile { name: "007_retry_training.sql", sql: include_str!("../sql/007_retry_training.sql") },
+    SchemaFile { name: "008_kpi_anomalies.sql", sql: include_str!("../sql/008_kpi_anomalies.sql") },
 ];
 
 /// The catalog object listing the schema files a directory has had.

@@ -384,3 +384,30 @@ fn grafana_panel_queries_run() {
         db.close().expect("close");
     });
 }
+
+/// A clear target outage shows in `kpi_anomalies` on its backend while it lasts (the connection
+/// failures before the health checks notice raise the error rate).
+#[test]
+fn kpi_anomalies_find_target_outages() {
+    let rt = runtime();
+    rt.block_on(async {
+        let (_tmp, db, incidents) = generated(1_000_000, 3).await;
+        let outages: Vec<_> = incidents.iter().filter(|i| i.kind == IncidentKind::TargetOutage).collect();
+        assert!(!outages.is_empty(), "the day has a target outage: {incidents:?}");
+        for inc in outages {
+            let b = inc.backend.as_deref().expect("scope");
+            let found = scalar_i64(
+                &db,
+                &format!(
+                    "SELECT count(*) FROM kpi_anomalies WHERE is_anomaly AND backend = '{b}'
+                     AND bucket >= {} AND bucket <= {}",
+                    ts_literal(inc.started_us - 60_000_000),
+                    ts_literal(inc.ended_us)
+                ),
+            )
+            .await;
+            assert!(found > 0, "no anomaly for {inc:?}");
+        }
+        db.close().expect("close");
+    });
+}

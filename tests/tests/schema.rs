@@ -79,6 +79,7 @@ fn new_directories_get_the_schema_once() {
             "kpi_backend_health_1h",
             "kpi_slo_burn",
             "retry_training",
+            "kpi_anomalies",
         ];
         for v in views {
             db.sql(&format!("SELECT * FROM {v}")).await.unwrap_or_else(|e| panic!("{v}: {e}"));

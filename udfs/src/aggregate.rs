@@ -93,7 +93,13 @@ impl FirstLastAccumulator {
     fn better(&self, t: i64) -> bool {
         match self.ts {
             None => true,
-            Some(cur) => if self.first { t < cur } else { t > cur },
+            Some(cur) => {
+                if self.first {
+                    t < cur
+                } else {
+                    t > cur
+                }
+            }
         }
     }
 
@@ -103,7 +109,13 @@ impl FirstLastAccumulator {
             let Some(t) = t else { continue };
             let wins = match best {
                 None => true,
-                Some((_, b)) => if self.first { t < b } else { t > b },
+                Some((_, b)) => {
+                    if self.first {
+                        t < b
+                    } else {
+                        t > b
+                    }
+                }
             };
             if wins {
                 best = Some((i, t));
@@ -179,7 +191,10 @@ impl AggregateUDFImpl for CounterRate {
         let list = |name: String, t: DataType| {
             Arc::new(Field::new(name, DataType::List(Arc::new(Field::new_list_field(t, true))), true))
         };
-        Ok(vec![list(format!("{}_ts", args.name), DataType::Int64), list(format!("{}_v", args.name), DataType::Float64)])
+        Ok(vec![
+            list(format!("{}_ts", args.name), DataType::Int64),
+            list(format!("{}_v", args.name), DataType::Float64),
+        ])
     }
 }
 

@@ -36,7 +36,9 @@ use crate::invalid_argument;
 pub fn window_functions() -> Vec<Arc<WindowUDF>> {
     [Kind::ZScore, Kind::Mad, Kind::Tukey, Kind::Ewma, Kind::EwmaStddev, Kind::EwmaScore]
         .into_iter()
-        .map(|kind| Arc::new(WindowUDF::from(Anomaly { kind, signature: Signature::user_defined(Volatility::Immutable) })))
+        .map(|kind| {
+            Arc::new(WindowUDF::from(Anomaly { kind, signature: Signature::user_defined(Volatility::Immutable) }))
+        })
         .collect()
 }
 
@@ -105,7 +107,10 @@ impl WindowUDFImpl for Anomaly {
         }
         // Numbers become doubles; anything else is left as it is and refused when the function runs, with
         // SQLSTATE 22023 rather than "no function matches".
-        Ok(arg_types.iter().map(|t| if t.is_numeric() || t.is_null() { DataType::Float64 } else { t.clone() }).collect())
+        Ok(arg_types
+            .iter()
+            .map(|t| if t.is_numeric() || t.is_null() { DataType::Float64 } else { t.clone() })
+            .collect())
     }
 
     fn partition_evaluator(&self, args: PartitionEvaluatorArgs<'_>) -> Result<Box<dyn PartitionEvaluator>> {
@@ -123,16 +128,23 @@ impl WindowUDFImpl for Anomaly {
             Some(e) => match e.downcast_ref::<Literal>().map(|l| l.value()) {
                 Some(v) => match v.cast_to(&DataType::Float64)? {
                     ScalarValue::Float64(Some(f)) => Some(f),
-                    _ => return Err(invalid_argument(format!("{}: the parameter must not be NULL", self.kind.usage()))),
+                    _ => {
+                        return Err(invalid_argument(format!("{}: the parameter must not be NULL", self.kind.usage())));
+                    }
                 },
-                None => return Err(invalid_argument(format!("{}: the parameter must be a constant", self.kind.usage()))),
+                None => {
+                    return Err(invalid_argument(format!("{}: the parameter must be a constant", self.kind.usage())));
+                }
             },
         };
         let param = match self.kind {
             Kind::Ewma | Kind::EwmaStddev | Kind::EwmaScore => {
                 let alpha = param.unwrap_or(f64::NAN);
                 if !(alpha > 0.0 && alpha <= 1.0) {
-                    return Err(invalid_argument(format!("{}: alpha must be in (0, 1], not {alpha}", self.kind.usage())));
+                    return Err(invalid_argument(format!(
+                        "{}: alpha must be in (0, 1], not {alpha}",
+                        self.kind.usage()
+                    )));
                 }
                 alpha
             }

@@ -6,6 +6,7 @@
 
 pub mod aggregate;
 pub mod anomaly;
+pub mod detect;
 pub mod time;
 
 use std::sync::Arc;
@@ -49,6 +50,7 @@ pub fn install(state: &mut SessionState) -> datafusion::error::Result<()> {
     for f in anomaly::window_functions() {
         state.register_udwf(f)?;
     }
+    state.register_udtf("detect_anomalies", Arc::new(detect::DetectAnomalies));
     state.register_expr_planner(Arc::new(time::DateTimeArithmetic))?;
     Ok(())
 }

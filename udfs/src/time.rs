@@ -128,7 +128,9 @@ impl ScalarUDFImpl for TimeBucket {
         let scalar_ts = matches!(args.args[1], ColumnarValue::Scalar(_));
         let width = match &args.args[0] {
             ColumnarValue::Scalar(s) => s.clone(),
-            ColumnarValue::Array(_) => return Err(invalid_argument("time_bucket: the bucket width must be a constant")),
+            ColumnarValue::Array(_) => {
+                return Err(invalid_argument("time_bucket: the bucket width must be a constant"));
+            }
         };
         let third = match args.args.get(2) {
             None => None,
@@ -190,10 +192,8 @@ fn bucket_ints(
         Some(other) => return exec_err!("time_bucket: unexpected offset {}", other.data_type()),
     };
     let (w, o) = (i128::from(width), i128::from(offset));
-    let out: Int64Array = ts
-        .iter()
-        .map(|v| v.and_then(|v| i64::try_from(floor_div(i128::from(v) - o, w) * w + o).ok()))
-        .collect();
+    let out: Int64Array =
+        ts.iter().map(|v| v.and_then(|v| i64::try_from(floor_div(i128::from(v) - o, w) * w + o).ok())).collect();
     Ok(Arc::new(out))
 }
 
@@ -319,8 +319,14 @@ impl ScalarUDFImpl for IntervalMul {
         let f = args.args[1].to_array(n)?;
         let iv = iv.as_primitive::<datafusion::arrow::datatypes::IntervalMonthDayNanoType>();
         let f = f.as_primitive::<Float64Type>();
-        let out: IntervalMonthDayNanoArray =
-            iv.iter().zip(f.iter()).map(|(i, f)| match (i, f) { (Some(i), Some(f)) => mul_interval(i, f), _ => None }).collect();
+        let out: IntervalMonthDayNanoArray = iv
+            .iter()
+            .zip(f.iter())
+            .map(|(i, f)| match (i, f) {
+                (Some(i), Some(f)) => mul_interval(i, f),
+                _ => None,
+            })
+            .collect();
         let out: ArrayRef = Arc::new(out);
         if all_scalar {
             Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?))
@@ -341,7 +347,10 @@ fn mul_interval(i: IntervalMonthDayNano, f: f64) -> Option<IntervalMonthDayNano>
     let days = f64::from(i.days) * f + (months - whole_months) * 30.0;
     let whole_days = days.trunc();
     let nanos = (i.nanoseconds as f64) * f + (days - whole_days) * NANOS_PER_DAY as f64;
-    if whole_months.abs() > f64::from(i32::MAX) || whole_days.abs() > f64::from(i32::MAX) || nanos.abs() > i64::MAX as f64 {
+    if whole_months.abs() > f64::from(i32::MAX)
+        || whole_days.abs() > f64::from(i32::MAX)
+        || nanos.abs() > i64::MAX as f64
+    {
         return None;
     }
     Some(IntervalMonthDayNano::new(whole_months as i32, whole_days as i32, nanos.round() as i64))
@@ -354,13 +363,15 @@ pub struct DateTimeArithmetic;
 
 impl ExprPlanner for DateTimeArithmetic {
     fn plan_binary_op(&self, expr: RawBinaryExpr, schema: &DFSchema) -> Result<PlannerResult<RawBinaryExpr>> {
-        let (Ok(lt), Ok(rt)) = (expr.left.get_type(schema as &dyn ExprSchema), expr.right.get_type(schema as &dyn ExprSchema))
+        let (Ok(lt), Ok(rt)) =
+            (expr.left.get_type(schema as &dyn ExprSchema), expr.right.get_type(schema as &dyn ExprSchema))
         else {
             return Ok(PlannerResult::Original(expr));
         };
         let interval = |t: &DataType| matches!(t, DataType::Interval(_));
         let number = |t: &DataType| t.is_numeric();
-        let call = |iv: Expr, factor: Expr| Expr::ScalarFunction(ScalarFunction::new_udf(interval_mul(), vec![iv, factor]));
+        let call =
+            |iv: Expr, factor: Expr| Expr::ScalarFunction(ScalarFunction::new_udf(interval_mul(), vec![iv, factor]));
         let planned = match expr.op {
             BinaryOperator::Multiply if interval(&lt) && number(&rt) => call(expr.left, expr.right),
             BinaryOperator::Multiply if number(&lt) && interval(&rt) => call(expr.right, expr.left),

@@ -1,0 +1,25 @@
+-- Anomalies in the main KPIs, per backend and minute, from detect_anomalies (docs/functions.md): the
+-- total p99 latency, the 5xx rate and the retry rate upward, the share of healthy targets downward, each
+-- against its previous hour by median and MAD. min_spread keeps a flat history (no errors, no retries,
+-- every target healthy) from turning every small change into an anomaly: 5 ms of latency, 1 point of
+-- error rate, 2 points of retry rate, 2 points of healthy share (one target of eight is 12.5).
+CREATE OR REPLACE VIEW kpi_anomalies AS
+SELECT ts AS bucket, 'total_p99_ms' AS kpi, backend, value, expected, lower, upper, score, is_anomaly, method
+FROM detect_anomalies(
+    'SELECT bucket, backend, total_p99_ms FROM kpi_latency_1m',
+    'bucket', 'total_p99_ms', 'backend', 'method=mad, direction=up, window=60, min_history=10, min_spread=5')
+UNION ALL
+SELECT ts, 'error_rate', backend, value, expected, lower, upper, score, is_anomaly, method
+FROM detect_anomalies(
+    'SELECT bucket, backend, CAST(errors AS DOUBLE PRECISION) / attempts AS error_rate FROM kpi_requests_1m',
+    'bucket', 'error_rate', 'backend', 'method=mad, direction=up, window=60, min_history=10, min_spread=0.01')
+UNION ALL
+SELECT ts, 'retry_rate', backend, value, expected, lower, upper, score, is_anomaly, method
+FROM detect_anomalies(
+    'SELECT bucket, backend, CAST(retries AS DOUBLE PRECISION) / attempts AS retry_rate FROM kpi_requests_1m',
+    'bucket', 'retry_rate', 'backend', 'method=mad, direction=up, window=60, min_history=10, min_spread=0.02')
+UNION ALL
+SELECT ts, 'healthy_ratio', backend, value, expected, lower, upper, score, is_anomaly, method
+FROM detect_anomalies(
+    'SELECT bucket, backend, healthy_ratio FROM kpi_backend_health_1m',
+    'bucket', 'healthy_ratio', 'backend', 'method=mad, direction=down, window=60, min_history=10, min_spread=0.02');

@@ -1,0 +1,549 @@
+//! `detect_anomalies(query, time_column, value_column [, series_columns [, options]])`: a table
+//! function that runs a query, splits its rows into series (by `series_columns`, a comma-separated
+//! list, '' for one series), orders each by time and scores every point against the points before it.
+//!
+//! Options, as `'key=value, ...'`: `method` (zscore, mad, tukey, ewma, seasonal; default mad),
+//! `threshold` (default 3 for zscore and ewma, 3.5 for mad and seasonal, the fence factor 1.5 for tukey),
+//! `direction` (up, down, both; default both), `min_history` (points of history before a point is
+//! scored; default 10, 3 for seasonal), `window` (history points for zscore, mad and tukey; default 60),
+//! `alpha` (ewma; default 0.3), `period` (seasonal: an interval such as `1 day`; found in the data when
+//! left out), `min_spread` (a floor under the spread, so a flat history does not make every change an
+//! anomaly; default 0).
+//!
+//! One row per point: ts, the series columns (as text), value, expected, lower, upper, score,
+//! is_anomaly, method.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use datafusion::arrow::compute::{cast, concat_batches};
+use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, TimeUnit};
+use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::common::{Result, ScalarValue, plan_err};
+use datafusion::datasource::TableType;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::execution::session_state::SessionState;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::ExecutionPlan;
+
+use crate::invalid_argument;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    ZScore,
+    Mad,
+    Tukey,
+    Ewma,
+    Seasonal,
+}
+
+impl Method {
+    fn name(self) -> &'static str {
+        match self {
+            Method::ZScore => "zscore",
+            Method::Mad => "mad",
+            Method::Tukey => "tukey",
+            Method::Ewma => "ewma",
+            Method::Seasonal => "seasonal",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Up,
+    Down,
+    Both,
+}
+
+#[derive(Debug, Clone)]
+struct Options {
+    method: Method,
+    threshold: f64,
+    direction: Direction,
+    min_history: usize,
+    window: usize,
+    alpha: f64,
+    /// Seasonal period in microseconds; `None`: found in the data.
+    period_us: Option<i64>,
+    min_spread: f64,
+}
+
+/// Parses `1 day`, `15 minutes`, `2h`, `3600` (seconds) into microseconds.
+fn parse_period(s: &str) -> Option<i64> {
+    let s = s.trim().to_ascii_lowercase();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: f64 = n.trim().parse().ok()?;
+    let unit_s = match unit.trim() {
+        "" | "s" | "sec" | "secs" | "second" | "seconds" => 1.0,
+        "m" | "min" | "mins" | "minute" | "minutes" => 60.0,
+        "h" | "hour" | "hours" => 3600.0,
+        "d" | "day" | "days" => 86_400.0,
+        "w" | "week" | "weeks" => 604_800.0,
+        _ => return None,
+    };
+    let us = n * unit_s * 1e6;
+    (us >= 1.0 && us.is_finite()).then_some(us as i64)
+}
+
+fn parse_options(text: &str) -> Result<Options> {
+    let mut kv: HashMap<String, String> = HashMap::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((k, v)) = part.split_once('=') else {
+            return Err(invalid_argument(format!("detect_anomalies: option {part:?} is not key=value")));
+        };
+        kv.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+    }
+    let method = match kv.remove("method").as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("mad") => Method::Mad,
+        Some("zscore") => Method::ZScore,
+        Some("tukey") => Method::Tukey,
+        Some("ewma") => Method::Ewma,
+        Some("seasonal") => Method::Seasonal,
+        Some(other) => {
+            return Err(invalid_argument(format!(
+                "detect_anomalies: unknown method {other:?} (zscore, mad, tukey, ewma, seasonal)"
+            )));
+        }
+    };
+    let number = |kv: &mut HashMap<String, String>, key: &str, default: f64| -> Result<f64> {
+        match kv.remove(key) {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<f64>()
+                .ok()
+                .filter(|f| f.is_finite())
+                .ok_or_else(|| invalid_argument(format!("detect_anomalies: {key} must be a number, not {v:?}"))),
+        }
+    };
+    let default_threshold = match method {
+        Method::ZScore | Method::Ewma => 3.0,
+        Method::Mad | Method::Seasonal => 3.5,
+        Method::Tukey => 1.5,
+    };
+    let threshold = number(&mut kv, "threshold", default_threshold)?;
+    if threshold <= 0.0 {
+        return Err(invalid_argument("detect_anomalies: threshold must be positive"));
+    }
+    let direction = match kv.remove("direction").as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("both") => Direction::Both,
+        Some("up") => Direction::Up,
+        Some("down") => Direction::Down,
+        Some(other) => {
+            return Err(invalid_argument(format!(
+                "detect_anomalies: direction must be up, down or both, not {other:?}"
+            )));
+        }
+    };
+    let min_history = number(&mut kv, "min_history", if method == Method::Seasonal { 3.0 } else { 10.0 })?;
+    let window = number(&mut kv, "window", 60.0)?;
+    if min_history < 1.0 || window < 2.0 {
+        return Err(invalid_argument("detect_anomalies: min_history must be at least 1 and window at least 2"));
+    }
+    let alpha = number(&mut kv, "alpha", 0.3)?;
+    if !(alpha > 0.0 && alpha <= 1.0) {
+        return Err(invalid_argument(format!("detect_anomalies: alpha must be in (0, 1], not {alpha}")));
+    }
+    let period_us = match kv.remove("period") {
+        None => None,
+        Some(p) => Some(parse_period(&p).ok_or_else(|| {
+            invalid_argument(format!(
+                "detect_anomalies: period {p:?} is not a duration such as '1 day' or '15 minutes'"
+            ))
+        })?),
+    };
+    let min_spread = number(&mut kv, "min_spread", 0.0)?;
+    if min_spread < 0.0 {
+        return Err(invalid_argument("detect_anomalies: min_spread must not be negative"));
+    }
+    if let Some(k) = kv.keys().next() {
+        return Err(invalid_argument(format!("detect_anomalies: unknown option {k:?}")));
+    }
+    Ok(Options {
+        method,
+        threshold,
+        direction,
+        min_history: min_history as usize,
+        window: window as usize,
+        alpha,
+        period_us,
+        min_spread,
+    })
+}
+
+#[derive(Debug)]
+pub struct DetectAnomalies;
+
+fn string_arg(e: &Expr, what: &str) -> Result<String> {
+    match e {
+        Expr::Literal(
+            ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)) | ScalarValue::LargeUtf8(Some(s)),
+            _,
+        ) => Ok(s.clone()),
+        _ => Err(invalid_argument(format!("detect_anomalies: {what} must be a text literal"))),
+    }
+}
+
+impl TableFunctionImpl for DetectAnomalies {
+    fn call_with_args(&self, args: TableFunctionArgs<'_, '_>) -> Result<Arc<dyn TableProvider>> {
+        let exprs = args.exprs();
+        if !(3..=5).contains(&exprs.len()) {
+            return plan_err!(
+                "detect_anomalies(query, time_column, value_column [, series_columns [, options]]) takes 3 to 5 arguments"
+            );
+        }
+        let query = string_arg(&exprs[0], "the query")?;
+        let time = string_arg(&exprs[1], "the time column")?;
+        let value = string_arg(&exprs[2], "the value column")?;
+        let series = match exprs.get(3) {
+            Some(e) => string_arg(e, "the series columns")?
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect(),
+            None => Vec::new(),
+        };
+        let options = parse_options(&match exprs.get(4) {
+            Some(e) => string_arg(e, "the options")?,
+            None => String::new(),
+        })?;
+        let mut fields = vec![Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, None), false)];
+        fields.extend(series.iter().map(|s: &String| Field::new(s, DataType::Utf8, true)));
+        for f in ["value", "expected", "lower", "upper", "score"] {
+            fields.push(Field::new(f, DataType::Float64, true));
+        }
+        fields.push(Field::new("is_anomaly", DataType::Boolean, false));
+        fields.push(Field::new("method", DataType::Utf8, false));
+        Ok(Arc::new(Detection { query, time, value, series, options, schema: Arc::new(Schema::new(fields)) }))
+    }
+}
+
+#[derive(Debug)]
+struct Detection {
+    query: String,
+    time: String,
+    value: String,
+    series: Vec<String>,
+    options: Options,
+    schema: SchemaRef,
+}
+
+#[async_trait]
+impl TableProvider for Detection {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Temporary
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let Some(state) = state.as_any().downcast_ref::<SessionState>() else {
+            return plan_err!("detect_anomalies needs a DataFusion session");
+        };
+        let plan = state.create_logical_plan(&self.query).await?;
+        let physical = state.create_physical_plan(&plan).await?;
+        let batches = datafusion::physical_plan::collect(physical, state.task_ctx()).await?;
+        let input = concat_batches(&plan.schema().inner().clone(), &batches)?;
+        let out = self.detect(&input)?;
+        Ok(MemorySourceConfig::try_new_exec(&[vec![out]], self.schema.clone(), projection.cloned())?)
+    }
+}
+
+struct Point {
+    ts: i64,
+    value: Option<f64>,
+}
+
+/// The expected value and spread from the history, or `None` without enough history.
+struct Estimate {
+    expected: f64,
+    lower: f64,
+    upper: f64,
+    score: f64,
+}
+
+fn median_sorted(v: &[f64]) -> f64 {
+    quantile_sorted(v, 0.5)
+}
+
+fn quantile_sorted(v: &[f64], q: f64) -> f64 {
+    let pos = q * (v.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    v[lo] + (pos - lo as f64) * (v[hi] - v[lo])
+}
+
+impl Detection {
+    fn column(&self, input: &RecordBatch, name: &str) -> Result<ArrayRef> {
+        match input.schema().index_of(name) {
+            Ok(i) => Ok(input.column(i).clone()),
+            Err(_) => Err(invalid_argument(format!("detect_anomalies: the query has no column {name:?}"))),
+        }
+    }
+
+    fn detect(&self, input: &RecordBatch) -> Result<RecordBatch> {
+        let t = self.column(input, &self.time)?;
+        if !matches!(t.data_type(), DataType::Timestamp(..) | DataType::Date32 | DataType::Date64) {
+            return Err(invalid_argument(format!("detect_anomalies: {} is not a timestamp", self.time)));
+        }
+        let ts = cast(&cast(&t, &DataType::Timestamp(TimeUnit::Microsecond, None))?, &DataType::Int64)?;
+        let ts = ts.as_primitive::<Int64Type>();
+        let v = self.column(input, &self.value)?;
+        if !(v.data_type().is_numeric() || v.data_type().is_null()) {
+            return Err(invalid_argument(format!(
+                "detect_anomalies: {} is not numeric ({})",
+                self.value,
+                v.data_type()
+            )));
+        }
+        let v = cast(&v, &DataType::Float64)?;
+        let v = v.as_primitive::<Float64Type>();
+        let keys: Vec<ArrayRef> =
+            self.series.iter().map(|s| Ok(cast(&self.column(input, s)?, &DataType::Utf8)?)).collect::<Result<_>>()?;
+        let key_of = |i: usize| -> Vec<Option<String>> {
+            keys.iter()
+                .map(|k| {
+                    let k = k.as_string::<i32>();
+                    k.is_valid(i).then(|| k.value(i).to_string())
+                })
+                .collect()
+        };
+        // Series in order of first appearance; points by time.
+        let mut order: Vec<Vec<Option<String>>> = Vec::new();
+        let mut series: HashMap<Vec<Option<String>>, Vec<Point>> = HashMap::new();
+        for i in 0..input.num_rows() {
+            if ts.is_null(i) {
+                continue;
+            }
+            let k = key_of(i);
+            let e = series.entry(k.clone()).or_insert_with(|| {
+                order.push(k);
+                Vec::new()
+            });
+            e.push(Point { ts: ts.value(i), value: v.is_valid(i).then(|| v.value(i)) });
+        }
+        order.sort();
+        for points in series.values_mut() {
+            points.sort_by_key(|p| p.ts);
+        }
+        let period = match self.options.method {
+            Method::Seasonal => Some(match self.options.period_us {
+                Some(p) => p,
+                None => find_period(series.values().map(Vec::as_slice))?,
+            }),
+            _ => None,
+        };
+
+        let mut out_ts = Vec::new();
+        let mut out_keys: Vec<Vec<Option<String>>> = vec![Vec::new(); self.series.len()];
+        let (mut value, mut expected, mut lower, mut upper, mut score, mut flag) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for k in &order {
+            let points = &series[k];
+            let estimates = self.estimate(points, period);
+            for (p, e) in points.iter().zip(estimates) {
+                out_ts.push(p.ts);
+                for (j, key) in k.iter().enumerate() {
+                    out_keys[j].push(key.clone());
+                }
+                value.push(p.value);
+                let anomalous = match (&e, p.value) {
+                    (Some(e), Some(x)) => match self.options.direction {
+                        Direction::Up => x > e.upper,
+                        Direction::Down => x < e.lower,
+                        Direction::Both => x > e.upper || x < e.lower,
+                    },
+                    _ => false,
+                };
+                expected.push(e.as_ref().map(|e| e.expected));
+                lower.push(e.as_ref().map(|e| e.lower));
+                upper.push(e.as_ref().map(|e| e.upper));
+                score.push(e.as_ref().filter(|_| p.value.is_some()).map(|e| e.score));
+                flag.push(anomalous);
+            }
+        }
+        let n = out_ts.len();
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(TimestampMicrosecondArray::from(out_ts))];
+        for keys in out_keys {
+            columns.push(Arc::new(StringArray::from(keys)));
+        }
+        for c in [value, expected, lower, upper, score] {
+            columns.push(Arc::new(Float64Array::from(c)));
+        }
+        columns.push(Arc::new(BooleanArray::from(flag)));
+        columns.push(Arc::new(StringArray::from(vec![self.options.method.name(); n])));
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+
+    /// An estimate for every point of one series, from the points before it.
+    fn estimate(&self, points: &[Point], period: Option<i64>) -> Vec<Option<Estimate>> {
+        let o = &self.options;
+        let band = |expected: f64, spread: f64, x: Option<f64>| {
+            let spread = spread.max(o.min_spread);
+            let score = match x {
+                Some(x) if spread > 0.0 => (x - expected) / spread,
+                Some(x) if x == expected => 0.0,
+                Some(x) => (x - expected).signum() * f64::INFINITY,
+                None => 0.0,
+            };
+            Estimate { expected, lower: expected - o.threshold * spread, upper: expected + o.threshold * spread, score }
+        };
+        let mut out = Vec::with_capacity(points.len());
+        match o.method {
+            Method::Ewma => {
+                let (mut n, mut mean, mut var) = (0usize, 0.0f64, 0.0f64);
+                for p in points {
+                    out.push((n >= o.min_history).then(|| band(mean, var.sqrt(), p.value)));
+                    if let Some(x) = p.value {
+                        if n == 0 {
+                            mean = x;
+                        } else {
+                            let diff = x - mean;
+                            let incr = o.alpha * diff;
+                            mean += incr;
+                            var = (1.0 - o.alpha) * (var + diff * incr);
+                        }
+                        n += 1;
+                    }
+                }
+            }
+            Method::Seasonal => {
+                let period = period.unwrap_or(1);
+                let by_ts: HashMap<i64, f64> = points.iter().filter_map(|p| p.value.map(|v| (p.ts, v))).collect();
+                let seasons = o.window.min(1000);
+                for p in points {
+                    let mut history: Vec<f64> =
+                        (1..=seasons as i64).filter_map(|k| by_ts.get(&(p.ts - k * period)).copied()).collect();
+                    if history.len() < o.min_history {
+                        out.push(None);
+                        continue;
+                    }
+                    history.sort_by(f64::total_cmp);
+                    let m = median_sorted(&history);
+                    let mut dev: Vec<f64> = history.iter().map(|v| (v - m).abs()).collect();
+                    dev.sort_by(f64::total_cmp);
+                    out.push(Some(band(m, 1.4826 * median_sorted(&dev), p.value)));
+                }
+            }
+            Method::ZScore | Method::Mad | Method::Tukey => {
+                let mut history: std::collections::VecDeque<f64> = std::collections::VecDeque::new();
+                for p in points {
+                    if history.len() < o.min_history {
+                        out.push(None);
+                    } else {
+                        let h: Vec<f64> = history.iter().copied().collect();
+                        out.push(Some(match o.method {
+                            Method::ZScore => {
+                                let n = h.len() as f64;
+                                let mean = h.iter().sum::<f64>() / n;
+                                let var = h.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / (n - 1.0).max(1.0);
+                                band(mean, var.sqrt(), p.value)
+                            }
+                            Method::Mad => {
+                                let mut s = h;
+                                s.sort_by(f64::total_cmp);
+                                let m = median_sorted(&s);
+                                let mut dev: Vec<f64> = s.iter().map(|v| (v - m).abs()).collect();
+                                dev.sort_by(f64::total_cmp);
+                                band(m, 1.4826 * median_sorted(&dev), p.value)
+                            }
+                            _ => {
+                                let mut s = h;
+                                s.sort_by(f64::total_cmp);
+                                let (q1, q3) = (quantile_sorted(&s, 0.25), quantile_sorted(&s, 0.75));
+                                let iqr = (q3 - q1).max(o.min_spread);
+                                let m = median_sorted(&s);
+                                let score = match p.value {
+                                    Some(x) if iqr > 0.0 => (x - m) / iqr,
+                                    _ => 0.0,
+                                };
+                                Estimate {
+                                    expected: m,
+                                    lower: q1 - o.threshold * iqr,
+                                    upper: q3 + o.threshold * iqr,
+                                    score,
+                                }
+                            }
+                        }));
+                    }
+                    if let Some(x) = p.value {
+                        history.push_back(x);
+                        if history.len() > o.window {
+                            history.pop_front();
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The seasonal period of the series: the candidate (1 hour, 1 day, 1 week) with the highest
+/// autocorrelation between points one period apart, when the data covers it twice and the correlation
+/// is above 0.2.
+fn find_period<'a>(series: impl Iterator<Item = &'a [Point]> + Clone) -> Result<i64> {
+    let mut best: Option<(f64, i64)> = None;
+    for period in [3_600_000_000i64, 86_400_000_000, 604_800_000_000] {
+        let mut pairs: Vec<(f64, f64)> = Vec::new();
+        for points in series.clone() {
+            let (Some(first), Some(last)) = (points.first(), points.last()) else { continue };
+            if last.ts - first.ts < 2 * period {
+                continue;
+            }
+            let by_ts: HashMap<i64, f64> = points.iter().filter_map(|p| p.value.map(|v| (p.ts, v))).collect();
+            pairs.extend(points.iter().filter_map(|p| Some((p.value?, *by_ts.get(&(p.ts - period))?))));
+        }
+        if pairs.len() < 10 {
+            continue;
+        }
+        let n = pairs.len() as f64;
+        let (ma, mb) = (pairs.iter().map(|p| p.0).sum::<f64>() / n, pairs.iter().map(|p| p.1).sum::<f64>() / n);
+        let cov: f64 = pairs.iter().map(|p| (p.0 - ma) * (p.1 - mb)).sum();
+        let (va, vb): (f64, f64) =
+            (pairs.iter().map(|p| (p.0 - ma).powi(2)).sum(), pairs.iter().map(|p| (p.1 - mb).powi(2)).sum());
+        if va <= 0.0 || vb <= 0.0 {
+            continue;
+        }
+        let r = cov / (va * vb).sqrt();
+        if r > 0.2 && best.is_none_or(|(b, _)| r > b) {
+            best = Some((r, period));
+        }
+    }
+    best.map(|(_, p)| p).ok_or_else(|| {
+        invalid_argument(
+            "detect_anomalies: no seasonal period found in the data (tried 1 hour, 1 day, 1 week); give one with period=...",
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periods_and_options_parse() {
+        assert_eq!(parse_period("1 day"), Some(86_400_000_000));
+        assert_eq!(parse_period("15 minutes"), Some(900_000_000));
+        assert_eq!(parse_period("2h"), Some(7_200_000_000));
+        assert_eq!(parse_period("fortnight"), None);
+        let o = parse_options("method=tukey, direction=up, threshold=2").expect("options");
+        assert_eq!((o.method, o.direction, o.threshold), (Method::Tukey, Direction::Up, 2.0));
+        assert!(parse_options("method=magic").is_err());
+        assert!(parse_options("alpha=0").is_err());
+        assert!(parse_options("colour=blue").is_err());
+    }
+}
