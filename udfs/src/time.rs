@@ -421,6 +421,30 @@ mod tests {
         assert_eq!(bucket(five_min, "1969-12-31 23:58:00"), "1969-12-31 23:55:00");
     }
 
+    proptest::proptest! {
+        /// time_bucket is floor-like (bucket <= t < bucket + width, for fixed widths) and idempotent.
+        #[test]
+        fn buckets_floor_and_are_idempotent(t in -4_000_000_000_000_000i64..4_000_000_000_000_000i64,
+                                           width_s in 1i64..10_000_000, months in 0i32..30) {
+            let fixed = IntervalMonthDayNano::new(0, 0, width_s * 1_000_000_000);
+            let b = bucket_times(fixed, TimeUnit::Microsecond, &[Some(t)], None).unwrap()[0].unwrap();
+            proptest::prop_assert!(b <= t && t < b + width_s * 1_000_000);
+            let again = bucket_times(fixed, TimeUnit::Microsecond, &[Some(b)], None).unwrap()[0].unwrap();
+            proptest::prop_assert_eq!(again, b);
+            if months > 0 {
+                let m = IntervalMonthDayNano::new(months, 0, 0);
+                let b = bucket_times(m, TimeUnit::Microsecond, &[Some(t)], None).unwrap()[0].unwrap();
+                proptest::prop_assert!(b <= t);
+                let again = bucket_times(m, TimeUnit::Microsecond, &[Some(b)], None).unwrap()[0].unwrap();
+                proptest::prop_assert_eq!(again, b);
+                // The next bucket starts after t.
+                let start = DateTime::from_timestamp_micros(b).unwrap().naive_utc();
+                let next = start.checked_add_months(Months::new(months as u32)).unwrap().and_utc().timestamp_micros();
+                proptest::prop_assert!(t < next);
+            }
+        }
+    }
+
     #[test]
     fn interval_times_a_number_spills_like_postgresql() {
         let one_month = IntervalMonthDayNano::new(1, 0, 0);
