@@ -381,6 +381,10 @@ impl Database {
 
 /// Parses SQL in the PostgreSQL dialect with DataFusion's parser.
 pub fn parse(sql: &str) -> Result<Vec<DFStatement>> {
+    // Gap-filling queries become plain SQL first (see trafficdb_udfs::gapfill).
+    let gapfill =
+        trafficdb_udfs::gapfill::rewrite_sql(sql).map_err(|e| Error::invalid(SqlState::InvalidParameter, e.message))?;
+    let sql = gapfill.as_deref().unwrap_or(sql);
     let stmts = DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {})
         .map_err(|e| Error::invalid(SqlState::Syntax, e.to_string()))?;
     Ok(stmts.into_iter().collect())

@@ -29,9 +29,19 @@ const GRAFANA_SEARCH_PATH: &str = r#"IN (
           )"#;
 const SEARCH_PATH_SCHEMAS: &str = "= ANY(current_schemas(false))";
 
+/// Rewrites a statement text before it is parsed and planned: gap-filling queries
+/// (`time_bucket_gapfill`, see `trafficdb_udfs::gapfill`) and Grafana's search-path query
+/// ([`rewrite_search_path`]). `None` when nothing changes.
+pub fn rewrite_sql(sql: &str) -> Result<Option<String>, trafficdb::Error> {
+    let gapfill = trafficdb_udfs::gapfill::rewrite_sql(sql)
+        .map_err(|e| trafficdb::Error::invalid(trafficdb::SqlState::InvalidParameter, e.message))?;
+    let text = gapfill.as_deref().unwrap_or(sql);
+    Ok(rewrite_search_path(text).or(gapfill))
+}
+
 /// The text of `sql` with the statement parts the SQL parser would otherwise mistranslate (see
 /// [`GRAFANA_SEARCH_PATH`]) replaced; `None` when there are none. Runs before parsing, on text.
-pub fn rewrite_sql(sql: &str) -> Option<String> {
+pub fn rewrite_search_path(sql: &str) -> Option<String> {
     use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
     // Most statements: one substring search.
     if !sql.contains("current_setting('search_path')") {
@@ -323,13 +333,13 @@ mod tests {
                 string_to_array(current_setting('search_path'),',') s
               ) ORDER BY 1";
         assert_eq!(
-            super::rewrite_sql(sql).as_deref(),
+            super::rewrite_search_path(sql).as_deref(),
             Some(
                 "SELECT quote_ident(table_name) FROM information_schema.tables WHERE quote_ident(table_schema) = ANY(current_schemas(false)) ORDER BY 1"
             )
         );
-        assert_eq!(super::rewrite_sql("SELECT current_setting('search_path')"), None);
-        assert_eq!(super::rewrite_sql("SELECT 1"), None);
+        assert_eq!(super::rewrite_search_path("SELECT current_setting('search_path')"), None);
+        assert_eq!(super::rewrite_search_path("SELECT 1"), None);
     }
 
     fn rewritten(sql: &str) -> Option<String> {

@@ -216,7 +216,7 @@ impl SimpleQueryHandler for Session {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let mut limits = self.limits(client);
-        let rewritten = crate::rewrite::rewrite_sql(query);
+        let rewritten = crate::rewrite::rewrite_sql(query).map_err(|e| PgWireError::ApiError(Box::new(e)))?;
         let query = rewritten.as_deref().unwrap_or(query);
         let responses = limits.bound(SimpleQueryHandler::do_query(&self.inner, client, query)).await?;
         Ok(responses.into_iter().map(|r| limits.clone().guard_response(r)).collect())
@@ -441,7 +441,7 @@ impl QueryParser for Parser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        let rewritten = crate::rewrite::rewrite_sql(sql);
+        let rewritten = crate::rewrite::rewrite_sql(sql).map_err(|e| PgWireError::ApiError(Box::new(e)))?;
         let parsed = self.inner.parse_sql(client, rewritten.as_deref().unwrap_or(sql), types).await?;
         Ok(match parsed {
             Some((text, Some((statement, plan)))) => {

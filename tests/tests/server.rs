@@ -191,6 +191,26 @@ fn tokio_postgres_talks_to_the_server() {
         });
         assert_eq!(shown.as_deref(), Some("16.6"));
 
+        // Gap filling is rewritten before planning on both protocols; its argument errors keep SQLSTATE 22023.
+        client
+            .batch_execute(
+                "CREATE TABLE g (ts TIMESTAMP NOT NULL, v DOUBLE) WITH (time_column = 'ts'); \
+                 INSERT INTO g VALUES ('2024-01-01 10:00:00', 1), ('2024-01-01 10:30:00', 4)",
+            )
+            .await
+            .expect("gapfill table");
+        let gapfill = "SELECT time_bucket_gapfill(INTERVAL '10 minutes', ts) AS b, locf(avg(v)) AS v \
+                       FROM g WHERE ts >= '2024-01-01 10:00:00' AND ts < '2024-01-01 10:40:00' GROUP BY b";
+        let filled: Vec<f64> = client.query(gapfill, &[]).await.expect("gapfill").iter().map(|r| r.get(1)).collect();
+        assert_eq!(filled, [1.0, 1.0, 1.0, 4.0]);
+        let rows = client.simple_query(gapfill).await.expect("gapfill, simple");
+        assert_eq!(rows.iter().filter(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_))).count(), 4);
+        let e = client
+            .query("SELECT time_bucket_gapfill(INTERVAL '10 minutes', ts) AS b, avg(v) FROM g GROUP BY b", &[])
+            .await
+            .expect_err("no range");
+        assert_eq!(code(&e), Some(SqlState::INVALID_PARAMETER_VALUE), "{e}");
+
         drop(client);
         let _ = conn_task.await;
         stop.send(()).expect("stop");

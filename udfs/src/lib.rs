@@ -7,6 +7,7 @@
 pub mod aggregate;
 pub mod anomaly;
 pub mod detect;
+pub mod gapfill;
 pub mod time;
 
 use std::sync::Arc;
@@ -41,7 +42,7 @@ pub fn invalid_argument(message: impl Into<String>) -> DataFusionError {
 
 /// Registers every function, and the planner for PostgreSQL's date/time arithmetic, in `state`.
 pub fn install(state: &mut SessionState) -> datafusion::error::Result<()> {
-    for f in time::scalar_functions() {
+    for f in time::scalar_functions().into_iter().chain(gapfill::placeholders()) {
         state.register_udf(f)?;
     }
     for f in aggregate::aggregate_functions() {
