@@ -92,13 +92,21 @@ impl Database {
 
     /// Builds the SQL session over an already open engine (also used by the crash tests).
     pub async fn from_engine(engine: Arc<Engine>) -> Result<Database> {
-        let config = SessionConfig::new()
+        let mut config = SessionConfig::new()
             .with_default_catalog_and_schema(CATALOG_NAME, SCHEMA_NAME)
             .with_create_default_catalog_and_schema(false)
             .with_information_schema(true);
+        // Sessions run in UTC: a TIMESTAMPTZ literal keeps its zone (DataFusion types it without one
+        // otherwise), and now() is a TIMESTAMPTZ.
+        config.options_mut().execution.time_zone = Some("+00:00".to_string());
+        // PostgreSQL's `timestamptz AT TIME ZONE` must be rewritten before type coercion adds casts of
+        // its own, so that rule goes first.
+        let mut analyzer_rules = datafusion::optimizer::Analyzer::new().rules;
+        analyzer_rules.insert(0, Arc::new(trafficdb_udfs::time::PgAtTimeZone));
         let mut state = SessionStateBuilder::new()
             .with_config(config)
             .with_default_features()
+            .with_analyzer_rules(analyzer_rules)
             .with_physical_optimizer_rule(Arc::new(crate::query::latest::LatestPerKey))
             .build();
         // Our SQL functions (time series, anomaly detection, models), before the views that use them.

@@ -26,7 +26,7 @@ use crate::invalid_argument;
 
 /// The scalar functions of this module.
 pub fn scalar_functions() -> Vec<Arc<ScalarUDF>> {
-    vec![Arc::new(ScalarUDF::from(TimeBucket::new())), interval_mul()]
+    vec![Arc::new(ScalarUDF::from(TimeBucket::new())), interval_mul(), wall_clock()]
 }
 
 /// `interval_mul(interval, factor)`.
@@ -452,5 +452,114 @@ mod tests {
         let one_day = IntervalMonthDayNano::new(0, 1, 0);
         assert_eq!(mul_interval(one_day, 1.5), Some(IntervalMonthDayNano::new(0, 1, 43_200_000_000_000)));
         assert_eq!(mul_interval(one_day, f64::NAN), None);
+    }
+}
+
+/// `pg_wall_clock(ts, zone)`: the wall clock in `zone` of the instant `ts` (a zoned timestamp), as a
+/// TIMESTAMP — what PostgreSQL's `timestamptz AT TIME ZONE zone` returns.
+pub fn wall_clock() -> Arc<ScalarUDF> {
+    Arc::new(ScalarUDF::from(WallClock { signature: Signature::user_defined(Volatility::Immutable) }))
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct WallClock {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for WallClock {
+    fn name(&self) -> &str {
+        "pg_wall_clock"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        match arg_types {
+            [DataType::Timestamp(_, Some(tz)), z]
+                if z.is_null() || matches!(z, DataType::Utf8 | DataType::Utf8View) =>
+            {
+                Ok(vec![DataType::Timestamp(TimeUnit::Microsecond, Some(tz.clone())), DataType::Utf8])
+            }
+            _ => plan_err!("pg_wall_clock(timestamptz, zone) takes a zoned timestamp and a zone name"),
+        }
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Timestamp(TimeUnit::Microsecond, None))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        use chrono::{Offset, TimeZone};
+        let all_scalar = args.args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let zone = match &args.args[1] {
+            ColumnarValue::Scalar(ScalarValue::Utf8(Some(z))) => z.clone(),
+            _ => return Err(invalid_argument("AT TIME ZONE: the zone must be a constant name")),
+        };
+        let tz: datafusion::arrow::array::timezone::Tz =
+            zone.parse().map_err(|_| invalid_argument(format!("time zone \"{zone}\" not recognized")))?;
+        let ts = args.args[0].to_array(args.number_rows)?;
+        let ts = ts.as_primitive::<TimestampMicrosecondType>();
+        let out: PrimitiveArray<TimestampMicrosecondType> = ts
+            .iter()
+            .map(|v| {
+                let v = v?;
+                let utc = DateTime::from_timestamp_micros(v)?.naive_utc();
+                let offset = tz.offset_from_utc_datetime(&utc).fix().local_minus_utc();
+                v.checked_add(i64::from(offset) * 1_000_000)
+            })
+            .collect();
+        let out: ArrayRef = Arc::new(out);
+        if all_scalar {
+            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?))
+        } else {
+            Ok(ColumnarValue::Array(out))
+        }
+    }
+}
+
+/// An analyzer rule, to run before type coercion: `x AT TIME ZONE z` reaches the plan as a cast to a
+/// timestamp zoned `z`; for a zoned `x` (a TIMESTAMPTZ) PostgreSQL returns the naive wall clock in `z`,
+/// so that cast becomes `pg_wall_clock(x, z)`. A cast of a naive timestamp (the instant whose wall
+/// clock in `z` is `x`) is already PostgreSQL's.
+#[derive(Debug)]
+pub struct PgAtTimeZone;
+
+impl datafusion::optimizer::AnalyzerRule for PgAtTimeZone {
+    fn name(&self) -> &str {
+        "pg_at_time_zone"
+    }
+
+    fn analyze(
+        &self,
+        plan: datafusion::logical_expr::LogicalPlan,
+        _config: &datafusion::common::config::ConfigOptions,
+    ) -> Result<datafusion::logical_expr::LogicalPlan> {
+        use datafusion::common::tree_node::{Transformed, TreeNode};
+        plan.transform_up_with_subqueries(|p| {
+            let schema = datafusion::logical_expr::utils::merge_schema(&p.inputs());
+            // Output names stay what the user wrote (an ORDER BY or a view may refer to them).
+            let names = datafusion::logical_expr::expr_rewriter::NamePreserver::new(&p);
+            p.map_expressions(|e| {
+                let saved = names.save(&e);
+                let out = e.transform_up(|e| {
+                    let Expr::Cast(Cast { expr, field }) = &e else { return Ok(Transformed::no(e)) };
+                    let DataType::Timestamp(_, Some(zone)) = field.data_type() else { return Ok(Transformed::no(e)) };
+                    match expr.get_type(&schema as &dyn ExprSchema) {
+                        Ok(DataType::Timestamp(_, Some(_))) => {
+                            let zone = Expr::Literal(ScalarValue::Utf8(Some(zone.to_string())), None);
+                            Ok(Transformed::yes(Expr::ScalarFunction(ScalarFunction::new_udf(
+                                wall_clock(),
+                                vec![(**expr).clone(), zone],
+                            ))))
+                        }
+                        _ => Ok(Transformed::no(e)),
+                    }
+                })?;
+                Ok(out.update_data(|e| saved.restore(e)))
+            })
+        })
+        .map(|t| t.data)
     }
 }
