@@ -8,6 +8,7 @@ pub mod aggregate;
 pub mod anomaly;
 pub mod detect;
 pub mod gapfill;
+pub mod logistic;
 pub mod time;
 
 use std::sync::Arc;
