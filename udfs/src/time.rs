@@ -164,12 +164,13 @@ impl ScalarUDFImpl for TimeBucket {
             }
             (w, t) => return exec_err!("time_bucket: unexpected arguments {} and {t}", w.data_type()),
         };
-        if scalar_ts {
-            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?))
-        } else {
-            Ok(ColumnarValue::Array(out))
-        }
+        columnar(out, scalar_ts)
     }
+}
+
+/// A function's result: a scalar when every argument was one, else the array.
+fn columnar(out: ArrayRef, scalar: bool) -> Result<ColumnarValue> {
+    Ok(if scalar { ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?) } else { ColumnarValue::Array(out) })
 }
 
 fn timestamps_as_i64(ts: &ArrayRef) -> Result<Vec<Option<i64>>> {
@@ -328,11 +329,7 @@ impl ScalarUDFImpl for IntervalMul {
             })
             .collect();
         let out: ArrayRef = Arc::new(out);
-        if all_scalar {
-            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?))
-        } else {
-            Ok(ColumnarValue::Array(out))
-        }
+        columnar(out, all_scalar)
     }
 }
 
@@ -511,11 +508,7 @@ impl ScalarUDFImpl for WallClock {
             })
             .collect();
         let out: ArrayRef = Arc::new(out);
-        if all_scalar {
-            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?))
-        } else {
-            Ok(ColumnarValue::Array(out))
-        }
+        columnar(out, all_scalar)
     }
 }
 
