@@ -260,6 +260,8 @@ struct Backend {
     utilisation: f64,
     capacity_factor: f64,
     latency_factor: f64,
+    /// Share of 5xx from targets running a bad deploy's version (0 outside one).
+    bad_share: f64,
     routable: Vec<usize>,
     attempts_now: u32,
     retries_now: u32,
@@ -427,6 +429,7 @@ impl Generator {
                 utilisation: 0.0,
                 capacity_factor: 1.0,
                 latency_factor: 1.0,
+                bad_share: 0.0,
                 routable: Vec::new(),
                 attempts_now: 0,
                 retries_now: 0,
@@ -807,6 +810,7 @@ impl Generator {
         for b in &mut self.backends {
             b.capacity_factor = 1.0;
             b.latency_factor = 1.0;
+            b.bad_share = 0.0;
         }
         for i in &mut self.incidents {
             let storm_tail = i.kind == IncidentKind::RetryStorm && s >= i.end && i.recovered.is_none();
@@ -824,7 +828,8 @@ impl Generator {
                 IncidentKind::LatencyRegression => self.backends[i.backend.unwrap_or(0)].latency_factor = i.magnitude,
                 IncidentKind::BadDeploy => {
                     // A rolling deploy: one more target gets the bad version every two minutes.
-                    let b = &self.backends[i.backend.unwrap_or(0)];
+                    let b = &mut self.backends[i.backend.unwrap_or(0)];
+                    b.bad_share = i.magnitude;
                     let updated = (((s - i.start) / 120) as usize + 1).min(b.targets.len());
                     for &t in &b.targets[..updated] {
                         self.targets[t].bad_version = true;
@@ -1010,7 +1015,6 @@ impl Generator {
     /// One client attempt: route it, answer it, log it, and schedule the client's retry if it makes one.
     fn attempt(&mut self, ts: i64, b: usize, c: usize, p: usize, request: u64, attempt: u16) {
         let s = ts.div_euclid(US);
-        let bad_share = self.incidents_bad_share(b, s);
         let rng = &mut self.rng;
         let backend = &self.backends[b];
         let path = &backend.paths[p];
@@ -1087,7 +1091,7 @@ impl Generator {
                         o.target_ms = Some(ms);
                         let p5 = 0.0004
                             + (0.15 * ((u - 0.8) / 0.2).max(0.0).powi(2)).min(0.5)
-                            + if target.bad_version { bad_share } else { 0.0 };
+                            + if target.bad_version { backend.bad_share } else { 0.0 };
                         let r: f64 = rng.random();
                         o.target_status = Some(if r < p5 {
                             let k: f64 = rng.random();
@@ -1222,13 +1226,6 @@ impl Generator {
                 },
             );
         }
-    }
-
-    fn incidents_bad_share(&self, b: usize, s: i64) -> f64 {
-        self.incidents
-            .iter()
-            .find(|i| i.kind == IncidentKind::BadDeploy && i.backend == Some(b) && i.start <= s && s < i.end)
-            .map_or(0.0, |i| i.magnitude)
     }
 
     /// Whether the client retries, and after how many seconds.
