@@ -29,6 +29,9 @@ use crate::engine::{Engine, Options, Table};
 use crate::error::{Error, Result, SqlState};
 use crate::query::EngineSchema;
 use crate::types::{ColumnDef, ColumnType, TableDef, TimeOptions, parse_duration_us};
+use trafficdb_udfs::model::ModelStore;
+use trafficdb_udfs::model::Registry;
+use trafficdb_udfs::model::sql::ModelsTable;
 
 /// The catalog and schema names SQL sees.
 pub const CATALOG_NAME: &str = "trafficdb";
@@ -63,6 +66,23 @@ pub struct Database {
     engine: Arc<Engine>,
     ctx: SessionContext,
     schema: Arc<EngineSchema>,
+    models: Arc<Registry>,
+}
+
+/// Models live in the catalog as one object: durable with the rest of the catalog, and in every backup.
+#[derive(Debug)]
+struct CatalogModels(Arc<Engine>);
+
+const MODELS_KEY: &str = "models";
+
+impl ModelStore for CatalogModels {
+    fn load(&self) -> Option<serde_json::Value> {
+        self.0.object(MODELS_KEY)
+    }
+
+    fn save(&self, value: serde_json::Value) -> std::result::Result<(), String> {
+        self.0.put_object(MODELS_KEY, Some(value)).map_err(|e| e.to_string())
+    }
 }
 
 impl std::fmt::Debug for Database {
@@ -110,13 +130,15 @@ impl Database {
             .with_physical_optimizer_rule(Arc::new(crate::query::latest::LatestPerKey))
             .build();
         // Our SQL functions (time series, anomaly detection, models), before the views that use them.
-        trafficdb_udfs::install(&mut state)?;
+        let models = Arc::new(Registry::open(Arc::new(CatalogModels(engine.clone()))));
+        trafficdb_udfs::install(&mut state, &models)?;
         let ctx = SessionContext::new_with_state(state);
         let schema = Arc::new(EngineSchema::new(engine.clone()));
         let catalog = Arc::new(MemoryCatalogProvider::new());
         catalog.register_schema(SCHEMA_NAME, schema.clone() as Arc<dyn SchemaProvider>)?;
         ctx.register_catalog(CATALOG_NAME, catalog);
-        let db = Database { engine, ctx, schema };
+        schema.add_system_table("models", Arc::new(ModelsTable::new(models.clone())));
+        let db = Database { engine, ctx, schema, models };
         db.load_views().await;
         Ok(db)
     }
@@ -136,6 +158,11 @@ impl Database {
 
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
+    }
+
+    /// The trained models (what `train_retry_model` writes and `predict_retry` reads).
+    pub fn models(&self) -> &Arc<Registry> {
+        &self.models
     }
 
     /// The DataFusion session: register functions here; the server serves it.
@@ -189,6 +216,12 @@ impl Database {
             Statement::CreateTable(ct) if !ct.external => {
                 self.create_table(ct).await?;
                 Ok(Some(Output::Done("CREATE TABLE".into())))
+            }
+            Statement::Drop { object_type: ObjectType::View, names, .. } => {
+                for name in names {
+                    self.schema.refuse_system(&object_name(name)?)?;
+                }
+                Ok(None)
             }
             Statement::Drop { object_type: ObjectType::Table, if_exists, names, .. } => {
                 for name in names {

@@ -294,13 +294,32 @@ fn delete_rows(engine: &Engine, table: &Arc<Table>, predicate: Option<Arc<dyn Ph
 pub struct EngineSchema {
     engine: Arc<Engine>,
     others: RwLock<HashMap<String, Arc<dyn TableProvider>>>,
+    system: RwLock<std::collections::HashSet<String>>,
     /// While views are replayed on open, registering them must not write the catalog again.
     pub(crate) loading: std::sync::atomic::AtomicBool,
 }
 
 impl EngineSchema {
     pub fn new(engine: Arc<Engine>) -> Self {
-        EngineSchema { engine, others: RwLock::new(HashMap::new()), loading: false.into() }
+        EngineSchema { engine, others: RwLock::new(HashMap::new()), system: RwLock::default(), loading: false.into() }
+    }
+
+    /// Adds a table computed by another layer (such as `models`): never written to the catalog, and
+    /// neither dropped nor replaced by SQL.
+    pub fn add_system_table(&self, name: &str, table: Arc<dyn TableProvider>) {
+        self.others.write().insert(name.to_string(), table);
+        self.system.write().insert(name.to_string());
+    }
+
+    pub(crate) fn refuse_system(&self, name: &str) -> Result<()> {
+        if self.system.read().contains(name) {
+            return Err(Error::invalid(
+                crate::error::SqlState::WrongObjectType,
+                format!("\"{name}\" is a system view; it cannot be dropped or replaced"),
+            )
+            .into());
+        }
+        Ok(())
     }
 }
 
@@ -321,6 +340,7 @@ impl SchemaProvider for EngineSchema {
     }
 
     fn register_table(&self, name: String, table: Arc<dyn TableProvider>) -> Result<Option<Arc<dyn TableProvider>>> {
+        self.refuse_system(&name)?;
         if self.engine.table(&name).is_some() {
             return Err(Error::invalid(
                 crate::error::SqlState::DuplicateTable,
@@ -338,6 +358,7 @@ impl SchemaProvider for EngineSchema {
     }
 
     fn deregister_table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        self.refuse_system(name)?;
         if let Some(t) = self.engine.table(name) {
             let provider: Arc<dyn TableProvider> = Arc::new(StoredTable::new(self.engine.clone(), t));
             self.engine.drop_table(name)?;

@@ -30,6 +30,7 @@ pub const FILES: &[SchemaFile] = &[
     SchemaFile { name: "006_kpi_views.sql", sql: include_str!("../sql/006_kpi_views.sql") },
     SchemaFile { name: "007_retry_training.sql", sql: include_str!("../sql/007_retry_training.sql") },
     SchemaFile { name: "008_kpi_anomalies.sql", sql: include_str!("../sql/008_kpi_anomalies.sql") },
+    SchemaFile { name: "009_retry_model.sql", sql: include_str!("../sql/009_retry_model.sql") },
 ];
 
 /// The catalog object listing the schema files a directory has had.

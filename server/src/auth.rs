@@ -18,7 +18,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use datafusion::sql::sqlparser::ast::{CopySource, CopyTarget, Set, SetExpr, Statement};
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{CopySource, CopyTarget, Set, SetExpr, Statement, visit_relations};
 use futures::{Sink, SinkExt};
 use parking_lot::Mutex;
 use pgwire::api::auth::{DefaultServerParameterProvider, ServerParameterProvider, StartupHandler};
@@ -27,6 +29,7 @@ use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::startup::Authentication;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use ring::{digest, hmac, pbkdf2};
+use trafficdb_udfs::model::sql::WRITING_FUNCTIONS;
 
 use crate::config::{AuthMode, ServerConfig};
 
@@ -64,6 +67,19 @@ pub fn session_role(client: &(impl ClientInfo + ?Sized)) -> Role {
 
 /// The least role that may run `s`.
 pub fn required_role(s: &Statement) -> Role {
+    statement_role(s).max(model_role(s))
+}
+
+/// Training, deploying, rolling back or dropping a model changes the catalog, though it is a SELECT.
+fn model_role(s: &Statement) -> Role {
+    let writes = visit_relations(s, |name| {
+        let last = name.0.last().map(|p| p.to_string().trim_matches('"').to_ascii_lowercase()).unwrap_or_default();
+        if WRITING_FUNCTIONS.contains(&last.as_str()) { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+    });
+    if writes.is_break() { Role::Writer } else { Role::Reader }
+}
+
+fn statement_role(s: &Statement) -> Role {
     match s {
         Statement::Query(q) => match q.body.as_ref() {
             SetExpr::Select(sel) if sel.into.is_some() => Role::Admin,
@@ -71,7 +87,7 @@ pub fn required_role(s: &Statement) -> Role {
         },
         Statement::Explain { statement, analyze, .. } => {
             if *analyze {
-                required_role(statement)
+                statement_role(statement)
             } else {
                 Role::Reader
             }
@@ -650,5 +666,10 @@ mod tests {
         assert_eq!(role("BEGIN"), Role::Reader);
         assert_eq!(role("DECLARE c CURSOR FOR SELECT 1"), Role::Reader);
         assert_eq!(role("GRANT SELECT ON t TO bob"), Role::Admin);
+        assert_eq!(role("SELECT * FROM train_retry_model('retry', 'SELECT 1')"), Role::Writer);
+        assert_eq!(role("SELECT * FROM (SELECT * FROM deploy_model('retry', 2)) d"), Role::Writer);
+        assert_eq!(role("WITH r AS (SELECT * FROM rollback_model('retry')) SELECT * FROM r"), Role::Writer);
+        assert_eq!(role("EXPLAIN SELECT * FROM drop_model('retry')"), Role::Writer);
+        assert_eq!(role("SELECT * FROM model_weights('retry')"), Role::Reader);
     }
 }

@@ -473,7 +473,8 @@ mod tests {
     fn ctx(points: &[(i64, u8, f64)]) -> SessionContext {
         let ctx = SessionContext::new();
         let mut state = ctx.state();
-        crate::install(&mut state).expect("install");
+        let models = Arc::new(crate::model::Registry::open(Arc::new(crate::model::MemoryStore::default())));
+        crate::install(&mut state, &models).expect("install");
         let ctx = SessionContext::new_with_state(state);
         let schema = Arc::new(Schema::new(vec![
             Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, None), false),

@@ -9,6 +9,7 @@ pub mod anomaly;
 pub mod detect;
 pub mod gapfill;
 pub mod logistic;
+pub mod model;
 pub mod time;
 
 use std::sync::Arc;
@@ -41,8 +42,9 @@ pub fn invalid_argument(message: impl Into<String>) -> DataFusionError {
     DataFusionError::External(Box::new(SqlError { code: INVALID_PARAMETER_VALUE, message: message.into() }))
 }
 
-/// Registers every function, and the planner for PostgreSQL's date/time arithmetic, in `state`.
-pub fn install(state: &mut SessionState) -> datafusion::error::Result<()> {
+/// Registers every function, and the planner for PostgreSQL's date/time arithmetic, in `state`; the
+/// model functions keep their models in `models`.
+pub fn install(state: &mut SessionState, models: &Arc<model::Registry>) -> datafusion::error::Result<()> {
     for f in time::scalar_functions().into_iter().chain(gapfill::placeholders()) {
         state.register_udf(f)?;
     }
@@ -54,5 +56,6 @@ pub fn install(state: &mut SessionState) -> datafusion::error::Result<()> {
     }
     state.register_udtf("detect_anomalies", Arc::new(detect::DetectAnomalies));
     state.register_expr_planner(Arc::new(time::DateTimeArithmetic))?;
+    model::sql::install(state, models)?;
     Ok(())
 }
