@@ -267,6 +267,23 @@ impl Secret {
         }
     }
 
+    /// Whether `password` is `user`'s (HTTP Basic authentication checks the same verifiers).
+    pub fn verify(&self, user: &str, password: &str) -> bool {
+        let same =
+            |a: &[u8], b: &[u8]| a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
+        match self {
+            Secret::Scram { iterations, salt, stored_key, .. } => match Secret::scram_with(password, salt, *iterations)
+            {
+                Secret::Scram { stored_key: given, .. } => same(&given, stored_key),
+                Secret::Md5(_) => false,
+            },
+            Secret::Md5(hex) => match Secret::md5(user, password) {
+                Secret::Md5(given) => same(given.as_bytes(), hex.as_bytes()),
+                Secret::Scram { .. } => false,
+            },
+        }
+    }
+
     /// The MD5 hash PostgreSQL stores for `user`'s `password`.
     pub fn md5(user: &str, password: &str) -> Secret {
         Secret::Md5(format!("{:x}", md5::compute(format!("{password}{user}"))))

@@ -15,6 +15,8 @@ use crate::auth::{Role, Secret};
 pub struct ServerConfig {
     /// Address for PostgreSQL clients.
     pub listen: String,
+    /// Address for HTTP (`/health`, `/v1/predict/retry`); none by default.
+    pub http: Option<String>,
     /// `trust` (every client is who it says it is) or `password` (SCRAM-SHA-256, or MD5 for users whose
     /// stored hash is MD5).
     pub auth: AuthMode,
@@ -44,6 +46,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: "127.0.0.1:5432".into(),
+            http: None,
             auth: AuthMode::Trust,
             trust_role: Role::Admin,
             max_connections: 100,

@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod compat;
 pub mod config;
 pub mod copy;
+pub mod http;
 pub mod pg;
 pub mod rewrite;
 pub mod session;

@@ -137,6 +137,9 @@ struct ServeArgs {
     /// Address to listen on for PostgreSQL clients [default: 127.0.0.1:5432].
     #[arg(long, env = "TRAFFICDB_LISTEN")]
     listen: Option<String>,
+    /// Address for HTTP: /health and POST /v1/predict/retry (docs/retry-model.md) [default: none].
+    #[arg(long, env = "TRAFFICDB_HTTP", value_name = "ADDR")]
+    http: Option<String>,
     /// How clients authenticate: trust, or password (SCRAM-SHA-256; MD5 for users stored as MD5) [default: trust].
     #[arg(long, env = "TRAFFICDB_AUTH", value_enum)]
     auth: Option<trafficdb_server::config::AuthMode>,
@@ -171,6 +174,9 @@ impl ServeArgs {
         };
         if let Some(v) = &self.listen {
             c.listen = v.clone();
+        }
+        if let Some(v) = &self.http {
+            c.http = Some(v.clone());
         }
         if let Some(v) = self.auth {
             c.auth = v;
@@ -284,6 +290,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         if tls { "on" } else { "off" }
     );
     eprintln!("  psql -h {} -p {} -d trafficdb", addr.ip(), addr.port());
+    if let Some(http) = server.http_addr() {
+        eprintln!("  HTTP on {http}: GET /health, POST /v1/predict/retry");
+    }
     if args.demo {
         eprintln!(
             "  Power BI: Get Data > PostgreSQL database, server {}:{}, database trafficdb, \
@@ -306,7 +315,7 @@ async fn demo(db: &trafficdb::Database) -> anyhow::Result<()> {
     };
     if t.snapshot().num_rows() > 0 {
         eprintln!("demo data: lb_requests already has rows; leaving them as they are");
-        return Ok(());
+        return demo_model(db).await;
     }
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
     let cfg = trafficdb_schema::generate::Config {
@@ -321,8 +330,24 @@ async fn demo(db: &trafficdb::Database) -> anyhow::Result<()> {
         "demo data: {} requests, {} target samples, {} incidents",
         summary.requests, summary.targets, summary.incidents
     );
+    demo_model(db).await
+}
+
+/// Trains and deploys the `retry` model on the demo data unless a version is already deployed.
+async fn demo_model(db: &trafficdb::Database) -> anyhow::Result<()> {
+    if db.models().resolve("retry", None).is_ok() {
+        return Ok(());
+    }
+    eprintln!("demo model: training the retry model on retry_features (docs/retry-model.md)");
+    let batches = db.sql(DEMO_TRAINING).await?;
+    let row = datafusion::arrow::util::pretty::pretty_format_batches(&batches)?;
+    eprintln!("{row}");
     Ok(())
 }
+
+/// How `serve --demo` trains the `retry` model: every attempt of the week, the last fifth held out.
+const DEMO_TRAINING: &str = "SELECT model, version, rows_train, rows_eval, round(auc_roc, 4) AS auc_roc, \
+    round(log_loss, 4) AS log_loss, converged, deployed FROM train_retry_model('retry', 'SELECT * FROM retry_features', 'deploy=true')";
 
 fn progress_bar(rows: u64) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(rows);

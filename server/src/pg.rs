@@ -37,6 +37,7 @@ use crate::session::{Cancels, Session};
 /// A bound server, ready to run.
 pub struct Server {
     listener: TcpListener,
+    http: Option<TcpListener>,
     db: Arc<Database>,
     shared: Arc<Shared>,
 }
@@ -83,6 +84,12 @@ impl Server {
         let listen = config.listen.clone();
         let listener =
             TcpListener::bind(&listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+        let http = match &config.http {
+            Some(addr) => Some(
+                TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr} for HTTP: {e}"))?,
+            ),
+            None => None,
+        };
         let hooks: Vec<Arc<dyn QueryHook>> = vec![
             Arc::new(EngineHook { db: db.clone() }),
             Arc::new(CursorStatementHook),
@@ -100,11 +107,16 @@ impl Server {
             tls,
             stats: Arc::new(Stats::default()),
         });
-        Ok(Server { listener, db, shared })
+        Ok(Server { listener, http, db, shared })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The HTTP listener's address, when one was configured.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The server's connection counters.
@@ -117,6 +129,19 @@ impl Server {
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let mut tasks = tokio::task::JoinSet::new();
         tokio::pin!(shutdown);
+        let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
+        let http = self.http.map(|listener| {
+            let router = crate::http::router(self.db.clone(), self.shared.config.clone());
+            let mut stopped = http_stopped.clone();
+            tokio::spawn(async move {
+                let stop = async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                };
+                if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(stop).await {
+                    tracing::error!("HTTP server failed: {e}");
+                }
+            })
+        });
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
@@ -153,6 +178,10 @@ impl Server {
             }
         }
         tracing::info!("shutting down: closing connections and flushing");
+        let _ = stop_http.send(true);
+        if let Some(http) = http {
+            let _ = http.await;
+        }
         tasks.shutdown().await;
         let engine = self.db.engine().clone();
         tokio::task::spawn_blocking(move || engine.close()).await??;

@@ -24,7 +24,7 @@ jdbc_jar=/usr/share/java/postgresql.jar
 { command -v node >/dev/null && command -v npm >/dev/null; } || apt_install nodejs npm
 venv="$HOME/.cache/trafficdb-venv"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/pip" install -q --disable-pip-version-check "psycopg[binary]" psycopg2-binary asyncpg pg8000 sqlalchemy pandas
+"$venv/bin/pip" install -q --disable-pip-version-check "psycopg[binary]" psycopg2-binary asyncpg pg8000 sqlalchemy pandas scikit-learn
 node_dir="$HOME/.cache/trafficdb-node"
 [ -d "$node_dir/node_modules/pg" ] && [ -d "$node_dir/node_modules/pg-copy-streams" ] \
     || npm install -q --prefix "$node_dir" --no-audit --no-fund --loglevel=error pg@8 pg-copy-streams@7 >/dev/null
@@ -69,24 +69,35 @@ fi
 TZ=Europe/Berlin NODE_PATH="$node_dir/node_modules" node "$here/node_client.js" 127.0.0.1 "$port" || failed=$((failed + 1))
 kill -0 "$server" 2>/dev/null || { echo "the server died:"; cat "$work/server.log"; exit 1; }
 
-# README's first command: `serve --demo` generates a week of telemetry into an empty directory, then
-# serves it; the KPI views answer, and a second start leaves the data as it is.
-demo_port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+# README's first command: `serve --demo` generates a week of telemetry into an empty directory, trains
+# the retry model, then serves it; the KPI views and predict_retry answer, and a second start leaves the
+# data and the model as they are. On the second start, the retry model is checked against scikit-learn
+# and over HTTP (retry_model.py).
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+demo_port="$(free_port)"
+http_port="$(free_port)"
 demo_ok=1
 for round in 1 2; do
-    "$bin" serve --demo -d "$work/demo" --listen "127.0.0.1:$demo_port" 2>"$work/demo.log" &
+    "$bin" serve --demo -d "$work/demo" --listen "127.0.0.1:$demo_port" --http "127.0.0.1:$http_port" 2>"$work/demo.log" &
     demo=$!
     up=0
-    for _ in $(seq 600); do
+    for _ in $(seq 1800); do
         psql -X -q -h 127.0.0.1 -p "$demo_port" -d trafficdb -c "SELECT 1" >/dev/null 2>&1 && { up=1; break; }
         kill -0 "$demo" 2>/dev/null || break
         sleep 0.1
     done
     got="$(psql -X -A -t -h 127.0.0.1 -p "$demo_port" -d trafficdb \
-        -c "SELECT (SELECT count(*) FROM lb_requests) || ' ' || (SELECT count(*) FROM incidents) || ' ' || (SELECT count(*) FROM kpi_requests_1h WHERE attempts > 0)" 2>&1 || true)"
+        -c "SELECT (SELECT count(*) FROM lb_requests) || ' ' || (SELECT count(*) FROM incidents) || ' ' || (SELECT count(*) FROM kpi_requests_1h WHERE attempts > 0) || ' ' || (SELECT count(*) FROM models WHERE name = 'retry' AND deployed) || ' ' || (SELECT count(*) FROM kpi_retry_impact_1m WHERE expected_retries > 0)" 2>&1 || true)"
+    if [ "$round" = 2 ] && [ "$up" = 1 ]; then
+        # Two days of the demo week: the last half day held out.
+        "$venv/bin/python" "$here/retry_model.py" 127.0.0.1 "$demo_port" "$http_port" \
+            --where "ts >= (SELECT max(ts) FROM lb_requests) - INTERVAL '2 days'" --options "l2=1, eval_fraction=0.25" \
+            || failed=$((failed + 1))
+    fi
     kill "$demo" 2>/dev/null; wait "$demo" 2>/dev/null || true
-    read -r requests incidents hours <<<"$got" || true
+    read -r requests incidents hours models impact <<<"$got" || true
     if [ "$up" = 1 ] && [ "${requests:-}" = 3000000 ] && [ "${incidents:-0}" -gt 0 ] && [ "${hours:-0}" -gt 100 ] \
+        && [ "${models:-}" = 1 ] && [ "${impact:-0}" -gt 1000 ] \
         && { [ "$round" = 1 ] || grep -q "already has rows" "$work/demo.log"; }; then
         :
     else
@@ -94,7 +105,7 @@ for round in 1 2; do
     fi
 done
 if [ "$demo_ok" = 1 ]; then
-    echo "client psql (serve --demo, then restarted): ok"
+    echo "client psql (serve --demo with its retry model, then restarted): ok"
     echo "test result: ok. 1 passed; 0 failed"
 else
     echo "client psql (serve --demo): FAILED"

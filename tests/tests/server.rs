@@ -18,16 +18,52 @@ use crate::common::{all_ids, runtime};
 /// Starts a server on a free loopback port; send on the returned channel to stop it.
 async fn start(
     db: Arc<Database>,
-    mut config: ServerConfig,
+    config: ServerConfig,
 ) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<anyhow::Result<()>>) {
+    let (addr, _, stop, serving) = start_with_http(db, config).await;
+    (addr, stop, serving)
+}
+
+type Serving = tokio::task::JoinHandle<anyhow::Result<()>>;
+
+/// Starts a server on free loopback ports, with an HTTP listener when `config.http` is set.
+async fn start_with_http(
+    db: Arc<Database>,
+    mut config: ServerConfig,
+) -> (std::net::SocketAddr, Option<std::net::SocketAddr>, tokio::sync::oneshot::Sender<()>, Serving) {
     config.listen = "127.0.0.1:0".into();
+    if config.http.is_some() {
+        config.http = Some("127.0.0.1:0".into());
+    }
     let server = Server::bind(db, config).await.expect("bind");
     let addr = server.local_addr().expect("addr");
+    let http = server.http_addr();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(server.run_until(async {
         let _ = stopped.await;
     }));
-    (addr, stop, serving)
+    (addr, http, stop, serving)
+}
+
+/// One HTTP/1.1 POST with optional Basic credentials (`user:password`): the status and the body.
+async fn http_post(addr: std::net::SocketAddr, path: &str, credentials: Option<&str>, body: &str) -> (u16, String) {
+    use base64::Engine as _;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect to HTTP");
+    let auth = credentials
+        .map(|c| format!("Authorization: Basic {}\r\n", base64::engine::general_purpose::STANDARD.encode(c)))
+        .unwrap_or_default();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(request.as_bytes()).await.expect("send");
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).await.expect("read");
+    let status = answer.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
 }
 
 /// Connects as `user` (with `password` if given) and drives the connection in the background.
@@ -238,9 +274,11 @@ fn passwords_and_roles() {
                 // An old client's user, stored as MD5.
                 user("viewer", Role::Reader, Secret::md5("viewer", "viewer pw")),
             ],
+            http: Some("127.0.0.1:0".into()),
             ..ServerConfig::default()
         };
-        let (addr, stop, serving) = start(db, config).await;
+        let (addr, http, stop, serving) = start_with_http(db, config).await;
+        let http = http.expect("HTTP listener");
 
         // Wrong password, unknown user, no password: 28P01, the same answer for all three.
         for (u, p) in [("boss", Some("nope")), ("nobody", Some("x")), ("viewer", Some("loader pw"))] {
@@ -291,6 +329,49 @@ fn passwords_and_roles() {
         assert_eq!(code(&e), Some(SqlState::INSUFFICIENT_PRIVILEGE));
         let n: i64 = admin.query_one("SELECT count(*) FROM m", &[]).await.expect("count").get(0);
         assert_eq!(n, 2, "nothing the reader tried was written");
+
+        // Models: a writer trains one; a reader uses it but can neither train, deploy, roll back nor drop.
+        let version: i64 = writer
+            .query_one("SELECT version FROM train_retry_model('m', 'SELECT ts, v, v > 1 AS will_retry FROM m', 'eval_fraction=0')", &[])
+            .await
+            .expect("writer trains")
+            .get(0);
+        assert_eq!(version, 1);
+        for sql in [
+            "SELECT * FROM train_retry_model('m', 'SELECT ts, v, v > 1 AS will_retry FROM m', 'eval_fraction=0')",
+            "SELECT * FROM deploy_model('m', 1)",
+            "SELECT * FROM rollback_model('m')",
+            "SELECT * FROM (SELECT * FROM drop_model('m')) d",
+        ] {
+            let e = reader.batch_execute(sql).await.expect_err(sql);
+            assert_eq!(code(&e), Some(SqlState::INSUFFICIENT_PRIVILEGE), "{sql}");
+            let e = reader.query(sql, &[]).await.expect_err(sql);
+            assert_eq!(code(&e), Some(SqlState::INSUFFICIENT_PRIVILEGE), "{sql} (extended)");
+        }
+        let p: f64 = reader.query_one("SELECT predict_model('m', 1, 2)", &[]).await.expect("reader predicts").get(0);
+        assert!(p > 0.5, "{p}");
+        let models: i64 = admin.query_one("SELECT count(*) FROM models", &[]).await.expect("models").get(0);
+        assert_eq!(models, 1, "the reader's attempts stored nothing");
+
+        // HTTP: Basic credentials of a configured user, checked like the wire protocol's.
+        let body = r#"{"model": "m", "rows": [{"v": 2}, [1]]}"#;
+        for credentials in [None, Some("viewer:wrong"), Some("nobody:x"), Some("viewer")] {
+            let (status, answer) = http_post(http, "/v1/predict/retry", credentials, body).await;
+            assert_eq!(status, 401, "{credentials:?}: {answer}");
+            assert!(answer.contains("28P01"), "{answer}");
+        }
+        for credentials in ["viewer:viewer pw", "boss:boss pw"] {
+            let (status, answer) = http_post(http, "/v1/predict/retry", Some(credentials), body).await;
+            assert_eq!(status, 200, "{answer}");
+            let answer: serde_json::Value = serde_json::from_str(&answer).expect("JSON");
+            let got = answer["probabilities"][0].as_f64().expect("a probability");
+            assert!((got - p).abs() < 1e-12, "HTTP {got} vs SQL {p}");
+            assert_eq!(answer["version"], 1);
+        }
+        let (status, answer) = http_post(http, "/v1/predict/retry", Some("viewer:viewer pw"), "{\"rows\": [{\"v\": 1}]}").await;
+        assert_eq!((status, answer.contains("42704")), (404, true), "no model named retry: {answer}");
+        let (status, answer) = http_post(http, "/v1/predict/retry", Some("viewer:viewer pw"), "not json").await;
+        assert_eq!((status, answer.contains("22P02")), (400, true), "{answer}");
 
         drop((admin, writer, reader));
         stop.send(()).expect("stop");

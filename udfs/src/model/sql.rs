@@ -1004,6 +1004,7 @@ impl ModelsTable {
             Field::new("rows_train", DataType::Int64, false),
             Field::new("auc_roc", DataType::Float64, true),
             Field::new("converged", DataType::Boolean, false),
+            Field::new("split_at", DataType::Timestamp(TimeUnit::Microsecond, None), true),
             Field::new("query", DataType::Utf8, false),
         ]));
         ModelsTable { registry, schema }
@@ -1025,6 +1026,7 @@ impl ModelsTable {
                 Arc::new(Int64Array::from_iter_values(list.iter().map(|(m, _)| m.rows_train as i64))),
                 Arc::new(Float64Array::from_iter(list.iter().map(|(m, _)| m.metrics.as_ref().and_then(|x| x.auc_roc)))),
                 Arc::new(BooleanArray::from_iter(list.iter().map(|(m, _)| Some(m.converged)))),
+                Arc::new(TimestampMicrosecondArray::from_iter(list.iter().map(|(m, _)| m.split_at))),
                 Arc::new(StringArray::from_iter_values(list.iter().map(|(m, _)| m.query.as_str()))),
             ],
         )?)
