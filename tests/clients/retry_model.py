@@ -23,6 +23,7 @@ import urllib.request
 import numpy as np
 import pandas as pd
 import psycopg
+from psycopg import sql
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss, roc_auc_score
 
@@ -56,10 +57,12 @@ if cur.fetchone()[0]:
 
 query = f"SELECT * FROM retry_features WHERE {args.where}"
 started = time.time()
+# Table functions take constants, not bind parameters: the arguments are quoted here.
 cur.execute(
-    "SELECT version, rows_train, rows_eval, auc_roc, log_loss, converged, duration_ms "
-    "FROM train_retry_model(%s, %s, %s)",
-    (MODEL, query, args.options + ", deploy=false"),
+    sql.SQL(
+        "SELECT version, rows_train, rows_eval, auc_roc, log_loss, converged, duration_ms "
+        "FROM train_retry_model({}, {}, {})"
+    ).format(sql.Literal(MODEL), sql.Literal(query), sql.Literal(args.options + ", deploy=false"))
 )
 version, rows_train, rows_eval, auc_db, logloss_db, converged, duration_ms = cur.fetchone()
 print(f"trafficdb: trained on {rows_train} rows, held out {rows_eval}, converged {converged}, {duration_ms:.0f} ms")
@@ -72,7 +75,8 @@ options = json.loads(options)
 started = time.time()
 with cur.copy(f"COPY ({query}) TO STDOUT (FORMAT csv, HEADER true)") as copy:
     data = b"".join(bytes(block) for block in copy)
-frame = pd.read_csv(io.BytesIO(data), parse_dates=["ts"], keep_default_na=True, na_values=[""], dtype={"status": str})
+frame = pd.read_csv(io.BytesIO(data), keep_default_na=True, na_values=[""], dtype={"status": str})
+frame["ts"] = pd.to_datetime(frame["ts"], format="ISO8601")
 print(f"fetched {len(frame)} rows in {time.time() - started:.1f} s")
 frame["will_retry"] = frame["will_retry"].map({"t": True, "f": False, True: True, False: False})
 for b in ["lb_error", "timed_out"]:
@@ -83,7 +87,7 @@ train = frame[frame["ts"] < pd.Timestamp(split_at)]
 held = frame[frame["ts"] >= pd.Timestamp(split_at)]
 check(len(train) == rows_train and len(held) == rows_eval, f"split at {split_at}: {len(train)} / {len(held)} rows")
 
-text = [c for c in features if frame[c].dtype == object]
+text = [c for c in features if not pd.api.types.is_numeric_dtype(frame[c])]
 columns, names = [], []
 for c in features:
     if c in text:
@@ -118,7 +122,7 @@ print(f"scikit-learn: fitted in {time.time() - started:.1f} s")
 p_ref = reference.predict_proba((x_held - mean) / scale)[:, 1]
 auc_ref, logloss_ref = roc_auc_score(y_held, p_ref), log_loss(y_held, p_ref)
 
-cur.execute("SELECT feature, level, standardized_weight FROM model_weights(%s, %s)", (MODEL, version))
+cur.execute(f"SELECT feature, level, standardized_weight FROM model_weights('{MODEL}', {version})")
 weights = {(f, l): w for f, l, w in cur.fetchall()}
 check(set(weights) - {("(intercept)", None)} == set(names), "the same one-hot columns as scikit-learn")
 ours = np.array([weights.get(n, np.nan) for n in names])
@@ -189,8 +193,8 @@ for row in by_name:
             parts.append(repr(float(v)))
     literals.append("SELECT predict_model('%s', %d, %s)" % (MODEL, version, ", ".join(parts)))
 p_expected = []
-for sql in literals:
-    cur.execute(sql)
+for statement in literals:
+    cur.execute(statement)
     p_expected.append(cur.fetchone()[0])
 if status == 200:
     check(np.max(np.abs(np.array(answer["probabilities"]) - np.array(p_expected))) < 1e-12, "HTTP equals SQL")

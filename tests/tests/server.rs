@@ -350,6 +350,10 @@ fn passwords_and_roles() {
         }
         let p: f64 = reader.query_one("SELECT predict_model('m', 1, 2)", &[]).await.expect("reader predicts").get(0);
         assert!(p > 0.5, "{p}");
+        // Table functions are planned before parameters are bound: a parameter is refused, clearly.
+        let e = reader.query("SELECT * FROM model_weights($1)", &[&"m"]).await.expect_err("bind parameter");
+        assert_eq!(code(&e), Some(SqlState::INVALID_PARAMETER_VALUE), "{e:?}");
+        assert!(format!("{e:?}").contains("bind parameter"), "{e:?}");
         let models: i64 = admin.query_one("SELECT count(*) FROM models", &[]).await.expect("models").get(0);
         assert_eq!(models, 1, "the reader's attempts stored nothing");
 

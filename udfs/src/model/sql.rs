@@ -235,6 +235,20 @@ fn literal(e: &Expr) -> Option<Arg> {
     }
 }
 
+/// Table functions are planned before bind parameters have values, so their arguments must be written
+/// into the statement.
+fn not_constant(function: &str, i: usize, e: &Expr) -> datafusion::error::DataFusionError {
+    if matches!(e, Expr::Placeholder(_)) {
+        bad(format!(
+            "{function}: argument {} is a bind parameter; table functions take constants written into the \
+             statement (quote them client-side)",
+            i + 1
+        ))
+    } else {
+        bad(format!("{function}: argument {} must be a constant", i + 1))
+    }
+}
+
 fn bad(message: impl Into<String>) -> datafusion::error::DataFusionError {
     sql_error(INVALID_PARAMETER_VALUE, message)
 }
@@ -262,7 +276,7 @@ fn model_args(kind: Kind, exprs: &[Expr]) -> Result<ModelArgs> {
     let args: Vec<Arg> = exprs
         .iter()
         .enumerate()
-        .map(|(i, e)| literal(e).ok_or_else(|| bad(format!("{function}: argument {} must be a constant", i + 1))))
+        .map(|(i, e)| literal(e).ok_or_else(|| not_constant(function, i, e)))
         .collect::<Result<_>>()?;
     let mut out = ModelArgs::default();
     let mut rest = args.as_slice();
@@ -438,6 +452,9 @@ impl TableFunctionImpl for ModelFunction {
         let exprs = args.exprs();
         let work: Work = match kind {
             Kind::Train => {
+                if let Some((i, e)) = exprs.iter().enumerate().find(|(_, e)| literal(e).is_none()) {
+                    return Err(not_constant(kind.name(), i, e));
+                }
                 let texts: Vec<Option<Arg>> = exprs.iter().map(literal).collect();
                 let (name, query, options) = match texts.as_slice() {
                     [Some(Arg::Text(n)), Some(Arg::Text(q))] => (n.clone(), q.clone(), String::new()),
@@ -455,6 +472,9 @@ impl TableFunctionImpl for ModelFunction {
                 })
             }
             Kind::Explain => {
+                if let Some((i, e)) = exprs.iter().enumerate().find(|(_, e)| literal(e).is_none()) {
+                    return Err(not_constant(kind.name(), i, e));
+                }
                 let parsed: Vec<Option<Arg>> = exprs.iter().map(literal).collect();
                 let (query, name, version) = match parsed.as_slice() {
                     [Some(Arg::Text(q))] => (q.clone(), "retry".to_string(), None),
