@@ -125,18 +125,15 @@ pub fn fit(x: ArrayView2<'_, f64>, y: &[bool], options: &Options) -> Result<Mode
     };
 
     // Standardise: column 0 of the design is the intercept.
-    let means: Vec<f64> = (0..d).map(|j| x.column(j).mean().unwrap_or(0.0)).collect();
-    let scales: Vec<f64> = (0..d)
-        .map(|j| {
-            let m = means[j];
-            let var = x.column(j).iter().map(|v| (v - m) * (v - m)).sum::<f64>() / n as f64;
-            if var > 0.0 { var.sqrt() } else { 1.0 }
-        })
-        .collect();
+    let means: Vec<f64> = x.mean_axis(Axis(0)).map_or_else(|| vec![0.0; d], |m| m.to_vec());
+    let scales: Vec<f64> =
+        x.var_axis(Axis(0), 0.0).iter().map(|&var| if var > 0.0 { var.sqrt() } else { 1.0 }).collect();
+    // Row by row: both matrices are row-major, so every write and read is sequential.
     let mut design = Array2::<f64>::ones((n, d + 1));
-    for j in 0..d {
-        let (m, s) = (means[j], scales[j]);
-        design.column_mut(j + 1).assign(&x.column(j).mapv(|v| (v - m) / s));
+    for (mut out, row) in design.rows_mut().into_iter().zip(x.rows()) {
+        for (j, v) in row.iter().enumerate() {
+            out[j + 1] = (v - means[j]) / scales[j];
+        }
     }
     let labels: Array1<f64> = y.iter().map(|&b| if b { 1.0 } else { 0.0 }).collect();
     let weights: Array1<f64> = y.iter().map(|&b| if b { w_pos } else { w_neg }).collect();
@@ -154,6 +151,7 @@ pub fn fit(x: ArrayView2<'_, f64>, y: &[bool], options: &Options) -> Result<Mode
         data + penalty(beta)
     };
 
+    let mut block = Array2::<f64>::zeros((BLOCK.min(n), d + 1));
     let mut beta = Array1::<f64>::zeros(d + 1);
     // Start the intercept at the weighted log-odds of the positive class.
     let (wp, wn) = (w_pos * positives as f64, w_neg * (n - positives) as f64);
@@ -165,14 +163,26 @@ pub fn fit(x: ArrayView2<'_, f64>, y: &[bool], options: &Options) -> Result<Mode
         iterations += 1;
         let p = design.dot(&beta).mapv(sigmoid);
         let residual = (&p - &labels) * &weights;
-        let mut grad = design.t().dot(&residual);
+        // X' r as a sum of rows, read in order (a matrix-vector product of X' walks each column with a
+        // stride, and a matrix product would copy X into its packing buffers).
+        let mut grad = Array1::<f64>::zeros(d + 1);
+        for (row, r) in design.rows().into_iter().zip(residual.iter()) {
+            grad.scaled_add(*r, &row);
+        }
         let curvature = (&p * &p.mapv(|v| 1.0 - v)) * &weights;
         // X' diag(curvature) X, a block of rows at a time so no second copy of the design is made.
+        // As B'B with B = diag(sqrt(curvature)) X, B filled row by row into a reused block.
         let mut hessian = Array2::<f64>::zeros((d + 1, d + 1));
         for start in (0..n).step_by(BLOCK) {
-            let rows = design.slice(s![start..(start + BLOCK).min(n), ..]);
-            let c = curvature.slice(s![start..(start + BLOCK).min(n)]);
-            hessian += &rows.t().dot(&(&rows * &c.insert_axis(Axis(1))));
+            let end = (start + BLOCK).min(n);
+            for (i, mut out) in (start..end).zip(block.rows_mut()) {
+                let w = curvature[i].sqrt();
+                for (o, v) in out.iter_mut().zip(design.row(i)) {
+                    *o = v * w;
+                }
+            }
+            let b = block.slice(s![..end - start, ..]);
+            hessian += &b.t().dot(&b);
         }
         for j in 1..=d {
             grad[j] += options.l2 * beta[j];
