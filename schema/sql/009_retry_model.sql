@@ -31,7 +31,11 @@ CREATE TABLE IF NOT EXISTS retry_cost_parameters (
     avoidable_share   DOUBLE PRECISION NOT NULL   -- share of at-risk retries an intervention would avoid
                                                   -- (an assumption: measure it before relying on it)
 );
-INSERT INTO retry_cost_parameters VALUES (0.000001, 0.000001, 'USD', 0.5, 0.5);
+-- (Only into an empty table: a file interrupted by a crash is applied again at the next open.)
+INSERT INTO retry_cost_parameters
+SELECT 0.000001 AS cost_per_request, 0.000001 AS cost_per_retry, 'USD' AS currency, 0.5 AS risk_threshold,
+       0.5 AS avoidable_share
+WHERE NOT EXISTS (SELECT 1 FROM retry_cost_parameters);
 
 -- Retry impact per backend and minute: observed retries next to the retries the deployed `retry`
 -- model expects (the sum of its probabilities), the extra load retries make, and their cost.

@@ -25,7 +25,10 @@ fn new_directories_get_the_schema_once() {
     rt.block_on(async {
         let tmp = tempfile::tempdir().expect("tempdir");
         let db = trafficdb_schema::open(tmp.path(), false).await.expect("open");
-        assert_eq!(tables(&db).await, ["backends", "incidents", "lb_requests", "lb_targets", "slo_objectives"]);
+        assert_eq!(
+            tables(&db).await,
+            ["backends", "incidents", "lb_requests", "lb_targets", "retry_cost_parameters", "slo_objectives"]
+        );
         let req = columns(&db, "lb_requests");
         assert_eq!(req.len(), 22);
         let col = |cols: &[(String, ColumnType, bool)], name: &str| {
@@ -94,7 +97,10 @@ fn new_directories_get_the_schema_once() {
         db.sql("DROP TABLE incidents").await.expect("drop");
         db.close().expect("close");
         let db = trafficdb_schema::open(tmp.path(), false).await.expect("reopen");
-        assert_eq!(tables(&db).await, ["backends", "lb_requests", "lb_targets", "slo_objectives"]);
+        assert_eq!(
+            tables(&db).await,
+            ["backends", "lb_requests", "lb_targets", "retry_cost_parameters", "slo_objectives"]
+        );
         db.close().expect("close");
     });
 }
@@ -122,8 +128,18 @@ fn empty_directories_and_crashes_halfway() {
         db.engine().put_object(APPLIED_KEY, Some(serde_json::json!([FILES[0].name]))).expect("record");
         db.close().expect("close");
         let db = trafficdb_schema::open(tmp.path(), false).await.expect("reopen");
-        assert_eq!(tables(&db).await, ["backends", "incidents", "lb_requests", "lb_targets", "slo_objectives"]);
+        assert_eq!(
+            tables(&db).await,
+            ["backends", "incidents", "lb_requests", "lb_targets", "retry_cost_parameters", "slo_objectives"]
+        );
         assert_eq!(trafficdb_schema::upgrade(&db).await.expect("nothing left"), Vec::<&str>::new());
+        // A file applied twice changes nothing: the cost parameters keep their one row.
+        let last = FILES.last().expect("files");
+        db.sql(last.sql).await.expect("applied again");
+        let rows = db.sql("SELECT count(*) FROM retry_cost_parameters").await.expect("count");
+        let n =
+            rows[0].column(0).as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().expect("count").value(0);
+        assert_eq!(n, 1, "{} applied twice", last.name);
         db.close().expect("close");
     });
 }
