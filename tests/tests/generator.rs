@@ -1,6 +1,6 @@
 //! The telemetry generator: the same seed gives the same bytes; retry chains are consistent with each
 //! client's policy; every injected incident shows in the KPI views at its time and scope; and
-//! `retry_training`'s features use no row that came later.
+//! `retry_training`'s features use no row that came later; the retry-impact view adds up.
 
 use std::collections::HashMap;
 
@@ -408,6 +408,58 @@ fn kpi_anomalies_find_target_outages() {
             .await;
             assert!(found > 0, "no anomaly for {inc:?}");
         }
+        db.close().expect("close");
+    });
+}
+
+/// `kpi_retry_impact_1m` adds up: its sums equal the same figures computed directly from
+/// `predict_retry` over `retry_features` and the cost parameters, and the expected retries match the
+/// retries that happened (a logistic model's probabilities sum to its positives on its training rows).
+#[test]
+fn retry_impact_view_adds_up() {
+    let rt = runtime();
+    rt.block_on(async {
+        let (_tmp, db, _) = generated(300_000, 5).await;
+        let version = scalar_i64(&db, "SELECT version FROM train_retry_model('retry', 'SELECT * FROM retry_features')").await;
+        assert_eq!(version, 1);
+        query(&db, "DELETE FROM retry_cost_parameters").await;
+        query(&db, "INSERT INTO retry_cost_parameters VALUES (0.002, 0.005, 'EUR', 0.3, 0.25)").await;
+        let view = query(
+            &db,
+            "SELECT CAST(sum(attempts) AS DOUBLE PRECISION), CAST(sum(retries) AS DOUBLE PRECISION), sum(expected_retries),
+                    CAST(sum(at_risk_attempts) AS DOUBLE PRECISION), sum(expected_retries_at_risk), sum(request_cost),
+                    sum(retry_cost), sum(expected_retry_cost), sum(avoidable_cost), min(currency) = 'EUR'
+             FROM kpi_retry_impact_1m",
+        )
+        .await;
+        let direct = query(
+            &db,
+            "SELECT CAST(count(*) AS DOUBLE PRECISION), CAST(count(*) FILTER (WHERE attempt > 1) AS DOUBLE PRECISION), sum(p),
+                    CAST(count(*) FILTER (WHERE p >= 0.3) AS DOUBLE PRECISION), sum(p) FILTER (WHERE p >= 0.3),
+                    CAST(count(*) FILTER (WHERE will_retry) AS DOUBLE PRECISION)
+             FROM (SELECT attempt, will_retry,
+                          predict_retry(backend, method, status, attempt, lb_error, timed_out, response_flags, retry_after_s,
+                                        log_total_ms, latency_vs_p99, backend_error_rate_1m, backend_healthy_ratio_1m,
+                                        backend_queue_depth_1m, client_retry_share) AS p
+                   FROM retry_features)",
+        )
+        .await;
+        let v = |i: usize| view[0].column(i).as_primitive::<Float64Type>().value(0);
+        let d = |i: usize| direct[0].column(i).as_primitive::<Float64Type>().value(0);
+        let close = |a: f64, b: f64, what: &str| assert!((a - b).abs() <= 1e-9 * b.abs().max(1.0), "{what}: {a} vs {b}");
+        close(v(0), d(0), "attempts");
+        close(v(1), d(1), "retries");
+        close(v(2), d(2), "expected retries");
+        close(v(3), d(3), "at-risk attempts");
+        close(v(4), d(4), "expected retries at risk");
+        close(v(5), d(0) * 0.002, "request cost");
+        close(v(6), d(1) * 0.005, "retry cost");
+        close(v(7), d(2) * 0.005, "expected retry cost");
+        close(v(8), d(4) * 0.25 * 0.005, "avoidable cost");
+        assert!(view[0].column(9).as_boolean().value(0), "currency from the parameters");
+        assert!(d(1) > 100.0 && d(3) > 0.0, "the day has retries and attempts at risk: {direct:?}");
+        let (expected, happened) = (d(2), d(5));
+        assert!((expected / happened - 1.0).abs() < 0.1, "expected {expected} retries, {happened} happened");
         db.close().expect("close");
     });
 }
