@@ -5,7 +5,7 @@
 //! the standardised features; the intercept is not penalised. This is scikit-learn's
 //! `LogisticRegression(C = 1 / l2)` objective when the features are standardised the same way.
 
-use ndarray::{Array1, Array2, ArrayView2, Axis, s};
+use ndarray::{Array1, Array2, Axis, s};
 
 /// Rows per block when the Hessian is accumulated.
 const BLOCK: usize = 16_384;
@@ -99,7 +99,8 @@ fn cholesky_solve(a: &Array2<f64>, b: &Array1<f64>) -> Option<Array1<f64>> {
 }
 
 /// Fits a model to rows `x` (one row per example) and labels `y`.
-pub fn fit(x: ArrayView2<'_, f64>, y: &[bool], options: &Options) -> Result<Model, FitError> {
+/// `x` is standardised in place, so the largest allocation is the caller's matrix itself.
+pub fn fit(mut x: Array2<f64>, y: &[bool], options: &Options) -> Result<Model, FitError> {
     let (n, d) = x.dim();
     if n == 0 {
         return Err(FitError::Empty);
@@ -128,18 +129,20 @@ pub fn fit(x: ArrayView2<'_, f64>, y: &[bool], options: &Options) -> Result<Mode
     let means: Vec<f64> = x.mean_axis(Axis(0)).map_or_else(|| vec![0.0; d], |m| m.to_vec());
     let scales: Vec<f64> =
         x.var_axis(Axis(0), 0.0).iter().map(|&var| if var > 0.0 { var.sqrt() } else { 1.0 }).collect();
-    // Row by row: both matrices are row-major, so every write and read is sequential.
-    let mut design = Array2::<f64>::ones((n, d + 1));
-    for (mut out, row) in design.rows_mut().into_iter().zip(x.rows()) {
-        for (j, v) in row.iter().enumerate() {
-            out[j + 1] = (v - means[j]) / scales[j];
+    // In place, row by row (the matrix is row-major). The intercept is kept out of the matrix: the
+    // design is [1 x], and its first column is written only into the Hessian's blocks.
+    for mut row in x.rows_mut() {
+        for (j, v) in row.iter_mut().enumerate() {
+            *v = (*v - means[j]) / scales[j];
         }
     }
+    let design = x;
+    let linear = |beta: &Array1<f64>| design.dot(&beta.slice(s![1..])) + beta[0];
     let labels: Array1<f64> = y.iter().map(|&b| if b { 1.0 } else { 0.0 }).collect();
     let weights: Array1<f64> = y.iter().map(|&b| if b { w_pos } else { w_neg }).collect();
     let penalty = |beta: &Array1<f64>| 0.5 * options.l2 * beta.iter().skip(1).map(|b| b * b).sum::<f64>();
     let loss = |beta: &Array1<f64>| -> f64 {
-        let z = design.dot(beta);
+        let z = linear(beta);
         let data: f64 = z
             .iter()
             .zip(labels.iter().zip(weights.iter()))
@@ -161,13 +164,17 @@ pub fn fit(x: ArrayView2<'_, f64>, y: &[bool], options: &Options) -> Result<Mode
     let mut iterations = 0;
     for _ in 0..options.max_iter {
         iterations += 1;
-        let p = design.dot(&beta).mapv(sigmoid);
+        let p = linear(&beta).mapv(sigmoid);
         let residual = (&p - &labels) * &weights;
         // X' r as a sum of rows, read in order (a matrix-vector product of X' walks each column with a
         // stride, and a matrix product would copy X into its packing buffers).
         let mut grad = Array1::<f64>::zeros(d + 1);
-        for (row, r) in design.rows().into_iter().zip(residual.iter()) {
-            grad.scaled_add(*r, &row);
+        grad[0] = residual.sum();
+        {
+            let mut g = grad.slice_mut(s![1..]);
+            for (row, r) in design.rows().into_iter().zip(residual.iter()) {
+                g.scaled_add(*r, &row);
+            }
         }
         let curvature = (&p * &p.mapv(|v| 1.0 - v)) * &weights;
         // X' diag(curvature) X, a block of rows at a time so no second copy of the design is made.
@@ -177,7 +184,8 @@ pub fn fit(x: ArrayView2<'_, f64>, y: &[bool], options: &Options) -> Result<Mode
             let end = (start + BLOCK).min(n);
             for (i, mut out) in (start..end).zip(block.rows_mut()) {
                 let w = curvature[i].sqrt();
-                for (o, v) in out.iter_mut().zip(design.row(i)) {
+                out[0] = w;
+                for (o, v) in out.iter_mut().skip(1).zip(design.row(i)) {
                     *o = v * w;
                 }
             }
@@ -262,7 +270,7 @@ mod tests {
     fn recovers_known_coefficients() {
         let truth = [0.8, -0.5, 0.2];
         let (x, y) = sample(50_000, -0.3, &truth, 1);
-        let model = fit(x.view(), &y, &Options { l2: 0.0, ..Options::default() }).expect("fit");
+        let model = fit(x.clone(), &y, &Options { l2: 0.0, ..Options::default() }).expect("fit");
         assert!(model.converged && model.iterations < 20, "{model:?}");
         let (b0, b) = model.raw_coefficients();
         assert!((b0 - -0.3).abs() < 0.1, "intercept {b0}");
@@ -278,13 +286,13 @@ mod tests {
     #[test]
     fn l2_shrinks_and_class_weights_shift() {
         let (x, y) = sample(5_000, -2.0, &[1.0, 0.5], 2);
-        let free = fit(x.view(), &y, &Options { l2: 0.0, ..Options::default() }).expect("fit");
-        let shrunk = fit(x.view(), &y, &Options { l2: 1000.0, ..Options::default() }).expect("fit");
+        let free = fit(x.clone(), &y, &Options { l2: 0.0, ..Options::default() }).expect("fit");
+        let shrunk = fit(x.clone(), &y, &Options { l2: 1000.0, ..Options::default() }).expect("fit");
         let norm = |m: &Model| m.coef.iter().map(|c| c * c).sum::<f64>();
         assert!(norm(&shrunk) < 0.5 * norm(&free), "{shrunk:?} vs {free:?}");
         // Balanced weights raise the rare positive class's predicted probability.
         let balanced =
-            fit(x.view(), &y, &Options { class_weight: ClassWeight::Balanced, ..Options::default() }).expect("fit");
+            fit(x.clone(), &y, &Options { class_weight: ClassWeight::Balanced, ..Options::default() }).expect("fit");
         let row = [0.0, 1.0];
         assert!(balanced.predict(&row) > free.predict(&row));
     }
@@ -292,12 +300,12 @@ mod tests {
     #[test]
     fn says_when_it_did_not_converge_and_refuses_bad_input() {
         let (x, y) = sample(2_000, 0.0, &[1.0], 3);
-        let one_step = fit(x.view(), &y, &Options { max_iter: 1, ..Options::default() }).expect("fit");
+        let one_step = fit(x.clone(), &y, &Options { max_iter: 1, ..Options::default() }).expect("fit");
         assert!(!one_step.converged);
-        assert_eq!(fit(x.view(), &vec![true; 2_000], &Options::default()), Err(FitError::OneClass));
-        assert!(matches!(fit(x.view(), &y[..10], &Options::default()), Err(FitError::Invalid(_))));
+        assert_eq!(fit(x.clone(), &vec![true; 2_000], &Options::default()), Err(FitError::OneClass));
+        assert!(matches!(fit(x.clone(), &y[..10], &Options::default()), Err(FitError::Invalid(_))));
         let mut bad = x.clone();
         bad[[0, 0]] = f64::NAN;
-        assert!(matches!(fit(bad.view(), &y, &Options::default()), Err(FitError::Invalid(_))));
+        assert!(matches!(fit(bad, &y, &Options::default()), Err(FitError::Invalid(_))));
     }
 }

@@ -829,7 +829,13 @@ fn fit_model(
         };
         sort.push(SortColumn { values: c, options: None });
     }
-    let batch = if n > 1 { take_record_batch(&batch, &lexsort_to_indices(&sort, None)?)? } else { batch };
+    let batch = if n > 1 {
+        let sorted = take_record_batch(&batch, &lexsort_to_indices(&sort, None)?)?;
+        drop((sort, batch));
+        sorted
+    } else {
+        batch
+    };
     let labels = label_column(&batch, &options.label, F)?;
 
     let (cut, split_at) = match time_index {
@@ -873,8 +879,7 @@ fn fit_model(
         max_iter: options.max_iter,
         tol: options.tol,
     };
-    let fitted = logistic::fit(x.view(), &labels[..cut], &fit_options).map_err(|e| bad(format!("{F}: {e}")))?;
-    drop(x);
+    let fitted = logistic::fit(x, &labels[..cut], &fit_options).map_err(|e| bad(format!("{F}: {e}")))?;
     let created_at = chrono::Utc::now().timestamp_micros();
     let mut model = ModelVersion::new(
         name.to_string(),
