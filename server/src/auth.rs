@@ -18,9 +18,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use std::ops::ControlFlow;
 
-use datafusion::sql::sqlparser::ast::{CopySource, CopyTarget, Set, SetExpr, Statement, visit_relations};
+use datafusion::sql::sqlparser::ast::{CopySource, CopyTarget, Set, SetExpr, Statement};
 use futures::{Sink, SinkExt};
 use parking_lot::Mutex;
 use pgwire::api::auth::{DefaultServerParameterProvider, ServerParameterProvider, StartupHandler};
@@ -29,7 +28,6 @@ use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::startup::Authentication;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use ring::{digest, hmac, pbkdf2};
-use trafficdb_udfs::model::sql::WRITING_FUNCTIONS;
 
 use crate::config::{AuthMode, ServerConfig};
 
@@ -72,11 +70,7 @@ pub fn required_role(s: &Statement) -> Role {
 
 /// Training, deploying, rolling back or dropping a model changes the catalog, though it is a SELECT.
 fn model_role(s: &Statement) -> Role {
-    let writes = visit_relations(s, |name| {
-        let last = name.0.last().map(|p| p.to_string().trim_matches('"').to_ascii_lowercase()).unwrap_or_default();
-        if WRITING_FUNCTIONS.contains(&last.as_str()) { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
-    });
-    if writes.is_break() { Role::Writer } else { Role::Reader }
+    if trafficdb_udfs::calls_writing_function(s) { Role::Writer } else { Role::Reader }
 }
 
 fn statement_role(s: &Statement) -> Role {

@@ -18,7 +18,11 @@ use serde_json::{Value, json};
 use trafficdb::Database;
 use trafficdb_udfs::SqlError;
 
+use crate::auth::{SCRAM_ITERATIONS, Secret};
 use crate::config::{AuthMode, ServerConfig};
+
+/// Request bodies larger than this are refused with 413.
+pub const MAX_BODY_BYTES: usize = 16 << 20;
 
 #[derive(Clone)]
 struct App {
@@ -28,7 +32,11 @@ struct App {
 
 /// The routes, over `db`.
 pub fn router(db: Arc<Database>, config: Arc<ServerConfig>) -> Router {
-    Router::new().route("/health", get(health)).route("/v1/predict/retry", post(predict)).with_state(App { db, config })
+    Router::new()
+        .route("/health", get(health))
+        .route("/v1/predict/retry", post(predict))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(App { db, config })
 }
 
 async fn health() -> impl IntoResponse {
@@ -41,7 +49,7 @@ fn error(status: StatusCode, sqlstate: &str, message: impl Into<String>) -> Resp
 }
 
 /// `None` when the request may go on; else the 401 to send.
-fn authenticate(app: &App, headers: &HeaderMap) -> Option<Response> {
+async fn authenticate(app: &App, headers: &HeaderMap) -> Option<Response> {
     if app.config.auth == AuthMode::Trust {
         return None;
     }
@@ -60,17 +68,26 @@ fn authenticate(app: &App, headers: &HeaderMap) -> Option<Response> {
         return refuse();
     };
     let Some((user, password)) = credentials.split_once(':') else { return refuse() };
-    match app.config.user(user).and_then(|u| u.password.as_ref()) {
-        Some(secret) if secret.verify(user, password) => None,
-        _ => refuse(),
-    }
+    let (config, user, password) = (app.config.clone(), user.to_string(), password.to_string());
+    // The key derivation is deliberately slow: off the async threads, and done for unknown users too,
+    // so the time taken does not tell which users exist.
+    let verified = tokio::task::spawn_blocking(move || match config.user(&user).and_then(|u| u.password.as_ref()) {
+        Some(secret) => secret.verify(&user, &password),
+        None => {
+            let _ = Secret::scram_with(&password, b"trafficdb-no-user", SCRAM_ITERATIONS);
+            false
+        }
+    })
+    .await
+    .unwrap_or(false);
+    if verified { None } else { refuse() }
 }
 
 /// The body: `{"rows": [row, ...], "model": "retry", "version": 3}` (model and version optional), a
 /// JSON array of rows, or one row; a row is an object keyed by feature name or an array in feature
 /// order. The answer: `{"model": ..., "version": ..., "probabilities": [...]}`.
 async fn predict(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(refused) = authenticate(&app, &headers) {
+    if let Some(refused) = authenticate(&app, &headers).await {
         return refused;
     }
     let body: Value = match serde_json::from_slice(&body) {
@@ -117,7 +134,15 @@ async fn predict(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Res
         Ok(m) => m,
         Err(e) => return sql_failure(&e),
     };
-    match trafficdb_udfs::model::sql::predict_json(&model, &rows) {
+    let scored = tokio::task::spawn_blocking(move || {
+        let p = trafficdb_udfs::model::sql::predict_json(&model, &rows);
+        (model, p)
+    })
+    .await;
+    let Ok((model, scored)) = scored else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "XX000", "the prediction task failed");
+    };
+    match scored {
         Ok(p) => {
             let body = json!({ "model": model.name, "version": model.version, "probabilities": p });
             (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()

@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
-use datafusion::arrow::compute::{cast, concat_batches};
+use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{Result, ScalarValue, plan_err};
@@ -254,10 +254,7 @@ impl TableProvider for Detection {
         let Some(state) = state.as_any().downcast_ref::<SessionState>() else {
             return plan_err!("detect_anomalies needs a DataFusion session");
         };
-        let plan = state.create_logical_plan(&self.query).await?;
-        let physical = state.create_physical_plan(&plan).await?;
-        let batches = datafusion::physical_plan::collect(physical, state.task_ctx()).await?;
-        let input = concat_batches(&plan.schema().inner().clone(), &batches)?;
+        let input = crate::run_read_query(state, "detect_anomalies", &self.query).await?;
         let out = self.detect(&input)?;
         Ok(MemorySourceConfig::try_new_exec(&[vec![out]], self.schema.clone(), projection.cloned())?)
     }

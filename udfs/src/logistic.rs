@@ -201,6 +201,12 @@ pub fn fit(mut x: Array2<f64>, y: &[bool], options: &Options) -> Result<Model, F
             hessian[[j, j]] += 1e-12;
         }
         let Some(step) = cholesky_solve(&hessian, &grad) else { break };
+        // Converged when the full Newton step moves no coefficient more than `tol`.
+        if step.iter().map(|s| s.abs()).fold(0.0, f64::max) < options.tol {
+            beta = &beta - &step;
+            converged = true;
+            break;
+        }
         // Backtracking: take the largest of 1, 1/2, 1/4, ... of the step that lowers the loss.
         let mut t = 1.0;
         let mut next = &beta - &(&step * t);
@@ -210,13 +216,12 @@ pub fn fit(mut x: Array2<f64>, y: &[bool], options: &Options) -> Result<Model, F
             next = &beta - &(&step * t);
             next_loss = loss(&next);
         }
-        let moved = step.iter().map(|s| (s * t).abs()).fold(0.0, f64::max);
-        beta = next;
-        current = next_loss;
-        if moved < options.tol {
-            converged = true;
+        if next_loss > current {
+            // No step along the Newton direction lowers the loss: stop, and say it did not converge.
             break;
         }
+        beta = next;
+        current = next_loss;
     }
     Ok(Model { intercept: beta[0], coef: beta.iter().skip(1).copied().collect(), means, scales, converged, iterations })
 }

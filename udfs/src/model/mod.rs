@@ -145,12 +145,17 @@ impl TrainOptions {
                     .filter(|v| v.is_finite())
                     .ok_or_else(|| bad(format!("train_retry_model: {what} must be a number, not {value:?}")))
             };
+            let whole = |what: &str, max: usize| -> Result<usize> {
+                value.parse::<usize>().ok().filter(|&v| (1..=max).contains(&v)).ok_or_else(|| {
+                    bad(format!("train_retry_model: {what} must be a whole number from 1 to {max}, not {value:?}"))
+                })
+            };
             match key.as_str() {
                 "l2" => o.l2 = number("l2")?,
-                "max_iter" => o.max_iter = number("max_iter")? as usize,
+                "max_iter" => o.max_iter = whole("max_iter", 10_000)?,
                 "tol" => o.tol = number("tol")?,
                 "eval_fraction" => o.eval_fraction = number("eval_fraction")?,
-                "max_categories" => o.max_categories = number("max_categories")? as usize,
+                "max_categories" => o.max_categories = whole("max_categories", 10_000)?,
                 "class_weight" => o.class_weight = value.to_ascii_lowercase(),
                 "label" => o.label = value.to_string(),
                 "time" => o.time = value.to_string(),
@@ -169,8 +174,8 @@ impl TrainOptions {
         if !(0.0..1.0).contains(&o.eval_fraction) {
             return Err(bad(format!("train_retry_model: eval_fraction must be in [0, 1), not {}", o.eval_fraction)));
         }
-        if o.max_iter == 0 || o.max_categories == 0 {
-            return Err(bad("train_retry_model: max_iter and max_categories must be at least 1".to_string()));
+        if o.tol <= 0.0 {
+            return Err(bad(format!("train_retry_model: tol must be more than 0, not {}", o.tol)));
         }
         if !matches!(o.deploy.as_str(), "auto" | "true" | "false") {
             return Err(bad(format!("train_retry_model: deploy must be auto, true or false, not {:?}", o.deploy)));
@@ -423,10 +428,10 @@ impl ModelVersion {
         Ok(Float64Array::from_iter_values(z.into_iter().map(|z| sigmoid(z + base))))
     }
 
-    /// Each feature's contribution to row `i`'s log-odds, relative to the baseline row (numeric
+    /// Each feature's contribution to every row's log-odds (by feature, then row), relative to the baseline row (numeric
     /// features at 0, categories at the baseline): the contributions plus [`Self::raw_intercept`] are
     /// the log-odds.
-    pub fn contributions(&self, args: &[ArrayRef], i: usize) -> Result<Vec<f64>> {
+    pub fn contributions(&self, args: &[ArrayRef]) -> Result<Vec<Vec<f64>>> {
         let raw = self.raw();
         raw.per_feature
             .iter()
@@ -434,13 +439,12 @@ impl ModelVersion {
             .map(|(f, a)| match f {
                 RawFeature::Numeric { weight, fill } => {
                     let a = cast(a, &DataType::Float64)?;
-                    let a = a.as_primitive::<Float64Type>();
-                    Ok(weight * if a.is_valid(i) { a.value(i) } else { *fill })
+                    Ok(a.as_primitive::<Float64Type>().iter().map(|v| weight * v.unwrap_or(*fill)).collect())
                 }
                 RawFeature::Categorical { weights } => {
                     let a = cast(a, &DataType::Utf8)?;
                     let a = a.as_string::<i32>();
-                    Ok(if a.is_valid(i) { weights.get(a.value(i)).copied().unwrap_or(0.0) } else { 0.0 })
+                    Ok(a.iter().map(|v| v.and_then(|v| weights.get(v).copied()).unwrap_or(0.0)).collect())
                 }
             })
             .collect()
@@ -608,7 +612,7 @@ impl Registry {
     /// A version of a model, or with `None` its deployed version.
     pub fn resolve(&self, name: &str, version: Option<u32>) -> Result<Arc<ModelVersion>> {
         let doc = self.snapshot()?;
-        let Some(entry) = doc.models.get(name) else {
+        let Some(entry) = doc.models.get(name).filter(|e| !e.versions.is_empty()) else {
             return Err(undefined(format!("model \"{name}\" does not exist; train it with train_retry_model")));
         };
         let version = match version {
@@ -664,9 +668,13 @@ impl Registry {
 
     /// Deploys `version` of `name`; returns the version deployed before, if any.
     pub fn deploy(&self, name: &str, version: u32) -> Result<Option<u32>> {
-        self.resolve(name, Some(version))?;
         self.change(|doc| {
-            let entry = doc.models.get_mut(name).expect("resolved above");
+            let Some(entry) = doc.models.get_mut(name).filter(|e| !e.versions.is_empty()) else {
+                return Err(undefined(format!("model \"{name}\" does not exist")));
+            };
+            if !entry.versions.iter().any(|m| m.version == version) {
+                return Err(undefined(format!("model \"{name}\" has no version {version}")));
+            }
             let previous = entry.deployed;
             if previous != Some(version) {
                 if let Some(p) = previous {
@@ -681,7 +689,7 @@ impl Registry {
     /// Deploys the version that was deployed before the current one; returns (new, replaced).
     pub fn rollback(&self, name: &str) -> Result<(u32, u32)> {
         self.change(|doc| {
-            let Some(entry) = doc.models.get_mut(name) else {
+            let Some(entry) = doc.models.get_mut(name).filter(|e| !e.versions.is_empty()) else {
                 return Err(undefined(format!("model \"{name}\" does not exist")));
             };
             let Some(current) = entry.deployed else {
@@ -704,13 +712,15 @@ impl Registry {
     /// versions were dropped.
     pub fn drop_versions(&self, name: &str, version: Option<u32>) -> Result<usize> {
         self.change(|doc| {
-            let Some(entry) = doc.models.get_mut(name) else {
+            let Some(entry) = doc.models.get_mut(name).filter(|e| !e.versions.is_empty()) else {
                 return Err(undefined(format!("model \"{name}\" does not exist")));
             };
             match version {
                 None => {
+                    // The entry keeps its numbering: a model trained again under the name starts after
+                    // every version it had.
                     let n = entry.versions.len();
-                    doc.models.remove(name);
+                    *entry = ModelEntry { next_version: entry.next_version, ..ModelEntry::default() };
                     Ok(n)
                 }
                 Some(v) if entry.deployed == Some(v) => Err(sql_error(

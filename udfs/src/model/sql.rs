@@ -19,9 +19,7 @@ use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
     TimestampMicrosecondArray,
 };
-use datafusion::arrow::compute::{
-    SortColumn, cast, concat_batches, filter_record_batch, lexsort_to_indices, take_record_batch,
-};
+use datafusion::arrow::compute::{SortColumn, cast, filter_record_batch, lexsort_to_indices, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{HashMap, Result, ScalarValue};
@@ -180,15 +178,6 @@ impl ExecutionPlan for LazyExec {
     }
 }
 
-/// Runs `sql` and returns its rows as one batch.
-async fn run_query(state: &SessionState, sql: &str) -> Result<RecordBatch> {
-    let plan = state.create_logical_plan(sql).await?;
-    let schema = Arc::new(plan.schema().as_arrow().clone());
-    let physical = state.create_physical_plan(&plan).await?;
-    let batches = datafusion::physical_plan::collect(physical, state.task_ctx()).await?;
-    Ok(concat_batches(&schema, &batches)?)
-}
-
 /// CPU-heavy work off the async threads.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f).await.map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?
@@ -225,12 +214,15 @@ fn literal(e: &Expr) -> Option<Arg> {
             _ => None,
         },
         Expr::Negative(inner) => match literal(inner)? {
-            Arg::Int(i) => Some(Arg::Int(-i)),
+            Arg::Int(i) => Some(Arg::Int(i.checked_neg()?)),
             Arg::Float(f) => Some(Arg::Float(-f)),
             _ => None,
         },
-        Expr::Cast(c) => literal(&c.expr),
-        Expr::TryCast(c) => literal(&c.expr),
+        Expr::Cast(datafusion::logical_expr::Cast { expr, field })
+        | Expr::TryCast(datafusion::logical_expr::TryCast { expr, field }) => match expr.as_ref() {
+            Expr::Literal(v, m) => literal(&Expr::Literal(v.cast_to(field.data_type()).ok()?, m.clone())),
+            _ => None,
+        },
         _ => None,
     }
 }
@@ -476,20 +468,29 @@ impl TableFunctionImpl for ModelFunction {
                     return Err(not_constant(kind.name(), i, e));
                 }
                 let parsed: Vec<Option<Arg>> = exprs.iter().map(literal).collect();
-                let (query, name, version) = match parsed.as_slice() {
-                    [Some(Arg::Text(q))] => (q.clone(), "retry".to_string(), None),
-                    [Some(Arg::Text(q)), Some(Arg::Text(n))] => (q.clone(), n.clone(), None),
-                    [Some(Arg::Text(q)), Some(Arg::Text(n)), Some(Arg::Int(v))] => {
-                        (q.clone(), n.clone(), Some(version_of(kind.name(), *v)?))
-                    }
-                    _ => return Err(bad(format!("explain_retry: arguments are {}", kind.usage()))),
+                let usage = || bad(format!("explain_retry: arguments are {}", kind.usage()));
+                let (query, rest) = match parsed.split_first() {
+                    Some((Some(Arg::Text(q)), rest)) if rest.len() <= 2 => (q.clone(), rest),
+                    _ => return Err(usage()),
+                };
+                let name = match rest.first() {
+                    None | Some(Some(Arg::Null)) => "retry".to_string(),
+                    Some(Some(Arg::Text(n))) => n.clone(),
+                    _ => return Err(usage()),
+                };
+                let version = match rest.get(1) {
+                    None | Some(Some(Arg::Null)) => None,
+                    Some(Some(Arg::Int(v))) => Some(version_of(kind.name(), *v)?),
+                    _ => return Err(usage()),
                 };
                 Arc::new(move |state| {
                     let (registry, schema, name, query) =
                         (registry.clone(), out_schema.clone(), name.clone(), query.clone());
                     Box::pin(async move {
                         let model = registry.resolve(&name, version)?;
-                        let batch = run_query(&state, &query).await?;
+                        // At most one row past the limit is read, to say it was exceeded.
+                        let limited = format!("SELECT * FROM ({query}) AS explained LIMIT {}", EXPLAIN_MAX_ROWS + 1);
+                        let batch = crate::run_read_query(&state, "explain_retry", &limited).await?;
                         explain(&model, &batch, schema)
                     })
                 })
@@ -534,15 +535,18 @@ async fn run_model_function(
             let Some(version) = a.version else {
                 return Err(bad("deploy_model: give the version to deploy, e.g. deploy_model('retry', 2)"));
             };
-            let previous = registry.deploy(&a.name, version)?;
+            let (r, name) = (registry.clone(), a.name.clone());
+            let previous = blocking(move || r.deploy(&name, version)).await?;
             one_row(schema, vec![text(a.name), int(Some(version as i64)), int(previous.map(i64::from))])
         }
         Kind::Rollback => {
-            let (version, previous) = registry.rollback(&a.name)?;
+            let (r, name) = (registry.clone(), a.name.clone());
+            let (version, previous) = blocking(move || r.rollback(&name)).await?;
             one_row(schema, vec![text(a.name), int(Some(version as i64)), int(Some(previous as i64))])
         }
         Kind::Drop => {
-            let n = registry.drop_versions(&a.name, a.version)?;
+            let (r, name, v) = (registry.clone(), a.name.clone(), a.version);
+            let n = blocking(move || r.drop_versions(&name, v)).await?;
             one_row(schema, vec![text(a.name), int(Some(n as i64))])
         }
         Kind::Weights => {
@@ -562,6 +566,10 @@ async fn run_model_function(
                     evaluation_row(&model, &m, schema)
                 }
                 Kind::Roc => {
+                    let positives = y.iter().filter(|&&b| b).count();
+                    if positives == 0 || positives == y.len() {
+                        return Err(bad("roc_curve: the rows hold a single class; a curve needs both"));
+                    }
                     let points = blocking(move || Ok(metrics::roc_curve(&p, &y, 200))).await?;
                     let col = |f: fn(&metrics::RocPoint) -> f64| -> ArrayRef {
                         Arc::new(Float64Array::from_iter_values(points.iter().map(f)))
@@ -676,7 +684,7 @@ async fn scored_rows(
     function: &'static str,
 ) -> Result<(Vec<f64>, Vec<bool>)> {
     let batch = match query {
-        Some(q) => run_query(state, q).await?,
+        Some(q) => crate::run_read_query(state, function, q).await?,
         None => {
             let Some(split_at) = model.split_at else {
                 return Err(bad(format!(
@@ -684,7 +692,7 @@ async fn scored_rows(
                     model.label()
                 )));
             };
-            let batch = run_query(state, &model.query).await?;
+            let batch = crate::run_read_query(state, function, &model.query).await?;
             let t = time_column(&batch, &model.options.time, function)?;
             let keep: BooleanArray = t.iter().map(|t| Some(t.is_some_and(|t| t >= split_at))).collect();
             filter_record_batch(&batch, &keep)?
@@ -693,6 +701,9 @@ async fn scored_rows(
     let label = label_column(&batch, &model.options.label, function)?;
     let cols = feature_columns(model, &batch, function, false)?;
     let n = batch.num_rows();
+    if n == 0 {
+        return Err(bad(format!("{function}: the query returned no rows to score")));
+    }
     let model = model.clone();
     blocking(move || {
         let args: Vec<ColumnarValue> = cols.into_iter().map(ColumnarValue::Array).collect();
@@ -712,6 +723,12 @@ fn label_column(batch: &RecordBatch, name: &str, function: &str) -> Result<Vec<b
             "{function}: the label \"{name}\" must be boolean (or 0 / 1), not {}",
             col.data_type()
         )));
+    }
+    if col.data_type().is_integer() {
+        let ints = cast(col, &DataType::Int64)?;
+        if ints.as_primitive::<Int64Type>().iter().flatten().any(|v| v != 0 && v != 1) {
+            return Err(bad(format!("{function}: the label \"{name}\" must be boolean or 0 / 1")));
+        }
     }
     let col = cast(col, &DataType::Boolean)?;
     let col = col.as_boolean();
@@ -750,7 +767,7 @@ async fn train(
     schema: SchemaRef,
 ) -> Result<RecordBatch> {
     let started = Instant::now();
-    let batch = run_query(state, &query).await?;
+    let batch = crate::run_read_query(state, "train_retry_model", &query).await?;
     let registry = registry.clone();
     blocking(move || {
         let model = fit_model(&name, &query, &options, batch, started)?;
@@ -963,11 +980,13 @@ fn design(features: &[Feature], columns: &[ArrayRef]) -> Result<Array2<f64>> {
 // ---------------------------------------------------------------------------------------------------
 // Explanation.
 
+/// Rows `explain_retry` explains at most.
+const EXPLAIN_MAX_ROWS: usize = 10_000;
+
 fn explain(model: &ModelVersion, batch: &RecordBatch, schema: SchemaRef) -> Result<RecordBatch> {
     const F: &str = "explain_retry";
-    const MAX_ROWS: usize = 10_000;
-    if batch.num_rows() > MAX_ROWS {
-        return Err(bad(format!("{F}: the query returned {} rows; explain at most {MAX_ROWS}", batch.num_rows())));
+    if batch.num_rows() > EXPLAIN_MAX_ROWS {
+        return Err(bad(format!("{F}: the query returned more than {EXPLAIN_MAX_ROWS} rows; explain fewer")));
     }
     let cols = feature_columns(model, batch, F, true)?;
     let args: Vec<ColumnarValue> = cols.iter().cloned().map(ColumnarValue::Array).collect();
@@ -976,9 +995,9 @@ fn explain(model: &ModelVersion, batch: &RecordBatch, schema: SchemaRef) -> Resu
         cols.iter().map(|c| cast(c, &DataType::Utf8)).collect::<std::result::Result<_, _>>()?;
     let (mut row, mut feature, mut value, mut contribution, mut log_odds, mut probability) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let parts = model.contributions(&cols)?;
     for i in 0..batch.num_rows() {
-        let parts = model.contributions(&cols, i)?;
-        let z = model.raw_intercept() + parts.iter().sum::<f64>();
+        let z = model.raw_intercept() + parts.iter().map(|f| f[i]).sum::<f64>();
         let mut push = |f: String, v: Option<String>, c: f64| {
             row.push(i as i64 + 1);
             feature.push(f);
@@ -988,7 +1007,7 @@ fn explain(model: &ModelVersion, batch: &RecordBatch, schema: SchemaRef) -> Resu
             probability.push(p.value(i));
         };
         push("(baseline)".to_string(), None, model.raw_intercept());
-        for ((f, c), t) in model.features.iter().zip(parts).zip(&text_cols) {
+        for ((f, c), t) in model.features.iter().zip(parts.iter().map(|f| f[i])).zip(&text_cols) {
             let t = t.as_string::<i32>();
             push(f.name().to_string(), t.is_valid(i).then(|| t.value(i).to_string()), c);
         }
@@ -1118,8 +1137,8 @@ impl std::hash::Hash for Predict {
 
 impl Predict {
     fn retry(registry: Arc<Registry>) -> Predict {
-        // Stable, not immutable: the deployed version can change between queries, so a call on constants
-        // must not be folded into the plan.
+        // Stable, not immutable: the deployed version can change between queries (a call on constants is
+        // evaluated once per query, when it is planned; never cached across queries).
         Predict { registry, pinned: false, signature: Signature::variadic_any(Volatility::Stable) }
     }
 
@@ -1160,11 +1179,11 @@ impl ScalarUDFImpl for Predict {
         } else {
             (self.registry.resolve("retry", None)?, &args.args[..])
         };
-        let p = model.predict(self.name(), features, args.number_rows)?;
         if all_scalar {
+            let p = model.predict(self.name(), features, 1)?;
             return Ok(ColumnarValue::Scalar(ScalarValue::Float64(Some(p.value(0)))));
         }
-        Ok(ColumnarValue::Array(Arc::new(p)))
+        Ok(ColumnarValue::Array(Arc::new(model.predict(self.name(), features, args.number_rows)?)))
     }
 }
 
@@ -1172,58 +1191,64 @@ impl ScalarUDFImpl for Predict {
 /// and predicts them: what the HTTP endpoint serves. The rows become Arrow arrays and go through the
 /// same kernel as `predict_retry`.
 pub fn predict_json(model: &ModelVersion, rows: &[serde_json::Value]) -> Result<Vec<f64>> {
+    use serde_json::Value;
     const F: &str = "predict";
-    let mut columns: Vec<ArrayRef> = Vec::with_capacity(model.features.len());
-    for (k, f) in model.features.iter().enumerate() {
-        let value = |i: usize, row: &serde_json::Value| -> Result<serde_json::Value> {
-            match row {
-                serde_json::Value::Object(o) => {
-                    let unknown: Vec<&String> =
-                        o.keys().filter(|key| !model.features.iter().any(|f| f.name() == key.as_str())).collect();
-                    if !unknown.is_empty() {
-                        return Err(bad(format!(
-                            "{F}: row {}: {} has no feature {} (features: {})",
-                            i + 1,
-                            model.label(),
-                            unknown.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", "),
-                            model.feature_list()
-                        )));
-                    }
-                    Ok(o.get(f.name()).cloned().unwrap_or(serde_json::Value::Null))
+    const NULL: Value = Value::Null;
+    let width = model.features.len();
+    // Each row checked once, then its cells borrowed in feature order.
+    let mut cells: Vec<&Value> = Vec::with_capacity(rows.len() * width);
+    for (i, row) in rows.iter().enumerate() {
+        match row {
+            Value::Object(o) => {
+                let unknown: Vec<String> = o
+                    .keys()
+                    .filter(|key| !model.features.iter().any(|f| f.name() == key.as_str()))
+                    .map(|key| format!("\"{key}\""))
+                    .collect();
+                if !unknown.is_empty() {
+                    return Err(bad(format!(
+                        "{F}: row {}: {} has no feature {} (features: {})",
+                        i + 1,
+                        model.label(),
+                        unknown.join(", "),
+                        model.feature_list()
+                    )));
                 }
-                serde_json::Value::Array(a) if a.len() == model.features.len() => Ok(a[k].clone()),
-                serde_json::Value::Array(a) => Err(bad(format!(
-                    "{F}: row {}: {} takes {} features ({}), not {}",
+                cells.extend(model.features.iter().map(|f| o.get(f.name()).unwrap_or(&NULL)));
+            }
+            Value::Array(a) if a.len() == width => cells.extend(a.iter()),
+            Value::Array(a) => {
+                return Err(bad(format!(
+                    "{F}: row {}: {} takes {width} features ({}), not {}",
                     i + 1,
                     model.label(),
-                    model.features.len(),
                     model.feature_list(),
                     a.len()
-                ))),
-                _ => Err(bad(format!("{F}: row {} must be an object or an array", i + 1))),
+                )));
             }
-        };
+            _ => return Err(bad(format!("{F}: row {} must be an object or an array", i + 1))),
+        }
+    }
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(width);
+    for (k, f) in model.features.iter().enumerate() {
+        let column = cells.iter().skip(k).step_by(width).enumerate();
         columns.push(match f {
             Feature::Numeric { name, .. } => {
-                let v: Vec<Option<f64>> = rows
-                    .iter()
-                    .enumerate()
-                    .map(|(i, r)| match value(i, r)? {
-                        serde_json::Value::Null => Ok(None),
-                        serde_json::Value::Bool(b) => Ok(Some(if b { 1.0 } else { 0.0 })),
-                        serde_json::Value::Number(n) => Ok(n.as_f64()),
+                let v: Vec<Option<f64>> = column
+                    .map(|(i, v)| match v {
+                        Value::Null => Ok(None),
+                        Value::Bool(b) => Ok(Some(if *b { 1.0 } else { 0.0 })),
+                        Value::Number(n) => Ok(n.as_f64()),
                         other => Err(bad(format!("{F}: row {}: feature \"{name}\" is a number, not {other}", i + 1))),
                     })
                     .collect::<Result<_>>()?;
                 Arc::new(Float64Array::from(v))
             }
             Feature::Categorical { name, .. } => {
-                let v: Vec<Option<String>> = rows
-                    .iter()
-                    .enumerate()
-                    .map(|(i, r)| match value(i, r)? {
-                        serde_json::Value::Null => Ok(None),
-                        serde_json::Value::String(s) => Ok(Some(s)),
+                let v: Vec<Option<&str>> = column
+                    .map(|(i, v)| match v {
+                        Value::Null => Ok(None),
+                        Value::String(s) => Ok(Some(s.as_str())),
                         other => Err(bad(format!("{F}: row {}: feature \"{name}\" is text, not {other}", i + 1))),
                     })
                     .collect::<Result<_>>()?;
