@@ -58,7 +58,8 @@ pub struct Model {
     pub iterations: usize,
 }
 
-fn sigmoid(z: f64) -> f64 {
+/// The logistic function, without overflow for large |z|.
+pub(crate) fn sigmoid(z: f64) -> f64 {
     if z >= 0.0 {
         1.0 / (1.0 + (-z).exp())
     } else {

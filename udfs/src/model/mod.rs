@@ -23,7 +23,7 @@ use datafusion::logical_expr::ColumnarValue;
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
-use crate::logistic::ClassWeight;
+use crate::logistic::{ClassWeight, sigmoid};
 use crate::{INVALID_PARAMETER_VALUE, SqlError};
 
 pub use metrics::Metrics;
@@ -516,15 +516,6 @@ fn scalar_text(s: &ScalarValue) -> Option<String> {
         ScalarValue::Utf8(v) | ScalarValue::LargeUtf8(v) | ScalarValue::Utf8View(v) => v.clone(),
         ScalarValue::Dictionary(_, v) => scalar_text(v),
         _ => None,
-    }
-}
-
-pub(crate) fn sigmoid(z: f64) -> f64 {
-    if z >= 0.0 {
-        1.0 / (1.0 + (-z).exp())
-    } else {
-        let e = z.exp();
-        e / (1.0 + e)
     }
 }
 
