@@ -48,7 +48,7 @@ pub enum FitError {
 
 /// A fitted model. Coefficients are on standardised features; [`Model::raw_coefficients`] gives them
 /// on the original scale.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Model {
     pub intercept: f64,
     pub coef: Vec<f64>,

@@ -220,12 +220,9 @@ pub struct ModelVersion {
     /// Rows with a time at or after this (microseconds) were held out for evaluation.
     pub split_at: Option<i64>,
     pub features: Vec<Feature>,
-    pub intercept: f64,
-    pub coef: Vec<f64>,
-    pub means: Vec<f64>,
-    pub scales: Vec<f64>,
-    pub converged: bool,
-    pub iterations: usize,
+    /// The fitted coefficients, with the standardisation and whether the solver converged.
+    #[serde(flatten)]
+    pub fit: crate::logistic::Model,
     pub duration_ms: f64,
     pub rows_train: u64,
     pub rows_eval: u64,
@@ -271,12 +268,7 @@ impl ModelVersion {
             options,
             split_at,
             features,
-            intercept: fitted.intercept,
-            coef: fitted.coef,
-            means: fitted.means,
-            scales: fitted.scales,
-            converged: fitted.converged,
-            iterations: fitted.iterations,
+            fit: fitted,
             duration_ms,
             rows_train,
             rows_eval,
@@ -296,17 +288,17 @@ impl ModelVersion {
 
     /// Per design column: (feature index, level or `None`, standardised coefficient, raw weight).
     pub fn design_columns(&self) -> Vec<(usize, Option<&str>, f64, f64)> {
-        let mut out = Vec::with_capacity(self.coef.len());
+        let mut out = Vec::with_capacity(self.fit.coef.len());
         let mut j = 0;
         for (k, f) in self.features.iter().enumerate() {
             match f {
                 Feature::Numeric { .. } => {
-                    out.push((k, None, self.coef[j], self.coef[j] / self.scales[j]));
+                    out.push((k, None, self.fit.coef[j], self.fit.coef[j] / self.fit.scales[j]));
                     j += 1;
                 }
                 Feature::Categorical { levels, .. } => {
                     for level in levels {
-                        out.push((k, Some(level.as_str()), self.coef[j], self.coef[j] / self.scales[j]));
+                        out.push((k, Some(level.as_str()), self.fit.coef[j], self.fit.coef[j] / self.fit.scales[j]));
                         j += 1;
                     }
                 }
@@ -322,22 +314,22 @@ impl ModelVersion {
 
     fn raw(&self) -> &RawWeights {
         self.raw.get_or_init(|| {
-            let mut intercept = self.intercept;
+            let mut intercept = self.fit.intercept;
             let mut per_feature = Vec::with_capacity(self.features.len());
             let mut j = 0;
             for f in &self.features {
                 match f {
                     Feature::Numeric { fill, .. } => {
-                        let weight = self.coef[j] / self.scales[j];
-                        intercept -= weight * self.means[j];
+                        let weight = self.fit.coef[j] / self.fit.scales[j];
+                        intercept -= weight * self.fit.means[j];
                         per_feature.push(RawFeature::Numeric { weight, fill: *fill });
                         j += 1;
                     }
                     Feature::Categorical { levels, .. } => {
                         let mut weights = HashMap::with_capacity(levels.len());
                         for level in levels {
-                            let weight = self.coef[j] / self.scales[j];
-                            intercept -= weight * self.means[j];
+                            let weight = self.fit.coef[j] / self.fit.scales[j];
+                            intercept -= weight * self.fit.means[j];
                             weights.insert(level.clone(), weight);
                             j += 1;
                         }

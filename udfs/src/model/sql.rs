@@ -627,7 +627,7 @@ fn weights(model: &ModelVersion, schema: SchemaRef) -> Result<RecordBatch> {
     let mut feature = vec!["(intercept)".to_string()];
     let mut level: Vec<Option<String>> = vec![None];
     let mut weight = vec![model.raw_intercept()];
-    let mut standardized = vec![model.intercept];
+    let mut standardized = vec![model.fit.intercept];
     for (k, lvl, std_w, raw_w) in model.design_columns() {
         feature.push(model.features[k].name().to_string());
         level.push(lvl.map(String::from));
@@ -788,8 +788,8 @@ async fn train(
                 float(m.and_then(|m| m.auc_roc)),
                 float(m.map(|m| m.log_loss)),
                 float(m.map(|m| m.brier)),
-                Arc::new(BooleanArray::from(vec![model.converged])),
-                int(Some(model.iterations as i64)),
+                Arc::new(BooleanArray::from(vec![model.fit.converged])),
+                int(Some(model.fit.iterations as i64)),
                 Arc::new(BooleanArray::from(vec![deployed])),
                 float(Some(model.duration_ms)),
             ],
@@ -1069,7 +1069,7 @@ impl ModelsTable {
                 Arc::new(BooleanArray::from_iter(list.iter().map(|(_, d)| Some(*d)))),
                 Arc::new(Int64Array::from_iter_values(list.iter().map(|(m, _)| m.rows_train as i64))),
                 Arc::new(Float64Array::from_iter(list.iter().map(|(m, _)| m.metrics.as_ref().and_then(|x| x.auc_roc)))),
-                Arc::new(BooleanArray::from_iter(list.iter().map(|(m, _)| Some(m.converged)))),
+                Arc::new(BooleanArray::from_iter(list.iter().map(|(m, _)| Some(m.fit.converged)))),
                 Arc::new(TimestampMicrosecondArray::from_iter(list.iter().map(|(m, _)| m.split_at))),
                 Arc::new(StringArray::from_iter_values(list.iter().map(|(m, _)| m.query.as_str()))),
             ],
