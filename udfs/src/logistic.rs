@@ -208,16 +208,19 @@ pub fn fit(mut x: Array2<f64>, y: &[bool], options: &Options) -> Result<Model, F
             converged = true;
             break;
         }
-        // Backtracking: take the largest of 1, 1/2, 1/4, ... of the step that lowers the loss.
+        // Backtracking: take the largest of 1, 1/2, 1/4, ... of the step that does not raise the loss.
+        // Near the optimum a step changes the loss by less than its rounding error, so a rise within
+        // that error counts as none (else tiny correct steps are refused and Newton never converges).
+        let rounding = 1e-12 * current.abs().max(1.0);
         let mut t = 1.0;
         let mut next = &beta - &(&step * t);
         let mut next_loss = loss(&next);
-        while next_loss > current && t > 1e-10 {
+        while next_loss > current + rounding && t > 1e-10 {
             t *= 0.5;
             next = &beta - &(&step * t);
             next_loss = loss(&next);
         }
-        if next_loss > current {
+        if next_loss > current + rounding {
             // No step along the Newton direction lowers the loss: stop, and say it did not converge.
             break;
         }
