@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of the project: formatting, clippy, the Rust unit and integration tests (.slt files,
 # crash, corruption, concurrency, kill -9, the PostgreSQL wire server with tokio-postgres), the
-# doctests, and real PostgreSQL clients against a running server (tests/clients/run.sh, which installs
-# psql, the Python drivers, pgjdbc and node-postgres it needs). Builds in release mode, once, for tests and binary alike. Usage: bash scripts/test.sh
+# doctests, real PostgreSQL clients against a running server (tests/clients/run.sh, which installs
+# psql, the Python drivers, pgjdbc and node-postgres it needs), and the benchmark harness in smoke mode
+# (benches/compare/run.sh, which installs PostgreSQL 15, DuckDB, chDB and DataFusion). Builds in release mode, once, for tests and binary alike. Usage: bash scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/trafficdb-target}"
@@ -25,6 +26,11 @@ cargo test --release --workspace --all-targets 2>&1 | tee -a "$log"
 echo "== real PostgreSQL clients (psql, psycopg 3, psycopg2, asyncpg, pg8000, SQLAlchemy + pandas, pgjdbc, node-postgres)"
 cargo build --release --workspace --all-targets
 bash tests/clients/run.sh 2>&1 | tee -a "$log"
+
+echo "== benchmark harness, smoke mode (tiny data, one repetition, every result checked against DuckDB's)"
+smoke_out="$(mktemp -d)"
+bash benches/compare/run.sh --scale smoke --reps 1 --out "$smoke_out" 2>&1 | tee -a "$log"
+rm -rf "$smoke_out"
 
 # One closing line for the whole run.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }

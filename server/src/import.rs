@@ -1,0 +1,80 @@
+//! `trafficdb import`: Parquet files appended to a table. A reader thread decodes the files while the
+//! caller's thread appends, so decoding and the WAL's fsyncs overlap.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use anyhow::Context;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use trafficdb::Database;
+
+/// Rows per decoded batch: one append (and one fsync) each.
+const BATCH_ROWS: usize = 131_072;
+
+/// A decoded batch with where it came from, or the error that stopped the reader.
+type Piece = anyhow::Result<(PathBuf, u64, RecordBatch)>;
+
+/// Appends every row of `files` to `table`; returns the rows appended. On an error, the rows appended
+/// before it stay, and the error says how many there were.
+pub fn run(db: &Database, table: &str, files: &[PathBuf]) -> anyhow::Result<u64> {
+    let total: u64 = files.iter().map(|f| rows_in(f)).collect::<anyhow::Result<Vec<_>>>()?.iter().sum();
+    let bar = crate::progress_bar(total);
+    let (tx, rx) = mpsc::sync_channel::<Piece>(2);
+    let files = files.to_vec();
+    let reader = std::thread::spawn(move || {
+        for f in files {
+            if let Err(e) = read(&f, &tx) {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        }
+    });
+    let mut appended = 0u64;
+    let mut result = Ok(());
+    for piece in rx {
+        let r = piece.and_then(|(file, first_row, batch)| {
+            db.append(table, &batch).with_context(|| {
+                format!("{}: rows {}-{}", file.display(), first_row + 1, first_row + batch.num_rows() as u64)
+            })
+        });
+        match r {
+            Ok(n) => {
+                appended += n;
+                bar.set_position(appended);
+            }
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    bar.finish_and_clear();
+    // The reader stops at its next send once the receiver is gone.
+    let _ = reader.join();
+    result.map(|()| appended).map_err(|e| e.context(format!("import stopped after {appended} rows were appended")))
+}
+
+fn rows_in(path: &Path) -> anyhow::Result<u64> {
+    let file = File::open(path).with_context(|| format!("{}", path.display()))?;
+    let b = ParquetRecordBatchReaderBuilder::try_new(file).with_context(|| format!("{}", path.display()))?;
+    Ok(b.metadata().file_metadata().num_rows().max(0) as u64)
+}
+
+fn read(path: &Path, tx: &mpsc::SyncSender<Piece>) -> anyhow::Result<()> {
+    let file = File::open(path).with_context(|| format!("{}", path.display()))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .and_then(|b| b.with_batch_size(BATCH_ROWS).build())
+        .with_context(|| format!("{}", path.display()))?;
+    let mut row = 0u64;
+    for batch in reader {
+        let batch = batch.with_context(|| format!("{}: after row {row}", path.display()))?;
+        let n = batch.num_rows() as u64;
+        if tx.send(Ok((path.to_path_buf(), row, batch))).is_err() {
+            return Ok(());
+        }
+        row += n;
+    }
+    Ok(())
+}
