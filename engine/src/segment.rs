@@ -20,7 +20,7 @@ use datafusion::arrow::array::{
     PrimitiveArray, RecordBatch, RecordBatchOptions, StringArray,
 };
 use datafusion::arrow::buffer::{BooleanBuffer, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
-use datafusion::arrow::compute::cast;
+use datafusion::arrow::compute::{cast, filter};
 use datafusion::arrow::datatypes::{
     DataType, Float32Type, Float64Type, Int64Type, SchemaRef, TimestampMicrosecondType,
 };
@@ -458,20 +458,38 @@ impl Segment {
     /// Decodes the columns `projection` of row group `rg` into a batch of `schema` (the projected
     /// table schema).
     pub fn read(&self, rg: usize, projection: &[usize], schema: &SchemaRef) -> Result<RecordBatch> {
-        let meta = &self.footer.row_groups[rg];
-        let rows = meta.rows as usize;
-        let mut arrays = Vec::with_capacity(projection.len());
-        for (out_idx, &col) in projection.iter().enumerate() {
-            let chunk = &meta.chunks[col];
-            let ty = self.footer.columns[col].ty;
-            let target = schema.field(out_idx).data_type();
-            arrays.push(self.read_chunk(chunk, ty, rows, target)?);
-        }
+        let rows = self.footer.row_groups[rg].rows as usize;
+        let arrays = (0..projection.len())
+            .map(|i| self.read_column(rg, projection[i], schema.field(i).data_type(), None))
+            .collect::<Result<Vec<_>>>()?;
         let options = RecordBatchOptions::new().with_row_count(Some(rows));
         Ok(RecordBatch::try_new_with_options(schema.clone(), arrays, &options)?)
     }
 
-    fn read_chunk(&self, chunk: &ChunkMeta, ty: ColumnType, rows: usize, target: &DataType) -> Result<ArrayRef> {
+    /// Decodes column `col` of row group `rg` as `target`; with `selection` (one flag per row, no
+    /// NULLs), only the selected rows, in order. Text is then copied for the selected rows alone, so a
+    /// selective filter pays little for wide text columns (late materialisation).
+    pub fn read_column(
+        &self,
+        rg: usize,
+        col: usize,
+        target: &DataType,
+        selection: Option<&BooleanArray>,
+    ) -> Result<ArrayRef> {
+        let meta = &self.footer.row_groups[rg];
+        let rows = meta.rows as usize;
+        debug_assert!(selection.is_none_or(|s| s.len() == rows && s.null_count() == 0));
+        self.read_chunk(&meta.chunks[col], self.footer.columns[col].ty, rows, target, selection)
+    }
+
+    fn read_chunk(
+        &self,
+        chunk: &ChunkMeta,
+        ty: ColumnType,
+        rows: usize,
+        target: &DataType,
+        selection: Option<&BooleanArray>,
+    ) -> Result<ArrayRef> {
         let corrupt = |reason: String| Error::corrupt(&self.path, chunk.offset, reason);
         let stored = &self.data[chunk.offset as usize..(chunk.offset + chunk.len as u64) as usize];
         if crc32fast::hash(stored) != chunk.crc {
@@ -486,11 +504,22 @@ impl Segment {
                 &decompressed
             }
         };
-        decode_chunk(raw, ty, rows, target).map_err(corrupt)
+        let array = decode_chunk(raw, ty, rows, target, selection).map_err(corrupt)?;
+        match selection {
+            // Text was decoded for the selected rows only; every other type is filtered here.
+            Some(sel) if ty.physical() != Physical::Text => Ok(filter(&array, sel)?),
+            _ => Ok(array),
+        }
     }
 }
 
-fn decode_chunk(raw: &[u8], ty: ColumnType, rows: usize, target: &DataType) -> codec::DecodeResult<ArrayRef> {
+fn decode_chunk(
+    raw: &[u8],
+    ty: ColumnType,
+    rows: usize,
+    target: &DataType,
+    selection: Option<&BooleanArray>,
+) -> codec::DecodeResult<ArrayRef> {
     let mut r = Reader::new(raw);
     let nulls = match r.u8()? {
         0 => None,
@@ -535,7 +564,15 @@ fn decode_chunk(raw: &[u8], ty: ColumnType, rows: usize, target: &DataType) -> c
             Arc::new(BooleanArray::new(BooleanBuffer::new(Buffer::from(bits.to_vec()), 0, rows), nulls))
         }
         Physical::Text => {
-            let (offsets, bytes) = codec::decode_text(&mut r, rows)?;
+            let keep = selection.map(|s| s.values());
+            let (offsets, bytes) = codec::decode_text(&mut r, rows, keep)?;
+            let nulls = match (nulls, selection) {
+                (Some(n), Some(sel)) => {
+                    let valid = filter(&BooleanArray::new(n.into_inner(), None), sel).map_err(|e| e.to_string())?;
+                    Some(NullBuffer::new(valid.as_boolean().values().clone())).filter(|n| n.null_count() > 0)
+                }
+                (n, _) => n,
+            };
             let a =
                 StringArray::try_new(OffsetBuffer::new(ScalarBuffer::from(offsets)), Buffer::from_vec(bytes), nulls)
                     .map_err(|e| format!("text column: {e}"))?;

@@ -9,16 +9,17 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use datafusion::arrow::array::{Array, AsArray, RecordBatchOptions};
 use datafusion::arrow::array::{
     ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, UInt64Array,
 };
-use datafusion::arrow::compute::cast;
+use datafusion::arrow::compute::{cast, filter as arrow_filter, prep_null_mask_filter};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::pruning::PruningStatistics;
 use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{Column, Result, ScalarValue, Statistics};
+use datafusion::common::{Column, DataFusionError, Result, ScalarValue, Statistics};
 use datafusion::datasource::source::DataSource;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::projection::ProjectionExprs;
@@ -231,6 +232,7 @@ impl TableScanSource {
             pruned: MetricBuilder::new(&self.metrics).counter("row_groups_pruned_at_run_time", partition),
             mem: MetricBuilder::new(&self.metrics).counter("memtable_batches_scanned", partition),
             rows: MetricBuilder::new(&self.metrics).counter("rows_decoded", partition),
+            filtered: MetricBuilder::new(&self.metrics).counter("row_groups_without_matching_rows", partition),
         };
         let iter = UnitIter {
             src: self.clone(),
@@ -255,6 +257,8 @@ struct ScanMetrics {
     pruned: Count,
     mem: Count,
     rows: Count,
+    /// Row groups decoded for the filter's columns only: no row matched.
+    filtered: Count,
 }
 
 struct UnitIter {
@@ -263,8 +267,8 @@ struct UnitIter {
     next_static: usize,
     shared: Option<Arc<SharedCursor>>,
     emitted: usize,
-    /// The pruning predicate built from the dynamic filters at a given generation.
-    dyn_pruner: Option<(u64, Option<PruningPredicate>)>,
+    /// The pruning predicate and the row filter built from the dynamic filters at a given generation.
+    dyn_pruner: Option<(u64, Option<PruningPredicate>, Option<RowFilter>)>,
     latest: LatestState,
     metrics: ScanMetrics,
 }
@@ -289,25 +293,117 @@ impl UnitIter {
         }
         let generation: u64 =
             self.src.dynamic.iter().map(snapshot_generation).fold(0, |a, g| a.wrapping_mul(31).wrapping_add(g));
-        if self.dyn_pruner.as_ref().is_none_or(|(g, _)| *g != generation) {
+        if self.dyn_pruner.as_ref().is_none_or(|(g, _, _)| *g != generation) {
             let exprs: Vec<Arc<dyn PhysicalExpr>> =
                 self.src.dynamic.iter().filter_map(|e| snapshot_physical_expr(e.clone()).ok()).collect();
-            let pred = exprs
-                .into_iter()
-                .reduce(|a, b| {
-                    Arc::new(datafusion::physical_plan::expressions::BinaryExpr::new(
-                        a,
-                        datafusion::logical_expr::Operator::And,
-                        b,
-                    )) as Arc<dyn PhysicalExpr>
-                })
-                .and_then(|e| pruning_predicate(&e, &self.src.schema));
-            self.dyn_pruner = Some((generation, pred));
+            let conjunction = exprs.into_iter().reduce(|a, b| {
+                Arc::new(datafusion::physical_plan::expressions::BinaryExpr::new(
+                    a,
+                    datafusion::logical_expr::Operator::And,
+                    b,
+                )) as Arc<dyn PhysicalExpr>
+            });
+            let pred = conjunction.as_ref().and_then(|e| pruning_predicate(e, &self.src.schema));
+            let rows = conjunction.and_then(|e| RowFilter::new(e, &self.src.schema));
+            self.dyn_pruner = Some((generation, pred, rows));
         }
         match &self.dyn_pruner {
-            Some((_, Some(pred))) => !prune_units(pred, &self.src.def, &self.src.schema, std::slice::from_ref(unit))[0],
+            Some((_, Some(pred), _)) => {
+                !prune_units(pred, &self.src.def, &self.src.schema, std::slice::from_ref(unit))[0]
+            }
             _ => false,
         }
+    }
+
+    /// Decodes the projection of a row group. With a row filter, the columns it reads are decoded first
+    /// and the filter evaluated; a row group with no matching row is skipped (`None`), and the other
+    /// columns are decoded for the matching rows only.
+    fn read_row_group(&mut self, seg: &SegmentHandle, rg: usize) -> Result<Option<RecordBatch>> {
+        let src = &self.src;
+        let filter = match &self.dyn_pruner {
+            Some((_, _, Some(f))) if src.latest.is_none() => f,
+            _ => return Ok(Some(seg.segment.read(rg, &src.projection, &src.projected_schema)?)),
+        };
+        let rows = seg.segment.footer.row_groups[rg].rows as usize;
+        let read = |c: usize, sel: Option<&BooleanArray>| {
+            seg.segment.read_column(rg, c, src.schema.field(c).data_type(), sel).map_err(DataFusionError::from)
+        };
+        let columns = filter.columns.iter().map(|&c| read(c, None)).collect::<Result<Vec<_>>>()?;
+        let input = RecordBatch::try_new_with_options(
+            filter.schema.clone(),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(rows)),
+        )?;
+        let mask = filter.predicate.evaluate(&input)?.into_array(rows)?;
+        let mask = mask.as_boolean_opt().ok_or_else(|| DataFusionError::Internal("filter is not boolean".into()))?;
+        let mask = if mask.null_count() > 0 { prep_null_mask_filter(mask) } else { mask.clone() };
+        let kept = mask.true_count();
+        if kept == 0 {
+            self.metrics.filtered.add(1);
+            return Ok(None);
+        }
+        let sel = (kept < rows).then_some(&mask);
+        let arrays = src
+            .projection
+            .iter()
+            .map(|&c| match filter.columns.iter().position(|&f| f == c) {
+                Some(i) => match sel {
+                    Some(m) => Ok(arrow_filter(input.column(i), m)?),
+                    None => Ok(input.column(i).clone()),
+                },
+                None => read(c, sel),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let options = RecordBatchOptions::new().with_row_count(Some(kept));
+        Ok(Some(RecordBatch::try_new_with_options(src.projected_schema.clone(), arrays, &options)?))
+    }
+}
+
+/// The pushed-down filters as a row filter inside the scan: the predicate rewritten over just the
+/// columns it reads (in table order). Rows it rejects are never materialised; the filter above the
+/// scan still runs (the pushdown is inexact), so this only has to keep every row that may match.
+#[derive(Debug)]
+struct RowFilter {
+    predicate: Arc<dyn PhysicalExpr>,
+    /// Table column indexes the predicate reads.
+    columns: Vec<usize>,
+    schema: SchemaRef,
+}
+
+impl RowFilter {
+    /// `None` for predicates that must not run twice (volatile ones, such as `random()`).
+    fn new(expr: Arc<dyn PhysicalExpr>, table: &SchemaRef) -> Option<RowFilter> {
+        use datafusion::common::tree_node::{Transformed, TreeNode};
+        use datafusion::physical_expr_common::physical_expr::is_volatile;
+        if is_volatile(&expr) {
+            return None;
+        }
+        let mut columns = Vec::new();
+        expr.apply(|e| {
+            if let Some(c) = e.downcast_ref::<ColumnExpr>()
+                && !columns.contains(&c.index())
+            {
+                columns.push(c.index());
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })
+        .ok()?;
+        columns.sort_unstable();
+        if columns.is_empty() || columns.iter().any(|&c| c >= table.fields().len()) {
+            return None;
+        }
+        let predicate = expr
+            .transform(|e| {
+                if let Some(c) = e.downcast_ref::<ColumnExpr>() {
+                    let i = columns.iter().position(|&k| k == c.index()).expect("collected above");
+                    return Ok(Transformed::yes(Arc::new(ColumnExpr::new(c.name(), i)) as Arc<dyn PhysicalExpr>));
+                }
+                Ok(Transformed::no(e))
+            })
+            .ok()?
+            .data;
+        let schema = Arc::new(table.project(&columns).ok()?);
+        Some(RowFilter { predicate, columns, schema })
     }
 }
 
@@ -344,9 +440,10 @@ impl Iterator for UnitIter {
             let batch = match &unit {
                 Unit::RowGroup { seg, rg } => {
                     self.metrics.scanned.add(1);
-                    match seg.segment.read(*rg, &self.src.projection, &self.src.projected_schema) {
-                        Ok(b) => b,
-                        Err(e) => return Some(Err(e.into())),
+                    match self.read_row_group(seg, *rg) {
+                        Ok(Some(b)) => b,
+                        Ok(None) => continue,
+                        Err(e) => return Some(Err(e)),
                     }
                 }
                 Unit::Mem { batch } => {

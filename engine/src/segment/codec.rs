@@ -3,7 +3,8 @@
 //! Decoders never trust their input: every length is checked, and a mismatch is reported as a reason
 //! string that the segment reader turns into a corruption error with file and offset.
 
-use std::collections::HashMap;
+use datafusion::arrow::buffer::BooleanBuffer;
+use datafusion::common::HashMap;
 
 pub(crate) type DecodeResult<T> = std::result::Result<T, String>;
 
@@ -392,16 +393,22 @@ pub(crate) fn encode_text<'a>(values: impl Iterator<Item = &'a str> + Clone, n: 
     }
 }
 
-/// Decodes `n` strings into Arrow offsets and bytes.
-pub(crate) fn decode_text(r: &mut Reader<'_>, n: usize) -> DecodeResult<(Vec<i32>, Vec<u8>)> {
-    let mut offsets = Vec::with_capacity(n + 1);
+/// Decodes `n` strings into Arrow offsets and bytes; with `keep`, only the strings whose flag is set.
+pub(crate) fn decode_text(
+    r: &mut Reader<'_>,
+    n: usize,
+    keep: Option<&BooleanBuffer>,
+) -> DecodeResult<(Vec<i32>, Vec<u8>)> {
+    let kept = keep.map_or(n, |k| k.count_set_bits());
+    let mut offsets = Vec::with_capacity(kept + 1);
     offsets.push(0i32);
+    let wanted = |i: usize| keep.is_none_or(|k| k.value(i));
     match r.u8()? {
         T_PLAIN => {
             let mut lens = Vec::with_capacity(n);
             decode_ints(r, n, &mut lens)?;
             let mut total: i64 = 0;
-            for l in lens {
+            for &l in &lens {
                 if l < 0 {
                     return Err("negative string length".into());
                 }
@@ -409,9 +416,26 @@ pub(crate) fn decode_text(r: &mut Reader<'_>, n: usize) -> DecodeResult<(Vec<i32
                 if total > i32::MAX as i64 {
                     return Err("string data too large".into());
                 }
-                offsets.push(total as i32);
             }
-            let bytes = r.take(total as usize)?.to_vec();
+            let all = r.take(total as usize)?;
+            if keep.is_none() {
+                let mut end = 0i32;
+                offsets.extend(lens.iter().map(|&l| {
+                    end += l as i32;
+                    end
+                }));
+                return Ok((offsets, all.to_vec()));
+            }
+            let mut bytes = Vec::new();
+            let mut start = 0usize;
+            for (i, &l) in lens.iter().enumerate() {
+                let end = start + l as usize;
+                if wanted(i) {
+                    bytes.extend_from_slice(&all[start..end]);
+                    offsets.push(bytes.len() as i32);
+                }
+                start = end;
+            }
             Ok((offsets, bytes))
         }
         T_DICT => {
@@ -435,8 +459,11 @@ pub(crate) fn decode_text(r: &mut Reader<'_>, n: usize) -> DecodeResult<(Vec<i32
             let mut codes = Vec::with_capacity(n);
             decode_ints(r, n, &mut codes)?;
             let mut bytes = Vec::new();
-            for c in codes {
+            for (i, c) in codes.into_iter().enumerate() {
                 let c = usize::try_from(c).ok().filter(|&c| c < k).ok_or("dictionary code out of range")?;
+                if !wanted(i) {
+                    continue;
+                }
                 bytes.extend_from_slice(&dict[starts[c]..starts[c + 1]]);
                 if bytes.len() > i32::MAX as usize {
                     return Err("string data too large".into());
@@ -547,9 +574,25 @@ mod tests {
         fn text_roundtrip(v in proptest::collection::vec("[a-c]{0,3}|[a-z0-9]{0,12}", 0..300)) {
             let mut buf = Vec::new();
             encode_text(v.iter().map(|s| s.as_str()), v.len(), &mut buf);
-            let (offsets, bytes) = decode_text(&mut Reader::new(&buf), v.len()).unwrap();
+            let (offsets, bytes) = decode_text(&mut Reader::new(&buf), v.len(), None).unwrap();
             let got: Vec<String> = offsets.windows(2).map(|w| String::from_utf8(bytes[w[0] as usize..w[1] as usize].to_vec()).unwrap()).collect();
             prop_assert_eq!(got, v);
+        }
+
+        #[test]
+        fn text_selected_rows(
+            v in proptest::collection::vec("[a-c]{0,3}|[a-z0-9]{0,12}", 0..300),
+            seed in any::<u64>(),
+        ) {
+            // Dictionary (few distinct values) and plain (many) encodings both keep exactly the selected rows.
+            let mut buf = Vec::new();
+            encode_text(v.iter().map(|s| s.as_str()), v.len(), &mut buf);
+            let keep: Vec<bool> = (0..v.len()).map(|i| (seed >> (i % 64)) & 1 == 1).collect();
+            let mask = BooleanBuffer::from(keep.clone());
+            let (offsets, bytes) = decode_text(&mut Reader::new(&buf), v.len(), Some(&mask)).unwrap();
+            let got: Vec<String> = offsets.windows(2).map(|w| String::from_utf8(bytes[w[0] as usize..w[1] as usize].to_vec()).unwrap()).collect();
+            let want: Vec<String> = v.iter().zip(&keep).filter(|(_, k)| **k).map(|(s, _)| s.clone()).collect();
+            prop_assert_eq!(got, want);
         }
     }
 }
