@@ -581,6 +581,9 @@ def main():
                     raise RuntimeError("trafficdb import: " + out.stderr)
                 peak_kb = int(out.stderr.strip().splitlines()[-1])
                 res[t] = dict(seconds=s, rows_per_s=rows_total[t] / s, peak_rss=peak_kb * 1024)
+                n = subprocess.run([args.binary, "sql", "-d", ldir, "-f", "csv", "-c", f"SELECT count(*) FROM {t}"],
+                                   capture_output=True, text=True, check=True).stdout.split()[-1]
+                assert int(n) == rows_total[t], f"trafficdb import {t}: {n} rows, expected {rows_total[t]}"
             run["ingest"]["trafficdb-lib"] = res
             run["storage"]["trafficdb-lib"] = tdb_storage(ldir)
         for kind in ("duckdb", "chdb", "datafusion"):

@@ -47,7 +47,9 @@ pub struct Options {
     pub max_memtable_bytes: usize,
     /// Compact a partition when it has at least this many small segments.
     pub compaction_min_segments: usize,
-    /// Segments with at least this many rows are left alone by compaction.
+    /// Segments with at least this many rows are left alone by compaction, and a merge writes at most
+    /// about this many rows (small segments are merged in groups up to it). Larger merges would buy
+    /// nothing for time-ordered data (its segments do not overlap) and cost memory.
     pub compaction_max_rows: u64,
     /// Run flush, compaction and retention in a background thread.
     pub background: bool,
@@ -63,7 +65,7 @@ impl Default for Options {
             flush_interval: Duration::from_secs(30),
             max_memtable_bytes: 512 << 20,
             compaction_min_segments: 4,
-            compaction_max_rows: 16 << 20,
+            compaction_max_rows: 1 << 20,
             background: true,
             background_tick: Duration::from_millis(500),
             segment: WriteOptions::default(),
@@ -690,12 +692,14 @@ impl Engine {
                 .filter(|(_, s)| s.len() >= self.options.compaction_min_segments)
                 .collect();
             for (key, segs) in candidates {
-                let batch = read_all(&t, &segs)?;
-                let batch = sort_by_time(&batch, &t.def)?;
-                let new = self.write_segment(&t, key, &batch)?;
-                self.swap_segments(&t, vec![Swap { key, old: segs, new: vec![new] }])?;
-                merges += 1;
-                self.stats.compactions.fetch_add(1, Ordering::Relaxed);
+                for group in merge_groups(segs, self.options.compaction_max_rows) {
+                    let batch = read_all(&t, &group)?;
+                    let batch = sort_by_time(&batch, &t.def)?;
+                    let new = self.write_segment(&t, key, &batch)?;
+                    self.swap_segments(&t, vec![Swap { key, old: group, new: vec![new] }])?;
+                    merges += 1;
+                    self.stats.compactions.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
         Ok(merges)
@@ -910,6 +914,25 @@ fn start_worker(engine: &Arc<Engine>) -> Result<()> {
 
 fn partition_max_ts(p: &Partition) -> Option<i64> {
     p.segments.iter().filter_map(|s| s.entry.max_ts).max()
+}
+
+/// Small segments (in time order) cut into groups of at least two whose rows add up to at most about
+/// `max_rows`, each merged into one segment; a segment left alone in its group is not rewritten.
+fn merge_groups(mut segs: Vec<Arc<SegmentHandle>>, max_rows: u64) -> Vec<Vec<Arc<SegmentHandle>>> {
+    segs.sort_by_key(|s| (s.entry.min_ts, s.entry.id));
+    let mut groups: Vec<Vec<Arc<SegmentHandle>>> = vec![Vec::new()];
+    let mut rows = 0u64;
+    for s in segs {
+        let last = groups.last_mut().expect("never empty");
+        if !last.is_empty() && rows + s.entry.rows > max_rows {
+            groups.push(Vec::new());
+            rows = 0;
+        }
+        rows += s.entry.rows;
+        groups.last_mut().expect("never empty").push(s);
+    }
+    groups.retain(|g| g.len() >= 2);
+    groups
 }
 
 /// Reads every row of the given segments (all columns) into one batch.

@@ -16,13 +16,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Float32Array, Float64Array, Int16Array, Int32Array, Int64Array,
-    PrimitiveArray, RecordBatch, RecordBatchOptions, StringArray,
+    Array, ArrayRef, AsArray, BooleanArray, DictionaryArray, Float32Array, Float64Array, Int16Array, Int32Array,
+    Int64Array, PrimitiveArray, RecordBatch, RecordBatchOptions, StringArray,
 };
 use datafusion::arrow::buffer::{BooleanBuffer, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use datafusion::arrow::compute::{cast, filter};
 use datafusion::arrow::datatypes::{
-    DataType, Float32Type, Float64Type, Int64Type, SchemaRef, TimestampMicrosecondType,
+    DataType, Float32Type, Float64Type, Int32Type, Int64Type, SchemaRef, TimestampMicrosecondType,
 };
 
 use crate::error::{Error, Result};
@@ -479,7 +479,15 @@ impl Segment {
         let meta = &self.footer.row_groups[rg];
         let rows = meta.rows as usize;
         debug_assert!(selection.is_none_or(|s| s.len() == rows && s.null_count() == 0));
-        self.read_chunk(&meta.chunks[col], self.footer.columns[col].ty, rows, target, selection)
+        self.read_chunk(&meta.chunks[col], self.footer.columns[col].ty, rows, target, selection, false)
+    }
+
+    /// [`Segment::read_column`] of every row, except that a text column stored as a dictionary comes
+    /// back as an Arrow `Dictionary(Int32, Utf8)` array: the codes and the entries as stored, no string
+    /// built per row. Filters compare the few entries and look the codes up.
+    pub fn read_column_encoded(&self, rg: usize, col: usize, target: &DataType) -> Result<ArrayRef> {
+        let meta = &self.footer.row_groups[rg];
+        self.read_chunk(&meta.chunks[col], self.footer.columns[col].ty, meta.rows as usize, target, None, true)
     }
 
     fn read_chunk(
@@ -489,6 +497,7 @@ impl Segment {
         rows: usize,
         target: &DataType,
         selection: Option<&BooleanArray>,
+        dictionary: bool,
     ) -> Result<ArrayRef> {
         let corrupt = |reason: String| Error::corrupt(&self.path, chunk.offset, reason);
         let stored = &self.data[chunk.offset as usize..(chunk.offset + chunk.len as u64) as usize];
@@ -504,7 +513,7 @@ impl Segment {
                 &decompressed
             }
         };
-        let array = decode_chunk(raw, ty, rows, target, selection).map_err(corrupt)?;
+        let array = decode_chunk(raw, ty, rows, target, selection, dictionary).map_err(corrupt)?;
         match selection {
             // Text was decoded for the selected rows only; every other type is filtered here.
             Some(sel) if ty.physical() != Physical::Text => Ok(filter(&array, sel)?),
@@ -519,6 +528,7 @@ fn decode_chunk(
     rows: usize,
     target: &DataType,
     selection: Option<&BooleanArray>,
+    dictionary: bool,
 ) -> codec::DecodeResult<ArrayRef> {
     let mut r = Reader::new(raw);
     let nulls = match r.u8()? {
@@ -562,6 +572,14 @@ fn decode_chunk(
         Physical::Bool => {
             let bits = r.take(rows.div_ceil(8))?;
             Arc::new(BooleanArray::new(BooleanBuffer::new(Buffer::from(bits.to_vec()), 0, rows), nulls))
+        }
+        Physical::Text if dictionary && selection.is_none() && codec::peek_is_dictionary(&r) => {
+            let d = codec::decode_text_dictionary(&mut r, rows)?.ok_or("text dictionary expected")?;
+            let values =
+                StringArray::try_new(OffsetBuffer::new(ScalarBuffer::from(d.offsets)), Buffer::from_vec(d.bytes), None)
+                    .map_err(|e| format!("text dictionary: {e}"))?;
+            let keys = Int32Array::new(ScalarBuffer::from(d.codes), nulls);
+            Arc::new(DictionaryArray::<Int32Type>::try_new(keys, Arc::new(values)).map_err(|e| e.to_string())?)
         }
         Physical::Text => {
             let keep = selection.map(|s| s.values());

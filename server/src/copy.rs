@@ -111,6 +111,9 @@ struct CopyIn {
     line: usize,
     skip_header: bool,
     builders: Vec<StringBuilder>,
+    /// The fields of the record being parsed (see `split`), reused from row to row.
+    scratch: Vec<u8>,
+    spans: Vec<Option<(usize, usize)>>,
     pending_rows: usize,
     /// Line number of the first pending row.
     pending_first_line: usize,
@@ -124,12 +127,12 @@ struct CopyIn {
 #[derive(Default)]
 struct CopySlot(Mutex<Option<CopyIn>>);
 
-/// A text-format field: `\N` (or the NULL string) is NULL, backslash escapes are decoded.
+/// A text-format field appended to `out`: `\N` (or the NULL string) is NULL (nothing appended),
+/// backslash escapes are decoded.
 fn text_field(raw: &[u8], null: &str, out: &mut Vec<u8>) -> Option<()> {
     if raw == null.as_bytes() {
         return None;
     }
-    out.clear();
     let mut i = 0;
     while i < raw.len() {
         let b = raw[i];
@@ -218,21 +221,24 @@ impl CopyIn {
         }
     }
 
-    /// Splits one record into fields: `Some(bytes)` or `None` for NULL.
-    fn fields(&self, rec: &[u8]) -> Vec<Option<Vec<u8>>> {
+    /// Splits one record into fields, written one after another into `self.scratch`: `self.spans[i]` is
+    /// field i's byte range there, or `None` for NULL. Nothing is allocated per row.
+    fn split(&mut self, rec: &[u8]) {
         let rec = rec.strip_suffix(b"\r").unwrap_or(rec);
         let f = &self.format;
-        let mut out = Vec::with_capacity(self.columns.len());
+        let (scratch, spans) = (&mut self.scratch, &mut self.spans);
+        scratch.clear();
+        spans.clear();
         if !f.csv {
-            let mut tmp = Vec::new();
             for raw in rec.split(|&c| c == f.delimiter) {
-                out.push(text_field(raw, &f.null, &mut tmp).map(|_| tmp.clone()));
+                let start = scratch.len();
+                spans.push(text_field(raw, &f.null, scratch).map(|()| (start, scratch.len())));
             }
-            return out;
+            return;
         }
         let mut i = 0;
         loop {
-            let mut val = Vec::new();
+            let start = scratch.len();
             let mut quoted = false;
             if rec.get(i) == Some(&f.quote) {
                 quoted = true;
@@ -242,28 +248,27 @@ impl CopyIn {
                     if c == f.escape
                         && rec.get(i + 1).is_some_and(|&n| n == f.quote || (f.escape != f.quote && n == f.escape))
                     {
-                        val.push(rec[i + 1]);
+                        scratch.push(rec[i + 1]);
                         i += 2;
                     } else if c == f.quote {
                         i += 1;
                         break;
                     } else {
-                        val.push(c);
+                        scratch.push(c);
                         i += 1;
                     }
                 }
             }
-            while i < rec.len() && rec[i] != f.delimiter {
-                val.push(rec[i]);
-                i += 1;
-            }
-            out.push(if !quoted && val == f.null.as_bytes() { None } else { Some(val) });
+            let rest = rec[i..].iter().position(|&c| c == f.delimiter).map_or(rec.len(), |p| i + p);
+            scratch.extend_from_slice(&rec[i..rest]);
+            i = rest;
+            let null = !quoted && &scratch[start..] == f.null.as_bytes();
+            spans.push((!null).then_some((start, scratch.len())));
             if i >= rec.len() {
                 break;
             }
             i += 1; // the delimiter
         }
-        out
     }
 
     /// Parses every complete record in the buffer.
@@ -291,10 +296,11 @@ impl CopyIn {
     }
 
     fn push_record(&mut self, rec: &[u8]) {
-        let fields = self.fields(rec);
-        if fields.len() != self.columns.len() {
-            let msg = if fields.len() < self.columns.len() {
-                format!("missing data for column \"{}\"", self.columns[fields.len()])
+        self.split(rec);
+        let n = self.spans.len();
+        if n != self.columns.len() {
+            let msg = if n < self.columns.len() {
+                format!("missing data for column \"{}\"", self.columns[n])
             } else {
                 "extra data after last expected column".to_string()
             };
@@ -303,10 +309,10 @@ impl CopyIn {
         if self.pending_rows == 0 {
             self.pending_first_line = self.line;
         }
-        for (i, f) in fields.into_iter().enumerate() {
-            match f {
+        for i in 0..n {
+            match self.spans[i] {
                 None => self.builders[i].append_null(),
-                Some(bytes) => match std::str::from_utf8(&bytes) {
+                Some((start, end)) => match std::str::from_utf8(&self.scratch[start..end]) {
                     Ok(s) => self.builders[i].append_value(s),
                     Err(_) => {
                         return self.fail(
@@ -403,6 +409,8 @@ fn start_copy_in(
     let ncols = columns.len();
     let state = CopyIn {
         builders: (0..ncols).map(|_| StringBuilder::new()).collect(),
+        scratch: Vec::new(),
+        spans: Vec::new(),
         skip_header: format.header,
         table,
         columns,

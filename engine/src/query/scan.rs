@@ -14,7 +14,7 @@ use datafusion::arrow::array::{
     ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, UInt64Array,
 };
 use datafusion::arrow::compute::{cast, filter as arrow_filter, prep_null_mask_filter};
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::pruning::PruningStatistics;
 use datafusion::common::stats::Precision;
@@ -243,6 +243,7 @@ impl TableScanSource {
             dyn_pruner: None,
             latest: LatestState::default(),
             metrics,
+            dictionary_filters: true,
         };
         Box::pin(RecordBatchStreamAdapter::new(self.projected_schema.clone(), futures::stream::iter(iter)))
     }
@@ -271,6 +272,8 @@ struct UnitIter {
     dyn_pruner: Option<(u64, Option<PruningPredicate>, Option<RowFilter>)>,
     latest: LatestState,
     metrics: ScanMetrics,
+    /// Whether the row filter reads text columns in dictionary form (see `read_row_group`).
+    dictionary_filters: bool,
 }
 
 impl UnitIter {
@@ -328,15 +331,47 @@ impl UnitIter {
         let read = |c: usize, sel: Option<&BooleanArray>| {
             seg.segment.read_column(rg, c, src.schema.field(c).data_type(), sel).map_err(DataFusionError::from)
         };
-        let columns = filter.columns.iter().map(|&c| read(c, None)).collect::<Result<Vec<_>>>()?;
-        let input = RecordBatch::try_new_with_options(
-            filter.schema.clone(),
-            columns,
-            &RecordBatchOptions::new().with_row_count(Some(rows)),
-        )?;
-        let mask = filter.predicate.evaluate(&input)?.into_array(rows)?;
-        let mask = mask.as_boolean_opt().ok_or_else(|| DataFusionError::Internal("filter is not boolean".into()))?;
-        let mask = if mask.null_count() > 0 { prep_null_mask_filter(mask) } else { mask.clone() };
+        // Text columns are read in their stored dictionary form where they have one, so `backend = 'x'`
+        // compares a few dictionary entries instead of a string per row. Comparisons and IN lists take
+        // dictionary arrays; should some other expression not, the filter falls back to plain text for
+        // the rest of the scan.
+        let evaluate = |dictionary: bool| -> Result<(RecordBatch, BooleanArray)> {
+            let columns = filter
+                .columns
+                .iter()
+                .map(|&c| match dictionary {
+                    true => seg.segment.read_column_encoded(rg, c, src.schema.field(c).data_type()).map_err(Into::into),
+                    false => read(c, None),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let fields: Vec<Field> = filter
+                .schema
+                .fields()
+                .iter()
+                .zip(&columns)
+                .map(|(f, a)| Field::new(f.name(), a.data_type().clone(), f.is_nullable()))
+                .collect();
+            let input = RecordBatch::try_new_with_options(
+                Arc::new(Schema::new(fields)),
+                columns,
+                &RecordBatchOptions::new().with_row_count(Some(rows)),
+            )?;
+            let mask = filter.predicate.evaluate(&input)?.into_array(rows)?;
+            let mask =
+                mask.as_boolean_opt().ok_or_else(|| DataFusionError::Internal("filter is not boolean".into()))?;
+            let mask = if mask.null_count() > 0 { prep_null_mask_filter(mask) } else { mask.clone() };
+            Ok((input, mask))
+        };
+        let (input, mask) = match self.dictionary_filters {
+            true => match evaluate(true) {
+                Ok(r) => r,
+                Err(_) => {
+                    self.dictionary_filters = false;
+                    evaluate(false)?
+                }
+            },
+            false => evaluate(false)?,
+        };
         let kept = mask.true_count();
         if kept == 0 {
             self.metrics.filtered.add(1);
@@ -347,10 +382,15 @@ impl UnitIter {
             .projection
             .iter()
             .map(|&c| match filter.columns.iter().position(|&f| f == c) {
-                Some(i) => match sel {
-                    Some(m) => Ok(arrow_filter(input.column(i), m)?),
-                    None => Ok(input.column(i).clone()),
-                },
+                Some(i) => {
+                    let a = match sel {
+                        Some(m) => arrow_filter(input.column(i), m)?,
+                        None => input.column(i).clone(),
+                    };
+                    // A dictionary read for the filter becomes plain text again, for the kept rows only.
+                    let target = src.schema.field(c).data_type();
+                    if a.data_type() == target { Ok(a) } else { Ok(cast(&a, target)?) }
+                }
                 None => read(c, sel),
             })
             .collect::<Result<Vec<_>>>()?;

@@ -393,6 +393,56 @@ pub(crate) fn encode_text<'a>(values: impl Iterator<Item = &'a str> + Clone, n: 
     }
 }
 
+/// A dictionary-encoded text chunk as it is stored: the entries (Arrow offsets and bytes) and one code
+/// per row.
+pub(crate) struct TextDictionary {
+    pub offsets: Vec<i32>,
+    pub bytes: Vec<u8>,
+    pub codes: Vec<i32>,
+}
+
+/// True when the text chunk at the reader is stored as a dictionary.
+pub(crate) fn peek_is_dictionary(r: &Reader<'_>) -> bool {
+    r.buf.get(r.pos) == Some(&T_DICT)
+}
+
+/// Decodes a text chunk in its dictionary form without building a string per row; `None` (with the
+/// reader where it was) for a chunk stored plain.
+pub(crate) fn decode_text_dictionary(r: &mut Reader<'_>, n: usize) -> DecodeResult<Option<TextDictionary>> {
+    if !peek_is_dictionary(r) {
+        return Ok(None);
+    }
+    let mut peek = Reader { buf: r.buf, pos: r.pos + 1 };
+    let k = peek.u32()? as usize;
+    if k > 65_536 {
+        return Err(format!("dictionary of {k} entries"));
+    }
+    let mut lens = Vec::with_capacity(k);
+    decode_ints(&mut peek, k, &mut lens)?;
+    let mut offsets = Vec::with_capacity(k + 1);
+    offsets.push(0i32);
+    let mut total = 0i64;
+    for l in lens {
+        if l < 0 {
+            return Err("bad dictionary entry length".into());
+        }
+        total += l;
+        if total > i32::MAX as i64 {
+            return Err("string data too large".into());
+        }
+        offsets.push(total as i32);
+    }
+    let bytes = peek.take(total as usize)?.to_vec();
+    let mut wide = Vec::with_capacity(n);
+    decode_ints(&mut peek, n, &mut wide)?;
+    let mut codes = Vec::with_capacity(n);
+    for c in wide {
+        codes.push(i32::try_from(c).ok().filter(|&c| (c as usize) < k).ok_or("dictionary code out of range")?);
+    }
+    *r = peek;
+    Ok(Some(TextDictionary { offsets, bytes, codes }))
+}
+
 /// Decodes `n` strings into Arrow offsets and bytes; with `keep`, only the strings whose flag is set.
 pub(crate) fn decode_text(
     r: &mut Reader<'_>,
