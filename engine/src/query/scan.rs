@@ -332,9 +332,8 @@ impl UnitIter {
             seg.segment.read_column(rg, c, src.schema.field(c).data_type(), sel).map_err(DataFusionError::from)
         };
         // Text columns are read in their stored dictionary form where they have one, so `backend = 'x'`
-        // compares a few dictionary entries instead of a string per row. Comparisons and IN lists take
-        // dictionary arrays; should some other expression not, the filter falls back to plain text for
-        // the rest of the scan.
+        // compares a few dictionary entries instead of a string per row (only for the predicates of
+        // `takes_dictionaries`; should one still fail, plain text for the rest of the scan).
         let evaluate = |dictionary: bool| -> Result<(RecordBatch, BooleanArray)> {
             let columns = filter
                 .columns
@@ -362,7 +361,7 @@ impl UnitIter {
             let mask = if mask.null_count() > 0 { prep_null_mask_filter(mask) } else { mask.clone() };
             Ok((input, mask))
         };
-        let (input, mask) = match self.dictionary_filters {
+        let (input, mask) = match filter.dictionary && self.dictionary_filters {
             true => match evaluate(true) {
                 Ok(r) => r,
                 Err(_) => {
@@ -408,6 +407,40 @@ struct RowFilter {
     /// Table column indexes the predicate reads.
     columns: Vec<usize>,
     schema: SchemaRef,
+    /// The predicate is built only of comparisons, AND / OR / NOT, IN lists and NULL tests over
+    /// columns and literals, which evaluate dictionary-encoded text exactly as plain text. Anything else
+    /// (functions, casts, arithmetic, a join's key struct) reads plain text: some of DataFusion's kernels
+    /// reject dictionaries, and some panic on them.
+    dictionary: bool,
+}
+
+/// See [`RowFilter::dictionary`].
+fn takes_dictionaries(expr: &Arc<dyn PhysicalExpr>) -> bool {
+    use datafusion::logical_expr::Operator as Op;
+    use datafusion::physical_plan::expressions::{BinaryExpr, InListExpr, IsNotNullExpr, IsNullExpr, Literal, NotExpr};
+    let node_ok = if let Some(b) = expr.downcast_ref::<BinaryExpr>() {
+        matches!(
+            b.op(),
+            Op::Eq
+                | Op::NotEq
+                | Op::Lt
+                | Op::LtEq
+                | Op::Gt
+                | Op::GtEq
+                | Op::And
+                | Op::Or
+                | Op::IsDistinctFrom
+                | Op::IsNotDistinctFrom
+        )
+    } else {
+        expr.downcast_ref::<ColumnExpr>().is_some()
+            || expr.downcast_ref::<Literal>().is_some()
+            || expr.downcast_ref::<InListExpr>().is_some()
+            || expr.downcast_ref::<IsNullExpr>().is_some()
+            || expr.downcast_ref::<IsNotNullExpr>().is_some()
+            || expr.downcast_ref::<NotExpr>().is_some()
+    };
+    node_ok && expr.children().iter().all(|c| takes_dictionaries(c))
 }
 
 impl RowFilter {
@@ -443,7 +476,8 @@ impl RowFilter {
             .ok()?
             .data;
         let schema = Arc::new(table.project(&columns).ok()?);
-        Some(RowFilter { predicate, columns, schema })
+        let dictionary = takes_dictionaries(&predicate);
+        Some(RowFilter { predicate, columns, schema, dictionary })
     }
 }
 
