@@ -513,13 +513,26 @@ def main():
     ap.add_argument("--scale", choices=SCALES, default="sf10m")
     ap.add_argument("--reps", type=int, default=5, help="timed runs per query after the first (median reported)")
     ap.add_argument("--systems", default="trafficdb,trafficdb-lib,duckdb,chdb,datafusion,postgres")
-    ap.add_argument("--binary", required=True, help="the trafficdb binary")
-    ap.add_argument("--work", required=True, help="scratch directory (data files and databases; removed by run.sh)")
-    ap.add_argument("--out", required=True, help="directory for the JSON, Markdown and PNG results")
+    ap.add_argument("--binary", help="the trafficdb binary")
+    ap.add_argument("--work", help="scratch directory (data files and databases; removed by run.sh)")
+    ap.add_argument("--out", help="directory for the JSON, Markdown and PNG results")
     ap.add_argument("--no-w2", action="store_true", help="skip the streaming-ingest workload")
     ap.add_argument("--seed", type=int, default=7, help="seed of the query instances")
+    ap.add_argument("--report", metavar="JSON", help="only render the .md and .png of an earlier run's JSON again")
     args = ap.parse_args()
     systems = args.systems.split(",")
+    if args.report:
+        # Renders the Markdown and the chart of an earlier run again, from its JSON.
+        with open(args.report) as f:
+            run = json.load(f)
+        base = args.report[:-len(".json")] if args.report.endswith(".json") else args.report
+        with open(base + ".md", "w") as f:
+            f.write(report(run))
+        chart(run, base + ".png")
+        log(f"wrote {base}.md, .png")
+        return
+    if not (args.binary and args.work and args.out):
+        ap.error("--binary, --work and --out are needed for a run")
     if "duckdb" not in systems:
         sys.exit("duckdb is the reference every result is checked against: keep it in --systems")
     os.makedirs(args.out, exist_ok=True)
@@ -798,6 +811,9 @@ def report(run):
     out.append(f"## {run['scale']}: {n['lb_requests']:,} lb_requests rows, {n['lb_targets']:,} lb_targets rows\n")
     out.append(f"Run {run['started']} → {run['finished']}; {run['reps']} timed runs per query after a first one; "
                f"median ms, client-side, every row fetched; every result checked against DuckDB's.\n")
+    m = run["machine"]
+    out.append(f"Machine: {', '.join(m['cpu'].splitlines())}; {m['memory']}; Linux {m['kernel']}. Versions: "
+               + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + f". Page cache: {m['page_cache']}.\n")
     out.append("| query | " + " | ".join(order) + " | trafficdb / best peer |")
     out.append("|---|" + "---|" * len(order) + "---|")
     for qid, q in run["queries"].items():
@@ -853,6 +869,7 @@ def chart(run, path):
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         return
     peers = [k for k in ("duckdb", "chdb", "datafusion", "postgres")]
@@ -864,9 +881,13 @@ def chart(run, path):
             ratios.append(float(r))
     fig, ax = plt.subplots(figsize=(9, 4))
     colors = ["#2a7" if r <= 1 else "#c44" for r in ratios]
-    ax.bar(qids, ratios, color=colors)
+    # Bars start at 1.0: up when trafficdb is slower than the best peer, down when it is faster.
+    ax.bar(qids, [r - 1.0 for r in ratios], bottom=1.0, color=colors)
     ax.axhline(1.0, color="black", linewidth=0.8)
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_yticks([t for t in (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50) if min(ratios) / 2 <= t <= max(ratios) * 2])
     ax.set_ylabel("trafficdb / best peer (median, log scale)")
     ax.set_title(f"{run['scale']}: query time relative to the fastest of DuckDB, chDB, DataFusion, PostgreSQL")
     for i, r in enumerate(ratios):
