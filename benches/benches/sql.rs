@@ -6,7 +6,7 @@
 //!   in one vectorised call per batch, next to the same scan summing a feature without the model, so the
 //!   difference is the model's own cost.
 //!
-//! Run: `cargo bench -p trafficdb-benches --bench sql` (a filter after `--` picks one group).
+//! Run: `cargo bench --bench sql` (a filter after `--` picks one group).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 

@@ -8,7 +8,7 @@
 //! - `scan`: SQL over 2M stored rows (7 days, sealed): a one-hour aggregate that pruning cuts to a few row
 //!   groups, next to the same aggregate over every row.
 //!
-//! Run: `cargo bench -p trafficdb-benches --bench storage` (a filter after `--` picks one group).
+//! Run: `cargo bench --bench storage` (a filter after `--` picks one group).
 
 use std::sync::Arc;
 
