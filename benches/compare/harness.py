@@ -343,8 +343,21 @@ class Postgres:
             pass
 
     def pids(self):
-        out = subprocess.run(["pgrep", "-f", f"postgres.*{self.dir}|postgres: "], capture_output=True, text=True)
-        return [int(p) for p in out.stdout.split()]
+        """The cluster's processes: the postmaster (its pid file's first line) and its children."""
+        try:
+            with open(os.path.join(self.dir, "postmaster.pid")) as f:
+                main = int(f.readline())
+        except (OSError, ValueError):
+            return []
+        pids = [main]
+        for p in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{p}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == main:
+                        pids.append(int(p))
+            except (OSError, ValueError, IndexError):
+                pass
+        return pids
 
 
 class TrafficdbServer:
