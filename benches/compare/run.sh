@@ -12,7 +12,8 @@ here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 target="${CARGO_TARGET_DIR:-$HOME/.cache/trafficdb-target}"
 bin="$target/release/trafficdb"
-[ -x "$bin" ] || (cd "$root" && CARGO_TARGET_DIR="$target" cargo build --release -p trafficdb-server)
+# The same command as the test script, so the two share one build.
+[ -x "$bin" ] || (cd "$root" && CARGO_TARGET_DIR="$target" cargo build --release --workspace --all-targets)
 
 apt_install() {
     export DEBIAN_FRONTEND=noninteractive
