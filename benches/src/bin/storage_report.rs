@@ -1,7 +1,7 @@
 //! Storage engine report: durable append rate through the library, bytes per row on disk, full-scan and
 //! time-range query times, the fraction of row groups a one-hour query reads, and open time.
 //!
-//! Run: `cargo run --release -p trafficdb-benches --bin storage_report -- [ROWS] [DAYS]`
+//! Run: `cargo run --release --bin storage_report -- [ROWS] [DAYS]`
 //! (defaults: 10,000,000 rows over 7 days). Writes into a temporary directory and removes it.
 
 use std::time::Instant;
