@@ -920,17 +920,16 @@ fn partition_max_ts(p: &Partition) -> Option<i64> {
 /// `max_rows`, each merged into one segment; a segment left alone in its group is not rewritten.
 fn merge_groups(mut segs: Vec<Arc<SegmentHandle>>, max_rows: u64) -> Vec<Vec<Arc<SegmentHandle>>> {
     segs.sort_by_key(|s| (s.entry.min_ts, s.entry.id));
-    let mut groups: Vec<Vec<Arc<SegmentHandle>>> = vec![Vec::new()];
-    let mut rows = 0u64;
+    let (mut groups, mut current, mut rows) = (Vec::new(), Vec::new(), 0u64);
     for s in segs {
-        let last = groups.last_mut().expect("never empty");
-        if !last.is_empty() && rows + s.entry.rows > max_rows {
-            groups.push(Vec::new());
+        if !current.is_empty() && rows + s.entry.rows > max_rows {
+            groups.push(std::mem::take(&mut current));
             rows = 0;
         }
         rows += s.entry.rows;
-        groups.last_mut().expect("never empty").push(s);
+        current.push(s);
     }
+    groups.push(current);
     groups.retain(|g| g.len() >= 2);
     groups
 }

@@ -574,7 +574,7 @@ fn decode_chunk(
             Arc::new(BooleanArray::new(BooleanBuffer::new(Buffer::from(bits.to_vec()), 0, rows), nulls))
         }
         Physical::Text if dictionary && selection.is_none() && codec::peek_is_dictionary(&r) => {
-            let d = codec::decode_text_dictionary(&mut r, rows)?.ok_or("text dictionary expected")?;
+            let d = codec::decode_text_dictionary(&mut r, rows)?;
             let values =
                 StringArray::try_new(OffsetBuffer::new(ScalarBuffer::from(d.offsets)), Buffer::from_vec(d.bytes), None)
                     .map_err(|e| format!("text dictionary: {e}"))?;

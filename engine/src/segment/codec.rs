@@ -406,19 +406,23 @@ pub(crate) fn peek_is_dictionary(r: &Reader<'_>) -> bool {
     r.buf.get(r.pos) == Some(&T_DICT)
 }
 
-/// Decodes a text chunk in its dictionary form without building a string per row; `None` (with the
-/// reader where it was) for a chunk stored plain.
-pub(crate) fn decode_text_dictionary(r: &mut Reader<'_>, n: usize) -> DecodeResult<Option<TextDictionary>> {
-    if !peek_is_dictionary(r) {
-        return Ok(None);
+/// Decodes a text chunk stored as a dictionary (see [`peek_is_dictionary`]) without building a string
+/// per row.
+pub(crate) fn decode_text_dictionary(r: &mut Reader<'_>, n: usize) -> DecodeResult<TextDictionary> {
+    match r.u8()? {
+        T_DICT => read_dictionary(r, n),
+        k => Err(format!("text encoding {k} is not a dictionary")),
     }
-    let mut peek = Reader { buf: r.buf, pos: r.pos + 1 };
-    let k = peek.u32()? as usize;
+}
+
+/// The body of a dictionary chunk, after its kind byte.
+fn read_dictionary(r: &mut Reader<'_>, n: usize) -> DecodeResult<TextDictionary> {
+    let k = r.u32()? as usize;
     if k > 65_536 {
         return Err(format!("dictionary of {k} entries"));
     }
     let mut lens = Vec::with_capacity(k);
-    decode_ints(&mut peek, k, &mut lens)?;
+    decode_ints(r, k, &mut lens)?;
     let mut offsets = Vec::with_capacity(k + 1);
     offsets.push(0i32);
     let mut total = 0i64;
@@ -432,15 +436,14 @@ pub(crate) fn decode_text_dictionary(r: &mut Reader<'_>, n: usize) -> DecodeResu
         }
         offsets.push(total as i32);
     }
-    let bytes = peek.take(total as usize)?.to_vec();
+    let bytes = r.take(total as usize)?.to_vec();
     let mut wide = Vec::with_capacity(n);
-    decode_ints(&mut peek, n, &mut wide)?;
+    decode_ints(r, n, &mut wide)?;
     let mut codes = Vec::with_capacity(n);
     for c in wide {
         codes.push(i32::try_from(c).ok().filter(|&c| (c as usize) < k).ok_or("dictionary code out of range")?);
     }
-    *r = peek;
-    Ok(Some(TextDictionary { offsets, bytes, codes }))
+    Ok(TextDictionary { offsets, bytes, codes })
 }
 
 /// Decodes `n` strings into Arrow offsets and bytes; with `keep`, only the strings whose flag is set.
@@ -489,32 +492,14 @@ pub(crate) fn decode_text(
             Ok((offsets, bytes))
         }
         T_DICT => {
-            let k = r.u32()? as usize;
-            if k > 65_536 {
-                return Err(format!("dictionary of {k} entries"));
-            }
-            let mut lens = Vec::with_capacity(k);
-            decode_ints(r, k, &mut lens)?;
-            let mut starts = Vec::with_capacity(k + 1);
-            let mut total = 0usize;
-            starts.push(0usize);
-            for l in lens {
-                if !(0..=i32::MAX as i64).contains(&l) {
-                    return Err("bad dictionary entry length".into());
-                }
-                total += l as usize;
-                starts.push(total);
-            }
-            let dict = r.take(total)?;
-            let mut codes = Vec::with_capacity(n);
-            decode_ints(r, n, &mut codes)?;
+            let d = read_dictionary(r, n)?;
             let mut bytes = Vec::new();
-            for (i, c) in codes.into_iter().enumerate() {
-                let c = usize::try_from(c).ok().filter(|&c| c < k).ok_or("dictionary code out of range")?;
+            for (i, &code) in d.codes.iter().enumerate() {
                 if !wanted(i) {
                     continue;
                 }
-                bytes.extend_from_slice(&dict[starts[c]..starts[c + 1]]);
+                let c = code as usize;
+                bytes.extend_from_slice(&d.bytes[d.offsets[c] as usize..d.offsets[c + 1] as usize]);
                 if bytes.len() > i32::MAX as usize {
                     return Err("string data too large".into());
                 }
