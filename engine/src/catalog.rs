@@ -129,7 +129,7 @@ fn encode(data: &CatalogData) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-fn decode(bytes: &[u8]) -> std::result::Result<CatalogData, (u64, String)> {
+pub(crate) fn decode(bytes: &[u8]) -> std::result::Result<CatalogData, (u64, String)> {
     let nl = bytes.iter().position(|&b| b == b'\n').ok_or((0, "no header line".to_string()))?;
     let header = std::str::from_utf8(&bytes[..nl]).map_err(|_| (0, "header is not text".to_string()))?;
     let crc_hex = header.strip_prefix(HEADER).map(str::trim).ok_or((0, "bad catalog magic".to_string()))?;

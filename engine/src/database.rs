@@ -165,6 +165,12 @@ impl Database {
         &self.models
     }
 
+    /// Adds a computed, read-only view (`system_metrics`, ...): listed as a view, and refused by DROP
+    /// and CREATE OR REPLACE.
+    pub fn add_system_table(&self, name: &str, table: Arc<dyn datafusion::catalog::TableProvider>) {
+        self.schema.add_system_table(name, table);
+    }
+
     /// The DataFusion session: register functions here; the server serves it.
     pub fn session(&self) -> &SessionContext {
         &self.ctx
@@ -339,7 +345,7 @@ impl Database {
                 (cols, Some(batches))
             }
         };
-        let mut def = TableDef { name: name.clone(), columns, time: None };
+        let mut def = TableDef { name: name.clone(), columns, time: None, dedup_keys: Vec::new() };
         let mut time_column = None;
         let mut partition = None;
         let mut retention = None;
@@ -348,10 +354,15 @@ impl Database {
                 "time_column" => time_column = Some(v),
                 "partition" | "partition_width" => partition = Some(parse_duration_us(&v)?),
                 "retention" => retention = Some(parse_duration_us(&v)?),
+                "dedup_keys" => {
+                    def.dedup_keys = v.split(',').map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect();
+                }
                 other => {
                     return Err(Error::invalid(
                         SqlState::InvalidParameter,
-                        format!("unknown table option \"{other}\" (known: time_column, partition, retention)"),
+                        format!(
+                            "unknown table option \"{other}\" (known: time_column, partition, retention, dedup_keys)"
+                        ),
                     ));
                 }
             }

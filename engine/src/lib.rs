@@ -14,11 +14,13 @@
 //! Durability: when an append (or INSERT, or COPY through the server) returns, its rows are fsynced
 //! in the write-ahead log. A crash loses nothing acknowledged and never leaves part of an append.
 
+pub mod backup;
 pub mod catalog;
 pub mod database;
 pub mod engine;
 pub mod error;
 pub mod io;
+pub mod metrics;
 pub mod query;
 pub mod segment;
 pub mod types;

@@ -157,6 +157,10 @@ pub struct TableDef {
     pub name: String,
     pub columns: Vec<ColumnDef>,
     pub time: Option<TimeOptions>,
+    /// Columns that, with the time column, identify a row for writers that drop repeated rows
+    /// (line-protocol writes: a resent batch is not stored twice). Empty: no such key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dedup_keys: Vec<String>,
 }
 
 impl TableDef {
@@ -191,6 +195,26 @@ impl TableDef {
             if t.retention_us.is_some_and(|r| r <= 0) {
                 return Err(Error::invalid(SqlState::InvalidParameter, "retention must be positive"));
             }
+        }
+        for k in &self.dedup_keys {
+            match self.column_index(k) {
+                None => {
+                    return Err(Error::invalid(
+                        SqlState::UndefinedColumn,
+                        format!("dedup key \"{k}\" is not a column of \"{}\"", self.name),
+                    ));
+                }
+                Some(i) if Some(i) == self.time_column() => {
+                    return Err(Error::invalid(
+                        SqlState::InvalidParameter,
+                        format!("dedup key \"{k}\" is the time column, which every dedup key includes already"),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        if !self.dedup_keys.is_empty() && self.time.is_none() {
+            return Err(Error::invalid(SqlState::InvalidParameter, "dedup_keys needs a time column"));
         }
         Ok(())
     }

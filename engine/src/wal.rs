@@ -82,6 +82,18 @@ enum Request {
 pub struct Wal {
     tx: Sender<Request>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    pub stats: Arc<WalStats>,
+}
+
+/// What the writer thread measures.
+#[derive(Debug, Default)]
+pub struct WalStats {
+    /// The time each group commit's fsync took.
+    pub fsync: crate::metrics::Histogram,
+    /// Bytes written.
+    pub bytes: std::sync::atomic::AtomicU64,
+    /// Why the log refuses writes, once it does.
+    pub poisoned: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Wal {
@@ -109,11 +121,13 @@ impl Wal {
     pub fn start(fs: Arc<dyn Fs>, dir: PathBuf, seq: u64) -> Result<Wal> {
         let file = create_file(fs.as_ref(), &dir, seq)?;
         let (tx, rx) = unbounded();
+        let stats = Arc::new(WalStats::default());
+        let writer_stats = stats.clone();
         let thread = std::thread::Builder::new()
             .name("trafficdb-wal".into())
-            .spawn(move || writer_loop(fs, dir, seq, file, rx))
+            .spawn(move || writer_loop(fs, dir, seq, file, rx, &writer_stats))
             .map_err(|e| Error::io("wal thread", e))?;
-        Ok(Wal { tx, thread: Mutex::new(Some(thread)) })
+        Ok(Wal { tx, thread: Mutex::new(Some(thread)), stats })
     }
 
     /// Writes framed records (from [`encode_txn`]). When this returns `Ok`, they are durable.
@@ -146,7 +160,14 @@ impl Drop for Wal {
     }
 }
 
-fn writer_loop(fs: Arc<dyn Fs>, dir: PathBuf, mut seq: u64, mut file: Box<dyn File>, rx: Receiver<Request>) {
+fn writer_loop(
+    fs: Arc<dyn Fs>,
+    dir: PathBuf,
+    mut seq: u64,
+    mut file: Box<dyn File>,
+    rx: Receiver<Request>,
+    stats: &WalStats,
+) {
     let mut poisoned: Option<String> = None;
     let mut buf: Vec<u8> = Vec::new();
     let mut waiting: Vec<Sender<Result<()>>> = Vec::new();
@@ -176,7 +197,7 @@ fn writer_loop(fs: Arc<dyn Fs>, dir: PathBuf, mut seq: u64, mut file: Box<dyn Fi
                     }
                 }
                 Request::Rotate { reply } => {
-                    commit(&mut file, &mut buf, &mut waiting, &mut poisoned, &dir, seq);
+                    commit(&mut file, &mut buf, &mut waiting, &mut poisoned, &dir, seq, stats);
                     if let Some(p) = &poisoned {
                         let _ = reply.send(Err(Error::WalPoisoned(p.clone())));
                         continue;
@@ -189,6 +210,7 @@ fn writer_loop(fs: Arc<dyn Fs>, dir: PathBuf, mut seq: u64, mut file: Box<dyn Fi
                         }
                         Err(e) => {
                             poisoned = Some(e.to_string());
+                            *stats.poisoned.lock() = poisoned.clone();
                             let _ = reply.send(Err(e));
                         }
                     }
@@ -196,7 +218,7 @@ fn writer_loop(fs: Arc<dyn Fs>, dir: PathBuf, mut seq: u64, mut file: Box<dyn Fi
                 Request::Stop => stop = true,
             }
         }
-        commit(&mut file, &mut buf, &mut waiting, &mut poisoned, &dir, seq);
+        commit(&mut file, &mut buf, &mut waiting, &mut poisoned, &dir, seq, stats);
         if stop {
             break;
         }
@@ -211,11 +233,18 @@ fn commit(
     poisoned: &mut Option<String>,
     dir: &Path,
     seq: u64,
+    stats: &WalStats,
 ) {
     if waiting.is_empty() {
         return;
     }
-    let result = file.write_all(buf).and_then(|_| file.sync());
+    let result = file.write_all(buf).and_then(|_| {
+        let started = std::time::Instant::now();
+        let r = file.sync();
+        stats.fsync.observe(started.elapsed());
+        r
+    });
+    stats.bytes.fetch_add(buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
     buf.clear();
     match result {
         Ok(()) => {
@@ -228,6 +257,7 @@ fn commit(
             let msg = err.to_string();
             tracing::error!("write-ahead log failed, refusing further writes: {msg}");
             *poisoned = Some(msg.clone());
+            *stats.poisoned.lock() = Some(msg.clone());
             for w in waiting.drain(..) {
                 let _ = w.send(Err(Error::WalPoisoned(msg.clone())));
             }

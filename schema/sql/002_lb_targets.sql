@@ -15,4 +15,4 @@ CREATE TABLE IF NOT EXISTS lb_targets (
     requests_per_s  DOUBLE PRECISION,          -- requests per second since the last sample
     avg_response_ms DOUBLE PRECISION,          -- mean response time since the last sample
     error_rate      DOUBLE PRECISION           -- share of 5xx responses since the last sample, 0 to 1
-) WITH (time_column = 'ts', partition = '1 day', retention = '90 days');
+) WITH (time_column = 'ts', partition = '1 day', retention = '90 days', dedup_keys = 'lb, backend, target');

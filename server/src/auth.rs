@@ -25,7 +25,7 @@ use parking_lot::Mutex;
 use pgwire::api::auth::{DefaultServerParameterProvider, ServerParameterProvider, StartupHandler};
 use pgwire::api::{ClientInfo, PgWireConnectionState, PidSecretKeyGenerator, RandomPidSecretKeyGenerator};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
-use pgwire::messages::startup::Authentication;
+use pgwire::messages::startup::{Authentication, PasswordMessageFamily};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use ring::{digest, hmac, pbkdf2};
 
@@ -343,6 +343,7 @@ pub struct Authenticator {
     /// Set when the connection is over `max_connections`: it is refused at startup.
     over_limit: bool,
     state: Mutex<Exchange>,
+    audit: Arc<crate::audit::Audit>,
 }
 
 impl Authenticator {
@@ -353,6 +354,7 @@ impl Authenticator {
         cancels: Arc<crate::session::Cancels>,
         cancel_signal: tokio::sync::watch::Sender<u64>,
         over_limit: bool,
+        audit: Arc<crate::audit::Audit>,
     ) -> Authenticator {
         Authenticator {
             config,
@@ -362,6 +364,7 @@ impl Authenticator {
             cancel_signal,
             over_limit,
             state: Mutex::new(Exchange::Start),
+            audit,
         }
     }
 }
@@ -433,47 +436,13 @@ impl StartupHandler for Authenticator {
                 Ok(())
             }
             PgWireFrontendMessage::PasswordMessageFamily(msg) => {
-                let user = user_of(client);
-                let state = std::mem::replace(&mut *self.state.lock(), Exchange::Done);
-                match state {
-                    Exchange::Md5 { expected } => {
-                        let given = msg.into_password()?;
-                        if constant_time_eq(given.password.as_bytes(), expected.as_bytes()) {
-                            self.finish(client).await
-                        } else {
-                            Err(auth_failed(&user))
-                        }
-                    }
-                    Exchange::ScramFirst { secret } => {
-                        let initial = msg.into_sasl_initial_response()?;
-                        if initial.auth_method != "SCRAM-SHA-256" {
-                            return Err(fatal(
-                                "28000",
-                                format!("unsupported SASL mechanism \"{}\"", initial.auth_method),
-                            ));
-                        }
-                        let data = initial.data.ok_or_else(|| fatal("08P01", "empty SCRAM client-first message"))?;
-                        let (server_first, next) = scram_first(secret, &data)?;
-                        *self.state.lock() = Exchange::ScramFinal { expected: Box::new(next) };
-                        client
-                            .send(PgWireBackendMessage::Authentication(Authentication::SASLContinue(
-                                server_first.into_bytes().into(),
-                            )))
-                            .await?;
-                        Ok(())
-                    }
-                    Exchange::ScramFinal { expected } => {
-                        let response = msg.into_sasl_response()?;
-                        let server_final = scram_final(&expected, &response.data).ok_or_else(|| auth_failed(&user))?;
-                        client
-                            .feed(PgWireBackendMessage::Authentication(Authentication::SASLFinal(
-                                server_final.into_bytes().into(),
-                            )))
-                            .await?;
-                        self.finish(client).await
-                    }
-                    Exchange::Start | Exchange::Done => Err(fatal("08P01", "unexpected password message")),
+                let r = self.on_password(client, msg).await;
+                if let Err(PgWireError::UserError(e)) = &r
+                    && e.code == "28P01"
+                {
+                    self.audit.auth_failed(&user_of(client), "postgres");
                 }
+                r
             }
             _ => Ok(()),
         }
@@ -481,6 +450,52 @@ impl StartupHandler for Authenticator {
 }
 
 impl Authenticator {
+    async fn on_password<C>(&self, client: &mut C, msg: PasswordMessageFamily) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let user = user_of(client);
+        let state = std::mem::replace(&mut *self.state.lock(), Exchange::Done);
+        match state {
+            Exchange::Md5 { expected } => {
+                let given = msg.into_password()?;
+                if constant_time_eq(given.password.as_bytes(), expected.as_bytes()) {
+                    self.finish(client).await
+                } else {
+                    Err(auth_failed(&user))
+                }
+            }
+            Exchange::ScramFirst { secret } => {
+                let initial = msg.into_sasl_initial_response()?;
+                if initial.auth_method != "SCRAM-SHA-256" {
+                    return Err(fatal("28000", format!("unsupported SASL mechanism \"{}\"", initial.auth_method)));
+                }
+                let data = initial.data.ok_or_else(|| fatal("08P01", "empty SCRAM client-first message"))?;
+                let (server_first, next) = scram_first(secret, &data)?;
+                *self.state.lock() = Exchange::ScramFinal { expected: Box::new(next) };
+                client
+                    .send(PgWireBackendMessage::Authentication(Authentication::SASLContinue(
+                        server_first.into_bytes().into(),
+                    )))
+                    .await?;
+                Ok(())
+            }
+            Exchange::ScramFinal { expected } => {
+                let response = msg.into_sasl_response()?;
+                let server_final = scram_final(&expected, &response.data).ok_or_else(|| auth_failed(&user))?;
+                client
+                    .feed(PgWireBackendMessage::Authentication(Authentication::SASLFinal(
+                        server_final.into_bytes().into(),
+                    )))
+                    .await?;
+                self.finish(client).await
+            }
+            Exchange::Start | Exchange::Done => Err(fatal("08P01", "unexpected password message")),
+        }
+    }
+
     async fn finish<C>(&self, client: &mut C) -> PgWireResult<()>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
@@ -497,6 +512,7 @@ impl Authenticator {
             client.metadata_mut().insert(crate::session::STATEMENT_TIMEOUT_KEY.into(), timeout.to_string());
         }
         tracing::debug!(user = %user_of(client), role = session_role(client).name(), "authenticated");
+        self.audit.connected(&user_of(client), session_role(client), &client.socket_addr().to_string());
         pgwire::api::auth::finish_authentication(client, self.parameters.as_ref()).await
     }
 }

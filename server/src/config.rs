@@ -40,6 +40,28 @@ pub struct ServerConfig {
     pub require_tls: bool,
     /// Users and their roles (see [`UserConfig`]).
     pub users: Vec<UserConfig>,
+    /// The `[audit]` section.
+    #[serde(skip)]
+    pub audit: AuditConfig,
+}
+
+/// `[audit]`: the audit log, off unless `path` is set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// The log file; rotated files get `.1`, `.2`, ... appended.
+    pub path: Option<PathBuf>,
+    /// Rotate before the file passes this size.
+    #[serde(deserialize_with = "de_bytes")]
+    pub max_bytes: u64,
+    /// Rotated files kept.
+    pub max_files: usize,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig { path: None, max_bytes: 100 << 20, max_files: 10 }
+    }
 }
 
 impl Default for ServerConfig {
@@ -56,6 +78,7 @@ impl Default for ServerConfig {
             tls_key: None,
             require_tls: false,
             users: Vec::new(),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -87,6 +110,8 @@ struct File {
     server: ServerConfig,
     #[serde(default)]
     users: Vec<UserConfig>,
+    #[serde(default)]
+    audit: AuditConfig,
 }
 
 impl ServerConfig {
@@ -101,6 +126,7 @@ impl ServerConfig {
         let file: File = toml::from_str(text)?;
         let mut config = file.server;
         config.users.extend(file.users);
+        config.audit = file.audit;
         config.validate()?;
         Ok(config)
     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -18,29 +18,320 @@ use serde_json::{Value, json};
 use trafficdb::Database;
 use trafficdb_udfs::SqlError;
 
-use crate::auth::{SCRAM_ITERATIONS, Secret};
+use std::collections::HashMap;
+
+use crate::audit::Audit;
+use crate::auth::{Role, SCRAM_ITERATIONS, Secret};
 use crate::config::{AuthMode, ServerConfig};
+use crate::dedup::Dedup;
+use crate::line_protocol::Precision;
+use crate::metrics::ServerMetrics;
 
 /// Request bodies larger than this are refused with 413.
 pub const MAX_BODY_BYTES: usize = 16 << 20;
 
+/// What the handlers share.
 #[derive(Clone)]
-struct App {
-    db: Arc<Database>,
-    config: Arc<ServerConfig>,
+pub struct App {
+    pub db: Arc<Database>,
+    pub config: Arc<ServerConfig>,
+    pub audit: Arc<Audit>,
+    pub dedup: Arc<Dedup>,
+    pub metrics: Arc<ServerMetrics>,
 }
 
 /// The routes, over `db`.
-pub fn router(db: Arc<Database>, config: Arc<ServerConfig>) -> Router {
+pub fn router(app: App) -> Router {
     Router::new()
         .route("/health", get(health))
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/status", get(status))
         .route("/v1/predict/retry", post(predict))
+        .route("/api/v2/write", post(write_v2))
+        .route("/write", post(write_v1))
+        .route("/ping", get(ping).head(ping))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(App { db, config })
+        .with_state(app)
 }
 
-async fn health() -> impl IntoResponse {
-    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], "{\"status\":\"ok\"}")
+/// What InfluxDB clients call to check the server is there.
+async fn ping() -> Response {
+    (StatusCode::NO_CONTENT, [("X-Influxdb-Version", "trafficdb")]).into_response()
+}
+
+/// `POST /api/v2/write?bucket=...&precision=ns|us|ms|s` (InfluxDB v2; `bucket` and `org` are
+/// accepted and ignored: there is one database).
+async fn write_v2(State(app): State<App>, RawQuery(query): RawQuery, headers: HeaderMap, body: Bytes) -> Response {
+    write(app, parse_query(query.as_deref().unwrap_or("")), headers, body).await
+}
+
+/// `POST /write?db=...&precision=n|u|ms|s|m|h` (InfluxDB v1; `db` and `rp` are ignored).
+async fn write_v1(State(app): State<App>, RawQuery(query): RawQuery, headers: HeaderMap, body: Bytes) -> Response {
+    write(app, parse_query(query.as_deref().unwrap_or("")), headers, body).await
+}
+
+/// The parameters of a query string (`a=1&b=x%20y`; `+` is a space). The last of repeated names wins.
+pub fn parse_query(q: &str) -> HashMap<String, String> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() && hex(b[i + 1]).is_some() && hex(b[i + 2]).is_some() => {
+                out.push(hex(b[i + 1]).unwrap_or(0) * 16 + hex(b[i + 2]).unwrap_or(0));
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Line-protocol bodies may expand to at most this many bytes when gzipped.
+pub const MAX_DECODED_BYTES: u64 = 256 << 20;
+
+fn write_error(status: StatusCode, code: &str, sqlstate: &str, message: String) -> Response {
+    let body = json!({ "code": code, "message": message, "sqlstate": sqlstate });
+    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+async fn write(app: App, query: HashMap<String, String>, headers: HeaderMap, body: Bytes) -> Response {
+    let caller = match authenticate(&app, &headers, &query).await {
+        Ok(c) => c,
+        Err(refused) => return refused,
+    };
+    if caller.role < Role::Writer {
+        return write_error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "42501",
+            format!(
+                "permission denied: user \"{}\" has role {}, writes need role writer",
+                caller.user,
+                caller.role.name()
+            ),
+        );
+    }
+    let precision = match query.get("precision").map(String::as_str) {
+        None | Some("") => Precision::Nanoseconds,
+        Some(p) => match Precision::parse(p) {
+            Some(p) => p,
+            None => {
+                return write_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid",
+                    "22023",
+                    format!("invalid precision \"{p}\" (ns, us, ms, s; /write also n, u, m, h)"),
+                );
+            }
+        },
+    };
+    let gzip = match headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()) {
+        None | Some("identity") => false,
+        Some("gzip") => true,
+        Some(other) => {
+            return write_error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported media type",
+                "0A000",
+                format!("Content-Encoding \"{other}\" is not supported (gzip or identity)"),
+            );
+        }
+    };
+    let text = match decode_body(body, gzip).await {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let started = tokio::time::Instant::now();
+    let written = crate::ingest::write(&app.db, text, precision, caller.role >= Role::Admin, &app.dedup).await;
+    app.metrics.line_protocol_seconds.observe(started.elapsed());
+    app.metrics.line_protocol_requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if let Ok(r) = &written {
+        app.metrics.line_protocol_lines.fetch_add(r.points as u64, std::sync::atomic::Ordering::Relaxed);
+        app.metrics.line_protocol_rejected.fetch_add(r.failed as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+    match written {
+        Ok(report) => {
+            app.audit.write(&caller.user, caller.role, "line protocol", &report.tables, report.written);
+            if report.failed == 0 {
+                return StatusCode::NO_CONTENT.into_response();
+            }
+            let first = &report.failures[0];
+            let message = format!(
+                "partial write: {} of {} lines refused, {} rows written; line {}: {}",
+                report.failed, report.points, report.written, first.line, first.message
+            );
+            let errors: Vec<Value> = report
+                .failures
+                .iter()
+                .map(|f| json!({ "line": f.line, "sqlstate": f.sqlstate, "message": f.message }))
+                .collect();
+            let body = json!({
+                "code": "invalid",
+                "message": message,
+                "sqlstate": first.sqlstate,
+                "line": first.line,
+                "written": report.written,
+                "failed": report.failed,
+                "errors": errors,
+            });
+            (StatusCode::BAD_REQUEST, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+        }
+        Err(e) => {
+            tracing::error!("line-protocol write failed: {e}");
+            write_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error", e.sqlstate(), e.to_string())
+        }
+    }
+}
+
+/// The body as text, gunzipped when it says so.
+async fn decode_body(body: Bytes, gzip: bool) -> Result<String, Response> {
+    let bad = |m: String| write_error(StatusCode::BAD_REQUEST, "invalid", "22P02", m);
+    let bytes = if gzip {
+        let r = tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let mut out = Vec::with_capacity(body.len() * 4);
+            flate2::read::MultiGzDecoder::new(&body[..]).take(MAX_DECODED_BYTES + 1).read_to_end(&mut out).map(|_| out)
+        })
+        .await;
+        match r {
+            Ok(Ok(b)) if b.len() as u64 > MAX_DECODED_BYTES => {
+                return Err(write_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "request too large",
+                    "54000",
+                    format!("the body expands to more than {MAX_DECODED_BYTES} bytes"),
+                ));
+            }
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => return Err(bad(format!("the body is not valid gzip: {e}"))),
+            Err(e) => return Err(bad(format!("the body could not be decoded: {e}"))),
+        }
+    } else {
+        body.to_vec()
+    };
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let line = e.as_bytes()[..at].iter().filter(|&&c| c == b'\n').count() + 1;
+        bad(format!("the body is not valid UTF-8 (line {line}, byte {at})"))
+    })
+}
+
+/// Why the server is not ready, if it is not: shutting down, or the database refuses writes.
+fn not_ready(app: &App) -> Option<String> {
+    if !app.metrics.ready.load(std::sync::atomic::Ordering::Acquire) {
+        return Some("the server is starting or shutting down".into());
+    }
+    app.db.engine().health().err()
+}
+
+/// `GET /health`: `{"status": "ok", "live": true, "ready": true}`; 503 when not ready.
+async fn health(State(app): State<App>) -> Response {
+    let problem = not_ready(&app);
+    let status = if problem.is_none() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let mut body = json!({ "status": if problem.is_none() { "ok" } else { "unavailable" }, "live": true, "ready": problem.is_none() });
+    if let Some(p) = problem {
+        body["reason"] = json!(p);
+    }
+    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+/// `GET /health/live`: 200 while the process answers (a liveness probe).
+async fn live() -> Response {
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], "{\"live\":true}").into_response()
+}
+
+/// `GET /health/ready`: 200 when the server takes queries and writes, else 503 (a readiness probe).
+async fn ready(State(app): State<App>) -> Response {
+    match not_ready(&app) {
+        None => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], "{\"ready\":true}").into_response(),
+        Some(reason) => {
+            let body = json!({ "ready": false, "reason": reason });
+            (StatusCode::SERVICE_UNAVAILABLE, [(header::CONTENT_TYPE, "application/json")], body.to_string())
+                .into_response()
+        }
+    }
+}
+
+/// `GET /metrics`: Prometheus text; the same samples as `SELECT * FROM system_metrics`. Open to any
+/// authenticated user (with `trust`, to anyone).
+async fn metrics(State(app): State<App>, headers: HeaderMap) -> Response {
+    if let Err(refused) = authenticate(&app, &headers, &HashMap::new()).await {
+        return refused;
+    }
+    let engine = app.db.engine().clone();
+    let m = app.metrics.clone();
+    let text = match tokio::task::spawn_blocking(move || crate::metrics::prometheus(&m.samples(&engine))).await {
+        Ok(t) => t,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "XX000", e.to_string()),
+    };
+    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+}
+
+/// `GET /api/v1/status`: tables, rows, disk use and retention, as JSON.
+async fn status(State(app): State<App>, headers: HeaderMap) -> Response {
+    if let Err(refused) = authenticate(&app, &headers, &HashMap::new()).await {
+        return refused;
+    }
+    let engine = app.db.engine().clone();
+    let metrics = app.metrics.clone();
+    let body = tokio::task::spawn_blocking(move || status_json(&engine, &metrics)).await;
+    match body {
+        Ok(b) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], b.to_string()).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "XX000", e.to_string()),
+    }
+}
+
+fn status_json(engine: &trafficdb::Engine, metrics: &ServerMetrics) -> Value {
+    let time = |us: Option<i64>| {
+        us.and_then(chrono::DateTime::from_timestamp_micros)
+            .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
+    };
+    let tables = engine.table_status();
+    let wal = engine.wal_bytes();
+    let segment_bytes: u64 = tables.iter().map(|t| t.segment_bytes).sum();
+    let tables: Vec<Value> = tables
+        .iter()
+        .map(|t| {
+            json!({
+                "name": t.name,
+                "time_column": t.time_column,
+                "rows": t.segment_rows + t.memtable_rows,
+                "unflushed_rows": t.memtable_rows,
+                "partitions": t.partitions,
+                "segments": t.segments,
+                "disk_bytes": t.segment_bytes,
+                "oldest": time(t.min_ts),
+                "newest": time(t.max_ts),
+                "retention": t.retention_us.map(trafficdb::types::format_duration_us),
+            })
+        })
+        .collect();
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "data_dir": engine.dir().display().to_string(),
+        "uptime_seconds": metrics.uptime_seconds(),
+        "ready": metrics.ready.load(std::sync::atomic::Ordering::Acquire),
+        "connections": metrics.connections.active.load(std::sync::atomic::Ordering::Relaxed),
+        "disk_bytes": segment_bytes + wal,
+        "wal_bytes": wal,
+        "tables": tables,
+    })
 }
 
 fn error(status: StatusCode, sqlstate: &str, message: impl Into<String>) -> Response {
@@ -48,31 +339,51 @@ fn error(status: StatusCode, sqlstate: &str, message: impl Into<String>) -> Resp
     (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
-/// `None` when the request may go on; else the 401 to send.
-async fn authenticate(app: &App, headers: &HeaderMap) -> Option<Response> {
-    if app.config.auth == AuthMode::Trust {
+/// Who sent a request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user: String,
+    pub role: Role,
+}
+
+/// The user and password a request carries: HTTP Basic, `Authorization: Token user:password` (what
+/// InfluxDB v2 clients send), or the `u` and `p` query parameters (InfluxDB v1 clients).
+fn credentials(headers: &HeaderMap, query: &HashMap<String, String>) -> Option<(String, String)> {
+    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let pair = if let Some(b) = auth.and_then(|v| v.strip_prefix("Basic ")) {
+        String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b.trim()).ok()?).ok()?
+    } else if let Some(t) = auth.and_then(|v| v.strip_prefix("Token ")) {
+        t.trim().to_string()
+    } else if let (Some(u), Some(p)) = (query.get("u"), query.get("p")) {
+        return Some((u.clone(), p.clone()));
+    } else {
         return None;
+    };
+    let (user, password) = pair.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
+}
+
+/// The caller, or the 401 to send. With `trust`, a named user listed in the configuration has its
+/// role and anyone else `trust_role`.
+async fn authenticate(app: &App, headers: &HeaderMap, query: &HashMap<String, String>) -> Result<Caller, Response> {
+    let given = credentials(headers, query);
+    if app.config.auth == AuthMode::Trust {
+        let user = given.map(|(u, _)| u).unwrap_or_default();
+        let role = app.config.user(&user).map_or(app.config.trust_role, |u| u.role);
+        return Ok(Caller { user, role });
     }
-    let refuse = || {
+    let refuse = |user: &str| {
+        app.audit.auth_failed(user, "http");
         let mut r = error(StatusCode::UNAUTHORIZED, "28P01", "password authentication failed");
         r.headers_mut().insert(header::WWW_AUTHENTICATE, "Basic realm=\"trafficdb\"".parse().expect("valid header"));
-        Some(r)
+        Err(r)
     };
-    let Some(credentials) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v.trim()).ok())
-        .and_then(|v| String::from_utf8(v).ok())
-    else {
-        return refuse();
-    };
-    let Some((user, password)) = credentials.split_once(':') else { return refuse() };
-    let (config, user, password) = (app.config.clone(), user.to_string(), password.to_string());
+    let Some((user, password)) = given else { return refuse("") };
+    let (config, name, password) = (app.config.clone(), user.clone(), password);
     // The key derivation is deliberately slow: off the async threads, and done for unknown users too,
     // so the time taken does not tell which users exist.
-    let verified = tokio::task::spawn_blocking(move || match config.user(&user).and_then(|u| u.password.as_ref()) {
-        Some(secret) => secret.verify(&user, &password),
+    let verified = tokio::task::spawn_blocking(move || match config.user(&name).and_then(|u| u.password.as_ref()) {
+        Some(secret) => secret.verify(&name, &password),
         None => {
             let _ = Secret::scram_with(&password, b"trafficdb-no-user", SCRAM_ITERATIONS);
             false
@@ -80,14 +391,17 @@ async fn authenticate(app: &App, headers: &HeaderMap) -> Option<Response> {
     })
     .await
     .unwrap_or(false);
-    if verified { None } else { refuse() }
+    match app.config.user(&user) {
+        Some(u) if verified => Ok(Caller { user, role: u.role }),
+        _ => refuse(&user),
+    }
 }
 
 /// The body: `{"rows": [row, ...], "model": "retry", "version": 3}` (model and version optional), a
 /// JSON array of rows, or one row; a row is an object keyed by feature name or an array in feature
 /// order. The answer: `{"model": ..., "version": ..., "probabilities": [...]}`.
 async fn predict(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(refused) = authenticate(&app, &headers).await {
+    if let Err(refused) = authenticate(&app, &headers, &HashMap::new()).await {
         return refused;
     }
     let body: Value = match serde_json::from_slice(&body) {
@@ -169,5 +483,22 @@ fn sql_failure(e: &datafusion::error::DataFusionError) -> Response {
             error(status, code, message.clone())
         }
         None => error(StatusCode::INTERNAL_SERVER_ERROR, "XX000", e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_strings() {
+        let q = parse_query("db=my%20db&precision=s&u=a+b&p=p%3D1%25&flag&bad=%zz%4");
+        assert_eq!(q["db"], "my db");
+        assert_eq!(q["precision"], "s");
+        assert_eq!(q["u"], "a b");
+        assert_eq!(q["p"], "p=1%");
+        assert_eq!(q["flag"], "");
+        assert_eq!(q["bad"], "%zz%4");
+        assert!(parse_query("").is_empty());
     }
 }

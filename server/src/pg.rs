@@ -30,8 +30,11 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use trafficdb::{Database, Output};
 
+use crate::audit::Audit;
 use crate::auth::{Authenticator, Parameters};
 use crate::config::ServerConfig;
+use crate::dedup::Dedup;
+use crate::metrics::{MetricsTable, ServerMetrics};
 use crate::session::{Cancels, Session};
 
 /// A bound server, ready to run.
@@ -55,6 +58,9 @@ struct Shared {
     cancels: Arc<Cancels>,
     tls: Option<TlsAcceptor>,
     stats: Arc<Stats>,
+    audit: Arc<Audit>,
+    dedup: Arc<Dedup>,
+    metrics: Arc<ServerMetrics>,
 }
 
 /// Connection counters, readable while the server runs.
@@ -90,12 +96,19 @@ impl Server {
             ),
             None => None,
         };
+        let audit = Arc::new(match &config.audit.path {
+            Some(path) => Audit::open(path, config.audit.max_bytes, config.audit.max_files)?,
+            None => Audit::disabled(),
+        });
         let hooks: Vec<Arc<dyn QueryHook>> = vec![
-            Arc::new(EngineHook { db: db.clone() }),
+            Arc::new(EngineHook { db: db.clone(), audit: audit.clone() }),
             Arc::new(CursorStatementHook),
             Arc::new(SetShowHook),
             Arc::new(TransactionStatementHook),
         ];
+        let stats = Arc::new(Stats::default());
+        let metrics = Arc::new(ServerMetrics::new(stats.clone()));
+        db.add_system_table("system_metrics", Arc::new(MetricsTable::new(db.engine().clone(), metrics.clone())));
         let shared = Arc::new(Shared {
             config: Arc::new(config),
             base,
@@ -105,7 +118,10 @@ impl Server {
             pids: Arc::new(RandomPidSecretKeyGenerator::default()),
             cancels: Arc::new(Cancels::default()),
             tls,
-            stats: Arc::new(Stats::default()),
+            stats,
+            audit,
+            dedup: Arc::new(Dedup::default()),
+            metrics,
         });
         Ok(Server { listener, http, db, shared })
     }
@@ -129,9 +145,16 @@ impl Server {
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let mut tasks = tokio::task::JoinSet::new();
         tokio::pin!(shutdown);
+        self.shared.metrics.ready.store(true, Ordering::Release);
         let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
         let http = self.http.map(|listener| {
-            let router = crate::http::router(self.db.clone(), self.shared.config.clone());
+            let router = crate::http::router(crate::http::App {
+                db: self.db.clone(),
+                config: self.shared.config.clone(),
+                audit: self.shared.audit.clone(),
+                dedup: self.shared.dedup.clone(),
+                metrics: self.shared.metrics.clone(),
+            });
             let mut stopped = http_stopped.clone();
             tokio::spawn(async move {
                 let stop = async move {
@@ -177,6 +200,7 @@ impl Server {
                 }
             }
         }
+        self.shared.metrics.ready.store(false, Ordering::Release);
         tracing::info!("shutting down: closing connections and flushing");
         let _ = stop_http.send(true);
         if let Some(http) = http {
@@ -234,7 +258,7 @@ impl Handlers {
         let (cancel, _) = tokio::sync::watch::channel(0u64);
         let ctx = crate::session::connection_context(&shared.base, shared.config.query_memory_limit);
         Handlers {
-            session: Arc::new(Session::new(ctx, shared.hooks.clone(), cancel.clone())),
+            session: Arc::new(Session::new(ctx, shared.hooks.clone(), cancel.clone(), shared.metrics.clone())),
             startup: Arc::new(Authenticator::new(
                 shared.config.clone(),
                 shared.parameters.clone(),
@@ -242,6 +266,7 @@ impl Handlers {
                 shared.cancels.clone(),
                 cancel,
                 over_limit,
+                shared.audit.clone(),
             )),
             cancels: shared.cancels.clone(),
             copier: shared.copier.clone(),
@@ -311,9 +336,24 @@ fn is_engine_statement(s: &Statement) -> bool {
 
 struct EngineHook {
     db: Arc<Database>,
+    audit: Arc<Audit>,
 }
 
 impl EngineHook {
+    /// Records statements that change the schema (`ddl`) or the data (`write`).
+    fn audit(&self, s: &Statement, client: &(dyn ClientInfo + Send + Sync)) {
+        if !self.audit.enabled() {
+            return;
+        }
+        let kind = match crate::auth::required_role(s) {
+            crate::auth::Role::Reader => return,
+            crate::auth::Role::Writer => "write",
+            crate::auth::Role::Admin => "ddl",
+        };
+        let user = client.metadata().get("user").cloned().unwrap_or_default();
+        self.audit.statement(&user, crate::auth::session_role(client), kind, &s.to_string());
+    }
+
     async fn run(&self, s: &Statement, client: &(dyn ClientInfo + Send + Sync)) -> PgWireResult<Response> {
         if let Some(r) = crate::copy::handle(&self.db, s, client).await {
             return r;
@@ -359,6 +399,7 @@ impl QueryHook for EngineHook {
         if let Err(e) = crate::auth::check(client, statement) {
             return Some(Err(e));
         }
+        self.audit(statement, client);
         if let Some(substitute) = crate::rewrite::substitute(statement) {
             let r = async {
                 let plan = plan_of(ctx, substitute).await?;
@@ -404,6 +445,7 @@ impl QueryHook for EngineHook {
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
         // The role was checked when the statement was parsed, on this same connection.
+        self.audit(statement, client);
         if !is_engine_statement(statement) {
             return None;
         }

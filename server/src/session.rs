@@ -31,6 +31,8 @@ use pgwire::messages::extendedquery::{Describe, Execute, PortalSuspended, TARGET
 use pgwire::messages::response::EmptyQueryResponse;
 use pgwire::messages::startup::SecretKey;
 use tokio::sync::watch;
+
+use crate::metrics::ServerMetrics;
 use tokio::time::Instant;
 
 /// The metadata key datafusion-postgres keeps `SET statement_timeout` in (milliseconds).
@@ -111,13 +113,19 @@ pub struct Session {
     inner: DfSessionService,
     parser: Arc<Parser>,
     cancel: watch::Sender<u64>,
+    metrics: Arc<ServerMetrics>,
 }
 
 impl Session {
-    pub fn new(ctx: SessionContext, hooks: Vec<Arc<dyn QueryHook>>, cancel: watch::Sender<u64>) -> Session {
+    pub fn new(
+        ctx: SessionContext,
+        hooks: Vec<Arc<dyn QueryHook>>,
+        cancel: watch::Sender<u64>,
+        metrics: Arc<ServerMetrics>,
+    ) -> Session {
         let inner = DfSessionService::new_with_hooks(Arc::new(ctx), hooks);
         let parser = Arc::new(Parser { inner: inner.query_parser() });
-        Session { inner, parser, cancel }
+        Session { inner, parser, cancel, metrics }
     }
 
     /// What bounds the statement about to run: its deadline and the cancel signal as of now.
@@ -128,7 +136,12 @@ impl Session {
             .and_then(|ms| ms.parse::<u64>().ok())
             .filter(|ms| *ms > 0)
             .map(Duration::from_millis);
-        Limits { deadline: timeout.map(|t| Instant::now() + t), cancel: self.cancel.subscribe() }
+        Limits {
+            deadline: timeout.map(|t| Instant::now() + t),
+            cancel: self.cancel.subscribe(),
+            started: Instant::now(),
+            metrics: self.metrics.clone(),
+        }
     }
 }
 
@@ -136,6 +149,9 @@ impl Session {
 struct Limits {
     deadline: Option<Instant>,
     cancel: watch::Receiver<u64>,
+    /// For the query latency metric: counted when the last row is sent or the statement fails.
+    started: Instant,
+    metrics: Arc<ServerMetrics>,
 }
 
 fn canceled(timeout: bool) -> PgWireError {
@@ -151,19 +167,30 @@ impl Limits {
     /// Runs `work` unless the deadline passes or a cancel request arrives first.
     async fn bound<T>(&mut self, work: impl Future<Output = PgWireResult<T>>) -> PgWireResult<T> {
         let mut timer = self.deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
-        bound(&mut timer, &mut self.cancel, work).await
+        let r = bound(&mut timer, &mut self.cancel, work).await;
+        if r.is_err() {
+            self.metrics.query_done(self.started, false);
+        }
+        r
     }
 
     /// The rows of `rows`, ending with the 57014 error if the statement is cancelled or runs out of
     /// time first; the query's execution is dropped with the stream. One timer serves every row.
     fn guard(self, rows: SendableRowStream) -> SendableRowStream {
         let timer = self.deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
-        Box::pin(futures::stream::unfold(Some((timer, self.cancel, rows)), |state| async move {
-            let (mut timer, mut cancel, mut rows) = state?;
+        let done = (self.started, self.metrics);
+        Box::pin(futures::stream::unfold(Some((timer, self.cancel, rows, done)), |state| async move {
+            let (mut timer, mut cancel, mut rows, done) = state?;
             match bound(&mut timer, &mut cancel, async { Ok(rows.next().await) }).await {
-                Ok(Some(item)) => Some((item, Some((timer, cancel, rows)))),
-                Ok(None) => None,
-                Err(e) => Some((Err(e), None)),
+                Ok(Some(Ok(item))) => Some((Ok(item), Some((timer, cancel, rows, done)))),
+                Ok(Some(Err(e))) | Err(e) => {
+                    done.1.query_done(done.0, false);
+                    Some((Err(e), None))
+                }
+                Ok(None) => {
+                    done.1.query_done(done.0, true);
+                    None
+                }
             }
         }))
     }
@@ -175,7 +202,11 @@ impl Limits {
                 q.data_rows = self.guard(rows);
                 Response::Query(q)
             }
-            other => other,
+            other => {
+                let ok = !matches!(other, Response::Error(_));
+                self.metrics.query_done(self.started, ok);
+                other
+            }
         }
     }
 }

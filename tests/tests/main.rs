@@ -2,11 +2,13 @@
 //! `.slt` files, crash and recovery against a model, corruption, concurrency, a real `kill -9`, and the
 //! wire server (clients, limits, malformed input).
 
+mod backup;
 mod common;
 mod concurrency;
 mod corruption;
 mod crash;
 mod generator;
+mod http;
 mod kill;
 mod schema;
 mod server;

@@ -1,0 +1,391 @@
+//! The HTTP listener with a real socket: line-protocol writes (`/api/v2/write`, `/write`) into new and
+//! existing tables, partial errors, gzip, precision, dedup keys and roles.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use trafficdb::Database;
+use trafficdb::arrow::util::display::array_value_to_string;
+use trafficdb_server::auth::{Role, Secret};
+use trafficdb_server::config::{AuthMode, UserConfig};
+use trafficdb_server::{Server, ServerConfig};
+
+use crate::common::runtime;
+
+pub struct Running {
+    #[allow(dead_code)]
+    pub pg: std::net::SocketAddr,
+    pub http: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    serving: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.serving.await.expect("join").expect("clean shutdown");
+    }
+}
+
+/// Starts a server with an HTTP listener on free loopback ports.
+pub async fn start(db: Arc<Database>, mut config: ServerConfig) -> Running {
+    config.listen = "127.0.0.1:0".into();
+    config.http = Some("127.0.0.1:0".into());
+    let server = Server::bind(db, config).await.expect("bind");
+    let pg = server.local_addr().expect("addr");
+    let http = server.http_addr().expect("http addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.run_until(async {
+        let _ = stopped.await;
+    }));
+    Running { pg, http, stop, serving }
+}
+
+/// One HTTP/1.1 request: the status, the headers and the body.
+pub async fn request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect to HTTP");
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("Connection: close\r\n\r\n");
+    s.write_all(head.as_bytes()).await.expect("send");
+    s.write_all(body).await.expect("send body");
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).await.expect("read");
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    let status = answer.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let (head, body) = answer.split_once("\r\n\r\n").map(|(h, b)| (h.to_string(), b.to_string())).unwrap_or_default();
+    (status, head, body)
+}
+
+fn basic(credentials: &str) -> String {
+    use base64::Engine as _;
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(credentials))
+}
+
+async fn post(addr: std::net::SocketAddr, path: &str, body: &str) -> (u16, String) {
+    let (status, _, body) = request(addr, "POST", path, &[], body.as_bytes()).await;
+    (status, body)
+}
+
+/// The rows of a query, each value as text (`NULL` for null).
+pub async fn rows(db: &Database, sql: &str) -> Vec<Vec<String>> {
+    let batches = db.sql(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let mut out = Vec::new();
+    for b in &batches {
+        for r in 0..b.num_rows() {
+            out.push(
+                b.columns()
+                    .iter()
+                    .map(|c| if c.is_null(r) { "NULL".to_string() } else { array_value_to_string(c, r).expect("display") })
+                    .collect(),
+            );
+        }
+    }
+    out
+}
+
+fn one(v: &[Vec<String>]) -> &str {
+    &v[0][0]
+}
+
+#[test]
+fn line_protocol_creates_tables_and_types_columns() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Database::open(dir.path()).await.unwrap());
+        let srv = start(db.clone(), ServerConfig::default()).await;
+        let body = "weather,site=north\\ gate,kind=a temp=21.5,count=3i,big=7u,ok=true,note=\"say \\\"hi\\\", then go\" 1700000000000000000\n\
+                    weather,site=south temp=-4,count=-2i 1700000001000000000\n";
+        let (status, answer) = post(srv.http, "/api/v2/write?bucket=any&org=any", body).await;
+        assert_eq!(status, 204, "{answer}");
+        let def = db.engine().table("weather").unwrap().def.clone();
+        let types: Vec<String> = def.columns.iter().map(|c| format!("{} {}", c.name, c.ty.sql_name())).collect();
+        assert_eq!(
+            types,
+            ["ts timestamp", "site text", "kind text", "temp double precision", "count bigint", "big bigint", "ok boolean", "note text"]
+        );
+        // A time-series table like any other: partitioned by day on ts.
+        assert_eq!(def.time_column(), Some(0));
+        let got = rows(&db, "SELECT ts, site, kind, temp, count, big, ok, note FROM weather ORDER BY ts").await;
+        assert_eq!(
+            got,
+            vec![
+                vec!["2023-11-14T22:13:20", "north gate", "a", "21.5", "3", "7", "true", "say \"hi\", then go"],
+                vec!["2023-11-14T22:13:21", "south", "NULL", "-4.0", "-2", "NULL", "NULL", "NULL"],
+            ]
+        );
+        // A later write with a new key is refused for that line; the rest is written.
+        let body = "weather,site=x temp=1 1700000002000000000\nweather,site=x humidity=50 1700000003000000000\n";
+        let (status, answer) = post(srv.http, "/api/v2/write", body).await;
+        assert_eq!(status, 400, "{answer}");
+        let v: Value = serde_json::from_str(&answer).unwrap();
+        assert_eq!(v["code"], "invalid");
+        assert_eq!(v["line"], 2);
+        assert_eq!(v["written"], 1);
+        assert_eq!(v["errors"][0]["sqlstate"], "42703");
+        assert!(v["message"].as_str().unwrap().contains("humidity"), "{answer}");
+        assert_eq!(one(&rows(&db, "SELECT count(*) FROM weather").await), "3");
+        srv.stop().await;
+    });
+}
+
+#[test]
+fn telegraf_shaped_target_stats_land_in_lb_targets() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(trafficdb_schema::open(dir.path(), false).await.unwrap());
+        let srv = start(db.clone(), ServerConfig::default()).await;
+        // What Telegraf's influxdb_v2 output sends for the stats of two targets (see
+        // docs/line-protocol.md): integers with `i`, gauges as floats, tags sorted by key, ns time.
+        let mut body = String::new();
+        for (i, t) in ["10.0.1.1:8080", "10.0.1.2:8080"].iter().enumerate() {
+            for s in 0..3 {
+                body.push_str(&format!(
+                    "lb_targets,backend=checkout,lb=lb-eu-1,target={t},zone=eu-1a active_conns={}i,avg_response_ms={},\
+                     ejected=false,error_rate=0.01,healthy={},queue_depth=0i,rejected_conns=0i,requests_per_s=120.5,\
+                     weight=100i {}\n",
+                    10 + i,
+                    40.0 + s as f64,
+                    if i == 1 && s == 2 { "false" } else { "true" },
+                    1_733_011_200_000_000_000i64 + s * 15_000_000_000
+                ));
+            }
+        }
+        let (status, answer) = post(srv.http, "/api/v2/write?org=ops&bucket=lb&precision=ns", &body).await;
+        assert_eq!(status, 204, "{answer}");
+        let got = rows(
+            &db,
+            "SELECT target, count(*), sum(CASE WHEN healthy THEN 1 ELSE 0 END), max(avg_response_ms), min(ts), max(weight) \
+             FROM lb_targets GROUP BY target ORDER BY target",
+        )
+        .await;
+        assert_eq!(
+            got,
+            vec![
+                vec!["10.0.1.1:8080", "3", "3", "42.0", "2024-12-01T00:00:00", "100"],
+                vec!["10.0.1.2:8080", "3", "2", "42.0", "2024-12-01T00:00:00", "100"],
+            ]
+        );
+        // The periodic KPI over health works on what was pushed.
+        let healthy = rows(&db, "SELECT count(*) FROM lb_targets WHERE NOT healthy").await;
+        assert_eq!(one(&healthy), "1");
+        // lb_targets has dedup keys (lb, backend, target): resending the batch after a lost answer
+        // stores nothing twice.
+        let (status, answer) = post(srv.http, "/api/v2/write?precision=ns", &body).await;
+        assert_eq!(status, 204, "{answer}");
+        assert_eq!(one(&rows(&db, "SELECT count(*) FROM lb_targets").await), "6");
+        // A NOT NULL column left out refuses the line (healthy is NOT NULL).
+        let (status, answer) = post(
+            srv.http,
+            "/write?db=x&precision=s",
+            "lb_targets,lb=a,backend=b,target=c active_conns=1i 1733011300\n",
+        )
+        .await;
+        assert_eq!(status, 400, "{answer}");
+        assert!(answer.contains("23502") && answer.contains("healthy"), "{answer}");
+        // A value that does not fit its column refuses the line: a float in an integer column.
+        let (status, answer) = post(
+            srv.http,
+            "/write?precision=s",
+            "lb_targets,lb=a,backend=b,target=c healthy=true,active_conns=1.5 1733011300\n",
+        )
+        .await;
+        assert_eq!(status, 400, "{answer}");
+        assert!(answer.contains("22P02") && answer.contains("active_conns"), "{answer}");
+        // An integral float fits; an out-of-range integer does not (weight is SMALLINT).
+        let (status, answer) = post(
+            srv.http,
+            "/write?precision=s",
+            "lb_targets,lb=a,backend=b,target=c healthy=true,active_conns=2 1733011300\n\
+             lb_targets,lb=a,backend=b,target=d healthy=true,weight=70000i 1733011300\n",
+        )
+        .await;
+        assert_eq!(status, 400, "{answer}");
+        let v: Value = serde_json::from_str(&answer).unwrap();
+        assert_eq!((v["written"].as_u64(), v["failed"].as_u64(), v["line"].as_u64()), (Some(1), Some(1), Some(2)));
+        assert!(answer.contains("out of range for smallint"), "{answer}");
+        srv.stop().await;
+    });
+}
+
+#[test]
+fn precision_gzip_defaults_and_errors() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Database::open(dir.path()).await.unwrap());
+        let srv = start(db.clone(), ServerConfig::default()).await;
+        for (precision, ts) in [("s", "1700000000"), ("ms", "1700000000123"), ("us", "1700000000123456"), ("ns", "1700000000123456789")] {
+            let (status, answer) =
+                post(srv.http, &format!("/api/v2/write?precision={precision}"), &format!("p,unit={precision} v=1 {ts}\n")).await;
+            assert_eq!(status, 204, "{answer}");
+        }
+        for (precision, ts) in [("n", "1700000000123456789"), ("u", "1700000000123456"), ("m", "28333333"), ("h", "472222")] {
+            let (status, answer) =
+                post(srv.http, &format!("/write?db=x&precision={precision}"), &format!("p,unit=v1{precision} v=1 {ts}\n")).await;
+            assert_eq!(status, 204, "{answer}");
+        }
+        let got = rows(&db, "SELECT unit, ts FROM p ORDER BY unit").await;
+        let got: Vec<String> = got.iter().map(|r| format!("{}={}", r[0], r[1])).collect();
+        assert_eq!(
+            got,
+            [
+                "ms=2023-11-14T22:13:20.123",
+                "ns=2023-11-14T22:13:20.123456",
+                "s=2023-11-14T22:13:20",
+                "us=2023-11-14T22:13:20.123456",
+                "v1h=2023-11-14T22:00:00",
+                "v1m=2023-11-14T22:13:00",
+                "v1n=2023-11-14T22:13:20.123456",
+                "v1u=2023-11-14T22:13:20.123456",
+            ]
+        );
+        // No timestamp: the time the request arrived.
+        let before = chrono_now_us();
+        let (status, _) = post(srv.http, "/api/v2/write", "p,unit=now v=2\n").await;
+        assert_eq!(status, 204);
+        let after = chrono_now_us();
+        let t: i64 = one(&rows(&db, "SELECT CAST(ts AS BIGINT) FROM p WHERE unit = 'now'").await)
+            .parse()
+            .unwrap();
+        assert!(before - 1_000 <= t && t <= after + 1_000, "{before} {t} {after}");
+        // gzip.
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, b"p,unit=gz v=3 1700000000\n").unwrap();
+        let gz = gz.finish().unwrap();
+        let (status, _, answer) =
+            request(srv.http, "POST", "/api/v2/write?precision=s", &[("Content-Encoding", "gzip")], &gz).await;
+        assert_eq!(status, 204, "{answer}");
+        assert_eq!(one(&rows(&db, "SELECT v FROM p WHERE unit = 'gz'").await), "3.0");
+        let (status, _, answer) =
+            request(srv.http, "POST", "/api/v2/write", &[("Content-Encoding", "gzip")], b"not gzip").await;
+        assert_eq!(status, 400, "{answer}");
+        let (status, _, answer) = request(srv.http, "POST", "/api/v2/write", &[("Content-Encoding", "br")], b"x").await;
+        assert_eq!(status, 415, "{answer}");
+        // Bad precision, bad UTF-8, and a body of nothing but errors.
+        let (status, answer) = post(srv.http, "/api/v2/write?precision=d", "p v=1\n").await;
+        assert_eq!((status, answer.contains("22023")), (400, true), "{answer}");
+        let (status, _, answer) = request(srv.http, "POST", "/api/v2/write", &[], b"p v=1\np,t=\xff v=2\n").await;
+        assert_eq!(status, 400, "{answer}");
+        assert!(answer.contains("line 2"), "{answer}");
+        let (status, answer) = post(srv.http, "/api/v2/write", "p v=1 12x\np\n\np v=\np v=1,v=2\np,unit=a ts=1\n").await;
+        assert_eq!(status, 400, "{answer}");
+        let v: Value = serde_json::from_str(&answer).unwrap();
+        let lines: Vec<u64> = v["errors"].as_array().unwrap().iter().map(|e| e["line"].as_u64().unwrap()).collect();
+        assert_eq!(lines, vec![1, 2, 4, 5, 6], "{answer}");
+        assert_eq!(v["written"], 0);
+        // An empty body writes nothing and is fine.
+        assert_eq!(post(srv.http, "/api/v2/write", "").await.0, 204);
+        // InfluxDB clients' ping.
+        let (status, head, _) = request(srv.http, "GET", "/ping", &[], b"").await;
+        assert_eq!(status, 204);
+        assert!(head.to_ascii_lowercase().contains("x-influxdb-version"));
+        srv.stop().await;
+    });
+}
+
+fn chrono_now_us() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as i64
+}
+
+#[test]
+fn dedup_keys_make_retries_idempotent() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Database::open(dir.path()).await.unwrap());
+        db.sql(
+            "CREATE TABLE stats (ts TIMESTAMP NOT NULL, host TEXT, v DOUBLE) \
+             WITH (time_column = 'ts', dedup_keys = 'host')",
+        )
+        .await
+        .unwrap();
+        let err = db
+            .sql("CREATE TABLE bad (ts TIMESTAMP NOT NULL, v DOUBLE) WITH (time_column = 'ts', dedup_keys = 'nope')")
+            .await
+            .unwrap_err();
+        assert_eq!(err.sqlstate(), "42703", "{err}");
+        let srv = start(db.clone(), ServerConfig::default()).await;
+        let batch = "stats,host=a v=1 1700000000\nstats,host=b v=2 1700000000\nstats,host=a v=9 1700000000\n";
+        assert_eq!(post(srv.http, "/api/v2/write?precision=s", batch).await.0, 204);
+        // The third line repeats the first's key: the first is kept.
+        assert_eq!(rows(&db, "SELECT host, v FROM stats ORDER BY host").await, vec![vec!["a", "1.0"], vec!["b", "2.0"]]);
+        // The same batch again, after a flush (the keys are then read from a segment), and a new row.
+        db.flush().unwrap();
+        let again = format!("{batch}stats,host=c v=3 1700000000\nstats,host=a v=4 1700000001\n");
+        assert_eq!(post(srv.http, "/api/v2/write?precision=s", &again).await.0, 204);
+        assert_eq!(
+            rows(&db, "SELECT host, v FROM stats ORDER BY ts, host").await,
+            vec![vec!["a", "1.0"], vec!["b", "2.0"], vec!["c", "3.0"], vec!["a", "4.0"]]
+        );
+        // Several copies sent at once still store one.
+        let sends: Vec<_> = (0..4)
+            .map(|_| {
+                let http = srv.http;
+                tokio::spawn(async move { post(http, "/api/v2/write?precision=s", "stats,host=d v=5 1700000005\n").await })
+            })
+            .collect();
+        for s in sends {
+            assert_eq!(s.await.unwrap().0, 204);
+        }
+        assert_eq!(one(&rows(&db, "SELECT count(*) FROM stats WHERE host = 'd'").await), "1");
+        // Tables without dedup keys keep every row.
+        assert_eq!(post(srv.http, "/api/v2/write?precision=s", "plain v=1 1700000000\nplain v=1 1700000000\n").await.0, 204);
+        assert_eq!(one(&rows(&db, "SELECT count(*) FROM plain").await), "2");
+        srv.stop().await;
+    });
+}
+
+#[test]
+fn line_protocol_roles_and_passwords() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Database::open(dir.path()).await.unwrap());
+        db.sql("CREATE TABLE m (ts TIMESTAMP NOT NULL, v DOUBLE) WITH (time_column = 'ts')").await.unwrap();
+        let user = |name: &str, role: Role| UserConfig {
+            name: name.into(),
+            role,
+            password: Some(Secret::scram_with(&format!("{name} pw"), b"salt", 4096)),
+        };
+        let config = ServerConfig {
+            auth: AuthMode::Password,
+            users: vec![user("admin", Role::Admin), user("telegraf", Role::Writer), user("viewer", Role::Reader)],
+            ..ServerConfig::default()
+        };
+        let srv = start(db.clone(), config).await;
+        let write = |auth: Option<String>, path: &'static str, body: &'static str| {
+            let http = srv.http;
+            async move {
+                let headers: Vec<(&str, &str)> = match &auth {
+                    Some(a) => vec![("Authorization", a.as_str())],
+                    None => vec![],
+                };
+                let (status, _, answer) = request(http, "POST", path, &headers, body.as_bytes()).await;
+                (status, answer)
+            }
+        };
+        assert_eq!(write(None, "/api/v2/write", "m v=1 1\n").await.0, 401);
+        assert_eq!(write(Some(basic("telegraf:wrong")), "/api/v2/write", "m v=1 1\n").await.0, 401);
+        let (status, answer) = write(Some(basic("viewer:viewer pw")), "/api/v2/write", "m v=1 1\n").await;
+        assert_eq!(status, 403, "{answer}");
+        assert!(answer.contains("42501"), "{answer}");
+        // A writer writes (Basic, InfluxDB v2's Token form, v1's u and p) but may not create tables.
+        assert_eq!(write(Some(basic("telegraf:telegraf pw")), "/api/v2/write", "m v=1 1\n").await.0, 204);
+        assert_eq!(write(Some("Token telegraf:telegraf pw".into()), "/api/v2/write", "m v=2 2\n").await.0, 204);
+        assert_eq!(write(None, "/write?u=telegraf&p=telegraf%20pw", "m v=3 3\n").await.0, 204);
+        let (status, answer) = write(Some(basic("telegraf:telegraf pw")), "/api/v2/write", "newtable v=1 1\n").await;
+        assert_eq!(status, 400, "{answer}");
+        assert!(answer.contains("42501"), "{answer}");
+        assert!(db.engine().table("newtable").is_none());
+        assert_eq!(write(Some(basic("admin:admin pw")), "/api/v2/write", "newtable v=1 1\n").await.0, 204);
+        assert_eq!(one(&rows(&db, "SELECT count(*) FROM m").await), "3");
+        srv.stop().await;
+    });
+}
