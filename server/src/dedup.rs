@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, new_null_array};
-use datafusion::arrow::compute::{cast, filter_record_batch, max, min};
+use datafusion::arrow::compute::{cast, concat_batches, filter_record_batch, max, min};
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::{Column, ScalarValue, TableReference};
@@ -32,26 +32,30 @@ pub(crate) fn internal(e: impl std::fmt::Display) -> Error {
 impl Dedup {
     /// Appends `batch` (columns named as the table's), durably; returns (rows written, rows dropped
     /// as repeats).
-    pub async fn append(&self, db: &Database, table: &Arc<Table>, batch: RecordBatch) -> Result<(u64, u64), Error> {
+    pub async fn append(&self, db: &Database, table: &Arc<Table>, batches: Vec<RecordBatch>) -> Result<(u64, u64), Error> {
         let def = &table.def;
         let Some(time) = def.time_column().filter(|_| !def.dedup_keys.is_empty()) else {
-            return Ok((append(db, table, batch).await?, 0));
+            return Ok((append(db, table, batches).await?, 0));
+        };
+        let batch = match batches.len() {
+            1 => batches.into_iter().next().expect("one batch"),
+            _ => concat_batches(&batches[0].schema(), &batches).map_err(internal)?,
         };
         let lock = self.locks.lock().entry(table.id).or_default().clone();
         let _serialised = lock.lock_owned().await;
         let keys: Vec<&str> =
             std::iter::once(def.columns[time].name.as_str()).chain(def.dedup_keys.iter().map(String::as_str)).collect();
         let (batch, dropped) = new_rows(db, table, &keys, batch).await?;
-        Ok((append(db, table, batch).await?, dropped))
+        Ok((append(db, table, vec![batch]).await?, dropped))
     }
 }
 
-async fn append(db: &Database, table: &Arc<Table>, batch: RecordBatch) -> Result<u64, Error> {
-    if batch.num_rows() == 0 {
+async fn append(db: &Database, table: &Arc<Table>, batches: Vec<RecordBatch>) -> Result<u64, Error> {
+    if batches.iter().all(|b| b.num_rows() == 0) {
         return Ok(0);
     }
     let (engine, table) = (db.engine().clone(), table.clone());
-    tokio::task::spawn_blocking(move || engine.append(&table, &[batch])).await.map_err(internal)?
+    tokio::task::spawn_blocking(move || engine.append(&table, &batches)).await.map_err(internal)?
 }
 
 /// The rows of `batch` whose keys are neither stored nor repeated earlier in the batch.

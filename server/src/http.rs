@@ -153,12 +153,12 @@ async fn write(app: App, query: HashMap<String, String>, headers: HeaderMap, bod
             );
         }
     };
-    let text = match decode_body(body, gzip).await {
+    let body = match decode_body(body, gzip).await {
         Ok(t) => t,
         Err(r) => return r,
     };
     let started = tokio::time::Instant::now();
-    let written = crate::ingest::write(&app.db, text, precision, caller.role >= Role::Admin, &app.dedup).await;
+    let written = crate::ingest::write(&app.db, body, precision, caller.role >= Role::Admin, &app.dedup).await;
     app.metrics.line_protocol_seconds.observe(started.elapsed());
     app.metrics.line_protocol_requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if let Ok(r) = &written {
@@ -192,6 +192,7 @@ async fn write(app: App, query: HashMap<String, String>, headers: HeaderMap, bod
             });
             (StatusCode::BAD_REQUEST, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
         }
+        Err(e) if e.sqlstate() == "22P02" => write_error(StatusCode::BAD_REQUEST, "invalid", "22P02", e.to_string()),
         Err(e) => {
             tracing::error!("line-protocol write failed: {e}");
             write_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error", e.sqlstate(), e.to_string())
@@ -199,37 +200,29 @@ async fn write(app: App, query: HashMap<String, String>, headers: HeaderMap, bod
     }
 }
 
-/// The body as text, gunzipped when it says so.
-async fn decode_body(body: Bytes, gzip: bool) -> Result<String, Response> {
+/// The body, gunzipped when it says so.
+async fn decode_body(body: Bytes, gzip: bool) -> Result<Bytes, Response> {
+    if !gzip {
+        return Ok(body);
+    }
     let bad = |m: String| write_error(StatusCode::BAD_REQUEST, "invalid", "22P02", m);
-    let bytes = if gzip {
-        let r = tokio::task::spawn_blocking(move || {
-            use std::io::Read;
-            let mut out = Vec::with_capacity(body.len() * 4);
-            flate2::read::MultiGzDecoder::new(&body[..]).take(MAX_DECODED_BYTES + 1).read_to_end(&mut out).map(|_| out)
-        })
-        .await;
-        match r {
-            Ok(Ok(b)) if b.len() as u64 > MAX_DECODED_BYTES => {
-                return Err(write_error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "request too large",
-                    "54000",
-                    format!("the body expands to more than {MAX_DECODED_BYTES} bytes"),
-                ));
-            }
-            Ok(Ok(b)) => b,
-            Ok(Err(e)) => return Err(bad(format!("the body is not valid gzip: {e}"))),
-            Err(e) => return Err(bad(format!("the body could not be decoded: {e}"))),
-        }
-    } else {
-        body.to_vec()
-    };
-    String::from_utf8(bytes).map_err(|e| {
-        let at = e.utf8_error().valid_up_to();
-        let line = e.as_bytes()[..at].iter().filter(|&&c| c == b'\n').count() + 1;
-        bad(format!("the body is not valid UTF-8 (line {line}, byte {at})"))
+    let r = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut out = Vec::with_capacity(body.len() * 4);
+        flate2::read::MultiGzDecoder::new(&body[..]).take(MAX_DECODED_BYTES + 1).read_to_end(&mut out).map(|_| out)
     })
+    .await;
+    match r {
+        Ok(Ok(b)) if b.len() as u64 > MAX_DECODED_BYTES => Err(write_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request too large",
+            "54000",
+            format!("the body expands to more than {MAX_DECODED_BYTES} bytes"),
+        )),
+        Ok(Ok(b)) => Ok(Bytes::from(b)),
+        Ok(Err(e)) => Err(bad(format!("the body is not valid gzip: {e}"))),
+        Err(e) => Err(bad(format!("the body could not be decoded: {e}"))),
+    }
 }
 
 /// Why the server is not ready, if it is not: shutting down, or the database refuses writes.

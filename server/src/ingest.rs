@@ -92,19 +92,21 @@ enum Data {
 }
 
 impl Data {
-    fn new(ty: ColumnType, rows: usize) -> Data {
+    /// A column with `rows` NULLs, with room for `capacity` values.
+    fn new(ty: ColumnType, rows: usize, capacity: usize) -> Data {
+        let n = capacity.max(rows);
         let mut d = match ty {
-            ColumnType::Timestamp => Data::Timestamp(TimestampMicrosecondBuilder::new()),
+            ColumnType::Timestamp => Data::Timestamp(TimestampMicrosecondBuilder::with_capacity(n)),
             ColumnType::TimestampTz => {
-                Data::Timestamp(TimestampMicrosecondBuilder::new().with_timezone("+00:00".to_string()))
+                Data::Timestamp(TimestampMicrosecondBuilder::with_capacity(n).with_timezone("+00:00".to_string()))
             }
-            ColumnType::SmallInt => Data::SmallInt(Int16Builder::new()),
-            ColumnType::Int => Data::Int(Int32Builder::new()),
-            ColumnType::BigInt => Data::BigInt(Int64Builder::new()),
-            ColumnType::Real => Data::Real(Float32Builder::new()),
-            ColumnType::Double => Data::Double(Float64Builder::new()),
-            ColumnType::Boolean => Data::Bool(BooleanBuilder::new()),
-            ColumnType::Text => Data::Text(StringBuilder::new()),
+            ColumnType::SmallInt => Data::SmallInt(Int16Builder::with_capacity(n)),
+            ColumnType::Int => Data::Int(Int32Builder::with_capacity(n)),
+            ColumnType::BigInt => Data::BigInt(Int64Builder::with_capacity(n)),
+            ColumnType::Real => Data::Real(Float32Builder::with_capacity(n)),
+            ColumnType::Double => Data::Double(Float64Builder::with_capacity(n)),
+            ColumnType::Boolean => Data::Bool(BooleanBuilder::with_capacity(n)),
+            ColumnType::Text => Data::Text(StringBuilder::with_capacity(n, n * 16)),
         };
         for _ in 0..rows {
             d.push(None, &Point::default());
@@ -179,7 +181,7 @@ struct TableRows {
 }
 
 impl TableRows {
-    fn existing(table: Arc<Table>) -> Option<TableRows> {
+    fn existing(table: Arc<Table>, capacity: usize) -> Option<TableRows> {
         let time = table.def.time_column()?;
         let columns = table
             .def
@@ -190,7 +192,7 @@ impl TableRows {
                 name: c.name.clone(),
                 ty: c.ty,
                 required: i != time && !table.def.is_nullable(i),
-                data: Data::new(c.ty, 0),
+                data: Data::new(c.ty, 0, capacity),
                 stamp: 0,
             })
             .collect::<Vec<_>>();
@@ -208,12 +210,12 @@ impl TableRows {
         })
     }
 
-    fn new_table(name: &str) -> TableRows {
+    fn new_table(name: &str, capacity: usize) -> TableRows {
         let ts = Column {
             name: TIME_COLUMN.into(),
             ty: ColumnType::Timestamp,
             required: false,
-            data: Data::new(ColumnType::Timestamp, 0),
+            data: Data::new(ColumnType::Timestamp, 0, capacity),
             stamp: 0,
         };
         TableRows {
@@ -244,7 +246,7 @@ impl TableRows {
         Some(i)
     }
 
-    fn batch(mut self) -> (String, Option<Arc<Table>>, Vec<ColumnDef>, RecordBatch, Vec<usize>) {
+    fn batch(mut self) -> TableWrite {
         let defs: Vec<ColumnDef> = self
             .columns
             .iter()
@@ -254,8 +256,91 @@ impl TableRows {
         let fields: Vec<Field> = defs.iter().map(|c| Field::new(&c.name, c.ty.arrow_type(), true)).collect();
         let arrays: Vec<ArrayRef> = self.columns.iter_mut().map(|c| c.data.finish()).collect();
         let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).expect("columns of equal length");
-        (self.name, self.table, defs, batch, self.lines)
+        TableWrite { name: self.name, table: self.table, columns: defs, batches: vec![batch], lines: self.lines }
     }
+}
+
+/// What a body writes to one table.
+pub struct TableWrite {
+    pub name: String,
+    /// `None` for a table the write creates.
+    pub table: Option<Arc<Table>>,
+    pub columns: Vec<ColumnDef>,
+    /// In line order; appended as one transaction.
+    pub batches: Vec<RecordBatch>,
+    /// The line of each row.
+    pub lines: Vec<usize>,
+}
+
+/// Bodies at least this large are parsed in two halves at once.
+const SPLIT_BYTES: usize = 256 << 10;
+
+/// Parses a body into rows per table. A large body is cut at a line end near its middle and the halves
+/// parsed on two threads, when that cannot cut a string (which may hold a newline) and every table
+/// exists (a table created by the write takes its columns from the lines in order).
+pub fn parse(engine: &Arc<Engine>, body: &[u8], precision: Precision, now_us: i64) -> Result<(Vec<TableWrite>, Report), String> {
+    let text = std::str::from_utf8(body).map_err(|e| {
+        let at = e.valid_up_to();
+        let line = memchr::memchr_iter(b'\n', &body[..at]).count() + 1;
+        format!("the body is not valid UTF-8 (line {line}, byte {at})")
+    })?;
+    let whole = |text: &str| {
+        let mut b = Batcher::new(engine.clone(), precision, now_us);
+        b.add_body(text, 1);
+        b.finish()
+    };
+    let Some(mid) = split_point(text) else { return Ok(whole(text)) };
+    let (first, second) = text.split_at(mid);
+    let second_line = memchr::memchr_iter(b'\n', first.as_bytes()).count() + 1;
+    let half = |part: &str, line: usize| {
+        let mut b = Batcher::new(engine.clone(), precision, now_us);
+        b.add_body(part, line);
+        b.finish()
+    };
+    let (a, b) = std::thread::scope(|s| {
+        let other = s.spawn(|| half(second, second_line));
+        let a = half(first, 1);
+        (a, other.join())
+    });
+    let Ok(b) = b else { return Ok(whole(text)) };
+    if a.0.iter().chain(b.0.iter()).any(|t| t.table.is_none()) {
+        return Ok(whole(text));
+    }
+    Ok(merge(a, b))
+}
+
+/// A line end near the middle of a large body, if the first half holds no string.
+fn split_point(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    if bytes.len() < SPLIT_BYTES {
+        return None;
+    }
+    let mid = memchr::memchr(b'\n', &bytes[bytes.len() / 2..])? + bytes.len() / 2 + 1;
+    if memchr::memchr(b'"', &bytes[..mid]).is_some() {
+        return None;
+    }
+    Some(mid)
+}
+
+/// The rows and reports of two consecutive parts of a body, as one.
+fn merge((mut tables, mut report): (Vec<TableWrite>, Report), (more, other): (Vec<TableWrite>, Report)) -> (Vec<TableWrite>, Report) {
+    for t in more {
+        match tables.iter_mut().find(|x| x.name == t.name) {
+            Some(x) => {
+                x.batches.extend(t.batches);
+                x.lines.extend(t.lines);
+            }
+            None => tables.push(t),
+        }
+    }
+    report.points += other.points;
+    report.failed += other.failed;
+    for f in other.failures {
+        if report.failures.len() < MAX_LISTED_ERRORS {
+            report.failures.push(f);
+        }
+    }
+    (tables, report)
 }
 
 /// Turns points into batches, one table at a time.
@@ -267,6 +352,8 @@ pub struct Batcher {
     by_name: HashMap<String, usize>,
     /// The table of the previous line.
     last: Option<usize>,
+    /// Rows each column makes room for at once (the lines of the body).
+    capacity: usize,
     pub report: Report,
 }
 
@@ -282,13 +369,15 @@ impl Batcher {
             tables: Vec::new(),
             by_name: HashMap::new(),
             last: None,
+            capacity: 0,
             report: Report::default(),
         }
     }
 
-    /// Parses a whole body.
-    pub fn add_body(&mut self, text: &str) {
-        let mut parser = Parser::new(text);
+    /// Parses a body (or a part of one whose first line is line `first_line`).
+    pub fn add_body(&mut self, text: &str, first_line: usize) {
+        self.capacity = memchr::memchr_iter(b'\n', text.as_bytes()).count() + 1;
+        let mut parser = Parser::starting_at(text, first_line);
         let mut point = Point::default();
         let mut staged: Staged = Vec::new();
         while let Some((line, parsed)) = parser.next_point(&mut point) {
@@ -311,13 +400,13 @@ impl Batcher {
             Some(&i) => i,
             None => {
                 let rows = match self.engine.table(measurement) {
-                    Some(t) => TableRows::existing(t).ok_or_else(|| {
+                    Some(t) => TableRows::existing(t, self.capacity).ok_or_else(|| {
                         (
                             "42809",
                             format!("table \"{measurement}\" has no time column; line protocol writes time series"),
                         )
                     })?,
-                    None => TableRows::new_table(measurement),
+                    None => TableRows::new_table(measurement, self.capacity),
                 };
                 self.tables.push(rows);
                 self.by_name.insert(measurement.to_string(), self.tables.len() - 1);
@@ -399,7 +488,7 @@ impl Batcher {
             if let Some((name, ty)) = add.take() {
                 *idx = t.columns.len();
                 t.index.insert(name.clone(), *idx);
-                t.columns.push(Column { name, ty, required: false, data: Data::new(ty, t.rows), stamp: line });
+                t.columns.push(Column { name, ty, required: false, data: Data::new(ty, t.rows, 0), stamp: line });
             }
         }
         let time = t.time;
@@ -418,9 +507,8 @@ impl Batcher {
         Ok(())
     }
 
-    /// The batches to write: (table name, the table if it exists, the columns, the rows, the line of
-    /// each row).
-    pub fn finish(self) -> (Vec<(String, Option<Arc<Table>>, Vec<ColumnDef>, RecordBatch, Vec<usize>)>, Report) {
+    /// The rows to write, per table, and what was refused.
+    pub fn finish(self) -> (Vec<TableWrite>, Report) {
         let batches = self.tables.into_iter().filter(|t| t.rows > 0).map(TableRows::batch).collect();
         (batches, self.report)
     }
@@ -521,21 +609,18 @@ fn literal(s: &str) -> String {
 /// rows durably. Returns what was written and which lines were refused.
 pub async fn write(
     db: &Arc<Database>,
-    body: String,
+    body: bytes::Bytes,
     precision: Precision,
     may_create: bool,
     dedup: &Dedup,
 ) -> Result<Report, trafficdb::Error> {
     let now_us = chrono::Utc::now().timestamp_micros();
     let engine = db.engine().clone();
-    let (batches, mut report) = tokio::task::spawn_blocking(move || {
-        let mut b = Batcher::new(engine, precision, now_us);
-        b.add_body(&body);
-        b.finish()
-    })
-    .await
-    .map_err(crate::dedup::internal)?;
-    for (name, table, columns, batch, lines) in batches {
+    let (tables, mut report) = tokio::task::spawn_blocking(move || parse(&engine, &body, precision, now_us))
+        .await
+        .map_err(crate::dedup::internal)?
+        .map_err(|m| trafficdb::Error::invalid(trafficdb::SqlState::InvalidText, m))?;
+    for TableWrite { name, table, columns, batches, lines } in tables {
         let table = match table {
             Some(t) => t,
             None if !may_create => {
@@ -561,7 +646,7 @@ pub async fn write(
                 }
             },
         };
-        match dedup.append(db, &table, batch).await {
+        match dedup.append(db, &table, batches).await {
             Ok((written, dropped)) => {
                 report.tables.push(name);
                 report.written += written;
@@ -578,6 +663,7 @@ pub async fn write(
             }
         }
     }
+    report.failures.sort_by_key(|f| f.line);
     Ok(report)
 }
 

@@ -97,7 +97,12 @@ pub type LineError = String;
 
 impl<'a> Parser<'a> {
     pub fn new(text: &'a str) -> Parser<'a> {
-        Parser { text, pos: 0, line: 1 }
+        Self::starting_at(text, 1)
+    }
+
+    /// A parser of `text` whose first line is line `line` of the body.
+    pub fn starting_at(text: &'a str, line: usize) -> Parser<'a> {
+        Parser { text, pos: 0, line }
     }
 
     /// Parses the next point into `point`. Returns the number of the line it started on and whether
@@ -135,7 +140,7 @@ impl<'a> Parser<'a> {
     /// Moves past the next newline.
     fn skip_line(&mut self) {
         let bytes = self.text.as_bytes();
-        match memchr(b'\n', &bytes[self.pos..]) {
+        match memchr::memchr(b'\n', &bytes[self.pos..]) {
             Some(i) => {
                 self.pos += i + 1;
                 self.line += 1;
@@ -149,18 +154,18 @@ impl<'a> Parser<'a> {
     }
 
     fn parse_point(&mut self, point: &mut Point<'a>) -> Result<(), LineError> {
-        point.measurement = self.token(b",  ");
+        point.measurement = self.token(&MEASUREMENT);
         if point.measurement.is_empty() {
             return Err("missing measurement".into());
         }
         while self.peek() == Some(b',') {
             self.pos += 1;
-            let key = self.token(b",= ");
+            let key = self.token(&KEY);
             if self.peek() != Some(b'=') {
                 return Err(format!("missing tag value after tag key \"{key}\""));
             }
             self.pos += 1;
-            let value = self.token(b", =");
+            let value = self.token(&KEY);
             if key.is_empty() || value.is_empty() {
                 return Err(format!("empty tag key or value (\"{key}={value}\")"));
             }
@@ -171,7 +176,7 @@ impl<'a> Parser<'a> {
         }
         self.skip_spaces();
         loop {
-            let key = self.token(b",= ");
+            let key = self.token(&KEY);
             if key.is_empty() {
                 return Err("missing field key".into());
             }
@@ -224,24 +229,28 @@ impl<'a> Parser<'a> {
     }
 
     /// A name or tag value up to one of `stops` (unescaped) or the end of the line.
-    fn token(&mut self, stops: &[u8; 3]) -> Cow<'a, str> {
+    fn token(&mut self, stops: &Stops) -> Cow<'a, str> {
         let bytes = self.text.as_bytes();
         let start = self.pos;
         let mut escaped = false;
-        while self.pos < bytes.len() {
-            let c = bytes[self.pos];
-            if c == b'\\' && self.pos + 1 < bytes.len() && is_escapable(bytes[self.pos + 1], stops) {
-                escaped = true;
-                self.pos += 2;
-                continue;
+        loop {
+            while self.pos < bytes.len() && !stops.interesting[bytes[self.pos] as usize] {
+                self.pos += 1;
             }
-            if stops.contains(&c) || c == b'\n' {
-                break;
+            let Some(&c) = bytes.get(self.pos) else { break };
+            match c {
+                b'\\' => {
+                    if bytes.get(self.pos + 1).is_some_and(|&n| stops.escapable(n)) {
+                        escaped = true;
+                        self.pos += 2;
+                    } else {
+                        self.pos += 1;
+                    }
+                }
+                // A carriage return ends the token only before a newline.
+                b'\r' if bytes.get(self.pos + 1) != Some(&b'\n') => self.pos += 1,
+                _ => break,
             }
-            if c == b'\r' && bytes.get(self.pos + 1) == Some(&b'\n') {
-                break;
-            }
-            self.pos += 1;
         }
         let raw = &self.text[start..self.pos];
         if !escaped {
@@ -252,7 +261,7 @@ impl<'a> Parser<'a> {
         let mut i = 0;
         let mut from = 0;
         while i < rb.len() {
-            if rb[i] == b'\\' && i + 1 < rb.len() && is_escapable(rb[i + 1], stops) {
+            if rb[i] == b'\\' && i + 1 < rb.len() && stops.escapable(rb[i + 1]) {
                 out.push_str(&raw[from..i]);
                 from = i + 1;
                 i += 2;
@@ -321,30 +330,57 @@ impl<'a> Parser<'a> {
     }
 }
 
-/// A backslash escapes the stop characters and itself; before anything else it is kept as written.
-fn is_escapable(c: u8, stops: &[u8; 3]) -> bool {
-    c == b'\\' || stops.contains(&c)
+/// The characters that end a token of one kind. A backslash escapes them and itself; before anything
+/// else it is kept as written.
+struct Stops {
+    /// The stops, the backslash, and line ends: the bytes the scan must look at.
+    interesting: [bool; 256],
+    stops: &'static [u8],
 }
+
+impl Stops {
+    const fn new(stops: &'static [u8]) -> Stops {
+        let mut interesting = [false; 256];
+        let mut i = 0;
+        while i < stops.len() {
+            interesting[stops[i] as usize] = true;
+            i += 1;
+        }
+        interesting[b'\\' as usize] = true;
+        interesting[b'\n' as usize] = true;
+        interesting[b'\r' as usize] = true;
+        Stops { interesting, stops }
+    }
+
+    fn escapable(&self, c: u8) -> bool {
+        c == b'\\' || self.stops.contains(&c)
+    }
+}
+
+/// Measurements end at a comma or space; keys and tag values also at an equals sign.
+static MEASUREMENT: Stops = Stops::new(b", ");
+static KEY: Stops = Stops::new(b",= ");
 
 /// A number or boolean field value.
 fn parse_scalar(raw: &str) -> Option<Value<'static>> {
     let b = raw.as_bytes();
-    let last = *b.last()?;
-    match last {
+    match *b.last()? {
         b'i' => return parse_int(&raw[..raw.len() - 1]).map(Value::Int),
-        b'u' => {
-            let digits = &raw[..raw.len() - 1];
-            if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) {
-                return None;
-            }
-            return digits.parse().ok().map(Value::UInt);
+        b'u' => return parse_digits(&b[..b.len() - 1]).map(Value::UInt),
+        _ => {}
+    }
+    match b[0] {
+        b't' | b'T' | b'f' | b'F' => {
+            return match raw {
+                "t" | "T" | "true" | "True" | "TRUE" => Some(Value::Bool(true)),
+                "f" | "F" | "false" | "False" | "FALSE" => Some(Value::Bool(false)),
+                _ => None,
+            };
         }
         _ => {}
     }
-    match raw {
-        "t" | "T" | "true" | "True" | "TRUE" => return Some(Value::Bool(true)),
-        "f" | "F" | "false" | "False" | "FALSE" => return Some(Value::Bool(false)),
-        _ => {}
+    if let Some(v) = fast_float(b) {
+        return Some(Value::Float(v));
     }
     // Only digits, a sign, a point and an exponent: Rust's parser would also take `inf` and `NaN`.
     if !b.iter().all(|c| c.is_ascii_digit() || matches!(c, b'-' | b'+' | b'.' | b'e' | b'E')) {
@@ -356,18 +392,67 @@ fn parse_scalar(raw: &str) -> Option<Value<'static>> {
     raw.parse::<f64>().ok().filter(|v| v.is_finite()).map(Value::Float)
 }
 
-/// An optionally negative run of digits.
-fn parse_int(raw: &str) -> Option<i64> {
-    let digits = raw.strip_prefix('-').unwrap_or(raw);
-    if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) {
+/// `[-]digits[.digits]` with at most 15 significant digits, parsed exactly: the digits form an integer
+/// below 2^53 and dividing it by an exact power of ten rounds correctly. `None` for anything else
+/// (the caller then uses the full parser).
+fn fast_float(b: &[u8]) -> Option<f64> {
+    const POW10: [f64; 16] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15];
+    let (negative, digits) = match b.first()? {
+        b'-' => (true, &b[1..]),
+        _ => (false, b),
+    };
+    let mut m: u64 = 0;
+    let mut count = 0usize;
+    let mut frac: Option<usize> = None;
+    for &c in digits {
+        match c {
+            b'0'..=b'9' => {
+                m = m * 10 + u64::from(c - b'0');
+                count += 1;
+                if let Some(f) = frac.as_mut() {
+                    *f += 1;
+                }
+                if count > 15 {
+                    return None;
+                }
+            }
+            b'.' if frac.is_none() => frac = Some(0),
+            _ => return None,
+        }
+    }
+    if count == 0 {
         return None;
     }
-    raw.parse().ok()
+    let v = m as f64 / POW10[frac.unwrap_or(0)];
+    Some(if negative { -v } else { v })
 }
 
-fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
-    haystack.iter().position(|&c| c == needle)
+/// Unsigned decimal digits, refusing overflow.
+fn parse_digits(b: &[u8]) -> Option<u64> {
+    if b.is_empty() {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &c in b {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+    }
+    Some(v)
 }
+
+/// An optionally negative run of digits.
+fn parse_int(raw: &str) -> Option<i64> {
+    match raw.strip_prefix('-') {
+        Some(d) => {
+            let v = parse_digits(d.as_bytes())?;
+            if v == 1 << 63 { Some(i64::MIN) } else { i64::try_from(v).ok().map(|v| -v) }
+        }
+        None => parse_digits(raw.as_bytes()).and_then(|v| i64::try_from(v).ok()),
+    }
+}
+
 
 #[cfg(test)]
 mod tests {
@@ -490,6 +575,23 @@ mod tests {
         assert!(one("m f=9223372036854775808i").is_err());
         assert!(one("m f=18446744073709551616u").is_err());
         assert!(one("m f=1 9223372036854775808").is_err());
+    }
+
+    #[test]
+    fn numbers_parse_exactly() {
+        for text in ["0", "-0", "1.5", "-12.25", "0.1", "123456789012345", "1.00000000000001", "99.99", "-0.000001", "7."] {
+            let fast = fast_float(text.as_bytes()).unwrap();
+            assert_eq!(fast.to_bits(), text.parse::<f64>().unwrap().to_bits(), "{text}");
+        }
+        // Too many digits, exponents, and anything else go to the full parser.
+        for text in ["1234567890123456", "1e5", ".", "-", "1.2.3", "+1"] {
+            assert!(fast_float(text.as_bytes()).is_none(), "{text}");
+        }
+        assert_eq!(parse_scalar("1234567890123456789"), Some(Value::Float(1234567890123456789.0)));
+        assert_eq!(parse_scalar("+1"), Some(Value::Float(1.0)));
+        assert_eq!(parse_int("-9223372036854775808"), Some(i64::MIN));
+        assert_eq!(parse_int("-9223372036854775809"), None);
+        assert_eq!(parse_int("-"), None);
     }
 
     #[test]
