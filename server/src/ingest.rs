@@ -673,3 +673,20 @@ async fn create(db: &Arc<Database>, name: &str, columns: &[ColumnDef]) -> Result
 }
 
 pub use crate::dedup::Dedup;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_bodies_split_at_a_line_end_unless_a_string_could_be_cut() {
+        let line = "m,host=a v=1 1\n";
+        let body = line.repeat(SPLIT_BYTES / line.len() + 10);
+        let mid = split_point(&body).expect("a large body splits");
+        assert_eq!(&body[mid - 1..mid], "\n");
+        assert!(mid >= body.len() / 2);
+        assert!(split_point(&body[..SPLIT_BYTES / 2]).is_none(), "small bodies are parsed whole");
+        let quoted = format!("m s=\"two\nlines\" 1\n{body}");
+        assert!(split_point(&quoted).is_none());
+    }
+}

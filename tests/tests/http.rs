@@ -12,6 +12,7 @@ use trafficdb_server::{Server, ServerConfig};
 
 use crate::common::runtime;
 
+
 pub struct Running {
     #[allow(dead_code)]
     pub pg: std::net::SocketAddr,
@@ -386,6 +387,184 @@ fn line_protocol_roles_and_passwords() {
         assert!(db.engine().table("newtable").is_none());
         assert_eq!(write(Some(basic("admin:admin pw")), "/api/v2/write", "newtable v=1 1\n").await.0, 204);
         assert_eq!(one(&rows(&db, "SELECT count(*) FROM m").await), "3");
+        srv.stop().await;
+    });
+}
+
+async fn pg(addr: std::net::SocketAddr, user: &str, password: Option<&str>) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host(addr.ip().to_string()).port(addr.port()).user(user).dbname("trafficdb");
+    if let Some(p) = password {
+        cfg.password(p);
+    }
+    let (client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+/// The value of the first Prometheus sample named `name` whose labels contain `labels`.
+fn sample(text: &str, name: &str, labels: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (series, value) = l.rsplit_once(' ')?;
+        let (n, rest) = series.split_once('{').unwrap_or((series, ""));
+        (n == name && rest.contains(labels)).then(|| value.parse().ok()).flatten()
+    })
+}
+
+#[test]
+fn health_metrics_status_and_the_system_view() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Database::open(dir.path()).await.unwrap());
+        db.sql("CREATE TABLE m (ts TIMESTAMP NOT NULL, v DOUBLE) WITH (time_column = 'ts', retention = '30 days')")
+            .await
+            .unwrap();
+        let srv = start(db.clone(), ServerConfig::default()).await;
+        for path in ["/health", "/health/live", "/health/ready"] {
+            let (status, _, body) = request(srv.http, "GET", path, &[], b"").await;
+            assert_eq!(status, 200, "{path}: {body}");
+        }
+        let (_, _, body) = request(srv.http, "GET", "/health", &[], b"").await;
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!((v["live"].as_bool(), v["ready"].as_bool()), (Some(true), Some(true)), "{body}");
+        // Some traffic: line-protocol rows and statements over the PostgreSQL port.
+        let (status, _) = post(srv.http, "/api/v2/write?precision=s", "m v=1 1700000000\nm v=2 1700000001\nm v=x 1700000002\n").await;
+        assert_eq!(status, 400);
+        let client = pg(srv.pg, "admin", None).await.unwrap();
+        client.simple_query("INSERT INTO m VALUES ('2023-11-14 22:13:30', 3)").await.unwrap();
+        for _ in 0..5 {
+            client.query("SELECT count(*) FROM m", &[]).await.unwrap();
+        }
+        assert!(client.simple_query("SELECT * FROM nope").await.is_err());
+        let (status, head, text) = request(srv.http, "GET", "/metrics", &[], b"").await;
+        assert_eq!(status, 200);
+        assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+        assert_eq!(sample(&text, "trafficdb_rows_appended_total", ""), Some(3.0), "{text}");
+        assert_eq!(sample(&text, "trafficdb_table_rows", "table=\"m\""), Some(3.0), "{text}");
+        assert_eq!(sample(&text, "trafficdb_line_protocol_lines_total", ""), Some(3.0));
+        assert_eq!(sample(&text, "trafficdb_line_protocol_rejected_total", ""), Some(1.0));
+        assert_eq!(sample(&text, "trafficdb_connections", ""), Some(1.0));
+        assert!(sample(&text, "trafficdb_queries_total", "").unwrap() >= 7.0, "{text}");
+        assert!(sample(&text, "trafficdb_query_errors_total", "").unwrap() >= 1.0, "{text}");
+        assert!(sample(&text, "trafficdb_query_seconds_bucket", "le=\"+Inf\"").unwrap() >= 7.0, "{text}");
+        assert!(sample(&text, "trafficdb_wal_fsync_seconds_count", "").unwrap() >= 2.0, "{text}");
+        assert!(sample(&text, "trafficdb_memory_resident_bytes", "").unwrap() > 1e6, "{text}");
+        assert!(text.contains("# TYPE trafficdb_wal_fsync_seconds histogram"), "{text}");
+        // The same figures over SQL.
+        let rows = client
+            .query("SELECT value FROM system_metrics WHERE name = 'trafficdb_table_rows' AND labels = 'table=m'", &[])
+            .await
+            .unwrap();
+        assert_eq!(rows[0].get::<_, f64>(0), 3.0);
+        let kinds = client.query("SELECT DISTINCT kind FROM system_metrics ORDER BY kind", &[]).await.unwrap();
+        let kinds: Vec<String> = kinds.iter().map(|r| r.get(0)).collect();
+        assert_eq!(kinds, ["counter", "gauge", "histogram"]);
+        assert!(client.simple_query("DROP VIEW system_metrics").await.is_err());
+        // The status page.
+        let (status, _, body) = request(srv.http, "GET", "/api/v1/status", &[], b"").await;
+        assert_eq!(status, 200);
+        let v: Value = serde_json::from_str(&body).unwrap();
+        let m = v["tables"].as_array().unwrap().iter().find(|t| t["name"] == "m").unwrap().clone();
+        assert_eq!(m["rows"], 3, "{body}");
+        assert_eq!(m["retention"], "30 days");
+        assert_eq!(m["time_column"], "ts");
+        assert_eq!(m["oldest"], "2023-11-14T22:13:20.000000Z");
+        assert_eq!(m["newest"], "2023-11-14T22:13:30.000000Z");
+        db.flush().unwrap();
+        let (_, _, body) = request(srv.http, "GET", "/api/v1/status", &[], b"").await;
+        let v: Value = serde_json::from_str(&body).unwrap();
+        let m = v["tables"].as_array().unwrap().iter().find(|t| t["name"] == "m").unwrap().clone();
+        assert_eq!((m["rows"].as_u64(), m["unflushed_rows"].as_u64(), m["segments"].as_u64()), (Some(3), Some(0), Some(1)));
+        assert!(m["disk_bytes"].as_u64().unwrap() > 0);
+        assert!(v["disk_bytes"].as_u64().unwrap() >= m["disk_bytes"].as_u64().unwrap());
+        drop(client);
+        srv.stop().await;
+    });
+}
+
+#[test]
+fn the_audit_log_records_who_did_what() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("audit/audit.log");
+        let db = Arc::new(Database::open(dir.path().join("data")).await.unwrap());
+        let user = |name: &str, role: Role| UserConfig {
+            name: name.into(),
+            role,
+            password: Some(Secret::scram_with(&format!("{name} pw"), b"salt", 4096)),
+        };
+        let mut config = ServerConfig {
+            auth: AuthMode::Password,
+            users: vec![user("admin", Role::Admin), user("telegraf", Role::Writer)],
+            ..ServerConfig::default()
+        };
+        config.audit.path = Some(log.clone());
+        let srv = start(db.clone(), config).await;
+        let admin = pg(srv.pg, "admin", Some("admin pw")).await.unwrap();
+        admin.simple_query("CREATE TABLE a (ts TIMESTAMP NOT NULL, v DOUBLE) WITH (time_column = 'ts')").await.unwrap();
+        admin.simple_query("INSERT INTO a VALUES ('2024-01-01 00:00:00', 1)").await.unwrap();
+        admin.simple_query("SELECT * FROM a").await.unwrap();
+        assert!(pg(srv.pg, "admin", Some("wrong")).await.is_err());
+        let (status, _, _) = request(
+            srv.http,
+            "POST",
+            "/api/v2/write?precision=s",
+            &[("Authorization", &basic("telegraf:telegraf pw"))],
+            b"a v=2 1704067201\n",
+        )
+        .await;
+        assert_eq!(status, 204);
+        drop(admin);
+        srv.stop().await;
+        let text = std::fs::read_to_string(&log).unwrap();
+        let events: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let find = |event: &str, user: &str| events.iter().find(|e| e["event"] == event && e["user"] == user).cloned();
+        let connect = find("connect", "admin").expect("connect event");
+        assert_eq!(connect["role"], "admin");
+        assert!(connect["client"].as_str().unwrap().starts_with("127.0.0.1:"));
+        assert!(find("ddl", "admin").unwrap()["statement"].as_str().unwrap().starts_with("CREATE TABLE a"));
+        assert!(find("write", "admin").unwrap()["statement"].as_str().unwrap().starts_with("INSERT INTO a"));
+        assert_eq!(find("auth_failed", "admin").unwrap()["via"], "postgres");
+        let lp = find("write", "telegraf").unwrap();
+        assert_eq!((lp["role"].as_str(), lp["rows"].as_u64(), lp["via"].as_str()), (Some("writer"), Some(1), Some("line protocol")));
+        // Reads are not audited, and no password appears.
+        assert!(!text.contains("SELECT * FROM a"), "{text}");
+        assert!(!text.contains("admin pw") && !text.contains("telegraf pw") && !text.contains("wrong"), "{text}");
+    });
+}
+
+#[test]
+fn large_bodies_parsed_in_halves_keep_line_numbers() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Database::open(dir.path()).await.unwrap());
+        db.sql("CREATE TABLE big (ts TIMESTAMP NOT NULL, host TEXT, n BIGINT, v DOUBLE) WITH (time_column = 'ts')")
+            .await
+            .unwrap();
+        let srv = start(db.clone(), ServerConfig::default()).await;
+        // About 0.8 MB: above the size parsed on two threads. Lines 7 and 15000 are bad.
+        let lines = 20_000;
+        let mut body = String::new();
+        for i in 1..=lines {
+            match i {
+                7 => body.push_str("big,host=h n=oops 1700000000\n"),
+                15_000 => body.push_str("big,host=h n=1i,missing=2 1700000000\n"),
+                _ => body.push_str(&format!("big,host=host-{} n={i}i,v={}.5 {}\n", i % 10, i % 100, 1_700_000_000 + i)),
+            }
+        }
+        assert!(body.len() > 512 << 10);
+        let (status, answer) = post(srv.http, "/api/v2/write?precision=s", &body).await;
+        assert_eq!(status, 400, "{answer}");
+        let v: Value = serde_json::from_str(&answer).unwrap();
+        let bad: Vec<u64> = v["errors"].as_array().unwrap().iter().map(|e| e["line"].as_u64().unwrap()).collect();
+        assert_eq!(bad, vec![7, 15_000], "{answer}");
+        assert_eq!(v["written"], lines - 2);
+        let got = rows(&db, "SELECT count(*), sum(n), min(n), max(n), count(DISTINCT host) FROM big").await;
+        let sum: i64 = (1..=lines as i64).sum::<i64>() - 7 - 15_000;
+        assert_eq!(got[0], vec![(lines - 2).to_string(), sum.to_string(), "1".into(), lines.to_string(), "10".into()]);
+        // Each row kept its own line's values: n and ts agree everywhere.
+        let off = rows(&db, "SELECT count(*) FROM big WHERE CAST(ts AS BIGINT) <> (1700000000 + n) * 1000000").await;
+        assert_eq!(one(&off), "0");
         srv.stop().await;
     });
 }
