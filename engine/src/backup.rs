@@ -187,7 +187,9 @@ pub fn backup(src: &Path, dest: &Path, options: BackupOptions, progress: &dyn Fn
     }
     Err(Error::invalid(
         SqlState::InvalidParameter,
-        format!("the database kept changing while it was copied ({ATTEMPTS} attempts); try again, or back up with fewer writes"),
+        format!(
+            "the database kept changing while it was copied ({ATTEMPTS} attempts); try again, or back up with fewer writes"
+        ),
     ))
 }
 

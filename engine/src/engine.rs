@@ -779,9 +779,21 @@ impl Engine {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
         let tables = self.table_status();
         let mut out = vec![
-            Sample::counter("trafficdb_rows_appended_total", "Rows appended (durable) since start", load(&st.rows_appended)),
-            Sample::counter("trafficdb_appends_total", "Durable appends (INSERT, COPY, line-protocol and library writes)", load(&st.appends)),
-            Sample::counter("trafficdb_wal_bytes_total", "Bytes written to the write-ahead log", load(&self.wal.stats.bytes)),
+            Sample::counter(
+                "trafficdb_rows_appended_total",
+                "Rows appended (durable) since start",
+                load(&st.rows_appended),
+            ),
+            Sample::counter(
+                "trafficdb_appends_total",
+                "Durable appends (INSERT, COPY, line-protocol and library writes)",
+                load(&st.appends),
+            ),
+            Sample::counter(
+                "trafficdb_wal_bytes_total",
+                "Bytes written to the write-ahead log",
+                load(&self.wal.stats.bytes),
+            ),
             Sample::gauge("trafficdb_wal_disk_bytes", "Bytes in write-ahead log files", self.wal_bytes() as f64),
             Sample::gauge(
                 "trafficdb_memtable_bytes",
@@ -795,17 +807,45 @@ impl Engine {
             ),
             Sample::counter("trafficdb_flushes_total", "Memtable flushes", load(&st.flushes)),
             Sample::counter("trafficdb_compactions_total", "Segment merges", load(&st.compactions)),
-            Sample::counter("trafficdb_partitions_dropped_total", "Partitions dropped by retention", load(&st.partitions_dropped)),
+            Sample::counter(
+                "trafficdb_partitions_dropped_total",
+                "Partitions dropped by retention",
+                load(&st.partitions_dropped),
+            ),
         ];
         out.extend(self.wal.stats.fsync.samples("trafficdb_wal_fsync_seconds", "Write-ahead log fsync latency", &[]));
         out.extend(st.append_seconds.samples("trafficdb_append_seconds", "Durable append latency", &[]));
         out.extend(st.flush_seconds.samples("trafficdb_flush_seconds", "Flush duration", &[]));
         for t in &tables {
             let name = || t.name.clone();
-            out.push(Sample::gauge("trafficdb_table_rows", "Rows per table (segments and memtables)", (t.segment_rows + t.memtable_rows) as f64).label("table", name()));
-            out.push(Sample::gauge("trafficdb_table_segments", "Sealed segments per table", t.segments as f64).label("table", name()));
-            out.push(Sample::gauge("trafficdb_table_disk_bytes", "Bytes of sealed segments per table", t.segment_bytes as f64).label("table", name()));
-            out.push(Sample::gauge("trafficdb_table_memtable_rows", "Rows per table not yet flushed to segments", t.memtable_rows as f64).label("table", name()));
+            out.push(
+                Sample::gauge(
+                    "trafficdb_table_rows",
+                    "Rows per table (segments and memtables)",
+                    (t.segment_rows + t.memtable_rows) as f64,
+                )
+                .label("table", name()),
+            );
+            out.push(
+                Sample::gauge("trafficdb_table_segments", "Sealed segments per table", t.segments as f64)
+                    .label("table", name()),
+            );
+            out.push(
+                Sample::gauge(
+                    "trafficdb_table_disk_bytes",
+                    "Bytes of sealed segments per table",
+                    t.segment_bytes as f64,
+                )
+                .label("table", name()),
+            );
+            out.push(
+                Sample::gauge(
+                    "trafficdb_table_memtable_rows",
+                    "Rows per table not yet flushed to segments",
+                    t.memtable_rows as f64,
+                )
+                .label("table", name()),
+            );
         }
         out
     }

@@ -52,9 +52,14 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// load-balancer schema unless `empty`; an existing one gets the schema files it is missing, if it
 /// took the schema when it was created.
 pub async fn open(dir: impl AsRef<Path>, empty: bool) -> Result<Database> {
+    open_with(dir, empty, trafficdb::Options::default()).await
+}
+
+/// [`open`] with engine options.
+pub async fn open_with(dir: impl AsRef<Path>, empty: bool, options: trafficdb::Options) -> Result<Database> {
     let dir = dir.as_ref();
     let new = !dir.join(trafficdb::catalog::CATALOG_FILE).exists();
-    let db = Database::open(dir).await?;
+    let db = Database::open_with(dir, options).await?;
     if new && !empty {
         install(&db).await?;
     } else {

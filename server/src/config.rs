@@ -1,6 +1,7 @@
-//! The server's configuration: a TOML file (`--config FILE`), every setting of `[server]` overridable
-//! on the command line or by a `TRAFFICDB_*` environment variable, and the users with their roles and
-//! password hashes. See `docs/server.md` for the file format.
+//! The configuration: one TOML file (`--config FILE`) with `[server]`, `[storage]`, `[audit]` and
+//! `[[users]]`. Every setting can be overridden by an environment variable (`TRAFFICDB_<KEY>` for
+//! `[server]`, `TRAFFICDB_<SECTION>_<KEY>` for the others; see [`OPTIONS`]), and the `[server]` ones on
+//! the command line too. `docs/configuration.md` lists them all; a test checks that it does.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -43,6 +44,85 @@ pub struct ServerConfig {
     /// The `[audit]` section.
     #[serde(skip)]
     pub audit: AuditConfig,
+    /// The `[storage]` section.
+    #[serde(skip)]
+    pub storage: StorageConfig,
+}
+
+/// `[storage]`: when memtables are flushed and segments compacted (the engine's [`trafficdb::Options`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Flush when the memtables hold this much.
+    #[serde(deserialize_with = "de_bytes")]
+    pub flush_bytes: u64,
+    /// Flush when the oldest unflushed row has waited this long.
+    #[serde(deserialize_with = "de_duration")]
+    pub flush_interval: Duration,
+    /// Writers wait for a flush beyond this (backpressure).
+    #[serde(deserialize_with = "de_bytes")]
+    pub max_memtable_bytes: u64,
+    /// Compact a partition once it has this many small segments.
+    pub compaction_min_segments: usize,
+    /// Segments of at least this many rows are left alone by compaction.
+    pub compaction_max_rows: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        let o = trafficdb::Options::default();
+        StorageConfig {
+            flush_bytes: o.flush_bytes as u64,
+            flush_interval: o.flush_interval,
+            max_memtable_bytes: o.max_memtable_bytes as u64,
+            compaction_min_segments: o.compaction_min_segments,
+            compaction_max_rows: o.compaction_max_rows,
+        }
+    }
+}
+
+impl StorageConfig {
+    pub fn options(&self) -> trafficdb::Options {
+        trafficdb::Options {
+            flush_bytes: self.flush_bytes as usize,
+            flush_interval: self.flush_interval,
+            max_memtable_bytes: self.max_memtable_bytes as usize,
+            compaction_min_segments: self.compaction_min_segments,
+            compaction_max_rows: self.compaction_max_rows,
+            ..trafficdb::Options::default()
+        }
+    }
+}
+
+/// Every setting: (section, key). Its environment variable is [`env_name`].
+pub const OPTIONS: &[(&str, &str)] = &[
+    ("server", "listen"),
+    ("server", "http"),
+    ("server", "auth"),
+    ("server", "trust_role"),
+    ("server", "max_connections"),
+    ("server", "statement_timeout"),
+    ("server", "query_memory_limit"),
+    ("server", "tls_cert"),
+    ("server", "tls_key"),
+    ("server", "require_tls"),
+    ("storage", "flush_bytes"),
+    ("storage", "flush_interval"),
+    ("storage", "max_memtable_bytes"),
+    ("storage", "compaction_min_segments"),
+    ("storage", "compaction_max_rows"),
+    ("audit", "path"),
+    ("audit", "max_bytes"),
+    ("audit", "max_files"),
+];
+
+/// The environment variable that overrides a setting.
+pub fn env_name(section: &str, key: &str) -> String {
+    if section == "server" {
+        format!("TRAFFICDB_{}", key.to_ascii_uppercase())
+    } else {
+        format!("TRAFFICDB_{}_{}", section.to_ascii_uppercase(), key.to_ascii_uppercase())
+    }
 }
 
 /// `[audit]`: the audit log, off unless `path` is set.
@@ -79,6 +159,7 @@ impl Default for ServerConfig {
             require_tls: false,
             users: Vec::new(),
             audit: AuditConfig::default(),
+            storage: StorageConfig::default(),
         }
     }
 }
@@ -103,8 +184,9 @@ pub struct UserConfig {
     pub password: Option<Secret>,
 }
 
-/// The file as a whole: `[server]` and `[[users]]`; other sections belong to other parts of trafficdb.
+/// The file as a whole.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct File {
     #[serde(default)]
     server: ServerConfig,
@@ -112,21 +194,57 @@ struct File {
     users: Vec<UserConfig>,
     #[serde(default)]
     audit: AuditConfig,
+    #[serde(default)]
+    storage: StorageConfig,
 }
 
 impl ServerConfig {
-    /// Reads `path`; unknown settings in `[server]` and `[[users]]` are errors, so that a typo does not
-    /// silently leave a default in place.
+    /// Reads `path`; unknown settings and sections are errors, so that a typo does not silently leave a
+    /// default in place.
     pub fn load(path: &Path) -> anyhow::Result<ServerConfig> {
-        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-        Self::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+        Self::load_with_env(Some(path), |_| None)
+    }
+
+    /// The file (if any) with the environment's overrides on top; `env` looks a variable up.
+    pub fn load_with_env(path: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<ServerConfig> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))?,
+            None => String::new(),
+        };
+        let named = |e: anyhow::Error| match path {
+            Some(p) => anyhow::anyhow!("{}: {e}", p.display()),
+            None => e,
+        };
+        Self::parse_with_env(&text, env).map_err(named)
     }
 
     pub fn parse(text: &str) -> anyhow::Result<ServerConfig> {
-        let file: File = toml::from_str(text)?;
+        Self::parse_with_env(text, |_| None)
+    }
+
+    fn parse_with_env(text: &str, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<ServerConfig> {
+        let mut table: toml::Table = toml::from_str(text)?;
+        for (section, key) in OPTIONS {
+            let name = env_name(section, key);
+            let Some(raw) = env(&name) else { continue };
+            // Numbers and booleans as TOML reads them; anything else as text.
+            let value = format!("v = {raw}")
+                .parse::<toml::Table>()
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .filter(|v| !v.is_table() && !v.is_array())
+                .unwrap_or(toml::Value::String(raw));
+            let entry = table.entry(section.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let Some(section_table) = entry.as_table_mut() else {
+                anyhow::bail!("[{section}] must be a table");
+            };
+            section_table.insert(key.to_string(), value);
+        }
+        let file: File = table.try_into()?;
         let mut config = file.server;
         config.users.extend(file.users);
         config.audit = file.audit;
+        config.storage = file.storage;
         config.validate()?;
         Ok(config)
     }
@@ -151,6 +269,12 @@ impl ServerConfig {
         }
         if self.max_connections == 0 {
             anyhow::bail!("max_connections must be at least 1");
+        }
+        if self.storage.flush_bytes == 0 || self.storage.max_memtable_bytes < self.storage.flush_bytes {
+            anyhow::bail!("[storage] needs 0 < flush_bytes <= max_memtable_bytes");
+        }
+        if self.storage.compaction_min_segments < 2 {
+            anyhow::bail!("[storage] compaction_min_segments must be at least 2");
         }
         Ok(())
     }
@@ -251,6 +375,45 @@ mod tests {
         assert!(err.contains("trafficdb passwd"), "{err}");
         assert!(ServerConfig::parse("[server]\ntls_cert = \"a.pem\"").is_err());
         assert!(ServerConfig::parse("[server]\nauth = \"password\"").is_err());
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let file = "[server]\nlisten = \"127.0.0.1:6000\"\nmax_connections = 5\n[storage]\nflush_bytes = \"64MiB\"\n";
+        let env = |name: &str| match name {
+            "TRAFFICDB_MAX_CONNECTIONS" => Some("7".to_string()),
+            "TRAFFICDB_STORAGE_FLUSH_INTERVAL" => Some("10s".to_string()),
+            "TRAFFICDB_AUDIT_PATH" => Some("/var/log/trafficdb/audit.log".to_string()),
+            "TRAFFICDB_AUDIT_MAX_FILES" => Some("3".to_string()),
+            "TRAFFICDB_REQUIRE_TLS" => Some("false".to_string()),
+            _ => None,
+        };
+        let c = ServerConfig::parse_with_env(file, env).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:6000");
+        assert_eq!(c.max_connections, 7);
+        assert_eq!(c.storage.flush_bytes, 64 << 20);
+        assert_eq!(c.storage.flush_interval, Duration::from_secs(10));
+        assert_eq!(c.audit.path.as_deref(), Some(Path::new("/var/log/trafficdb/audit.log")));
+        assert_eq!(c.audit.max_files, 3);
+        assert_eq!(c.storage.options().flush_bytes, 64 << 20);
+        // A bad value in the environment is an error naming the setting, not a silent default.
+        let err = ServerConfig::parse_with_env("", |n| (n == "TRAFFICDB_STORAGE_FLUSH_BYTES").then(|| "lots".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("lots"), "{err}");
+        assert!(ServerConfig::parse("[storage]\nflush_byte = 1").is_err());
+        assert!(ServerConfig::parse("[nonsense]\nx = 1").is_err());
+    }
+
+    /// docs/configuration.md names every setting and its environment variable.
+    #[test]
+    fn every_setting_is_documented() {
+        let doc = include_str!("../../docs/configuration.md");
+        for (section, key) in OPTIONS {
+            assert!(doc.contains(&format!("[{section}]")), "docs/configuration.md lacks [{section}]");
+            assert!(doc.contains(&format!("`{key}`")), "docs/configuration.md lacks `{key}`");
+            assert!(doc.contains(&env_name(section, key)), "docs/configuration.md lacks {}", env_name(section, key));
+        }
     }
 
     #[test]

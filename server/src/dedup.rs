@@ -32,7 +32,12 @@ pub(crate) fn internal(e: impl std::fmt::Display) -> Error {
 impl Dedup {
     /// Appends `batch` (columns named as the table's), durably; returns (rows written, rows dropped
     /// as repeats).
-    pub async fn append(&self, db: &Database, table: &Arc<Table>, batches: Vec<RecordBatch>) -> Result<(u64, u64), Error> {
+    pub async fn append(
+        &self,
+        db: &Database,
+        table: &Arc<Table>,
+        batches: Vec<RecordBatch>,
+    ) -> Result<(u64, u64), Error> {
         let def = &table.def;
         let Some(time) = def.time_column().filter(|_| !def.dedup_keys.is_empty()) else {
             return Ok((append(db, table, batches).await?, 0));

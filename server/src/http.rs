@@ -292,8 +292,7 @@ async fn status(State(app): State<App>, headers: HeaderMap) -> Response {
 
 fn status_json(engine: &trafficdb::Engine, metrics: &ServerMetrics) -> Value {
     let time = |us: Option<i64>| {
-        us.and_then(chrono::DateTime::from_timestamp_micros)
-            .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
+        us.and_then(chrono::DateTime::from_timestamp_micros).map(|t| t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
     };
     let tables = engine.table_status();
     let wal = engine.wal_bytes();
@@ -369,9 +368,9 @@ async fn authenticate(app: &App, headers: &HeaderMap, query: &HashMap<String, St
         app.audit.auth_failed(user, "http");
         let mut r = error(StatusCode::UNAUTHORIZED, "28P01", "password authentication failed");
         r.headers_mut().insert(header::WWW_AUTHENTICATE, "Basic realm=\"trafficdb\"".parse().expect("valid header"));
-        Err(r)
+        r
     };
-    let Some((user, password)) = given else { return refuse("") };
+    let Some((user, password)) = given else { return Err(refuse("")) };
     let (config, name, password) = (app.config.clone(), user.clone(), password);
     // The key derivation is deliberately slow: off the async threads, and done for unknown users too,
     // so the time taken does not tell which users exist.
@@ -386,7 +385,7 @@ async fn authenticate(app: &App, headers: &HeaderMap, query: &HashMap<String, St
     .unwrap_or(false);
     match app.config.user(&user) {
         Some(u) if verified => Ok(Caller { user, role: u.role }),
-        _ => refuse(&user),
+        _ => Err(refuse(&user)),
     }
 }
 

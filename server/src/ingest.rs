@@ -278,7 +278,12 @@ const SPLIT_BYTES: usize = 256 << 10;
 /// Parses a body into rows per table. A large body is cut at a line end near its middle and the halves
 /// parsed on two threads, when that cannot cut a string (which may hold a newline) and every table
 /// exists (a table created by the write takes its columns from the lines in order).
-pub fn parse(engine: &Arc<Engine>, body: &[u8], precision: Precision, now_us: i64) -> Result<(Vec<TableWrite>, Report), String> {
+pub fn parse(
+    engine: &Arc<Engine>,
+    body: &[u8],
+    precision: Precision,
+    now_us: i64,
+) -> Result<(Vec<TableWrite>, Report), String> {
     let text = std::str::from_utf8(body).map_err(|e| {
         let at = e.valid_up_to();
         let line = memchr::memchr_iter(b'\n', &body[..at]).count() + 1;
@@ -323,7 +328,10 @@ fn split_point(text: &str) -> Option<usize> {
 }
 
 /// The rows and reports of two consecutive parts of a body, as one.
-fn merge((mut tables, mut report): (Vec<TableWrite>, Report), (more, other): (Vec<TableWrite>, Report)) -> (Vec<TableWrite>, Report) {
+fn merge(
+    (mut tables, mut report): (Vec<TableWrite>, Report),
+    (more, other): (Vec<TableWrite>, Report),
+) -> (Vec<TableWrite>, Report) {
     for t in more {
         match tables.iter_mut().find(|x| x.name == t.name) {
             Some(x) => {

@@ -453,7 +453,6 @@ fn parse_int(raw: &str) -> Option<i64> {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -579,7 +578,9 @@ mod tests {
 
     #[test]
     fn numbers_parse_exactly() {
-        for text in ["0", "-0", "1.5", "-12.25", "0.1", "123456789012345", "1.00000000000001", "99.99", "-0.000001", "7."] {
+        for text in
+            ["0", "-0", "1.5", "-12.25", "0.1", "123456789012345", "1.00000000000001", "99.99", "-0.000001", "7."]
+        {
             let fast = fast_float(text.as_bytes()).unwrap();
             assert_eq!(fast.to_bits(), text.parse::<f64>().unwrap().to_bits(), "{text}");
         }

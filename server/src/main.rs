@@ -40,8 +40,8 @@ enum Command {
     /// Connect with any PostgreSQL client, e.g. `psql -h 127.0.0.1 -p 5432 -d trafficdb`. The server
     /// binds to loopback by default. SIGTERM or Ctrl-C stops it cleanly: it stops accepting, closes the
     /// connections and flushes (every acknowledged write is already durable in the write-ahead log).
-    #[command(after_help = "Settings come from, in order of precedence: these options, their TRAFFICDB_* environment \
-                      variables, the [server] section of --config, the defaults shown.\n\nExamples:\n  \
+    #[command(after_help = "Settings come from, in order of precedence: these options, TRAFFICDB_* environment \
+                      variables (every setting has one: docs/configuration.md), the --config file, the defaults shown.\n\nExamples:\n  \
                       trafficdb serve -d ./data\n  trafficdb serve -d ./data --config trafficdb.toml --auth password")]
     Serve(ServeArgs),
     /// Print a [[users]] entry for the configuration file, with the password stored as a hash.
@@ -196,7 +196,7 @@ struct ServeArgs {
     /// incidents); an existing directory is left as it is.
     #[arg(long)]
     empty: bool,
-    /// A TOML configuration file ([server] settings and [[users]]; see docs/server.md).
+    /// A TOML configuration file ([server], [storage], [audit], [[users]]; see docs/configuration.md).
     #[arg(long, env = "TRAFFICDB_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address to listen on for PostgreSQL clients [default: 127.0.0.1:5432].
@@ -233,10 +233,8 @@ struct ServeArgs {
 impl ServeArgs {
     /// The file's settings with the command line and environment on top.
     fn server_config(&self) -> anyhow::Result<trafficdb_server::ServerConfig> {
-        let mut c = match &self.config {
-            Some(path) => trafficdb_server::ServerConfig::load(path)?,
-            None => trafficdb_server::ServerConfig::default(),
-        };
+        let mut c =
+            trafficdb_server::ServerConfig::load_with_env(self.config.as_deref(), |name| std::env::var(name).ok())?;
         if let Some(v) = &self.listen {
             c.listen = v.clone();
         }
@@ -342,7 +340,7 @@ fn exit(r: anyhow::Result<()>) -> ExitCode {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.server_config()?;
-    let db = trafficdb_schema::open(&args.data_dir, args.empty).await?;
+    let db = trafficdb_schema::open_with(&args.data_dir, args.empty, config.storage.options()).await?;
     if args.demo {
         demo(&db).await?;
     }
@@ -534,7 +532,12 @@ fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     let m = r?;
     let engine = trafficdb::Engine::open(&args.data_dir, trafficdb::Options::default())?;
-    eprintln!("restored the backup of {} (catalog version {}) into {}", m.source, m.catalog_version, args.data_dir.display());
+    eprintln!(
+        "restored the backup of {} (catalog version {}) into {}",
+        m.source,
+        m.catalog_version,
+        args.data_dir.display()
+    );
     for t in engine.table_status() {
         eprintln!("  {:<28} {:>12} rows", t.name, t.segment_rows + t.memtable_rows);
     }

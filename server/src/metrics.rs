@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use datafusion::arrow::array::{Float64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::TableType;
+use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::Result;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
@@ -73,23 +73,55 @@ impl ServerMetrics {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
         let mut out = engine.metrics();
         out.extend([
-            Sample::gauge("trafficdb_up", "1 while the server is ready for clients", f64::from(u8::from(self.ready.load(Ordering::Relaxed))))
-                .label("version", env!("CARGO_PKG_VERSION")),
+            Sample::gauge(
+                "trafficdb_up",
+                "1 while the server is ready for clients",
+                f64::from(u8::from(self.ready.load(Ordering::Relaxed))),
+            )
+            .label("version", env!("CARGO_PKG_VERSION")),
             Sample::gauge("trafficdb_uptime_seconds", "Seconds since the server started", self.uptime_seconds()),
             Sample::gauge(
                 "trafficdb_memory_resident_bytes",
                 "Resident memory of the server process",
                 trafficdb::metrics::resident_bytes().unwrap_or(0) as f64,
             ),
-            Sample::gauge("trafficdb_connections", "Open PostgreSQL connections", self.connections.active.load(Ordering::Relaxed) as f64),
-            Sample::counter("trafficdb_connections_total", "PostgreSQL connections accepted", load(&self.connections.accepted)),
-            Sample::counter("trafficdb_queries_total", "Statements run over the PostgreSQL protocol", load(&self.queries)),
+            Sample::gauge(
+                "trafficdb_connections",
+                "Open PostgreSQL connections",
+                self.connections.active.load(Ordering::Relaxed) as f64,
+            ),
+            Sample::counter(
+                "trafficdb_connections_total",
+                "PostgreSQL connections accepted",
+                load(&self.connections.accepted),
+            ),
+            Sample::counter(
+                "trafficdb_queries_total",
+                "Statements run over the PostgreSQL protocol",
+                load(&self.queries),
+            ),
             Sample::counter("trafficdb_query_errors_total", "Statements that failed", load(&self.query_errors)),
-            Sample::counter("trafficdb_line_protocol_requests_total", "Line-protocol write requests", load(&self.line_protocol_requests)),
-            Sample::counter("trafficdb_line_protocol_lines_total", "Line-protocol lines received", load(&self.line_protocol_lines)),
-            Sample::counter("trafficdb_line_protocol_rejected_total", "Line-protocol lines refused", load(&self.line_protocol_rejected)),
+            Sample::counter(
+                "trafficdb_line_protocol_requests_total",
+                "Line-protocol write requests",
+                load(&self.line_protocol_requests),
+            ),
+            Sample::counter(
+                "trafficdb_line_protocol_lines_total",
+                "Line-protocol lines received",
+                load(&self.line_protocol_lines),
+            ),
+            Sample::counter(
+                "trafficdb_line_protocol_rejected_total",
+                "Line-protocol lines refused",
+                load(&self.line_protocol_rejected),
+            ),
         ]);
-        out.extend(self.query_seconds.samples("trafficdb_query_seconds", "Statement latency, arrival to last row", &[]));
+        out.extend(self.query_seconds.samples(
+            "trafficdb_query_seconds",
+            "Statement latency, arrival to last row",
+            &[],
+        ));
         out.extend(self.line_protocol_seconds.samples(
             "trafficdb_line_protocol_seconds",
             "Line-protocol write latency, body received to durable",

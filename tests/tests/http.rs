@@ -12,7 +12,6 @@ use trafficdb_server::{Server, ServerConfig};
 
 use crate::common::runtime;
 
-
 pub struct Running {
     #[allow(dead_code)]
     pub pg: std::net::SocketAddr,
@@ -86,7 +85,15 @@ pub async fn rows(db: &Database, sql: &str) -> Vec<Vec<String>> {
             out.push(
                 b.columns()
                     .iter()
-                    .map(|c| if c.is_null(r) { "NULL".to_string() } else { array_value_to_string(c, r).expect("display") })
+                    .map(
+                        |c| {
+                            if c.is_null(r) {
+                                "NULL".to_string()
+                            } else {
+                                array_value_to_string(c, r).expect("display")
+                            }
+                        },
+                    )
                     .collect(),
             );
         }
@@ -224,14 +231,26 @@ fn precision_gzip_defaults_and_errors() {
         let dir = tempfile::tempdir().unwrap();
         let db = Arc::new(Database::open(dir.path()).await.unwrap());
         let srv = start(db.clone(), ServerConfig::default()).await;
-        for (precision, ts) in [("s", "1700000000"), ("ms", "1700000000123"), ("us", "1700000000123456"), ("ns", "1700000000123456789")] {
-            let (status, answer) =
-                post(srv.http, &format!("/api/v2/write?precision={precision}"), &format!("p,unit={precision} v=1 {ts}\n")).await;
+        for (precision, ts) in
+            [("s", "1700000000"), ("ms", "1700000000123"), ("us", "1700000000123456"), ("ns", "1700000000123456789")]
+        {
+            let (status, answer) = post(
+                srv.http,
+                &format!("/api/v2/write?precision={precision}"),
+                &format!("p,unit={precision} v=1 {ts}\n"),
+            )
+            .await;
             assert_eq!(status, 204, "{answer}");
         }
-        for (precision, ts) in [("n", "1700000000123456789"), ("u", "1700000000123456"), ("m", "28333333"), ("h", "472222")] {
-            let (status, answer) =
-                post(srv.http, &format!("/write?db=x&precision={precision}"), &format!("p,unit=v1{precision} v=1 {ts}\n")).await;
+        for (precision, ts) in
+            [("n", "1700000000123456789"), ("u", "1700000000123456"), ("m", "28333333"), ("h", "472222")]
+        {
+            let (status, answer) = post(
+                srv.http,
+                &format!("/write?db=x&precision={precision}"),
+                &format!("p,unit=v1{precision} v=1 {ts}\n"),
+            )
+            .await;
             assert_eq!(status, 204, "{answer}");
         }
         let got = rows(&db, "SELECT unit, ts FROM p ORDER BY unit").await;
@@ -254,9 +273,7 @@ fn precision_gzip_defaults_and_errors() {
         let (status, _) = post(srv.http, "/api/v2/write", "p,unit=now v=2\n").await;
         assert_eq!(status, 204);
         let after = chrono_now_us();
-        let t: i64 = one(&rows(&db, "SELECT CAST(ts AS BIGINT) FROM p WHERE unit = 'now'").await)
-            .parse()
-            .unwrap();
+        let t: i64 = one(&rows(&db, "SELECT CAST(ts AS BIGINT) FROM p WHERE unit = 'now'").await).parse().unwrap();
         assert!(before - 1_000 <= t && t <= after + 1_000, "{before} {t} {after}");
         // gzip.
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -277,7 +294,8 @@ fn precision_gzip_defaults_and_errors() {
         let (status, _, answer) = request(srv.http, "POST", "/api/v2/write", &[], b"p v=1\np,t=\xff v=2\n").await;
         assert_eq!(status, 400, "{answer}");
         assert!(answer.contains("line 2"), "{answer}");
-        let (status, answer) = post(srv.http, "/api/v2/write", "p v=1 12x\np\n\np v=\np v=1,v=2\np,unit=a ts=1\n").await;
+        let (status, answer) =
+            post(srv.http, "/api/v2/write", "p v=1 12x\np\n\np v=\np v=1,v=2\np,unit=a ts=1\n").await;
         assert_eq!(status, 400, "{answer}");
         let v: Value = serde_json::from_str(&answer).unwrap();
         let lines: Vec<u64> = v["errors"].as_array().unwrap().iter().map(|e| e["line"].as_u64().unwrap()).collect();
@@ -317,7 +335,10 @@ fn dedup_keys_make_retries_idempotent() {
         let batch = "stats,host=a v=1 1700000000\nstats,host=b v=2 1700000000\nstats,host=a v=9 1700000000\n";
         assert_eq!(post(srv.http, "/api/v2/write?precision=s", batch).await.0, 204);
         // The third line repeats the first's key: the first is kept.
-        assert_eq!(rows(&db, "SELECT host, v FROM stats ORDER BY host").await, vec![vec!["a", "1.0"], vec!["b", "2.0"]]);
+        assert_eq!(
+            rows(&db, "SELECT host, v FROM stats ORDER BY host").await,
+            vec![vec!["a", "1.0"], vec!["b", "2.0"]]
+        );
         // The same batch again, after a flush (the keys are then read from a segment), and a new row.
         db.flush().unwrap();
         let again = format!("{batch}stats,host=c v=3 1700000000\nstats,host=a v=4 1700000001\n");
@@ -330,7 +351,9 @@ fn dedup_keys_make_retries_idempotent() {
         let sends: Vec<_> = (0..4)
             .map(|_| {
                 let http = srv.http;
-                tokio::spawn(async move { post(http, "/api/v2/write?precision=s", "stats,host=d v=5 1700000005\n").await })
+                tokio::spawn(
+                    async move { post(http, "/api/v2/write?precision=s", "stats,host=d v=5 1700000005\n").await },
+                )
             })
             .collect();
         for s in sends {
@@ -338,7 +361,10 @@ fn dedup_keys_make_retries_idempotent() {
         }
         assert_eq!(one(&rows(&db, "SELECT count(*) FROM stats WHERE host = 'd'").await), "1");
         // Tables without dedup keys keep every row.
-        assert_eq!(post(srv.http, "/api/v2/write?precision=s", "plain v=1 1700000000\nplain v=1 1700000000\n").await.0, 204);
+        assert_eq!(
+            post(srv.http, "/api/v2/write?precision=s", "plain v=1 1700000000\nplain v=1 1700000000\n").await.0,
+            204
+        );
         assert_eq!(one(&rows(&db, "SELECT count(*) FROM plain").await), "2");
         srv.stop().await;
     });
@@ -391,7 +417,11 @@ fn line_protocol_roles_and_passwords() {
     });
 }
 
-async fn pg(addr: std::net::SocketAddr, user: &str, password: Option<&str>) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+async fn pg(
+    addr: std::net::SocketAddr,
+    user: &str,
+    password: Option<&str>,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     let mut cfg = tokio_postgres::Config::new();
     cfg.host(addr.ip().to_string()).port(addr.port()).user(user).dbname("trafficdb");
     if let Some(p) = password {
@@ -428,7 +458,8 @@ fn health_metrics_status_and_the_system_view() {
         let v: Value = serde_json::from_str(&body).unwrap();
         assert_eq!((v["live"].as_bool(), v["ready"].as_bool()), (Some(true), Some(true)), "{body}");
         // Some traffic: line-protocol rows and statements over the PostgreSQL port.
-        let (status, _) = post(srv.http, "/api/v2/write?precision=s", "m v=1 1700000000\nm v=2 1700000001\nm v=x 1700000002\n").await;
+        let (status, _) =
+            post(srv.http, "/api/v2/write?precision=s", "m v=1 1700000000\nm v=2 1700000001\nm v=x 1700000002\n").await;
         assert_eq!(status, 400);
         let client = pg(srv.pg, "admin", None).await.unwrap();
         client.simple_query("INSERT INTO m VALUES ('2023-11-14 22:13:30', 3)").await.unwrap();
@@ -474,7 +505,10 @@ fn health_metrics_status_and_the_system_view() {
         let (_, _, body) = request(srv.http, "GET", "/api/v1/status", &[], b"").await;
         let v: Value = serde_json::from_str(&body).unwrap();
         let m = v["tables"].as_array().unwrap().iter().find(|t| t["name"] == "m").unwrap().clone();
-        assert_eq!((m["rows"].as_u64(), m["unflushed_rows"].as_u64(), m["segments"].as_u64()), (Some(3), Some(0), Some(1)));
+        assert_eq!(
+            (m["rows"].as_u64(), m["unflushed_rows"].as_u64(), m["segments"].as_u64()),
+            (Some(3), Some(0), Some(1))
+        );
         assert!(m["disk_bytes"].as_u64().unwrap() > 0);
         assert!(v["disk_bytes"].as_u64().unwrap() >= m["disk_bytes"].as_u64().unwrap());
         drop(client);
@@ -526,7 +560,10 @@ fn the_audit_log_records_who_did_what() {
         assert!(find("write", "admin").unwrap()["statement"].as_str().unwrap().starts_with("INSERT INTO a"));
         assert_eq!(find("auth_failed", "admin").unwrap()["via"], "postgres");
         let lp = find("write", "telegraf").unwrap();
-        assert_eq!((lp["role"].as_str(), lp["rows"].as_u64(), lp["via"].as_str()), (Some("writer"), Some(1), Some("line protocol")));
+        assert_eq!(
+            (lp["role"].as_str(), lp["rows"].as_u64(), lp["via"].as_str()),
+            (Some("writer"), Some(1), Some("line protocol"))
+        );
         // Reads are not audited, and no password appears.
         assert!(!text.contains("SELECT * FROM a"), "{text}");
         assert!(!text.contains("admin pw") && !text.contains("telegraf pw") && !text.contains("wrong"), "{text}");
