@@ -10,6 +10,7 @@ pub mod detect;
 pub mod gapfill;
 pub mod logistic;
 pub mod model;
+pub mod sketch;
 pub mod time;
 
 use std::sync::Arc;
@@ -93,8 +94,11 @@ pub fn install(state: &mut SessionState, models: &Arc<model::Registry>) -> dataf
     for f in time::scalar_functions().into_iter().chain(gapfill::placeholders()) {
         state.register_udf(f)?;
     }
-    for f in aggregate::aggregate_functions() {
+    for f in aggregate::aggregate_functions().into_iter().chain(sketch::aggregate_functions()) {
         state.register_udaf(f)?;
+    }
+    for f in sketch::scalar_functions() {
+        state.register_udf(f)?;
     }
     for f in anomaly::window_functions() {
         state.register_udwf(f)?;
