@@ -182,7 +182,7 @@ impl AggregateUDFImpl for SketchAgg {
     fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
         match (self.merge, arg_types) {
             (false, [t]) if t.is_numeric() || t.is_null() => Ok(vec![DataType::Float64]),
-            (true, [t]) if matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null) => {
+            (true, [DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null]) => {
                 Ok(vec![DataType::Utf8])
             }
             (false, _) => plan_err!("latency_sketch(value) takes one number"),
