@@ -33,6 +33,13 @@ pub struct TableEntry {
     pub def: TableDef,
     /// Segments per partition key (`floor(ts / partition width)`; 0 for plain tables).
     pub partitions: BTreeMap<i64, Vec<SegmentEntry>>,
+    /// Change tracking for derived data (continuous rollups): per watcher, the earliest time changed
+    /// in the rows flushed or deleted since the watcher last settled (see `Engine::take_changes`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub watchers: BTreeMap<String, Option<i64>>,
+    /// Increases whenever a flush or delete records changes for watchers.
+    #[serde(default)]
+    pub watch_epoch: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

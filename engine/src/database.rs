@@ -67,6 +67,8 @@ pub struct Database {
     ctx: SessionContext,
     schema: Arc<EngineSchema>,
     models: Arc<Registry>,
+    /// One rollup refresh at a time; when each rollup was last refreshed.
+    rollups: tokio::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
 /// Models live in the catalog as one object: durable with the rest of the catalog, and in every backup.
@@ -138,7 +140,7 @@ impl Database {
         catalog.register_schema(SCHEMA_NAME, schema.clone() as Arc<dyn SchemaProvider>)?;
         ctx.register_catalog(CATALOG_NAME, catalog);
         schema.add_system_table("models", Arc::new(ModelsTable::new(models.clone())));
-        let db = Database { engine, ctx, schema, models };
+        let db = Database { engine, ctx, schema, models, rollups: Default::default() };
         db.load_views().await;
         Ok(db)
     }
@@ -223,6 +225,26 @@ impl Database {
                 self.create_table(ct).await?;
                 Ok(Some(Output::Done("CREATE TABLE".into())))
             }
+            Statement::CreateView(cv) if cv.materialized => {
+                self.create_rollup(cv).await?;
+                Ok(Some(Output::Done("CREATE MATERIALIZED VIEW".into())))
+            }
+            Statement::Drop { object_type: ObjectType::MaterializedView, if_exists, names, .. } => {
+                for name in names {
+                    self.drop_rollup(&object_name(name)?, *if_exists).await?;
+                }
+                Ok(Some(Output::Done("DROP MATERIALIZED VIEW".into())))
+            }
+            Statement::Call(f) if f.name.to_string().eq_ignore_ascii_case("refresh_continuous_aggregate") => {
+                let name = call_text_argument(f).ok_or_else(|| {
+                    Error::invalid(
+                        SqlState::InvalidParameter,
+                        "refresh_continuous_aggregate takes the name of a materialized view: CALL refresh_continuous_aggregate('name')",
+                    )
+                })?;
+                self.refresh_rollup(&name, crate::engine::now_us()).await?;
+                Ok(Some(Output::Done("CALL".into())))
+            }
             Statement::Drop { object_type: ObjectType::View, names, .. } => {
                 for name in names {
                     self.schema.refuse_system(&object_name(name)?)?;
@@ -232,6 +254,12 @@ impl Database {
             Statement::Drop { object_type: ObjectType::Table, if_exists, names, .. } => {
                 for name in names {
                     let name = object_name(name)?;
+                    if crate::rollup::load(&self.engine).iter().any(|r| r.name == name) {
+                        return Err(Error::invalid(
+                            SqlState::WrongObjectType,
+                            format!("\"{name}\" is a materialized view; use DROP MATERIALIZED VIEW"),
+                        ));
+                    }
                     if self.engine.table(&name).is_none() {
                         if self.schema.table_exist(&name) {
                             return Err(Error::invalid(
@@ -400,6 +428,158 @@ impl Database {
         Ok(())
     }
 
+    /// `CREATE MATERIALIZED VIEW`: a continuous rollup (see [`crate::rollup`]), computed at once.
+    async fn create_rollup(&self, cv: &ast::CreateView) -> Result<()> {
+        let name = object_name(&cv.name)?;
+        if cv.or_replace || cv.or_alter {
+            return Err(Error::invalid(SqlState::NotSupported, "CREATE OR REPLACE MATERIALIZED VIEW is not supported; drop it first"));
+        }
+        if self.engine.table(&name).is_some() || self.schema.table_exist(&name) {
+            if cv.if_not_exists {
+                return Ok(());
+            }
+            return Err(Error::invalid(SqlState::DuplicateTable, format!("relation \"{name}\" already exists")));
+        }
+        let (source, source_time, bucket_us, bucket_column) = crate::rollup::analyse(cv)?;
+        let src = self.engine.table(&source).ok_or_else(|| crate::engine::undefined_table(&source))?;
+        if src.def.time_column().map(|i| src.def.columns[i].name.as_str()) != Some(source_time.as_str()) {
+            return Err(Error::invalid(
+                SqlState::InvalidParameter,
+                format!("time_bucket must be of \"{source}\"'s time column, not \"{source_time}\""),
+            ));
+        }
+        let options = match &cv.options {
+            CreateTableOptions::None => Vec::new(),
+            CreateTableOptions::With(o) | CreateTableOptions::Options(o) => options_kv(o)?,
+            _ => return Err(Error::invalid(SqlState::Syntax, "options go in WITH (key = 'value', ...)")),
+        };
+        let (refresh_us, lag_us, retention_us) = crate::rollup::options(&options)?;
+        let query = cv.query.to_string();
+        let df = self.ctx.sql(&query).await?;
+        let schema = df.schema().as_arrow().clone();
+        let mut columns = Vec::new();
+        for f in schema.fields() {
+            let ty = ColumnType::from_arrow(f.data_type()).ok_or_else(|| {
+                Error::invalid(
+                    SqlState::NotSupported,
+                    format!("column \"{}\" has type {} which cannot be stored", f.name(), f.data_type()),
+                )
+            })?;
+            columns.push(ColumnDef { name: f.name().clone(), ty, nullable: true });
+        }
+        if columns.first().is_none_or(|c| c.name != bucket_column || !c.ty.is_timestamp()) {
+            return Err(Error::invalid(SqlState::InvalidParameter, "the first column of a rollup is its time bucket"));
+        }
+        columns[0].nullable = false;
+        let def = TableDef {
+            name: name.clone(),
+            columns,
+            time: Some(TimeOptions {
+                time_column: 0,
+                partition_width_us: DEFAULT_PARTITION_US.max(bucket_us),
+                retention_us,
+            }),
+            dedup_keys: Vec::new(),
+        };
+        self.engine.create_table(def, false)?;
+        self.engine.watch(&src, &name)?;
+        let mut all = crate::rollup::load(&self.engine);
+        all.push(crate::rollup::Rollup {
+            name: name.clone(),
+            source,
+            source_time,
+            bucket_column,
+            bucket_us,
+            refresh_us,
+            lag_us,
+            query,
+            watermark_us: None,
+        });
+        crate::rollup::save(&self.engine, &all)?;
+        self.refresh_rollup(&name, crate::engine::now_us()).await
+    }
+
+    async fn drop_rollup(&self, name: &str, if_exists: bool) -> Result<()> {
+        let _one = self.rollups.lock().await;
+        let mut all = crate::rollup::load(&self.engine);
+        let Some(i) = all.iter().position(|r| r.name == name) else {
+            return if if_exists { Ok(()) } else { Err(crate::rollup::undefined(name)) };
+        };
+        let r = all.remove(i);
+        crate::rollup::save(&self.engine, &all)?;
+        if let Some(src) = self.engine.table(&r.source) {
+            self.engine.unwatch(&src, name)?;
+        }
+        self.engine.drop_table(name)?;
+        Ok(())
+    }
+
+    /// Brings a continuous rollup up to date: recomputes the buckets from the earlier of its watermark
+    /// and the earliest change to its source, up to the last bucket complete at `now_us` (minus the lag).
+    pub async fn refresh_rollup(&self, name: &str, now_us: i64) -> Result<()> {
+        let mut last = self.rollups.lock().await;
+        let mut all = crate::rollup::load(&self.engine);
+        let r = all.iter_mut().find(|r| r.name == name).ok_or_else(|| crate::rollup::undefined(name))?;
+        let src = self.engine.table(&r.source).ok_or_else(|| crate::engine::undefined_table(&r.source))?;
+        let dest = self.engine.table(&r.name).ok_or_else(|| crate::engine::undefined_table(&r.name))?;
+        let to = crate::rollup::floor(now_us - r.lag_us, r.bucket_us);
+        let (changed, epoch) = self.engine.take_changes(&src, name);
+        let status = |t: &str| self.engine.table_status().into_iter().find(|s| s.name == t);
+        let from = match (r.watermark_us, changed) {
+            (None, _) => status(&r.source).and_then(|s| s.min_ts),
+            (Some(w), Some(c)) => Some(w.min(c)),
+            (Some(w), None) => Some(w),
+        }
+        .map(|t| crate::rollup::floor(t, r.bucket_us));
+        last.insert(name.to_string(), std::time::Instant::now());
+        let Some(from) = from.filter(|f| *f < to) else {
+            self.engine.restore_changes(&src, name, changed);
+            return Ok(());
+        };
+        let work = async {
+            // The view's rows of the range go (when it has any), then the range is computed again.
+            if status(&r.name).and_then(|s| s.max_ts).is_some_and(|m| m >= from) {
+                let b = quote_ident(&r.bucket_column);
+                let delete = format!(
+                    "DELETE FROM {} WHERE {b} >= to_timestamp_micros({from}) AND {b} < to_timestamp_micros({to})",
+                    quote_ident(&r.name)
+                );
+                self.ctx.sql(&delete).await?.collect().await?;
+            }
+            let plan = self.ctx.state().create_logical_plan(&r.query).await?;
+            let plan = crate::rollup::restrict(plan, &r.source, &r.source_time, from, to)?;
+            let batches = self.ctx.execute_logical_plan(plan).await?.collect().await?;
+            self.append_blocking(dest.clone(), batches).await
+        };
+        if let Err(e) = work.await {
+            self.engine.restore_changes(&src, name, changed);
+            return Err(e);
+        }
+        r.watermark_us = Some(r.watermark_us.map_or(to, |w| w.max(to)));
+        crate::rollup::save(&self.engine, &all)?;
+        self.engine.settle_changes(&src, name, epoch)
+    }
+
+    /// Refreshes the rollups whose refresh interval has passed; the server calls it every second.
+    pub async fn refresh_due_rollups(&self) -> Result<usize> {
+        let now = crate::engine::now_us();
+        let due: Vec<String> = {
+            let last = self.rollups.lock().await;
+            crate::rollup::load(&self.engine)
+                .into_iter()
+                .filter(|r| {
+                    last.get(&r.name)
+                        .is_none_or(|t| t.elapsed() >= std::time::Duration::from_micros(r.refresh_us as u64))
+                })
+                .map(|r| r.name)
+                .collect()
+        };
+        for name in &due {
+            self.refresh_rollup(name, now).await?;
+        }
+        Ok(due.len())
+    }
+
     async fn append_blocking(&self, table: Arc<Table>, batches: Vec<RecordBatch>) -> Result<u64> {
         let engine = self.engine.clone();
         tokio::task::spawn_blocking(move || engine.append(&table, &batches))
@@ -484,6 +664,23 @@ fn object_name(name: &ast::ObjectName) -> Result<String> {
             SqlState::InvalidParameter,
             format!("tables live in schema {SCHEMA_NAME}; cannot use \"{name}\""),
         )),
+    }
+}
+
+/// `"name"` with embedded quotes doubled.
+fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// The first argument of a `CALL`, when it is a string literal.
+fn call_text_argument(f: &ast::Function) -> Option<String> {
+    let ast::FunctionArguments::List(list) = &f.args else { return None };
+    match list.args.first()? {
+        ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(ast::Expr::Value(v))) => match &v.value {
+            ast::Value::SingleQuotedString(s) => Some(s.clone()),
+            _ => None,
+        },
+        _ => None,
     }
 }
 

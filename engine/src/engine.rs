@@ -104,6 +104,9 @@ pub struct Table {
     retention_us: Mutex<Option<i64>>,
     data: RwLock<TableData>,
     dropped: AtomicBool,
+    /// Per watcher, the earliest time changed since it last took its changes (in memory; flushes and
+    /// deletes record it in the catalog too).
+    changes: Mutex<BTreeMap<String, Option<i64>>>,
 }
 
 /// One partition as a reader sees it.
@@ -142,7 +145,21 @@ impl Table {
             retention_us: Mutex::new(entry.def.time.as_ref().and_then(|t| t.retention_us)),
             data: RwLock::new(TableData::default()),
             dropped: AtomicBool::new(false),
+            changes: Mutex::new(entry.watchers.clone()),
         }
+    }
+
+    /// Records that rows at or after `ts_us` changed, for every watcher.
+    fn mark_changed(&self, ts_us: i64) {
+        for v in self.changes.lock().values_mut() {
+            *v = Some(v.map_or(ts_us, |cur| cur.min(ts_us)));
+        }
+    }
+
+    /// The earliest time in `batches` (time-series tables).
+    fn min_time(&self, batches: &[RecordBatch]) -> Option<i64> {
+        let tc = self.def.time_column()?;
+        batches.iter().filter(|b| b.num_rows() > 0).filter_map(|b| time_values(b, tc).into_iter().min()).min()
     }
 
     pub fn name(&self) -> &str {
@@ -261,6 +278,22 @@ pub struct TableStatus {
     pub max_ts: Option<i64>,
 }
 
+/// Merges the in-memory changes into a catalog entry's; true if that changed anything.
+fn record_changes(e: &mut TableEntry, mem: &BTreeMap<String, Option<i64>>) -> bool {
+    let mut changed = false;
+    for (w, v) in mem {
+        let Some(v) = v else { continue };
+        if let Some(slot) = e.watchers.get_mut(w) {
+            let next = Some(slot.map_or(*v, |cur| cur.min(*v)));
+            if *slot != next {
+                *slot = next;
+                changed = true;
+            }
+        }
+    }
+    changed
+}
+
 fn min_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
     match (a, b) {
         (Some(x), Some(y)) => Some(x.min(y)),
@@ -363,6 +396,9 @@ impl Engine {
                 let mut d = t.data.write();
                 for b in batches {
                     let b = coerce_batch(&t.def, &t.schema, &b)?;
+                    if let Some(m) = t.min_time(std::slice::from_ref(&b)) {
+                        t.mark_changed(m);
+                    }
                     for (k, piece) in t.split(b)? {
                         mem_bytes += piece.get_array_memory_size();
                         d.partitions.entry(k).or_default().mem.push(piece);
@@ -455,7 +491,13 @@ impl Engine {
             ));
         }
         let entry = catalog.commit(|c| {
-            let entry = TableEntry { id: c.next_table_id, def: def.clone(), partitions: BTreeMap::new() };
+            let entry = TableEntry {
+                id: c.next_table_id,
+                def: def.clone(),
+                partitions: BTreeMap::new(),
+                watchers: BTreeMap::new(),
+                watch_epoch: 0,
+            };
             c.next_table_id += 1;
             c.tables.push(entry.clone());
             Ok(entry)
@@ -575,12 +617,21 @@ impl Engine {
         let txn = self.next_txn.fetch_add(1, Ordering::Relaxed);
         let payload = encode_txn(txn, table.id, &pieces.iter().map(|(_, b)| b.clone()).collect::<Vec<_>>())?;
         let bytes: usize = pieces.iter().map(|(_, b)| b.get_array_memory_size()).sum();
+        let changed_from = if table.changes.lock().is_empty() {
+            None
+        } else {
+            table.min_time(&pieces.iter().map(|(_, b)| b.clone()).collect::<Vec<_>>())
+        };
         let total = {
             let _g = self.gate.read();
             if table.dropped.load(Ordering::Acquire) {
                 return Err(undefined_table(table.name()));
             }
             self.wal.append(payload)?;
+            // Marked under the gate: a flush that freezes these rows records the change with them.
+            if let Some(m) = changed_from {
+                table.mark_changed(m);
+            }
             let mut d = table.data.write();
             for (k, b) in pieces {
                 d.partitions.entry(k).or_default().mem.push(b);
@@ -674,6 +725,14 @@ impl Engine {
                     e.partitions.entry(*key).or_default().push(h.entry.clone());
                 }
             }
+            // The changes watchers have not taken yet become durable with the rows.
+            for t in &tables {
+                if let Some(e) = c.table_mut(t.id)
+                    && record_changes(e, &t.changes.lock())
+                {
+                    e.watch_epoch += 1;
+                }
+            }
             c.next_segment_id = c.next_segment_id.max(next_id);
             c.wal_replay_from = seq;
             Ok(())
@@ -719,6 +778,63 @@ impl Engine {
             Some(p) => Err(format!("the write-ahead log failed and refuses writes: {p}")),
             None => Ok(()),
         }
+    }
+
+    /// Starts tracking changes to `table` for `watcher` (a continuous rollup): from now on, appends,
+    /// replays and deletes record the earliest time they touch, until [`Engine::take_changes`].
+    pub fn watch(&self, table: &Arc<Table>, watcher: &str) -> Result<()> {
+        self.check_open()?;
+        table.changes.lock().entry(watcher.to_string()).or_insert(None);
+        self.catalog.lock().commit(|c| {
+            if let Some(e) = c.table_mut(table.id) {
+                e.watchers.entry(watcher.to_string()).or_insert(None);
+            }
+            Ok(())
+        })
+    }
+
+    /// Stops tracking changes for `watcher`.
+    pub fn unwatch(&self, table: &Arc<Table>, watcher: &str) -> Result<()> {
+        table.changes.lock().remove(watcher);
+        self.catalog.lock().commit(|c| {
+            if let Some(e) = c.table_mut(table.id) {
+                e.watchers.remove(watcher);
+            }
+            Ok(())
+        })
+    }
+
+    /// The earliest time changed for `watcher` since it last settled (in memory and as recorded by
+    /// flushes), and a token for [`Engine::settle_changes`]. The in-memory record starts afresh; give
+    /// the value back with [`Engine::restore_changes`] if the work that used it fails.
+    pub fn take_changes(&self, table: &Arc<Table>, watcher: &str) -> (Option<i64>, u64) {
+        let mem = table.changes.lock().get_mut(watcher).and_then(Option::take);
+        let catalog = self.catalog.lock();
+        let entry = catalog.data().tables.iter().find(|t| t.id == table.id);
+        let stored = entry.and_then(|e| e.watchers.get(watcher).copied().flatten());
+        let epoch = entry.map_or(0, |e| e.watch_epoch);
+        (min_opt(mem, stored), epoch)
+    }
+
+    /// Puts back changes taken by [`Engine::take_changes`] whose work failed.
+    pub fn restore_changes(&self, table: &Arc<Table>, watcher: &str, from: Option<i64>) {
+        if let (Some(v), Some(slot)) = (from, table.changes.lock().get_mut(watcher)) {
+            *slot = Some(slot.map_or(v, |cur| cur.min(v)));
+        }
+    }
+
+    /// After the work for taken changes is durable: forgets the recorded changes, unless a flush or
+    /// delete recorded more since they were taken (`epoch` differs), which the next take returns.
+    pub fn settle_changes(&self, table: &Arc<Table>, watcher: &str, epoch: u64) -> Result<()> {
+        self.catalog.lock().commit(|c| {
+            if let Some(e) = c.table_mut(table.id)
+                && e.watch_epoch == epoch
+                && let Some(slot) = e.watchers.get_mut(watcher)
+            {
+                *slot = None;
+            }
+            Ok(())
+        })
     }
 
     /// What each table holds now.
@@ -963,6 +1079,9 @@ impl Engine {
                     continue;
                 }
                 deleted += gone as u64;
+                if let Some(m) = seg.entry.min_ts {
+                    table.mark_changed(m);
+                }
                 let new = if kept == 0 {
                     Vec::new()
                 } else {
@@ -985,6 +1104,9 @@ impl Engine {
         let is_old = |swap: &Swap, id: u64| swap.old.iter().any(|o| o.entry.id == id);
         self.catalog.lock().commit(|c| {
             if let Some(e) = c.table_mut(t.id) {
+                if record_changes(e, &t.changes.lock()) {
+                    e.watch_epoch += 1;
+                }
                 for swap in &swaps {
                     let p = e.partitions.entry(swap.key).or_default();
                     p.retain(|s| !is_old(swap, s.id));
@@ -1177,6 +1299,6 @@ pub fn undefined_table(name: &str) -> Error {
     Error::invalid(SqlState::UndefinedTable, format!("relation \"{name}\" does not exist"))
 }
 
-fn now_us() -> i64 {
+pub(crate) fn now_us() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
 }

@@ -22,6 +22,7 @@ pub mod error;
 pub mod io;
 pub mod metrics;
 pub mod query;
+pub mod rollup;
 pub mod segment;
 pub mod types;
 pub mod wal;

@@ -145,6 +145,19 @@ impl Server {
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let mut tasks = tokio::task::JoinSet::new();
         tokio::pin!(shutdown);
+        // Continuous rollups, refreshed in the background (each at its own interval).
+        let rollups = {
+            let db = self.db.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = db.refresh_due_rollups().await {
+                        tracing::warn!("refreshing a materialized view failed: {e}");
+                    }
+                }
+            })
+        };
         self.shared.metrics.ready.store(true, Ordering::Release);
         let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
         let http = self.http.map(|listener| {
@@ -202,6 +215,9 @@ impl Server {
         }
         self.shared.metrics.ready.store(false, Ordering::Release);
         tracing::info!("shutting down: closing connections and flushing");
+        // A refresh cut short is repeated at the next start (its watermark moves only when it is done).
+        rollups.abort();
+        let _ = rollups.await;
         let _ = stop_http.send(true);
         if let Some(http) = http {
             let _ = http.await;
@@ -327,7 +343,10 @@ fn is_engine_statement(s: &Statement) -> bool {
     matches!(
         s,
         Statement::CreateTable(ct) if !ct.external
-    ) || matches!(s, Statement::Drop { object_type: ObjectType::Table | ObjectType::View, .. })
+    ) || matches!(
+        s,
+        Statement::Drop { object_type: ObjectType::Table | ObjectType::View | ObjectType::MaterializedView, .. }
+    ) || matches!(s, Statement::Call(_))
         || matches!(s, Statement::AlterTable(_) | Statement::CreateView(_) | Statement::Discard { .. })
         || matches!(s, Statement::Savepoint { .. } | Statement::ReleaseSavepoint { .. })
         || matches!(s, Statement::Rollback { savepoint: Some(_), .. })
