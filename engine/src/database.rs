@@ -432,7 +432,10 @@ impl Database {
     async fn create_rollup(&self, cv: &ast::CreateView) -> Result<()> {
         let name = object_name(&cv.name)?;
         if cv.or_replace || cv.or_alter {
-            return Err(Error::invalid(SqlState::NotSupported, "CREATE OR REPLACE MATERIALIZED VIEW is not supported; drop it first"));
+            return Err(Error::invalid(
+                SqlState::NotSupported,
+                "CREATE OR REPLACE MATERIALIZED VIEW is not supported; drop it first",
+            ));
         }
         if self.engine.table(&name).is_some() || self.schema.table_exist(&name) {
             if cv.if_not_exists {

@@ -62,7 +62,8 @@ pub fn analyse(cv: &CreateView) -> Result<(String, String, i64, String)> {
         return Err(unsupported(format!("{SHAPE} (no joins)")));
     }
     let TableFactor::Table { name, args: None, .. } = &from.relation else { return Err(unsupported(SHAPE)) };
-    let source = name.0.last().map(|p| p.to_string().trim_matches('"').to_string()).ok_or_else(|| unsupported(SHAPE))?;
+    let source =
+        name.0.last().map(|p| p.to_string().trim_matches('"').to_string()).ok_or_else(|| unsupported(SHAPE))?;
     match &select.group_by {
         GroupByExpr::Expressions(e, _) if !e.is_empty() => {}
         _ => return Err(unsupported(format!("{SHAPE} (GROUP BY the bucket and the keys)"))),
@@ -150,9 +151,10 @@ pub fn restrict(plan: LogicalPlan, source: &str, time: &str, from: i64, to: i64)
             _ => None,
         };
         let column = Expr::Column(Column::new(Some(scan.table_name.clone()), time));
-        let range = column.clone().gt_eq(lit(ScalarValue::TimestampMicrosecond(Some(from), tz.clone()))).and(
-            column.lt(lit(ScalarValue::TimestampMicrosecond(Some(to), tz))),
-        );
+        let range = column
+            .clone()
+            .gt_eq(lit(ScalarValue::TimestampMicrosecond(Some(from), tz.clone())))
+            .and(column.lt(lit(ScalarValue::TimestampMicrosecond(Some(to), tz))));
         let filtered = LogicalPlanBuilder::from(node).filter(range)?.build()?;
         Ok(Transformed::yes(filtered))
     })?;

@@ -31,6 +31,7 @@ pub const FILES: &[SchemaFile] = &[
     SchemaFile { name: "007_retry_training.sql", sql: include_str!("../sql/007_retry_training.sql") },
     SchemaFile { name: "008_kpi_anomalies.sql", sql: include_str!("../sql/008_kpi_anomalies.sql") },
     SchemaFile { name: "009_retry_model.sql", sql: include_str!("../sql/009_retry_model.sql") },
+    SchemaFile { name: "010_rollups.sql", sql: include_str!("../sql/010_rollups.sql") },
 ];
 
 /// The catalog object listing the schema files a directory has had.
