@@ -27,7 +27,16 @@ fn new_directories_get_the_schema_once() {
         let db = trafficdb_schema::open(tmp.path(), false).await.expect("open");
         assert_eq!(
             tables(&db).await,
-            ["backends", "incidents", "lb_requests", "lb_targets", "retry_cost_parameters", "slo_objectives"]
+            [
+                "backends",
+                "incidents",
+                "lb_requests",
+                "lb_targets",
+                "retry_cost_parameters",
+                "rollup_requests_1h",
+                "rollup_requests_1m",
+                "slo_objectives"
+            ]
         );
         let req = columns(&db, "lb_requests");
         assert_eq!(req.len(), 22);
@@ -83,6 +92,8 @@ fn new_directories_get_the_schema_once() {
             "kpi_slo_burn",
             "retry_training",
             "kpi_anomalies",
+            "kpi_rollup_1m",
+            "kpi_rollup_1h",
         ];
         for v in views {
             db.sql(&format!("SELECT * FROM {v}")).await.unwrap_or_else(|e| panic!("{v}: {e}"));
@@ -99,7 +110,15 @@ fn new_directories_get_the_schema_once() {
         let db = trafficdb_schema::open(tmp.path(), false).await.expect("reopen");
         assert_eq!(
             tables(&db).await,
-            ["backends", "lb_requests", "lb_targets", "retry_cost_parameters", "slo_objectives"]
+            [
+                "backends",
+                "lb_requests",
+                "lb_targets",
+                "retry_cost_parameters",
+                "rollup_requests_1h",
+                "rollup_requests_1m",
+                "slo_objectives"
+            ]
         );
         db.close().expect("close");
     });
@@ -130,7 +149,16 @@ fn empty_directories_and_crashes_halfway() {
         let db = trafficdb_schema::open(tmp.path(), false).await.expect("reopen");
         assert_eq!(
             tables(&db).await,
-            ["backends", "incidents", "lb_requests", "lb_targets", "retry_cost_parameters", "slo_objectives"]
+            [
+                "backends",
+                "incidents",
+                "lb_requests",
+                "lb_targets",
+                "retry_cost_parameters",
+                "rollup_requests_1h",
+                "rollup_requests_1m",
+                "slo_objectives"
+            ]
         );
         assert_eq!(trafficdb_schema::upgrade(&db).await.expect("nothing left"), Vec::<&str>::new());
         // A file applied twice changes nothing: the cost parameters keep their one row.
