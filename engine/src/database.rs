@@ -69,6 +69,10 @@ pub struct Database {
     models: Arc<Registry>,
     /// One rollup refresh at a time; when each rollup was last refreshed.
     rollups: tokio::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// One alert evaluation at a time; when each rule was last evaluated.
+    alerts: tokio::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// Transitions of rules with a webhook, waiting for the server to deliver them.
+    alert_outbox: parking_lot::Mutex<Vec<crate::alert::Event>>,
 }
 
 /// Models live in the catalog as one object: durable with the rest of the catalog, and in every backup.
@@ -140,7 +144,15 @@ impl Database {
         catalog.register_schema(SCHEMA_NAME, schema.clone() as Arc<dyn SchemaProvider>)?;
         ctx.register_catalog(CATALOG_NAME, catalog);
         schema.add_system_table("models", Arc::new(ModelsTable::new(models.clone())));
-        let db = Database { engine, ctx, schema, models, rollups: Default::default() };
+        let db = Database {
+            engine,
+            ctx,
+            schema,
+            models,
+            rollups: Default::default(),
+            alerts: Default::default(),
+            alert_outbox: Default::default(),
+        };
         db.load_views().await;
         Ok(db)
     }
@@ -243,6 +255,11 @@ impl Database {
                     )
                 })?;
                 self.refresh_rollup(&name, crate::engine::now_us()).await?;
+                Ok(Some(Output::Done("CALL".into())))
+            }
+            Statement::Call(f) if f.name.to_string().eq_ignore_ascii_case("evaluate_alerts") => {
+                let name = call_text_argument(f);
+                self.evaluate_alerts(Some(name.as_deref().unwrap_or(""))).await?;
                 Ok(Some(Output::Done("CALL".into())))
             }
             Statement::Drop { object_type: ObjectType::View, names, .. } => {
@@ -581,6 +598,97 @@ impl Database {
             self.refresh_rollup(name, now).await?;
         }
         Ok(due.len())
+    }
+
+    /// Evaluates the enabled rules of `alert_rules` that are due (`None`), or now: every rule (`Some("")`)
+    /// or the one named. Appends the transitions to `alert_events` and returns them (the server POSTs
+    /// them to the rules' webhooks). A rule whose query fails is logged and skipped, or, when named,
+    /// reported. See [`crate::alert`].
+    pub async fn evaluate_alerts(&self, only: Option<&str>) -> Result<Vec<crate::alert::Event>> {
+        use crate::alert;
+        let mut last = self.alerts.lock().await;
+        if self.engine.table("alert_rules").is_none() {
+            return Ok(Vec::new());
+        }
+        let rows =
+            self.ctx.sql("SELECT name, query, every, webhook FROM alert_rules WHERE enabled").await?.collect().await?;
+        let mut rules = Vec::new();
+        for b in &rows {
+            let text = |i: usize| -> Vec<Option<String>> {
+                let a = datafusion::arrow::compute::cast(b.column(i), &datafusion::arrow::datatypes::DataType::Utf8)
+                    .expect("text columns cast to text");
+                let s = a.as_any().downcast_ref::<datafusion::arrow::array::StringArray>().expect("utf8");
+                s.iter().map(|v| v.map(str::to_string)).collect()
+            };
+            let (names, queries, every, hooks) = (text(0), text(1), text(2), text(3));
+            for r in 0..b.num_rows() {
+                let (Some(name), Some(query)) = (names[r].clone(), queries[r].clone()) else { continue };
+                let every_us = every[r].as_deref().map(parse_duration_us).transpose();
+                let every_us = match every_us {
+                    Ok(e) => e.unwrap_or(60_000_000),
+                    Err(e) => {
+                        tracing::warn!("alert rule \"{name}\": {e}");
+                        continue;
+                    }
+                };
+                rules.push(alert::Rule { name, query, every_us, webhook: hooks[r].clone().filter(|h| !h.is_empty()) });
+            }
+        }
+        let now_us = crate::engine::now_us();
+        let mut state = alert::load(&self.engine);
+        let mut events = Vec::new();
+        for rule in &rules {
+            let due = match only {
+                Some("") => true,
+                Some(name) => rule.name == name,
+                None => last
+                    .get(&rule.name)
+                    .is_none_or(|t| t.elapsed() >= std::time::Duration::from_micros(rule.every_us as u64)),
+            };
+            if !due {
+                continue;
+            }
+            last.insert(rule.name.clone(), std::time::Instant::now());
+            let batch = match trafficdb_udfs::run_read_query(&self.ctx.state(), "alert", &rule.query).await {
+                Ok(b) => b,
+                Err(e) if only.is_some_and(|n| n == rule.name) => return Err(e.into()),
+                Err(e) => {
+                    tracing::warn!("alert rule \"{}\" failed: {e}", rule.name);
+                    continue;
+                }
+            };
+            let now = alert::instances(&batch)?;
+            events.extend(alert::transitions(rule, state.entry(rule.name.clone()).or_default(), now, now_us));
+        }
+        if let Some(name) = only.filter(|n| !n.is_empty())
+            && !rules.iter().any(|r| r.name == name)
+        {
+            return Err(Error::invalid(
+                SqlState::UndefinedObject,
+                format!("alert rule \"{name}\" does not exist or is disabled"),
+            ));
+        }
+        // Rules removed or disabled resolve what they had firing.
+        let gone: Vec<String> = state.keys().filter(|k| !rules.iter().any(|r| &r.name == *k)).cloned().collect();
+        for name in gone {
+            let mut before = state.remove(&name).unwrap_or_default();
+            let rule = alert::Rule { name, query: String::new(), every_us: 0, webhook: None };
+            events.extend(alert::transitions(&rule, &mut before, Default::default(), now_us));
+        }
+        if !events.is_empty()
+            && let Some(table) = self.engine.table("alert_events")
+        {
+            // Events first, then the state: a crash in between repeats a transition, never loses one.
+            self.append_blocking(table, vec![alert::events_batch(&events)?]).await?;
+        }
+        alert::save(&self.engine, &state)?;
+        self.alert_outbox.lock().extend(events.iter().filter(|e| e.webhook.is_some()).cloned());
+        Ok(events)
+    }
+
+    /// The transitions of rules with a webhook since the last call (the server POSTs them).
+    pub fn take_alert_outbox(&self) -> Vec<crate::alert::Event> {
+        std::mem::take(&mut *self.alert_outbox.lock())
     }
 
     async fn append_blocking(&self, table: Arc<Table>, batches: Vec<RecordBatch>) -> Result<u64> {

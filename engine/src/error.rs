@@ -66,6 +66,8 @@ pub enum SqlState {
     NotSupported,
     /// 42809 wrong_object_type
     WrongObjectType,
+    /// 42704 undefined_object
+    UndefinedObject,
 }
 
 impl SqlState {
@@ -82,6 +84,7 @@ impl SqlState {
             SqlState::DatatypeMismatch => "42804",
             SqlState::NotSupported => "0A000",
             SqlState::WrongObjectType => "42809",
+            SqlState::UndefinedObject => "42704",
         }
     }
 }

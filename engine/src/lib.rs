@@ -14,6 +14,7 @@
 //! Durability: when an append (or INSERT, or COPY through the server) returns, its rows are fsynced
 //! in the write-ahead log. A crash loses nothing acknowledged and never leaves part of an append.
 
+pub mod alert;
 pub mod backup;
 pub mod catalog;
 pub mod database;

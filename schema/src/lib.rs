@@ -32,6 +32,7 @@ pub const FILES: &[SchemaFile] = &[
     SchemaFile { name: "008_kpi_anomalies.sql", sql: include_str!("../sql/008_kpi_anomalies.sql") },
     SchemaFile { name: "009_retry_model.sql", sql: include_str!("../sql/009_retry_model.sql") },
     SchemaFile { name: "010_rollups.sql", sql: include_str!("../sql/010_rollups.sql") },
+    SchemaFile { name: "011_alerts.sql", sql: include_str!("../sql/011_alerts.sql") },
 ];
 
 /// The catalog object listing the schema files a directory has had.

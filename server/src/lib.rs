@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod pg;
 pub mod rewrite;
 pub mod session;
+pub mod webhook;
 pub mod wire;
 
 pub use config::ServerConfig;

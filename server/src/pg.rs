@@ -145,7 +145,7 @@ impl Server {
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let mut tasks = tokio::task::JoinSet::new();
         tokio::pin!(shutdown);
-        // Continuous rollups, refreshed in the background (each at its own interval).
+        // Continuous rollups and alert rules, in the background (each at its own interval).
         let rollups = {
             let db = self.db.clone();
             tokio::spawn(async move {
@@ -155,6 +155,12 @@ impl Server {
                     if let Err(e) = db.refresh_due_rollups().await {
                         tracing::warn!("refreshing a materialized view failed: {e}");
                     }
+                    // Alert rules after the rollups they may read.
+                    if let Err(e) = db.evaluate_alerts(None).await {
+                        tracing::warn!("evaluating alert rules failed: {e}");
+                    }
+                    // Also what CALL evaluate_alerts() found.
+                    crate::webhook::send_all(db.take_alert_outbox());
                 }
             })
         };

@@ -2,6 +2,7 @@
 //! `.slt` files, crash and recovery against a model, corruption, concurrency, a real `kill -9`, and the
 //! wire server (clients, limits, malformed input).
 
+mod alerts;
 mod backup;
 mod common;
 mod concurrency;
