@@ -28,6 +28,8 @@ fn new_directories_get_the_schema_once() {
         assert_eq!(
             tables(&db).await,
             [
+                "alert_events",
+                "alert_rules",
                 "backends",
                 "incidents",
                 "lb_requests",
@@ -111,6 +113,8 @@ fn new_directories_get_the_schema_once() {
         assert_eq!(
             tables(&db).await,
             [
+                "alert_events",
+                "alert_rules",
                 "backends",
                 "lb_requests",
                 "lb_targets",
@@ -150,6 +154,8 @@ fn empty_directories_and_crashes_halfway() {
         assert_eq!(
             tables(&db).await,
             [
+                "alert_events",
+                "alert_rules",
                 "backends",
                 "incidents",
                 "lb_requests",
