@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, SchemaProvider};
 use datafusion::execution::SendableRecordBatchStream;
@@ -377,17 +377,7 @@ impl Database {
                 let df = self.ctx.sql(&q.to_string()).await?;
                 let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
                 let batches = df.collect().await?;
-                let mut cols = Vec::new();
-                for f in schema.fields() {
-                    let ty = ColumnType::from_arrow(f.data_type()).ok_or_else(|| {
-                        Error::invalid(
-                            SqlState::NotSupported,
-                            format!("column \"{}\" has type {} which cannot be stored", f.name(), f.data_type()),
-                        )
-                    })?;
-                    cols.push(ColumnDef { name: f.name().clone(), ty, nullable: true });
-                }
-                (cols, Some(batches))
+                (stored_columns(&schema)?, Some(batches))
             }
         };
         let mut def = TableDef { name: name.clone(), columns, time: None, dedup_keys: Vec::new() };
@@ -476,17 +466,7 @@ impl Database {
         let (refresh_us, lag_us, retention_us) = crate::rollup::options(&options)?;
         let query = cv.query.to_string();
         let df = self.ctx.sql(&query).await?;
-        let schema = df.schema().as_arrow().clone();
-        let mut columns = Vec::new();
-        for f in schema.fields() {
-            let ty = ColumnType::from_arrow(f.data_type()).ok_or_else(|| {
-                Error::invalid(
-                    SqlState::NotSupported,
-                    format!("column \"{}\" has type {} which cannot be stored", f.name(), f.data_type()),
-                )
-            })?;
-            columns.push(ColumnDef { name: f.name().clone(), ty, nullable: true });
-        }
+        let mut columns = stored_columns(df.schema().as_arrow())?;
         if columns.first().is_none_or(|c| c.name != bucket_column || !c.ty.is_timestamp()) {
             return Err(Error::invalid(SqlState::InvalidParameter, "the first column of a rollup is its time bucket"));
         }
@@ -614,13 +594,11 @@ impl Database {
             self.ctx.sql("SELECT name, query, every, webhook FROM alert_rules WHERE enabled").await?.collect().await?;
         let mut rules = Vec::new();
         for b in &rows {
-            let text = |i: usize| -> Vec<Option<String>> {
-                let a = datafusion::arrow::compute::cast(b.column(i), &datafusion::arrow::datatypes::DataType::Utf8)
-                    .expect("text columns cast to text");
-                let s = a.as_any().downcast_ref::<datafusion::arrow::array::StringArray>().expect("utf8");
-                s.iter().map(|v| v.map(str::to_string)).collect()
+            let text = |i: usize| -> Result<Vec<Option<String>>> {
+                let a = datafusion::arrow::compute::cast(b.column(i), &datafusion::arrow::datatypes::DataType::Utf8)?;
+                Ok(a.as_string::<i32>().iter().map(|v| v.map(str::to_string)).collect())
             };
-            let (names, queries, every, hooks) = (text(0), text(1), text(2), text(3));
+            let (names, queries, every, hooks) = (text(0)?, text(1)?, text(2)?, text(3)?);
             for r in 0..b.num_rows() {
                 let (Some(name), Some(query)) = (names[r].clone(), queries[r].clone()) else { continue };
                 let every_us = every[r].as_deref().map(parse_duration_us).transpose();
@@ -776,6 +754,23 @@ fn object_name(name: &ast::ObjectName) -> Result<String> {
             format!("tables live in schema {SCHEMA_NAME}; cannot use \"{name}\""),
         )),
     }
+}
+
+/// The nullable stored columns for a query's output (CREATE TABLE AS, materialized views).
+fn stored_columns(schema: &datafusion::arrow::datatypes::Schema) -> Result<Vec<ColumnDef>> {
+    schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let ty = ColumnType::from_arrow(f.data_type()).ok_or_else(|| {
+                Error::invalid(
+                    SqlState::NotSupported,
+                    format!("column \"{}\" has type {} which cannot be stored", f.name(), f.data_type()),
+                )
+            })?;
+            Ok(ColumnDef { name: f.name().clone(), ty, nullable: true })
+        })
+        .collect()
 }
 
 /// `"name"` with embedded quotes doubled.
