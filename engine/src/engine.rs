@@ -159,7 +159,7 @@ impl Table {
     /// The earliest time in `batches` (time-series tables).
     fn min_time(&self, batches: &[RecordBatch]) -> Option<i64> {
         let tc = self.def.time_column()?;
-        batches.iter().filter(|b| b.num_rows() > 0).filter_map(|b| time_values(b, tc).into_iter().min()).min()
+        batches.iter().filter_map(|b| time_bounds(b, tc).0).min()
     }
 
     pub fn name(&self) -> &str {
@@ -214,6 +214,19 @@ fn time_values(batch: &RecordBatch, col: usize) -> Vec<i64> {
     match a.as_primitive_opt::<TimestampMicrosecondType>() {
         Some(p) => p.values().to_vec(),
         None => a.as_primitive::<Int64Type>().values().to_vec(),
+    }
+}
+
+/// The earliest and latest time of a batch, without copying the column.
+fn time_bounds(batch: &RecordBatch, col: usize) -> (Option<i64>, Option<i64>) {
+    use datafusion::arrow::compute::{max, min};
+    let a = batch.column(col);
+    match a.as_primitive_opt::<TimestampMicrosecondType>() {
+        Some(p) => (min(p), max(p)),
+        None => {
+            let p = a.as_primitive::<Int64Type>();
+            (min(p), max(p))
+        }
     }
 }
 
@@ -868,9 +881,9 @@ impl Engine {
                         if let Some(tc) = t.def.time_column()
                             && b.num_rows() > 0
                         {
-                            let ts = time_values(b, tc);
-                            s.min_ts = min_opt(s.min_ts, ts.iter().min().copied());
-                            s.max_ts = max_opt(s.max_ts, ts.iter().max().copied());
+                            let (lo, hi) = time_bounds(b, tc);
+                            s.min_ts = min_opt(s.min_ts, lo);
+                            s.max_ts = max_opt(s.max_ts, hi);
                         }
                     }
                 }
