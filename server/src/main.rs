@@ -202,7 +202,8 @@ struct ServeArgs {
     /// Address to listen on for PostgreSQL clients [default: 127.0.0.1:5432].
     #[arg(long, env = "TRAFFICDB_LISTEN")]
     listen: Option<String>,
-    /// Address for HTTP: /health and POST /v1/predict/retry (docs/retry-model.md) [default: none].
+    /// Address for HTTP: health probes, /metrics, /api/v1/status, line-protocol writes (/api/v2/write,
+    /// /write) and POST /v1/predict/retry (docs/operations.md) [default: none].
     #[arg(long, env = "TRAFFICDB_HTTP", value_name = "ADDR")]
     http: Option<String>,
     /// How clients authenticate: trust, or password (SCRAM-SHA-256; MD5 for users stored as MD5) [default: trust].
@@ -357,7 +358,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     eprintln!("  psql -h {} -p {} -d trafficdb", addr.ip(), addr.port());
     if let Some(http) = server.http_addr() {
-        eprintln!("  HTTP on {http}: GET /health, POST /v1/predict/retry");
+        eprintln!(
+            "  HTTP on {http}: GET /health, /metrics, /api/v1/status; POST /api/v2/write (line protocol), /v1/predict/retry"
+        );
     }
     if args.demo {
         eprintln!(
