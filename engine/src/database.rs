@@ -31,7 +31,7 @@ use crate::query::EngineSchema;
 use crate::types::{ColumnDef, ColumnType, TableDef, TimeOptions, parse_duration_us};
 use trafficdb_udfs::model::ModelStore;
 use trafficdb_udfs::model::Registry;
-use trafficdb_udfs::model::sql::ModelsTable;
+use trafficdb_udfs::model::sql::models_table;
 
 /// The catalog and schema names SQL sees.
 pub const CATALOG_NAME: &str = "trafficdb";
@@ -143,7 +143,7 @@ impl Database {
         let catalog = Arc::new(MemoryCatalogProvider::new());
         catalog.register_schema(SCHEMA_NAME, schema.clone() as Arc<dyn SchemaProvider>)?;
         ctx.register_catalog(CATALOG_NAME, catalog);
-        schema.add_system_table("models", Arc::new(ModelsTable::new(models.clone())));
+        schema.add_system_table("models", Arc::new(models_table(models.clone())));
         let db = Database {
             engine,
             ctx,

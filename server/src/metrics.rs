@@ -7,17 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::time::Instant;
 
-use async_trait::async_trait;
 use datafusion::arrow::array::{Float64Array, RecordBatch, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::catalog::{Session, TableProvider};
-use datafusion::datasource::TableType;
-use datafusion::datasource::memory::MemorySourceConfig;
-use datafusion::error::Result;
-use datafusion::logical_expr::Expr;
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use trafficdb::Engine;
 use trafficdb::metrics::{Histogram, Sample};
+use trafficdb_udfs::computed::ComputedTable;
 
 use crate::pg::Stats;
 
@@ -169,33 +163,23 @@ fn number(v: f64) -> String {
 }
 
 /// `system_metrics`: the samples as rows (name, labels, value, kind, help).
-#[derive(Debug)]
-pub struct MetricsTable {
-    engine: Arc<Engine>,
-    metrics: Arc<ServerMetrics>,
-    schema: SchemaRef,
-}
-
-impl MetricsTable {
-    pub fn new(engine: Arc<Engine>, metrics: Arc<ServerMetrics>) -> MetricsTable {
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("name", DataType::Utf8, false),
-            Field::new("labels", DataType::Utf8, false),
-            Field::new("value", DataType::Float64, false),
-            Field::new("kind", DataType::Utf8, false),
-            Field::new("help", DataType::Utf8, false),
-        ]));
-        MetricsTable { engine, metrics, schema }
-    }
-
-    fn batch(&self) -> Result<RecordBatch> {
-        let samples = self.metrics.samples(&self.engine);
+pub fn metrics_table(engine: Arc<Engine>, metrics: Arc<ServerMetrics>) -> ComputedTable {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("name", DataType::Utf8, false),
+        Field::new("labels", DataType::Utf8, false),
+        Field::new("value", DataType::Float64, false),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("help", DataType::Utf8, false),
+    ]));
+    let rows_schema = schema.clone();
+    ComputedTable::new(schema, move || {
+        let samples = metrics.samples(&engine);
         let labels: Vec<String> = samples
             .iter()
             .map(|s| s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","))
             .collect();
         Ok(RecordBatch::try_new(
-            self.schema.clone(),
+            rows_schema.clone(),
             vec![
                 Arc::new(StringArray::from_iter_values(samples.iter().map(|s| s.name.as_str()))),
                 Arc::new(StringArray::from(labels)),
@@ -204,26 +188,7 @@ impl MetricsTable {
                 Arc::new(StringArray::from_iter_values(samples.iter().map(|s| s.help))),
             ],
         )?)
-    }
-}
-
-#[async_trait]
-impl TableProvider for MetricsTable {
-    fn schema(&self) -> SchemaRef {
-        self.schema.clone()
-    }
-    fn table_type(&self) -> TableType {
-        TableType::View
-    }
-    async fn scan(
-        &self,
-        _state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(MemorySourceConfig::try_new_exec(&[vec![self.batch()?]], self.schema.clone(), projection.cloned())?)
-    }
+    })
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ use crate::audit::Audit;
 use crate::auth::{Authenticator, Parameters};
 use crate::config::ServerConfig;
 use crate::dedup::Dedup;
-use crate::metrics::{MetricsTable, ServerMetrics};
+use crate::metrics::{ServerMetrics, metrics_table};
 use crate::session::{Cancels, Session};
 
 /// A bound server, ready to run.
@@ -108,7 +108,7 @@ impl Server {
         ];
         let stats = Arc::new(Stats::default());
         let metrics = Arc::new(ServerMetrics::new(stats.clone()));
-        db.add_system_table("system_metrics", Arc::new(MetricsTable::new(db.engine().clone(), metrics.clone())));
+        db.add_system_table("system_metrics", Arc::new(metrics_table(db.engine().clone(), metrics.clone())));
         let shared = Arc::new(Shared {
             config: Arc::new(config),
             base,

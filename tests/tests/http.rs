@@ -417,21 +417,6 @@ fn line_protocol_roles_and_passwords() {
     });
 }
 
-async fn pg(
-    addr: std::net::SocketAddr,
-    user: &str,
-    password: Option<&str>,
-) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let mut cfg = tokio_postgres::Config::new();
-    cfg.host(addr.ip().to_string()).port(addr.port()).user(user).dbname("trafficdb");
-    if let Some(p) = password {
-        cfg.password(p);
-    }
-    let (client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
-    tokio::spawn(conn);
-    Ok(client)
-}
-
 /// The value of the first Prometheus sample named `name` whose labels contain `labels`.
 fn sample(text: &str, name: &str, labels: &str) -> Option<f64> {
     text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
@@ -461,7 +446,7 @@ fn health_metrics_status_and_the_system_view() {
         let (status, _) =
             post(srv.http, "/api/v2/write?precision=s", "m v=1 1700000000\nm v=2 1700000001\nm v=x 1700000002\n").await;
         assert_eq!(status, 400);
-        let client = pg(srv.pg, "admin", None).await.unwrap();
+        let client = crate::server::connect(srv.pg, "admin", None).await.unwrap();
         client.simple_query("INSERT INTO m VALUES ('2023-11-14 22:13:30', 3)").await.unwrap();
         for _ in 0..5 {
             client.query("SELECT count(*) FROM m", &[]).await.unwrap();
@@ -534,11 +519,11 @@ fn the_audit_log_records_who_did_what() {
         };
         config.audit.path = Some(log.clone());
         let srv = start(db.clone(), config).await;
-        let admin = pg(srv.pg, "admin", Some("admin pw")).await.unwrap();
+        let admin = crate::server::connect(srv.pg, "admin", Some("admin pw")).await.unwrap();
         admin.simple_query("CREATE TABLE a (ts TIMESTAMP NOT NULL, v DOUBLE) WITH (time_column = 'ts')").await.unwrap();
         admin.simple_query("INSERT INTO a VALUES ('2024-01-01 00:00:00', 1)").await.unwrap();
         admin.simple_query("SELECT * FROM a").await.unwrap();
-        assert!(pg(srv.pg, "admin", Some("wrong")).await.is_err());
+        assert!(crate::server::connect(srv.pg, "admin", Some("wrong")).await.is_err());
         let (status, _, _) = request(
             srv.http,
             "POST",

@@ -67,7 +67,7 @@ async fn http_post(addr: std::net::SocketAddr, path: &str, credentials: Option<&
 }
 
 /// Connects as `user` (with `password` if given) and drives the connection in the background.
-async fn connect(
+pub(crate) async fn connect(
     addr: std::net::SocketAddr,
     user: &str,
     password: Option<&str>,

@@ -6,6 +6,7 @@
 
 pub mod aggregate;
 pub mod anomaly;
+pub mod computed;
 pub mod detect;
 pub mod gapfill;
 pub mod logistic;

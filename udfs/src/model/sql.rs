@@ -24,7 +24,6 @@ use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Sche
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{HashMap, Result, ScalarValue};
 use datafusion::datasource::TableType;
-use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::execution::session_state::SessionState;
 use datafusion::execution::{FunctionRegistry, SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{
@@ -1029,14 +1028,18 @@ fn explain(model: &ModelVersion, batch: &RecordBatch, schema: SchemaRef) -> Resu
 // The `models` table.
 
 /// Every version of every model: `SELECT * FROM models`.
-#[derive(Debug)]
-pub struct ModelsTable {
+pub fn models_table(registry: Arc<Registry>) -> crate::computed::ComputedTable {
+    let t = ModelsTable::new(registry);
+    crate::computed::ComputedTable::new(t.schema.clone(), move || t.batch())
+}
+
+struct ModelsTable {
     registry: Arc<Registry>,
     schema: SchemaRef,
 }
 
 impl ModelsTable {
-    pub fn new(registry: Arc<Registry>) -> ModelsTable {
+    fn new(registry: Arc<Registry>) -> ModelsTable {
         let schema = Arc::new(Schema::new(vec![
             Field::new("name", DataType::Utf8, false),
             Field::new("version", DataType::Int64, false),
@@ -1085,26 +1088,6 @@ mod erased {
         fn json(&self) -> String {
             serde_json::to_string(self).unwrap_or_default()
         }
-    }
-}
-
-#[async_trait]
-impl TableProvider for ModelsTable {
-    fn schema(&self) -> SchemaRef {
-        self.schema.clone()
-    }
-    /// Computed from the registry, like a view (and listed as one).
-    fn table_type(&self) -> TableType {
-        TableType::View
-    }
-    async fn scan(
-        &self,
-        _state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(MemorySourceConfig::try_new_exec(&[vec![self.batch()?]], self.schema.clone(), projection.cloned())?)
     }
 }
 
