@@ -99,9 +99,13 @@ impl std::fmt::Debug for Database {
 
 /// The result of one statement.
 pub enum Output {
-    /// Rows (a query, or a DML statement's count).
+    /// The rows of a query.
     Stream(SendableRecordBatchStream),
-    /// A statement without rows; the tag is what PostgreSQL would report (`CREATE TABLE`, ...).
+    /// The rows of a statement's `RETURNING`; PostgreSQL's tag is `command` and the number of rows
+    /// (`DELETE 3`, `INSERT 0 3`).
+    Returning { rows: SendableRecordBatchStream, command: &'static str },
+    /// A statement without rows; the tag is what PostgreSQL would report (`CREATE TABLE`,
+    /// `DELETE 3`, ...).
     Done(String),
 }
 
@@ -129,11 +133,15 @@ impl Database {
         // its own, so that rule goes first.
         let mut analyzer_rules = datafusion::optimizer::Analyzer::new().rules;
         analyzer_rules.insert(0, Arc::new(trafficdb_udfs::time::PgAtTimeZone));
+        // Scalar subqueries that are not aggregated are read through an aggregate that checks they
+        // return one row at most (PostgreSQL's rule), before type coercion.
+        analyzer_rules.insert(1, Arc::new(trafficdb_udfs::subquery::SingleRowSubquery));
         let mut state = SessionStateBuilder::new()
             .with_config(config)
             .with_default_features()
             .with_analyzer_rules(analyzer_rules)
             .with_physical_optimizer_rule(Arc::new(crate::query::latest::LatestPerKey))
+            .with_query_planner(Arc::new(crate::query::dml::EngineQueryPlanner))
             .build();
         // Our SQL functions (time series, anomaly detection, models), before the views that use them.
         let models = Arc::new(Registry::open(Arc::new(CatalogModels(engine.clone()))));
@@ -195,7 +203,9 @@ impl Database {
         let mut last = Vec::new();
         for stmt in parse(sql)? {
             last = match self.execute(stmt).await? {
-                Output::Stream(s) => datafusion::physical_plan::common::collect(s).await?,
+                Output::Stream(s) | Output::Returning { rows: s, .. } => {
+                    datafusion::physical_plan::common::collect(s).await?
+                }
                 Output::Done(_) => Vec::new(),
             };
         }
@@ -213,19 +223,31 @@ impl Database {
 
     /// Runs a parsed statement.
     pub async fn execute(&self, stmt: DFStatement) -> Result<Output> {
+        self.execute_in(&self.ctx, stmt).await
+    }
+
+    /// Runs a parsed statement in `ctx`, a session built on [`Database::session`] (the server's
+    /// connections have their own, with their own memory pool).
+    pub async fn execute_in(&self, ctx: &SessionContext, stmt: DFStatement) -> Result<Output> {
         if let Some(out) = self.try_execute_ddl(&stmt).await? {
             return Ok(out);
         }
-        let plan = self.ctx.state().statement_to_plan(stmt).await?;
-        let tag = statement_tag(&plan);
-        let df = self.ctx.execute_logical_plan(plan).await?;
-        match tag {
-            Some(tag) => {
-                df.collect().await?;
-                Ok(Output::Done(tag))
-            }
-            None => Ok(Output::Stream(df.execute_stream().await?)),
-        }
+        let plan = match self.plan_dml(&ctx.state(), &stmt).await? {
+            Some(plan) => plan,
+            None => ctx.state().statement_to_plan(stmt).await?,
+        };
+        run_plan(ctx, plan).await
+    }
+
+    /// The plan of a statement that changes stored rows (DELETE, UPDATE, INSERT ... RETURNING, or
+    /// EXPLAIN of one), or `None` for other statements. See [`crate::query::dml`]; run it with
+    /// [`run_plan`] (after binding its parameters, if it has any).
+    pub async fn plan_dml(
+        &self,
+        state: &datafusion::execution::context::SessionState,
+        stmt: &DFStatement,
+    ) -> Result<Option<LogicalPlan>> {
+        crate::query::dml::plan(state, &self.engine, stmt).await
     }
 
     /// Handles the statements on stored tables that DataFusion would keep in memory. Returns `None`
@@ -340,6 +362,12 @@ impl Database {
 
     async fn create_table(&self, ct: &CreateTable) -> Result<()> {
         let name = object_name(&ct.name)?;
+        if ct.temporary {
+            return Err(Error::invalid(
+                SqlState::NotSupported,
+                "temporary tables are not supported (every table here is stored and shared); create a table and drop it when done",
+            ));
+        }
         if ct.or_replace {
             return Err(Error::invalid(SqlState::NotSupported, "CREATE OR REPLACE TABLE is not supported"));
         }
@@ -544,7 +572,8 @@ impl Database {
                     "DELETE FROM {} WHERE {b} >= to_timestamp_micros({from}) AND {b} < to_timestamp_micros({to})",
                     quote_ident(&r.name)
                 );
-                self.ctx.sql(&delete).await?.collect().await?;
+                // Boxed: a refresh runs inside `sql`, and this DELETE runs through it again.
+                Box::pin(self.sql(&delete)).await?;
             }
             let plan = self.ctx.state().create_logical_plan(&r.query).await?;
             let plan = crate::rollup::restrict(plan, &r.source, &r.source_time, from, to)?;
@@ -711,6 +740,51 @@ pub fn parse(sql: &str) -> Result<Vec<DFStatement>> {
     Ok(stmts.into_iter().collect())
 }
 
+/// Runs a planned statement in `ctx`, answering with PostgreSQL's command tag for statements without
+/// rows to return.
+pub async fn run_plan(ctx: &SessionContext, plan: LogicalPlan) -> Result<Output> {
+    use datafusion::logical_expr::WriteOp;
+    if let Some((op, returning)) = crate::query::dml::plan_op(&plan) {
+        let df = ctx.execute_logical_plan(plan).await?;
+        if returning {
+            let command = match op {
+                crate::query::dml::DmlOp::Delete => "DELETE",
+                crate::query::dml::DmlOp::Update => "UPDATE",
+                crate::query::dml::DmlOp::Insert => "INSERT 0",
+            };
+            return Ok(Output::Returning { rows: df.execute_stream().await?, command });
+        }
+        let rows: usize = df.collect().await?.iter().map(|b| b.num_rows()).sum();
+        return Ok(Output::Done(op.tag(rows as u64)));
+    }
+    let dml = match &plan {
+        LogicalPlan::Dml(d) => Some(d.op.clone()),
+        _ => None,
+    };
+    let tag = statement_tag(&plan);
+    let df = ctx.execute_logical_plan(plan).await?;
+    match (dml, tag) {
+        (Some(WriteOp::Insert(_)), _) => {
+            let batches = df.collect().await?;
+            let n = batches
+                .first()
+                .and_then(|b| b.column_by_name("count"))
+                .and_then(|c| c.as_primitive_opt::<datafusion::arrow::datatypes::UInt64Type>())
+                .map_or(0, |c| c.value(0));
+            Ok(Output::Done(format!("INSERT 0 {n}")))
+        }
+        (Some(WriteOp::Truncate), _) => {
+            df.collect().await?;
+            Ok(Output::Done("TRUNCATE TABLE".into()))
+        }
+        (_, Some(tag)) => {
+            df.collect().await?;
+            Ok(Output::Done(tag))
+        }
+        (_, None) => Ok(Output::Stream(df.execute_stream().await?)),
+    }
+}
+
 /// The PostgreSQL command tag of a plan that returns no rows to the client, or `None` for a query.
 fn statement_tag(plan: &LogicalPlan) -> Option<String> {
     use datafusion::logical_expr::{DdlStatement, Statement as LStatement};
@@ -742,7 +816,7 @@ fn statement_tag(plan: &LogicalPlan) -> Option<String> {
     }
 }
 
-fn object_name(name: &ast::ObjectName) -> Result<String> {
+pub(crate) fn object_name(name: &ast::ObjectName) -> Result<String> {
     let parts: Vec<String> =
         name.0.iter().map(|p| p.as_ident().map(normalize_ident).unwrap_or_else(|| p.to_string())).collect();
     match parts.as_slice() {

@@ -39,6 +39,10 @@ pub enum Error {
     /// An error from Arrow while coercing or encoding data.
     #[error(transparent)]
     Arrow(#[from] datafusion::arrow::error::ArrowError),
+
+    /// One of the engine's own invariants does not hold: a bug, reported instead of a panic.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 /// PostgreSQL SQLSTATE codes for user errors, so the server can forward them unchanged.
@@ -68,6 +72,8 @@ pub enum SqlState {
     WrongObjectType,
     /// 42704 undefined_object
     UndefinedObject,
+    /// 57014 query_canceled
+    QueryCanceled,
 }
 
 impl SqlState {
@@ -85,6 +91,7 @@ impl SqlState {
             SqlState::NotSupported => "0A000",
             SqlState::WrongObjectType => "42809",
             SqlState::UndefinedObject => "42704",
+            SqlState::QueryCanceled => "57014",
         }
     }
 }
@@ -112,6 +119,7 @@ impl Error {
             Error::Closed => "57P01",
             Error::DataFusion(e) => datafusion_sqlstate(e),
             Error::Arrow(_) => "22000",
+            Error::Internal(_) => "XX000",
         }
     }
 }

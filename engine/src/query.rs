@@ -2,6 +2,7 @@
 //! and the [`EngineSchema`] that lists stored tables and persistent views. The provider reads through
 //! [`TableSnapshot`]s only, never through writer internals.
 
+pub mod dml;
 pub mod latest;
 pub(crate) mod scan;
 
@@ -29,9 +30,9 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Pla
 use futures::StreamExt;
 use parking_lot::RwLock;
 
-use crate::engine::{Engine, SegmentHandle, Table};
+use crate::engine::{Engine, Table};
 use crate::error::Error;
-use scan::{PlanCounts, TableScanSource, Unit, prune_row_groups, prune_units, pruning_predicate};
+use scan::{PlanCounts, TableScanSource, Unit, prune_units, pruning_predicate};
 
 /// A stored table as DataFusion sees it.
 #[derive(Debug)]
@@ -158,13 +159,16 @@ impl TableProvider for StoredTable {
         Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
     }
 
-    async fn delete_from(&self, state: &dyn Session, filters: Vec<Expr>) -> Result<Arc<dyn ExecutionPlan>> {
-        let predicate = self.physical_predicate(state, &filters)?;
-        Ok(Arc::new(DeleteExec::new(self.engine.clone(), self.table.clone(), predicate)))
+    /// DataFusion's own DELETE hands the provider only the conjuncts of `WHERE` that name the target
+    /// alone (a subquery's would be dropped and the delete widened), so it is refused: DELETE and
+    /// UPDATE are planned by [`dml`], which runs the whole predicate. Only statements that bypass it
+    /// come here (`PREPARE` / `EXECUTE` of a DELETE, for one).
+    async fn delete_from(&self, _state: &dyn Session, _filters: Vec<Expr>) -> Result<Arc<dyn ExecutionPlan>> {
+        not_impl_err!("this form of DELETE is not supported; send the DELETE statement itself")
     }
 
     async fn truncate(&self, _state: &dyn Session) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(Arc::new(DeleteExec::new(self.engine.clone(), self.table.clone(), None)))
+        Ok(Arc::new(TruncateExec::new(self.engine.clone(), self.table.clone())))
     }
 }
 
@@ -201,12 +205,11 @@ impl DataSink for StoredSink {
     }
 }
 
-/// DELETE / TRUNCATE: runs when executed (never at planning, so EXPLAIN deletes nothing).
+/// TRUNCATE: runs when executed (never at planning, so EXPLAIN deletes nothing).
 #[derive(Debug)]
-struct DeleteExec {
+struct TruncateExec {
     engine: Arc<Engine>,
     table: Arc<Table>,
-    predicate: Option<Arc<dyn PhysicalExpr>>,
     props: Arc<PlanProperties>,
 }
 
@@ -214,39 +217,33 @@ fn count_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![Field::new("count", DataType::UInt64, false)]))
 }
 
-impl DeleteExec {
-    fn new(engine: Arc<Engine>, table: Arc<Table>, predicate: Option<Arc<dyn PhysicalExpr>>) -> Self {
+impl TruncateExec {
+    fn new(engine: Arc<Engine>, table: Arc<Table>) -> Self {
         let props = PlanProperties::new(
             EquivalenceProperties::new(count_schema()),
             Partitioning::UnknownPartitioning(1),
             EmissionType::Final,
             Boundedness::Bounded,
         );
-        DeleteExec { engine, table, predicate, props: Arc::new(props) }
+        TruncateExec { engine, table, props: Arc::new(props) }
     }
 }
 
-impl DisplayAs for DeleteExec {
+impl DisplayAs for TruncateExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.predicate {
-            Some(p) => write!(f, "DeleteExec: table={}, predicate={p}", self.table.name()),
-            None => write!(f, "DeleteExec: table={}, all rows", self.table.name()),
-        }
+        write!(f, "TruncateExec: table={}", self.table.name())
     }
 }
 
-impl ExecutionPlan for DeleteExec {
+impl ExecutionPlan for TruncateExec {
     fn name(&self) -> &str {
-        "DeleteExec"
+        "TruncateExec"
     }
     fn apply_expressions(
         &self,
-        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<datafusion::common::tree_node::TreeNodeRecursion>,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<datafusion::common::tree_node::TreeNodeRecursion>,
     ) -> Result<datafusion::common::tree_node::TreeNodeRecursion> {
-        match &self.predicate {
-            Some(p) => f(p),
-            None => Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue),
-        }
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
     }
     fn properties(&self) -> &Arc<PlanProperties> {
         &self.props
@@ -260,30 +257,15 @@ impl ExecutionPlan for DeleteExec {
     fn execute(&self, _partition: usize, _context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
         let engine = self.engine.clone();
         let table = self.table.clone();
-        let predicate = self.predicate.clone();
         let fut = async move {
-            let n = tokio::task::spawn_blocking(move || delete_rows(&engine, &table, predicate))
+            let all = datafusion::physical_plan::expressions::lit(true);
+            let n = tokio::task::spawn_blocking(move || engine.delete_where(&table, &all, &|_| true))
                 .await
                 .map_err(|e| DataFusionError::External(Box::new(e)))??;
             Ok(RecordBatch::try_new(count_schema(), vec![Arc::new(UInt64Array::from(vec![n]))])?)
         };
         Ok(Box::pin(RecordBatchStreamAdapter::new(count_schema(), futures::stream::once(fut))))
     }
-}
-
-fn delete_rows(engine: &Engine, table: &Arc<Table>, predicate: Option<Arc<dyn PhysicalExpr>>) -> Result<u64, Error> {
-    let predicate = predicate.unwrap_or_else(|| datafusion::physical_plan::expressions::lit(true));
-    let schema = table.schema.clone();
-    let def = table.def.clone();
-    let pruning = pruning_predicate(&predicate, &schema);
-    let may_match = |seg: &SegmentHandle| match &pruning {
-        None => true,
-        Some(p) => {
-            let rgs = (0..seg.segment.footer.row_groups.len()).map(|rg| (seg, rg)).collect();
-            prune_row_groups(p, &def, &schema, rgs).into_iter().any(|k| k)
-        }
-    };
-    engine.delete_where(table, &predicate, &may_match)
 }
 
 /// The `public` schema: stored tables and persistent views. Views are planned by DataFusion and persisted

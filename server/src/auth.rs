@@ -79,8 +79,9 @@ fn statement_role(s: &Statement) -> Role {
             SetExpr::Select(sel) if sel.into.is_some() => Role::Admin,
             _ => Role::Reader,
         },
-        Statement::Explain { statement, analyze, .. } => {
-            if *analyze {
+        Statement::Explain { statement, analyze, verbose, options, .. } => {
+            // `EXPLAIN (ANALYZE) ...` runs its statement too.
+            if trafficdb::query::dml::explain_flags(*analyze, *verbose, options.as_deref()).0 {
                 statement_role(statement)
             } else {
                 Role::Reader

@@ -5,21 +5,12 @@ use std::io::Write;
 use trafficdb::arrow::array::RecordBatch;
 use trafficdb::arrow::datatypes::{DataType, SchemaRef};
 use trafficdb::arrow::error::ArrowError;
-use trafficdb::arrow::util::display::{ArrayFormatter, FormatOptions};
+use trafficdb::arrow::util::display::FormatOptions;
 
 use crate::Format;
 
 fn options() -> FormatOptions<'static> {
     trafficdb::types::display_options("")
-}
-
-/// The first value of the first column (a DML statement's row count).
-pub fn count_of(batches: &[RecordBatch]) -> String {
-    batches
-        .iter()
-        .find(|b| b.num_rows() > 0 && b.num_columns() > 0)
-        .and_then(|b| ArrayFormatter::try_new(b.column(0).as_ref(), &options()).ok().map(|f| f.value(0).to_string()))
-        .unwrap_or_else(|| "0".into())
 }
 
 pub fn print(schema: &SchemaRef, batches: &[RecordBatch], format: Format) -> Result<(), ArrowError> {

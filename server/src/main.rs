@@ -9,8 +9,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use trafficdb::Output;
-use trafficdb::datafusion::sql::parser::Statement as DFStatement;
-use trafficdb::datafusion::sql::sqlparser::ast::Statement;
 
 #[derive(Parser)]
 #[command(
@@ -630,7 +628,6 @@ async fn run_sql(args: SqlArgs) -> ExitCode {
             }
         };
         for stmt in stmts {
-            let dml = dml_verb(&stmt);
             let r = match db.execute(stmt).await {
                 Ok(Output::Done(tag)) => {
                     if matches!(args.format, Format::Table) {
@@ -638,16 +635,10 @@ async fn run_sql(args: SqlArgs) -> ExitCode {
                     }
                     Ok(())
                 }
-                Ok(Output::Stream(s)) => {
+                Ok(Output::Stream(s) | Output::Returning { rows: s, .. }) => {
                     let schema = s.schema();
                     match trafficdb::datafusion::physical_plan::common::collect(s).await {
-                        Ok(batches) => match dml {
-                            Some(verb) if matches!(args.format, Format::Table) => {
-                                println!("{verb} {}", format::count_of(&batches));
-                                Ok(())
-                            }
-                            _ => format::print(&schema, &batches, args.format).map_err(trafficdb::Error::from),
-                        },
+                        Ok(batches) => format::print(&schema, &batches, args.format).map_err(trafficdb::Error::from),
                         Err(e) => Err(e.into()),
                     }
                 }
@@ -669,18 +660,4 @@ async fn run_sql(args: SqlArgs) -> ExitCode {
 
 fn report(e: &trafficdb::Error) {
     eprintln!("ERROR:  {e}\nSQLSTATE: {}", e.sqlstate());
-}
-
-/// The psql-style verb for statements that report a row count.
-fn dml_verb(stmt: &DFStatement) -> Option<&'static str> {
-    match stmt {
-        DFStatement::Statement(s) => match s.as_ref() {
-            Statement::Insert(_) => Some("INSERT 0"),
-            Statement::Delete(_) => Some("DELETE"),
-            Statement::Update { .. } => Some("UPDATE"),
-            Statement::Truncate(_) => Some("TRUNCATE"),
-            _ => None,
-        },
-        _ => None,
-    }
 }

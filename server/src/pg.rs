@@ -356,7 +356,27 @@ fn is_engine_statement(s: &Statement) -> bool {
         || matches!(s, Statement::AlterTable(_) | Statement::CreateView(_) | Statement::Discard { .. })
         || matches!(s, Statement::Savepoint { .. } | Statement::ReleaseSavepoint { .. })
         || matches!(s, Statement::Rollback { savepoint: Some(_), .. })
+        || matches!(s, Statement::Truncate(_))
+        || trafficdb::query::dml::is_dml(s)
         || crate::copy::is_copy(s)
+}
+
+/// The command of PostgreSQL's tag for the rows of a statement's RETURNING (`DELETE 3`).
+fn returning_command(op: trafficdb::query::dml::DmlOp) -> &'static str {
+    use trafficdb::query::dml::DmlOp;
+    match op {
+        DmlOp::Delete => "DELETE",
+        DmlOp::Update => "UPDATE",
+        DmlOp::Insert => "INSERT 0",
+    }
+}
+
+/// The command tag for the rows of `plan`, when it is a statement's RETURNING.
+pub fn returning_tag(plan: &LogicalPlan) -> Option<&'static str> {
+    match trafficdb::query::dml::plan_op(plan) {
+        Some((op, true)) => Some(returning_command(op)),
+        _ => None,
+    }
 }
 
 struct EngineHook {
@@ -379,7 +399,36 @@ impl EngineHook {
         self.audit.statement(&user, crate::auth::session_role(client), kind, &s.to_string());
     }
 
-    async fn run(&self, s: &Statement, client: &(dyn ClientInfo + Send + Sync)) -> PgWireResult<Response> {
+    /// Runs a plan of [`trafficdb::Database::plan_dml`] (parameters bound): the command tag for a
+    /// write, the rows (in text) for RETURNING or EXPLAIN.
+    async fn run_dml(&self, ctx: &SessionContext, plan: LogicalPlan) -> PgWireResult<Response> {
+        if matches!(trafficdb::query::dml::plan_op(&plan), Some((_, false))) {
+            return match trafficdb::database::run_plan(ctx, plan).await {
+                Ok(Output::Done(tag)) => Ok(Response::Execution(Tag::new(&tag))),
+                Ok(_) => Err(pg_error(trafficdb::Error::Internal("a write without RETURNING returned rows".into()))),
+                Err(e) => Err(pg_error(e)),
+            };
+        }
+        let command = returning_tag(&plan);
+        let df = ctx.execute_logical_plan(plan).await.map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+        let mut q = datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe(
+            df,
+            &pgwire::api::portal::Format::UnifiedText,
+            None,
+        )
+        .await?;
+        if let Some(c) = command {
+            q.command_tag = c.to_string();
+        }
+        Ok(Response::Query(q))
+    }
+
+    async fn run(
+        &self,
+        s: &Statement,
+        ctx: &SessionContext,
+        client: &(dyn ClientInfo + Send + Sync),
+    ) -> PgWireResult<Response> {
         if let Some(r) = crate::copy::handle(&self.db, s, client).await {
             return r;
         }
@@ -394,9 +443,15 @@ impl EngineHook {
             Statement::Discard { .. } => return Ok(Response::Execution(Tag::new("DISCARD ALL"))),
             _ => {}
         }
-        match self.db.execute(DFStatement::Statement(Box::new(s.clone()))).await {
+        let stmt = DFStatement::Statement(Box::new(s.clone()));
+        match self.db.plan_dml(&ctx.state(), &stmt).await {
+            Ok(Some(plan)) => return self.run_dml(ctx, plan).await,
+            Ok(None) => {}
+            Err(e) => return Err(pg_error(e)),
+        }
+        match self.db.execute_in(ctx, stmt).await {
             Ok(Output::Done(tag)) => Ok(Response::Execution(Tag::new(&tag))),
-            Ok(Output::Stream(_)) => Ok(Response::Execution(Tag::new("OK"))),
+            Ok(Output::Stream(_) | Output::Returning { .. }) => Ok(Response::Execution(Tag::new("OK"))),
             Err(e) => Err(pg_error(e)),
         }
     }
@@ -442,7 +497,7 @@ impl QueryHook for EngineHook {
         if !is_engine_statement(statement) {
             return None;
         }
-        Some(self.run(statement, client).await)
+        Some(self.run(statement, ctx, client).await)
     }
 
     async fn handle_extended_parse_query(
@@ -458,22 +513,42 @@ impl QueryHook for EngineHook {
             // The plan runs as any query would, in the formats the client asks for.
             return Some(plan_of(ctx, substitute).await);
         }
+        if trafficdb::query::dml::is_dml(statement) {
+            // The write's own plan, with its parameters ($1) for the client to bind; RETURNING and
+            // EXPLAIN run as queries would, in the formats the client asks for.
+            let stmt = DFStatement::Statement(Box::new(statement.clone()));
+            return match self.db.plan_dml(&ctx.state(), &stmt).await {
+                Ok(Some(plan)) => Some(Ok(plan)),
+                Ok(None) => Some(Err(pg_error(trafficdb::Error::Internal("a write without a plan".into())))),
+                Err(e) => Some(Err(pg_error(e))),
+            };
+        }
         is_engine_statement(statement).then(|| Ok(empty_plan()))
     }
 
     async fn handle_extended_query(
         &self,
         statement: &Statement,
-        _plan: &LogicalPlan,
-        _params: &ParamValues,
-        _ctx: &SessionContext,
+        plan: &LogicalPlan,
+        params: &ParamValues,
+        ctx: &SessionContext,
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
         // The role was checked when the statement was parsed, on this same connection.
         self.audit(statement, client);
+        if trafficdb::query::dml::is_dml(statement) {
+            if !matches!(trafficdb::query::dml::plan_op(plan), Some((_, false))) {
+                return None;
+            }
+            let bound = match plan.clone().replace_params_with_values(params) {
+                Ok(p) => p,
+                Err(e) => return Some(Err(PgWireError::ApiError(Box::new(e)))),
+            };
+            return Some(self.run_dml(ctx, bound).await);
+        }
         if !is_engine_statement(statement) {
             return None;
         }
-        Some(self.run(statement, client).await)
+        Some(self.run(statement, ctx, client).await)
     }
 }

@@ -30,13 +30,71 @@ const GRAFANA_SEARCH_PATH: &str = r#"IN (
 const SEARCH_PATH_SCHEMAS: &str = "= ANY(current_schemas(false))";
 
 /// Rewrites a statement text before it is parsed and planned: gap-filling queries
-/// (`time_bucket_gapfill`, see `trafficdb_udfs::gapfill`) and Grafana's search-path query
-/// ([`rewrite_search_path`]). `None` when nothing changes.
+/// (`time_bucket_gapfill`, see `trafficdb_udfs::gapfill`), Grafana's search-path query
+/// ([`rewrite_search_path`]) and scalar subqueries in select lists ([`keep_scalar_subqueries`]).
+/// `None` when nothing changes.
 pub fn rewrite_sql(sql: &str) -> Result<Option<String>, trafficdb::Error> {
     let gapfill = trafficdb_udfs::gapfill::rewrite_sql(sql)
         .map_err(|e| trafficdb::Error::invalid(trafficdb::SqlState::InvalidParameter, e.message))?;
     let text = gapfill.as_deref().unwrap_or(sql);
-    Ok(rewrite_search_path(text).or(gapfill))
+    let search_path = rewrite_search_path(text);
+    let text = search_path.as_deref().unwrap_or(text);
+    Ok(keep_scalar_subqueries(text).or(search_path).or(gapfill))
+}
+
+/// Scalar subqueries in the select lists of statements that read no catalog table, parenthesised
+/// once more; `None` when there are none.
+///
+/// The PostgreSQL compatibility parser (datafusion-pg-catalog's `RemoveSubqueryFromProjection`, which
+/// cannot be turned off) answers a correlated subquery in a select list with NULL and cuts an
+/// uncorrelated one to its first row. That serves catalog queries of clients (psql's `\d`) whose
+/// subqueries the planner could not run; on users' own tables it gives wrong answers where DataFusion
+/// gives the right ones (it decorrelates them). The rule looks only at subqueries that are a whole
+/// select item, so `((SELECT ...))` keeps its meaning and escapes it. Upstream, the rule belongs to
+/// the catalog queries alone (docs/server.md).
+pub fn keep_scalar_subqueries(sql: &str) -> Option<String> {
+    use datafusion::sql::sqlparser::ast::{SelectItem, SetExpr, VisitorMut, visit_relations};
+    // Most statements hold one SELECT at most.
+    let lower = sql.to_ascii_lowercase();
+    if lower.matches("select").nth(1).is_none() {
+        return None;
+    }
+    let mut stmts = datafusion::sql::sqlparser::parser::Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
+    struct Wrap(bool);
+    impl VisitorMut for Wrap {
+        type Break = ();
+        fn pre_visit_query(&mut self, q: &mut ast::Query) -> ControlFlow<()> {
+            if let SetExpr::Select(s) = q.body.as_mut() {
+                for item in &mut s.projection {
+                    if let SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } = item
+                        && matches!(e, Expr::Subquery(_))
+                    {
+                        *e = Expr::Nested(Box::new(e.clone()));
+                        self.0 = true;
+                    }
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut wrap = Wrap(false);
+    for s in &mut stmts {
+        let catalog = visit_relations(&*s, |name: &ast::ObjectName| {
+            let parts: Vec<String> =
+                name.0.iter().map(|p| p.to_string().trim_matches('"').to_ascii_lowercase()).collect();
+            let first = parts.first().map(String::as_str).unwrap_or("");
+            let last = parts.last().map(String::as_str).unwrap_or("");
+            if first == "pg_catalog" || first == "information_schema" || last.starts_with("pg_") {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        });
+        if catalog.is_continue() {
+            let _ = ast::VisitMut::visit(s, &mut wrap);
+        }
+    }
+    wrap.0.then(|| stmts.iter().map(|s| s.to_string()).collect::<Vec<_>>().join("; "))
 }
 
 /// The text of `sql` with the statement parts the SQL parser would otherwise mistranslate (see
@@ -321,6 +379,24 @@ mod tests {
             super::substitute(&s).map(|s| s.to_string()).as_deref(),
             Some("SELECT 1 WHERE lower(x) = 'café' AND y = 'b'")
         );
+    }
+
+    #[test]
+    fn scalar_subqueries_of_user_queries_escape_the_compatibility_rule() {
+        use super::keep_scalar_subqueries as keep;
+        assert_eq!(
+            keep("SELECT host, (SELECT dc FROM dim WHERE dim.host = m.host) AS dc FROM m").as_deref(),
+            Some("SELECT host, ((SELECT dc FROM dim WHERE dim.host = m.host)) AS dc FROM m")
+        );
+        // Catalog queries keep the rule; statements without a scalar subquery are left alone.
+        assert_eq!(keep("SELECT (SELECT 1 FROM pg_catalog.pg_attrdef d WHERE d.adrelid = a.attrelid) FROM a"), None);
+        assert_eq!(keep("SELECT x FROM m WHERE x IN (SELECT y FROM n)"), None);
+        assert_eq!(keep("SELECT 1"), None);
+        // What the compatibility parser makes of it: the subquery survives.
+        let parser = datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser::new();
+        let sql = keep("SELECT (SELECT dc FROM dim WHERE dim.host = m.host) FROM m").expect("rewritten");
+        let parsed = parser.parse(&sql).expect("parses");
+        assert!(parsed[0].to_string().contains("dim.host = m.host"), "{}", parsed[0]);
     }
 
     #[test]

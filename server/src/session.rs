@@ -329,7 +329,12 @@ impl ExtendedQueryHandler for Session {
         }
         match &mut *state {
             PortalExecutionState::Suspended(results) => {
-                let tag = results.command_tag().to_owned();
+                // The rows of a write's RETURNING end with the write's tag (`DELETE 3`), not `SELECT`.
+                let returning = match &portal.statement.statement {
+                    (_, Some((_, plan))) => crate::pg::returning_tag(plan),
+                    _ => None,
+                };
+                let tag = returning.map_or_else(|| results.command_tag().to_owned(), str::to_string);
                 let rows = results.data_rows();
                 let mut sent = 0;
                 let mut more = true;

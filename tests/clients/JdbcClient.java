@@ -292,6 +292,40 @@ public class JdbcClient {
         }
     }
 
+    /** executeUpdate's counts come from the command tags: UPDATE n, DELETE n, with parameters and subqueries. */
+    static void updateCounts() throws Exception {
+        try (Connection c = connect()) {
+            try (Statement s = c.createStatement()) {
+                s.execute("CREATE TABLE jdbc_dml (id BIGINT, v TEXT)");
+                eq(4, s.executeUpdate("INSERT INTO jdbc_dml VALUES (1, 'x'), (2, 'y'), (3, 'z'), (4, 'w')"), "insert count");
+                s.execute("CREATE TABLE jdbc_keys (k BIGINT)");
+                eq(2, s.executeUpdate("INSERT INTO jdbc_keys VALUES (2), (3)"), "insert keys");
+            }
+            try (PreparedStatement up = c.prepareStatement("UPDATE jdbc_dml SET v = upper(v) WHERE id > ?")) {
+                up.setLong(1, 2);
+                eq(2, up.executeUpdate(), "update count");
+            }
+            try (PreparedStatement del = c.prepareStatement(
+                    "DELETE FROM jdbc_dml WHERE id IN (SELECT k FROM jdbc_keys) AND v <> ?")) {
+                del.setString(1, "y");
+                eq(1, del.executeUpdate(), "delete count");
+            }
+            try (Statement s = c.createStatement()) {
+                eq(0, s.executeUpdate("DELETE FROM jdbc_dml WHERE id IN (SELECT k FROM jdbc_keys WHERE k > 100)"),
+                        "delete nothing");
+                try (ResultSet rs = s.executeQuery("SELECT id, v FROM jdbc_dml ORDER BY id")) {
+                    StringBuilder all = new StringBuilder();
+                    while (rs.next()) {
+                        all.append(rs.getLong(1)).append(rs.getString(2)).append(' ');
+                    }
+                    eq("1x 2y 4W ", all.toString(), "rows left");
+                }
+                s.execute("TRUNCATE TABLE jdbc_dml");
+                eq(0, s.getUpdateCount(), "truncate update count");
+            }
+        }
+    }
+
     public static void main(String[] args) {
         url = "jdbc:postgresql://" + args[0] + ":" + args[1] + "/trafficdb";
         Object[][] cases = {
@@ -302,6 +336,7 @@ public class JdbcClient {
                 (Case) JdbcClient::metadata},
             {"pgjdbc (SQLSTATEs 42P01, 42703)", (Case) JdbcClient::errors},
             {"pgjdbc (autocommit off, commit)", (Case) JdbcClient::transactions},
+            {"pgjdbc (executeUpdate counts of UPDATE and DELETE with subqueries)", (Case) JdbcClient::updateCounts},
         };
         int failed = 0;
         for (Object[] c : cases) {

@@ -52,6 +52,21 @@ def psycopg3():
             check(False, "no error")
         except psycopg.errors.UndefinedColumn:
             pass
+        # Writes report their rows in the command tag, in both protocols (ClientCursor: simple).
+        c.execute("CREATE TABLE py3dml (id BIGINT, v TEXT)")
+        check(c.execute("INSERT INTO py3dml VALUES (1,'x'),(2,'y'),(3,'z'),(4,'w')").rowcount == 4, "insert rowcount")
+        check(c.execute("UPDATE py3dml SET v = upper(v) WHERE id > %s", (2,)).rowcount == 2, "update rowcount")
+        cur = c.execute("DELETE FROM py3dml WHERE id IN (SELECT id FROM py3dml WHERE v = %s)", ("Z",))
+        check(cur.rowcount == 1 and cur.statusmessage == "DELETE 1", cur.statusmessage)
+        cur = c.execute("DELETE FROM py3dml WHERE id = %s RETURNING id, v", (1,))
+        check(cur.fetchall() == [(1, "x")] and cur.rowcount == 1, cur.statusmessage)
+        with psycopg.ClientCursor(c) as cur:
+            cur.execute("UPDATE py3dml SET v = 'q' WHERE id = 2")
+            check(cur.rowcount == 1 and cur.statusmessage == "UPDATE 1", cur.statusmessage)
+            cur.execute("TRUNCATE TABLE py3dml")
+            check(cur.statusmessage == "TRUNCATE TABLE", cur.statusmessage)
+            cur.execute("SELECT count(*) FROM py3dml")
+            check(cur.fetchone() == (0,), "truncated")
 
 
 def psycopg2_client():

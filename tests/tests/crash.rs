@@ -1,6 +1,7 @@
-//! Crash tests on the simulated file system: the workload (appends, flushes, compactions, deletes) is
-//! cut short at every mutating file operation in turn, the machine "loses power" (only fsynced bytes
-//! and synced names survive, plus a random part of unsynced tails), and the directory is reopened.
+//! Crash tests on the simulated file system: the workload (appends, flushes, compactions, and deletes and
+//! updates whose rows a query chooses) is cut short at every mutating file operation in turn, the
+//! machine "loses power" (only fsynced bytes and synced names survive, plus a random part of unsynced
+//! tails), and the directory is reopened.
 //! Every acknowledged row must be there and nothing else; an operation in flight when the crash came
 //! may have happened wholly or not at all, never in part.
 
@@ -22,7 +23,8 @@ fn options() -> Options {
 struct Model {
     table_created: bool,
     ids: BTreeSet<i64>,
-    /// The operation that failed: its rows may be present (append) or absent (delete), wholly.
+    /// The operation that failed: its rows may be present (append) or absent (delete), wholly; an
+    /// update takes its old rows out and puts its new ones in, or does neither.
     pending_add: BTreeSet<i64>,
     pending_remove: BTreeSet<i64>,
 }
@@ -55,19 +57,38 @@ fn workload(fs: &SimFs, rt: &tokio::runtime::Runtime) -> Model {
                 return m;
             }
         }
-        let r = match step % 5 {
+        let r = match step % 6 {
             1 | 3 => db.flush(),
             2 => db.engine().compact().map(|_| ()),
             4 => {
-                // Delete every id divisible by 4 among the rows so far (spans segments and partitions).
+                // Delete every id divisible by 4 among the rows so far (spans segments and partitions),
+                // chosen by a subquery.
                 let gone: BTreeSet<i64> = m.ids.iter().copied().filter(|i| i % 4 == 0).collect();
-                match rt.block_on(db.sql("DELETE FROM events WHERE id % 4 = 0")) {
+                match rt.block_on(db.sql("DELETE FROM events WHERE id IN (SELECT id FROM events WHERE id % 4 = 0)")) {
                     Ok(_) => {
                         m.ids.retain(|i| i % 4 != 0);
                         Ok(())
                     }
                     Err(e) => {
                         m.pending_remove = gone;
+                        Err(e)
+                    }
+                }
+            }
+            5 => {
+                // Update the ids = 1 (mod 5): new ids, and three hours later (other partitions).
+                let old: BTreeSet<i64> = m.ids.iter().copied().filter(|i| i % 5 == 1).collect();
+                let new: BTreeSet<i64> = old.iter().map(|i| i + 100_000).collect();
+                let sql = "UPDATE events SET id = id + 100000, ts = ts + INTERVAL '3 hours' WHERE id % 5 = 1";
+                match rt.block_on(db.sql(sql)) {
+                    Ok(_) => {
+                        m.ids.retain(|i| i % 5 != 1);
+                        m.ids.extend(new);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        m.pending_remove = old;
+                        m.pending_add = new;
                         Err(e)
                     }
                 }
@@ -91,11 +112,9 @@ fn check_after_crash(fs: SimFs, m: &Model, rt: &tokio::runtime::Runtime, label: 
     }
     let got: BTreeSet<i64> = rt.block_on(all_ids(&db)).into_iter().collect();
     let base = &m.ids;
-    let with_add: BTreeSet<i64> = base.union(&m.pending_add).copied().collect();
-    let with_remove: BTreeSet<i64> = base.difference(&m.pending_remove).copied().collect();
-    let ok = got == *base
-        || (!m.pending_add.is_empty() && got == with_add)
-        || (!m.pending_remove.is_empty() && got == with_remove);
+    // The operation in flight happened wholly (its rows out and in) or not at all.
+    let applied: BTreeSet<i64> = base.difference(&m.pending_remove).chain(&m.pending_add).copied().collect();
+    let ok = got == *base || got == applied;
     if !ok {
         let missing: Vec<_> = base.difference(&got).take(10).collect();
         let extra: Vec<_> = got.difference(base).take(10).collect();

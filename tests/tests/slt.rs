@@ -13,8 +13,6 @@ use std::path::{Path, PathBuf};
 use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType};
 use trafficdb::arrow::array::{Array, RecordBatch};
 use trafficdb::arrow::datatypes::DataType;
-use trafficdb::datafusion::sql::parser::Statement as DFStatement;
-use trafficdb::datafusion::sql::sqlparser::ast::Statement;
 use trafficdb::{Database, Options, Output};
 
 struct SltDb {
@@ -153,23 +151,18 @@ impl AsyncDB for SltDb {
         let stmts = trafficdb::database::parse(sql).map_err(err)?;
         let mut result = DBOutput::StatementComplete(0);
         for stmt in stmts {
-            let is_dml = matches!(&stmt, DFStatement::Statement(s)
-                if matches!(s.as_ref(), Statement::Insert(_) | Statement::Delete(_) | Statement::Update { .. } | Statement::Truncate(_)));
             result = match self.db().execute(stmt).await.map_err(err)? {
-                Output::Done(_) => DBOutput::StatementComplete(0),
-                Output::Stream(s) => {
+                // `statement count n` reads the row count of the command tag (`DELETE 2`, `INSERT 0 3`).
+                Output::Done(tag) => {
+                    DBOutput::StatementComplete(tag.rsplit(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0))
+                }
+                Output::Stream(s) | Output::Returning { rows: s, .. } => {
                     let schema = s.schema();
                     let batches =
                         trafficdb::datafusion::physical_plan::common::collect(s).await.map_err(|e| err(e.into()))?;
-                    if is_dml {
-                        let n =
-                            rows(&batches)?.first().and_then(|r| r.first()).and_then(|v| v.parse().ok()).unwrap_or(0);
-                        DBOutput::StatementComplete(n)
-                    } else {
-                        DBOutput::Rows {
-                            types: schema.fields().iter().map(|f| column_type(f.data_type())).collect(),
-                            rows: rows(&batches)?,
-                        }
+                    DBOutput::Rows {
+                        types: schema.fields().iter().map(|f| column_type(f.data_type())).collect(),
+                        rows: rows(&batches)?,
                     }
                 }
             };

@@ -12,6 +12,7 @@ pub mod gapfill;
 pub mod logistic;
 pub mod model;
 pub mod sketch;
+pub mod subquery;
 pub mod time;
 
 use std::sync::Arc;
@@ -95,7 +96,11 @@ pub fn install(state: &mut SessionState, models: &Arc<model::Registry>) -> dataf
     for f in time::scalar_functions().into_iter().chain(gapfill::placeholders()) {
         state.register_udf(f)?;
     }
-    for f in aggregate::aggregate_functions().into_iter().chain(sketch::aggregate_functions()) {
+    for f in aggregate::aggregate_functions()
+        .into_iter()
+        .chain(sketch::aggregate_functions())
+        .chain(std::iter::once(subquery::single_row()))
+    {
         state.register_udaf(f)?;
     }
     for f in sketch::scalar_functions() {
