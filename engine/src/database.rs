@@ -136,10 +136,13 @@ impl Database {
         // Scalar subqueries that are not aggregated are read through an aggregate that checks they
         // return one row at most (PostgreSQL's rule), before type coercion.
         analyzer_rules.insert(1, Arc::new(trafficdb_udfs::subquery::SingleRowSubquery));
+        // IN tests under OR / NOT keep PostgreSQL's NULLs (DataFusion's mark joins lose them).
+        analyzer_rules.insert(2, Arc::new(trafficdb_udfs::subquery::ThreeValuedIn));
         let mut state = SessionStateBuilder::new()
             .with_config(config)
             .with_default_features()
             .with_analyzer_rules(analyzer_rules)
+            .with_optimizer_rules(trafficdb_udfs::in_list::optimizer_rules())
             .with_physical_optimizer_rule(Arc::new(crate::query::latest::LatestPerKey))
             .with_query_planner(Arc::new(crate::query::dml::EngineQueryPlanner))
             .build();

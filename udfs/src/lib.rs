@@ -9,6 +9,7 @@ pub mod anomaly;
 pub mod computed;
 pub mod detect;
 pub mod gapfill;
+pub mod in_list;
 pub mod logistic;
 pub mod model;
 pub mod sketch;

@@ -172,3 +172,118 @@ impl datafusion::optimizer::AnalyzerRule for SingleRowSubquery {
         .map(|t| t.data)
     }
 }
+
+/// `x [NOT] IN (subquery)` inside a larger condition (under OR, NOT, CASE): three-valued, as in
+/// PostgreSQL, through EXISTS tests.
+///
+/// DataFusion turns such a test into a mark join whose mark is only true or false, so
+/// `x IN (SELECT k FROM d)` is FALSE where it should be NULL (no match, and `x` or some `k` NULL),
+/// and `NOT (x IN ...)` or `x NOT IN ...` under OR selects rows PostgreSQL does not. A test that is a
+/// whole conjunct of `WHERE` is left alone: DataFusion plans it as a semi join or a null-aware anti
+/// join, which are right. The rewrite, with `m` "a row of the subquery equals x", `n` "the subquery
+/// has a NULL" and `a` "the subquery has a row":
+///
+/// `x IN (q)` = `m OR CASE WHEN n OR (x IS NULL AND a) THEN NULL ELSE false END`
+///
+/// (EXISTS is two-valued, so its mark joins are right; `n` and `a` of an uncorrelated subquery are
+/// counts, computed once.)
+#[derive(Debug)]
+pub struct ThreeValuedIn;
+
+/// Whether DataFusion plans `conjunct` as a semi or anti join (a whole conjunct of a filter).
+fn is_join_conjunct(conjunct: &Expr) -> bool {
+    match conjunct {
+        Expr::InSubquery(_) | Expr::Exists(_) => true,
+        Expr::Not(e) => matches!(e.as_ref(), Expr::InSubquery(_) | Expr::Exists(_)),
+        _ => false,
+    }
+}
+
+/// True when `plan` yields a row: EXISTS when it is correlated, else a count computed once.
+fn any_row(plan: LogicalPlan) -> Result<Expr> {
+    use datafusion::logical_expr::{exists, lit};
+    if !plan.all_out_ref_exprs().is_empty() {
+        return Ok(exists(Arc::new(plan)));
+    }
+    let count = datafusion::functions_aggregate::expr_fn::count(lit(1i64)).alias("n");
+    let counted = LogicalPlanBuilder::from(plan).aggregate(Vec::<Expr>::new(), vec![count])?.build()?;
+    let subquery = Subquery { subquery: Arc::new(counted), outer_ref_columns: vec![], spans: Default::default() };
+    Ok(Expr::ScalarSubquery(subquery).gt(lit(0i64)))
+}
+
+/// The three-valued form of an IN test (see [`ThreeValuedIn`]); `None` to leave it as it is.
+fn three_valued(
+    test: datafusion::logical_expr::expr::InSubquery,
+    outer: &datafusion::common::DFSchema,
+) -> Result<Option<Expr>> {
+    use datafusion::logical_expr::{exists, lit, when};
+    let x = *test.expr;
+    let sub = test.subquery.subquery.as_ref();
+    let nested_outer = x.exists(|e| Ok(matches!(e, Expr::OuterReferenceColumn(..))))?;
+    if nested_outer || sub.schema().fields().len() != 1 {
+        return Ok(None);
+    }
+    let e = Expr::Column(datafusion::common::Column::from(sub.schema().qualified_field(0)));
+    // `x` as the subquery sees it: references to the outer row.
+    let x_outer = x
+        .clone()
+        .transform(|e| match e {
+            Expr::Column(c) => {
+                let (_, field) = outer.qualified_field_from_column(&c)?;
+                Ok(Transformed::yes(Expr::OuterReferenceColumn(field.clone(), c)))
+            }
+            other => Ok(Transformed::no(other)),
+        })?
+        .data;
+    let matched = LogicalPlanBuilder::from(sub.clone()).filter(e.clone().eq(x_outer))?.build()?;
+    let with_null = LogicalPlanBuilder::from(sub.clone()).filter(e.is_null())?.build()?;
+    let unknown = any_row(with_null)?.or(x.is_null().and(any_row(sub.clone())?));
+    let tested = exists(Arc::new(matched)).or(when(unknown, lit(ScalarValue::Boolean(None))).otherwise(lit(false))?);
+    Ok(Some(if test.negated { !tested } else { tested }))
+}
+
+impl datafusion::optimizer::AnalyzerRule for ThreeValuedIn {
+    fn name(&self) -> &str {
+        "three_valued_in"
+    }
+
+    fn analyze(
+        &self,
+        plan: LogicalPlan,
+        _config: &datafusion::common::config::ConfigOptions,
+    ) -> Result<LogicalPlan> {
+        use datafusion::logical_expr::utils::{conjunction, split_conjunction_owned};
+        plan.transform_up_with_subqueries(|p| {
+            let LogicalPlan::Filter(f) = p else { return Ok(Transformed::no(p)) };
+            let embedded = split_conjunction_owned(f.predicate.clone())
+                .iter()
+                .any(|c| !is_join_conjunct(c) && c.exists(|e| Ok(matches!(e, Expr::InSubquery(_)))).unwrap_or(false));
+            if !embedded {
+                return Ok(Transformed::no(LogicalPlan::Filter(f)));
+            }
+            let schema = f.input.schema().clone();
+            let conjuncts = split_conjunction_owned(f.predicate.clone())
+                .into_iter()
+                .map(|c| {
+                    if is_join_conjunct(&c) {
+                        return Ok(c);
+                    }
+                    c.transform_up(|e| match e {
+                        Expr::InSubquery(test) => {
+                            let original = Expr::InSubquery(test.clone());
+                            match three_valued(test, &schema)? {
+                                Some(e) => Ok(Transformed::yes(e)),
+                                None => Ok(Transformed::no(original)),
+                            }
+                        }
+                        other => Ok(Transformed::no(other)),
+                    })
+                    .map(|t| t.data)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let predicate = conjunction(conjuncts).unwrap_or(f.predicate.clone());
+            Ok(Transformed::yes(LogicalPlan::Filter(datafusion::logical_expr::Filter::try_new(predicate, f.input)?)))
+        })
+        .map(|t| t.data)
+    }
+}
