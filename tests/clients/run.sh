@@ -3,11 +3,13 @@
 # session (compared with psql_session.expected), the Python drivers (python_clients.py), Power BI's
 # Npgsql 4.0.17 message sequence replayed over a raw socket (powerbi_replay.py), Grafana's PostgreSQL
 # data source queries (grafana.py), pgjdbc (JdbcClient.java) and node-postgres (node_client.js); then
-# README's first command, `serve --demo`, started twice on a new directory.
-# Installs what is missing: psql, a JDK and pgjdbc, Node.js (Debian's postgresql-client,
-# default-jdk-headless, libpostgresql-jdbc-java, nodejs, npm), the Python packages (in a virtualenv
-# under ~/.cache) and the npm packages (under ~/.cache/trafficdb-node). Prints a `test result:` line
-# per suite and fails if any suite failed or the server died. Usage: bash tests/clients/run.sh
+# README's first command, `serve --demo`, started twice on a new directory; then random DELETE and
+# UPDATE statements compared with PostgreSQL 15 (dml_diff.py).
+# Installs what is missing: psql, PostgreSQL 15, a JDK and pgjdbc, Node.js (Debian's
+# postgresql-client, postgresql-15, default-jdk-headless, libpostgresql-jdbc-java, nodejs, npm), the
+# Python packages (in a virtualenv under ~/.cache) and the npm packages (under ~/.cache/trafficdb-node).
+# Prints a `test result:` line per suite and fails if any suite failed or the server died.
+# Usage: bash tests/clients/run.sh
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 target="${CARGO_TARGET_DIR:-$HOME/.cache/trafficdb-target}"
@@ -19,6 +21,7 @@ apt_install() {
     apt-get install -y -q "$@" >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q "$@" >/dev/null; }
 }
 command -v psql >/dev/null || apt_install postgresql-client
+[ -x /usr/lib/postgresql/15/bin/postgres ] || apt_install postgresql-15
 jdbc_jar=/usr/share/java/postgresql.jar
 { command -v javac >/dev/null && [ -f "$jdbc_jar" ]; } || apt_install default-jdk-headless libpostgresql-jdbc-java
 { command -v node >/dev/null && command -v npm >/dev/null; } || apt_install nodejs npm
@@ -104,6 +107,11 @@ for round in 1 2; do
         echo "serve --demo (round $round): got '$got'"; cat "$work/demo.log"; demo_ok=0
     fi
 done
+# DELETE and UPDATE against PostgreSQL 15: seeded random statements, the tables compared after each
+# (dml_diff.py starts its own PostgreSQL cluster and trafficdb server). DML_DIFF_SEED replays a run.
+"$venv/bin/python" "$here/dml_diff.py" "$bin" --seed "${DML_DIFF_SEED:-1}" --statements "${DML_DIFF_STATEMENTS:-3000}" \
+    || failed=$((failed + 1))
+
 if [ "$demo_ok" = 1 ]; then
     echo "client psql (serve --demo with its retry model, then restarted): ok"
     echo "test result: ok. 1 passed; 0 failed"

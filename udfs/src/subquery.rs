@@ -247,11 +247,7 @@ impl datafusion::optimizer::AnalyzerRule for ThreeValuedIn {
         "three_valued_in"
     }
 
-    fn analyze(
-        &self,
-        plan: LogicalPlan,
-        _config: &datafusion::common::config::ConfigOptions,
-    ) -> Result<LogicalPlan> {
+    fn analyze(&self, plan: LogicalPlan, _config: &datafusion::common::config::ConfigOptions) -> Result<LogicalPlan> {
         use datafusion::logical_expr::utils::{conjunction, split_conjunction_owned};
         plan.transform_up_with_subqueries(|p| {
             let LogicalPlan::Filter(f) = p else { return Ok(Transformed::no(p)) };
