@@ -21,12 +21,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::{Sender, bounded};
-use datafusion::arrow::array::{Array, AsArray, BooleanArray, RecordBatch, UInt32Array};
+use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::{
     SortOptions, concat_batches, filter_record_batch, sort_to_indices, take_record_batch,
 };
 use datafusion::arrow::datatypes::{Int64Type, SchemaRef, TimestampMicrosecondType};
-use datafusion::physical_plan::PhysicalExpr;
 use parking_lot::{Mutex, RwLock};
 
 use crate::catalog::{Catalog, CatalogData, SegmentEntry, TableEntry, ViewEntry, segment_path};
@@ -1128,55 +1127,27 @@ impl Engine {
         Ok(dropped)
     }
 
-    /// Deletes the rows of `table` for which `predicate` is true. `may_match` is asked first for each
-    /// segment, so segments that cannot hold a matching row are not read. Returns the rows deleted.
-    pub fn delete_where(
-        &self,
-        table: &Arc<Table>,
-        predicate: &Arc<dyn PhysicalExpr>,
-        may_match: &dyn Fn(&SegmentHandle) -> bool,
-    ) -> Result<u64> {
+    /// Deletes every row of `table` (TRUNCATE) as one atomic, durable step: the memtables are flushed
+    /// and every segment is swapped out with one catalog commit. Returns the rows deleted.
+    pub fn truncate(&self, table: &Arc<Table>) -> Result<u64> {
         self.check_open()?;
         let _m = self.maintenance.lock();
         self.flush_locked()?;
-        let snapshot = table.snapshot();
-        let mut deleted = 0u64;
-        // Write every rewritten segment first, then swap them all in with one catalog commit, so the
-        // statement is atomic: a crash leaves either no row deleted or all of them.
-        let mut swaps: Vec<Swap> = Vec::new();
-        for p in snapshot.partitions {
-            for seg in p.segments {
-                if !may_match(&seg) {
-                    continue;
-                }
-                let batch = read_all(table, std::slice::from_ref(&seg))?;
-                let mask = predicate.evaluate(&batch)?.into_array(batch.num_rows())?;
-                let mask = mask.as_boolean_opt().ok_or_else(|| {
-                    Error::invalid(SqlState::DatatypeMismatch, "argument of WHERE must be type boolean")
-                })?;
-                let keep: BooleanArray = (0..mask.len()).map(|i| Some(!(mask.is_valid(i) && mask.value(i)))).collect();
-                let kept = keep.true_count();
-                let gone = batch.num_rows() - kept;
-                if gone == 0 {
-                    continue;
-                }
-                deleted += gone as u64;
-                if let Some(m) = seg.entry.min_ts {
-                    table.mark_changed(m);
-                }
-                let new = if kept == 0 {
-                    Vec::new()
-                } else {
-                    let rest = filter_record_batch(&batch, &keep)?;
-                    vec![self.write_segment(table, p.key, &rest)?]
-                };
-                swaps.push(Swap { key: p.key, old: vec![seg], new });
+        let mut rows = 0u64;
+        let mut swaps = Vec::new();
+        for p in table.snapshot().partitions {
+            rows += p.segments.iter().map(|s| s.entry.rows).sum::<u64>();
+            if let Some(m) = p.segments.iter().filter_map(|s| s.entry.min_ts).min() {
+                table.mark_changed(m);
+            }
+            if !p.segments.is_empty() {
+                swaps.push(Swap { key: p.key, old: p.segments, new: Vec::new() });
             }
         }
         if !swaps.is_empty() {
             self.swap_segments(table, swaps)?;
         }
-        Ok(deleted)
+        Ok(rows)
     }
 
     /// Rewrites sealed rows of `table` as one atomic, durable statement (DELETE, UPDATE). Under the

@@ -258,8 +258,7 @@ impl ExecutionPlan for TruncateExec {
         let engine = self.engine.clone();
         let table = self.table.clone();
         let fut = async move {
-            let all = datafusion::physical_plan::expressions::lit(true);
-            let n = tokio::task::spawn_blocking(move || engine.delete_where(&table, &all, &|_| true))
+            let n = tokio::task::spawn_blocking(move || engine.truncate(&table))
                 .await
                 .map_err(|e| DataFusionError::External(Box::new(e)))??;
             Ok(RecordBatch::try_new(count_schema(), vec![Arc::new(UInt64Array::from(vec![n]))])?)

@@ -56,9 +56,7 @@ pub fn keep_scalar_subqueries(sql: &str) -> Option<String> {
     use datafusion::sql::sqlparser::ast::{SelectItem, SetExpr, VisitorMut, visit_relations};
     // Most statements hold one SELECT at most.
     let lower = sql.to_ascii_lowercase();
-    if lower.matches("select").nth(1).is_none() {
-        return None;
-    }
+    lower.matches("select").nth(1)?;
     let mut stmts = datafusion::sql::sqlparser::parser::Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
     struct Wrap(bool);
     impl VisitorMut for Wrap {

@@ -67,6 +67,24 @@ def psycopg3():
             check(cur.statusmessage == "TRUNCATE TABLE", cur.statusmessage)
             cur.execute("SELECT count(*) FROM py3dml")
             check(cur.fetchone() == (0,), "truncated")
+        # A correlated scalar subquery in the select list answers its values, in both protocols.
+        c.execute("CREATE TABLE py3hosts (host TEXT, cpu DOUBLE PRECISION)")
+        c.execute("CREATE TABLE py3dcs (host TEXT, dc TEXT)")
+        c.execute("INSERT INTO py3hosts VALUES ('h1', 0.5), ('h2', 0.7), ('h3', 0.9)")
+        c.execute("INSERT INTO py3dcs VALUES ('h1', 'fra'), ('h2', 'ams')")
+        sql = "SELECT host, (SELECT dc FROM py3dcs d WHERE d.host = m.host) AS dc FROM py3hosts m ORDER BY host"
+        want = [("h1", "fra"), ("h2", "ams"), ("h3", None)]
+        check(c.execute(sql).fetchall() == want, "scalar subquery, extended protocol")
+        with psycopg.ClientCursor(c) as cur:
+            cur.execute(sql)
+            check(cur.fetchall() == want, "scalar subquery, simple protocol")
+        # More than one row is an error, as in PostgreSQL.
+        c.execute("INSERT INTO py3dcs VALUES ('h1', 'par')")
+        try:
+            c.execute(sql).fetchall()
+            check(False, "no error for two rows")
+        except psycopg.errors.CardinalityViolation:
+            pass
 
 
 def psycopg2_client():
