@@ -316,8 +316,15 @@ fn passwords_and_roles() {
         for sql in [
             "INSERT INTO m VALUES ('2024-01-01 00:00:02', 3)",
             "DELETE FROM m",
+            "DELETE FROM m WHERE v IN (SELECT v FROM m)",
+            "UPDATE m SET v = 0",
             "CREATE VIEW v AS SELECT 1",
             "SET datafusion.runtime.memory_limit = '100G'",
+            // EXPLAIN ANALYZE runs its statement, whichever way ANALYZE is written.
+            "EXPLAIN ANALYZE DELETE FROM m",
+            "EXPLAIN (ANALYZE) INSERT INTO m VALUES ('2024-01-01 00:00:02', 3)",
+            "EXPLAIN (ANALYZE true, VERBOSE) TRUNCATE m",
+            "EXPLAIN (ANALYZE) UPDATE m SET v = 0",
         ] {
             let e = reader.batch_execute(sql).await.expect_err(sql);
             assert_eq!(code(&e), Some(SqlState::INSUFFICIENT_PRIVILEGE), "{sql}");
