@@ -734,6 +734,8 @@ impl Database {
 
 /// Parses SQL in the PostgreSQL dialect with DataFusion's parser.
 pub fn parse(sql: &str) -> Result<Vec<DFStatement>> {
+    // Before anything recurses over the statement (see trafficdb_udfs::nesting).
+    trafficdb_udfs::nesting::check(sql).map_err(|e| Error::invalid(SqlState::StatementTooComplex, e.message))?;
     // Gap-filling queries become plain SQL first (see trafficdb_udfs::gapfill).
     let gapfill =
         trafficdb_udfs::gapfill::rewrite_sql(sql).map_err(|e| Error::invalid(SqlState::InvalidParameter, e.message))?;

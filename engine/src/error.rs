@@ -74,6 +74,8 @@ pub enum SqlState {
     UndefinedObject,
     /// 57014 query_canceled
     QueryCanceled,
+    /// 54001 statement_too_complex
+    StatementTooComplex,
 }
 
 impl SqlState {
@@ -92,6 +94,7 @@ impl SqlState {
             SqlState::WrongObjectType => "42809",
             SqlState::UndefinedObject => "42704",
             SqlState::QueryCanceled => "57014",
+            SqlState::StatementTooComplex => "54001",
         }
     }
 }

@@ -246,6 +246,7 @@ impl SimpleQueryHandler for Session {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        too_complex(query)?;
         let mut limits = self.limits(client);
         let rewritten = crate::rewrite::rewrite_sql(query).map_err(|e| PgWireError::ApiError(Box::new(e)))?;
         let query = rewritten.as_deref().unwrap_or(query);
@@ -461,6 +462,13 @@ where
     })
 }
 
+/// Refuses a statement nested too deeply to plan without overflowing a thread's stack (54001), before
+/// anything parses it (see `trafficdb_udfs::nesting`).
+fn too_complex(sql: &str) -> PgWireResult<()> {
+    trafficdb_udfs::nesting::check(sql)
+        .map_err(|e| PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), e.code.into(), e.message))))
+}
+
 type DfParser = <DfSessionService as ExtendedQueryHandler>::QueryParser;
 
 /// datafusion-postgres's parser for the extended protocol, given the text after
@@ -477,6 +485,7 @@ impl QueryParser for Parser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
+        too_complex(sql)?;
         let rewritten = crate::rewrite::rewrite_sql(sql).map_err(|e| PgWireError::ApiError(Box::new(e)))?;
         let parsed = self.inner.parse_sql(client, rewritten.as_deref().unwrap_or(sql), types).await?;
         Ok(match parsed {

@@ -388,3 +388,83 @@ fn malformed_input_on_many_connections() {
         serving.await.expect("join").expect("clean shutdown");
     });
 }
+
+/// Statements nested ever deeper, each kind up to 100,000 levels, in both protocols: each answers or
+/// fails with an error (54001 beyond the limit), and the server keeps serving; a 100,000-value IN
+/// list is not deep and answers.
+#[test]
+fn deep_statements_do_not_take_the_server_down() {
+    let rt = runtime();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    rt.block_on(async {
+        let db = Arc::new(Database::open(tmp.path()).await.expect("open"));
+        db.sql("CREATE TABLE t (x BIGINT)").await.expect("create");
+        db.sql("INSERT INTO t VALUES (1), (2)").await.expect("insert");
+        let config = ServerConfig { listen: "127.0.0.1:0".into(), ..Default::default() };
+        let server = Server::bind(db.clone(), config).await.expect("bind");
+        let addr = server.local_addr().expect("addr");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(server.run_until(async {
+            let _ = stopped.await;
+        }));
+        let connect = || async {
+            let (client, conn) = tokio_postgres::connect(
+                &format!("host={} port={} user=deep dbname=trafficdb", addr.ip(), addr.port()),
+                tokio_postgres::NoTls,
+            )
+            .await
+            .expect("connect");
+            tokio::spawn(conn);
+            client
+        };
+        type Make = fn(usize) -> String;
+        let kinds: Vec<(&str, Make)> = vec![
+            ("arithmetic", |n| format!("SELECT 1{}", "+1".repeat(n))),
+            ("OR chain", |n| format!("SELECT count(*) FROM t WHERE x = 0{}", " OR x = 1".repeat(n))),
+            ("UNION ALL", |n| format!("SELECT 1{}", " UNION ALL SELECT 1".repeat(n))),
+            ("casts", |n| format!("SELECT 1{}", "::bigint".repeat(n))),
+            ("FROM list", |n| format!("SELECT count(*) FROM t{}", ", t".repeat(n))),
+            ("joins", |n| format!("SELECT count(*) FROM t{}", " JOIN t ON true".repeat(n))),
+            ("parentheses", |n| format!("SELECT {}1{}", "(".repeat(n), ")".repeat(n))),
+            ("subqueries", |n| format!("SELECT {}1{}", "(SELECT ".repeat(n), ")".repeat(n))),
+        ];
+        let client = connect().await;
+        for (kind, sql) in &kinds {
+            for n in [10, 300, 3_000, 100_000] {
+                let text = sql(n);
+                // The FROM list and joins multiply rows: a few levels of them are plenty.
+                let runs = !(matches!(*kind, "FROM list" | "joins") && n == 300);
+                for extended in [false, true] {
+                    if !runs {
+                        continue;
+                    }
+                    let r = if extended {
+                        client.query(text.as_str(), &[]).await.map(|_| ())
+                    } else {
+                        client.simple_query(&text).await.map(|_| ())
+                    };
+                    if let Err(e) = &r {
+                        let code = e.code().map(|c| c.code().to_string()).unwrap_or_default();
+                        assert!(!code.is_empty(), "{kind} x {n} (extended: {extended}): not an SQL error: {e}");
+                        if n == 100_000 && !matches!(*kind, "parentheses" | "subqueries") {
+                            assert_eq!(code, "54001", "{kind} x {n} (extended: {extended}): {e}");
+                        }
+                    } else {
+                        assert!(n < 3_000, "{kind} x {n} (extended: {extended}) ran");
+                    }
+                    let one: i64 = connect().await.query_one("SELECT 1::bigint", &[]).await.expect("alive").get(0);
+                    assert_eq!(one, 1, "after {kind} x {n}");
+                }
+            }
+        }
+        let list = (0..100_000).map(|i| i.to_string()).collect::<Vec<_>>().join(", ");
+        let n: i64 = client
+            .query_one(&format!("SELECT count(*) FROM t WHERE x IN ({list})"), &[])
+            .await
+            .expect("a long IN list is not deep")
+            .get(0);
+        assert_eq!(n, 2);
+        let _ = stop.send(());
+        serving.await.expect("join").expect("clean shutdown");
+    });
+}

@@ -12,6 +12,7 @@ pub mod gapfill;
 pub mod in_list;
 pub mod logistic;
 pub mod model;
+pub mod nesting;
 pub mod sketch;
 pub mod subquery;
 pub mod time;
@@ -71,6 +72,7 @@ pub fn calls_writing_function(statement: &datafusion::sql::sqlparser::ast::State
 pub async fn run_read_query(state: &SessionState, function: &str, sql: &str) -> datafusion::error::Result<RecordBatch> {
     use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
     use datafusion::sql::sqlparser::parser::Parser;
+    nesting::check(sql).map_err(|e| DataFusionError::External(Box::new(e)))?;
     let refuse = |m: String| DataFusionError::External(Box::new(SqlError { code: INSUFFICIENT_PRIVILEGE, message: m }));
     // A text that does not parse is left to the planner, which reports the syntax error.
     if let Ok(statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql)
