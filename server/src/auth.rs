@@ -474,7 +474,7 @@ impl Authenticator {
                     return Err(fatal("28000", format!("unsupported SASL mechanism \"{}\"", initial.auth_method)));
                 }
                 let data = initial.data.ok_or_else(|| fatal("08P01", "empty SCRAM client-first message"))?;
-                let (server_first, next) = scram_first(secret, &data)?;
+                let (server_first, next) = scram_first(secret, &user, &data)?;
                 *self.state.lock() = Exchange::ScramFinal { expected: Box::new(next) };
                 client
                     .send(PgWireBackendMessage::Authentication(Authentication::SASLContinue(
@@ -523,7 +523,16 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Handles client-first (`n,,n=user,r=nonce`) and answers server-first.
-fn scram_first(secret: Option<Secret>, data: &[u8]) -> PgWireResult<(String, ScramFinal)> {
+/// The salt shown to a user without a SCRAM verifier (unknown, or with an MD5 password or none): the
+/// same for the same name as long as the server runs, as a real user's is, so the salt does not tell
+/// which users exist (PostgreSQL's mock authentication nonce does the same).
+fn mock_salt(user: &str) -> Vec<u8> {
+    static KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    let key = KEY.get_or_init(rand::random);
+    hmac_sha256(key, user.as_bytes())[..16].to_vec()
+}
+
+fn scram_first(secret: Option<Secret>, user: &str, data: &[u8]) -> PgWireResult<(String, ScramFinal)> {
     let bad = || fatal("08P01", "malformed SCRAM client-first message");
     let text = std::str::from_utf8(data).map_err(|_| bad())?;
     // gs2-header: a channel-binding flag, an optional authzid, then the bare message.
@@ -542,7 +551,7 @@ fn scram_first(secret: Option<Secret>, data: &[u8]) -> PgWireResult<(String, Scr
     let nonce = format!("{client_nonce}{server_nonce}");
     let (salt, iterations) = match &secret {
         Some(Secret::Scram { salt, iterations, .. }) => (salt.clone(), *iterations),
-        _ => (rand::random::<[u8; 16]>().to_vec(), SCRAM_ITERATIONS),
+        _ => (mock_salt(user), SCRAM_ITERATIONS),
     };
     let server_first = format!("r={nonce},s={},i={iterations}", B64.encode(salt));
     let state = ScramFinal {
@@ -634,7 +643,7 @@ mod tests {
     #[test]
     fn full_scram_exchange_with_a_client_proof() {
         let secret = Secret::scram("correct horse");
-        let (server_first, state) = scram_first(Some(secret), b"n,,n=,r=clientnonce").unwrap();
+        let (server_first, state) = scram_first(Some(secret), "u", b"n,,n=,r=clientnonce").unwrap();
         let salted = {
             let Some(Secret::Scram { salt, iterations, .. }) = &state.secret else { unreachable!() };
             let mut out = [0u8; 32];
@@ -663,8 +672,18 @@ mod tests {
         wrong[0] ^= 1;
         assert!(scram_final(&state, format!("{without_proof},p={}", B64.encode(&wrong)).as_bytes()).is_none());
         // A user without a verifier never passes.
-        let (_, no_user) = scram_first(None, b"n,,n=,r=x").unwrap();
+        let (_, no_user) = scram_first(None, "nobody", b"n,,n=,r=x").unwrap();
         assert!(scram_final(&no_user, good.as_bytes()).is_none());
+    }
+
+    #[test]
+    fn unknown_users_get_a_stable_salt() {
+        let salt = |user: &str| {
+            let (first, _) = scram_first(None, user, b"n,,n=,r=x").unwrap();
+            first.split(',').find_map(|a| a.strip_prefix("s=")).unwrap().to_string()
+        };
+        assert_eq!(salt("nobody"), salt("nobody"));
+        assert_ne!(salt("nobody"), salt("somebody"));
     }
 
     #[test]

@@ -316,7 +316,6 @@ fn status_json(engine: &trafficdb::Engine, metrics: &ServerMetrics) -> Value {
         .collect();
     json!({
         "version": env!("CARGO_PKG_VERSION"),
-        "data_dir": engine.dir().display().to_string(),
         "uptime_seconds": metrics.uptime_seconds(),
         "ready": metrics.ready.load(std::sync::atomic::Ordering::Acquire),
         "connections": metrics.connections.active.load(std::sync::atomic::Ordering::Relaxed),
