@@ -468,6 +468,64 @@ fn empty_plan() -> LogicalPlan {
     LogicalPlan::EmptyRelation(EmptyRelation { produce_one_row: false, schema: Arc::new(DFSchema::empty()) })
 }
 
+/// Rows a `FETCH n` reads from its cursor at a time.
+const FETCH_CHUNK: u64 = 8192;
+
+/// The row count of a `FETCH n` / `FETCH FORWARD n` larger than [`FETCH_CHUNK`].
+fn large_fetch(s: &Statement) -> Option<(&datafusion::sql::sqlparser::ast::Ident, u64)> {
+    use datafusion::sql::sqlparser::ast::{FetchDirection, Value};
+    let Statement::Fetch { name, direction, .. } = s else { return None };
+    let (FetchDirection::Count { limit } | FetchDirection::Forward { limit: Some(limit) }) = direction else {
+        return None;
+    };
+    let Value::Number(n, _) = &limit.value else { return None };
+    // Beyond u64 (or negative): as many rows as there are.
+    let n = n.parse::<u64>().unwrap_or(u64::MAX);
+    (n > FETCH_CHUNK).then_some((name, n))
+}
+
+/// `FETCH n FROM c` for a large `n`, in chunks: pgwire's portal sets aside room for `n` rows before
+/// reading one (`FETCH 9223372036854775807` panicked, `FETCH 100000000` asked for gigabytes), so the
+/// rows are read [`FETCH_CHUNK`] at a time, and memory follows the rows the cursor really has.
+async fn fetch_in_chunks(
+    client: &dyn HookClient,
+    name: &datafusion::sql::sqlparser::ast::Ident,
+    n: u64,
+) -> PgWireResult<Response> {
+    use futures::StreamExt;
+    use pgwire::api::store::PortalStore;
+    let user_error = |code: &str, message: String| {
+        PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), code.into(), message)))
+    };
+    let portal = match client.portal_store().get_portal(&name.value) {
+        Some(entry) => match entry.value() {
+            Some(p) => p.clone(),
+            None => return Err(user_error("XX000", "unsupported portal strategy".into())),
+        },
+        None => return Err(user_error("34000", format!("cursor \"{}\" does not exist", name.value))),
+    };
+    let mut rows = Vec::new();
+    let mut schema = None;
+    let mut left = n;
+    while left > 0 {
+        let mut chunk = portal.fetch(left.min(FETCH_CHUNK) as usize).await?;
+        schema.get_or_insert_with(|| chunk.response.row_schema());
+        let before = rows.len();
+        while let Some(row) = chunk.response.data_rows().next().await {
+            rows.push(row?);
+        }
+        left = left.saturating_sub((rows.len() - before) as u64);
+        if !chunk.suspended || rows.len() == before {
+            break;
+        }
+    }
+    let schema = schema.unwrap_or_default();
+    Ok(Response::Query(pgwire::api::results::QueryResponse::new(
+        schema,
+        futures::stream::iter(rows.into_iter().map(Ok)),
+    )))
+}
+
 #[async_trait]
 impl QueryHook for EngineHook {
     async fn handle_simple_query(
@@ -478,6 +536,9 @@ impl QueryHook for EngineHook {
     ) -> Option<PgWireResult<Response>> {
         if let Err(e) = crate::auth::check(client, statement) {
             return Some(Err(e));
+        }
+        if let Some((name, n)) = large_fetch(statement) {
+            return Some(fetch_in_chunks(client, name, n).await);
         }
         self.audit(statement, client);
         if let Some(substitute) = crate::rewrite::substitute(statement) {
@@ -536,6 +597,9 @@ impl QueryHook for EngineHook {
     ) -> Option<PgWireResult<Response>> {
         // The role was checked when the statement was parsed, on this same connection.
         self.audit(statement, client);
+        if let Some((name, n)) = large_fetch(statement) {
+            return Some(fetch_in_chunks(client, name, n).await);
+        }
         if trafficdb::query::dml::is_dml(statement) {
             if !matches!(trafficdb::query::dml::plan_op(plan), Some((_, false))) {
                 return None;

@@ -464,6 +464,17 @@ fn deep_statements_do_not_take_the_server_down() {
             .expect("a long IN list is not deep")
             .get(0);
         assert_eq!(n, 2);
+        // A cursor fetched with a huge count reads what it has (pgwire would set aside room for the count).
+        for count in ["9223372036854775807", "100000000", "99999999999999999999"] {
+            let msgs = client
+                .simple_query(&format!(
+                    "BEGIN; DECLARE c CURSOR FOR SELECT x FROM t ORDER BY x; FETCH {count} FROM c; CLOSE c; COMMIT"
+                ))
+                .await
+                .expect(count);
+            let rows = msgs.iter().filter(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_))).count();
+            assert_eq!(rows, 2, "FETCH {count}");
+        }
         let _ = stop.send(());
         serving.await.expect("join").expect("clean shutdown");
     });
