@@ -33,6 +33,14 @@ fn parse(url: &str) -> Result<(String, String, String), String> {
     if authority.is_empty() {
         return Err(format!("webhook {url}: no host"));
     }
+    // The parts go into the request line and the Host header: nothing but a host name or address
+    // with a port, and a path of visible ASCII (no CR / LF, spaces or controls that could add headers).
+    let host_ok =
+        authority.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '[' | ']'));
+    let path_ok = path.bytes().all(|b| b.is_ascii_graphic());
+    if !host_ok || !path_ok {
+        return Err(format!("webhook {url:?}: not a plain http://host[:port]/path URL"));
+    }
     let address = if authority.contains(':') { authority.to_string() } else { format!("{authority}:80") };
     Ok((address, authority.to_string(), path.to_string()))
 }
@@ -96,5 +104,9 @@ mod tests {
         assert_eq!(parse("http://hooks").unwrap(), ("hooks:80".into(), "hooks".into(), "/".into()));
         assert!(parse("https://hooks/x").unwrap_err().contains("only http://"));
         assert!(parse("http:///x").is_err());
+        // Nothing that could end the request line or add a header.
+        for bad in ["http://h/x\r\nX-Evil: 1", "http://h\r\n/x", "http://h/a b", "http://h@evil/x", "http://h/\u{7f}"] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
     }
 }
