@@ -54,10 +54,20 @@ impl StoredTable {
 
     /// Plans `filters` (logical, possibly qualified) as one physical predicate over the table schema.
     fn physical_predicate(&self, state: &dyn Session, filters: &[Expr]) -> Result<Option<Arc<dyn PhysicalExpr>>> {
-        let Some(expr) = conjunction(filters.iter().cloned().map(unnormalize_col)) else { return Ok(None) };
-        let df_schema = DFSchema::try_from(self.table.schema.as_ref().clone())?;
-        Ok(Some(state.create_physical_expr(expr, &df_schema)?))
+        physical_predicate(state, &self.table.schema, filters)
     }
+}
+
+/// Plans `filters` (logical, possibly qualified, over the columns of `schema`) as one physical
+/// predicate over `schema`; `None` without filters.
+pub(crate) fn physical_predicate(
+    state: &dyn Session,
+    schema: &SchemaRef,
+    filters: &[Expr],
+) -> Result<Option<Arc<dyn PhysicalExpr>>> {
+    let Some(expr) = conjunction(filters.iter().cloned().map(unnormalize_col)) else { return Ok(None) };
+    let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
+    Ok(Some(state.create_physical_expr(expr, &df_schema)?))
 }
 
 #[async_trait]

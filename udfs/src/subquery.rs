@@ -248,11 +248,12 @@ impl datafusion::optimizer::AnalyzerRule for ThreeValuedIn {
     }
 
     fn analyze(&self, plan: LogicalPlan, _config: &datafusion::common::config::ConfigOptions) -> Result<LogicalPlan> {
-        use datafusion::logical_expr::utils::{conjunction, split_conjunction_owned};
+        use datafusion::logical_expr::utils::{conjunction, split_conjunction, split_conjunction_owned};
         plan.transform_up_with_subqueries(|p| {
             let LogicalPlan::Filter(f) = p else { return Ok(Transformed::no(p)) };
-            let embedded = split_conjunction_owned(f.predicate.clone())
-                .iter()
+            // Every filter of every query comes here: look without copying.
+            let embedded = split_conjunction(&f.predicate)
+                .into_iter()
                 .any(|c| !is_join_conjunct(c) && c.exists(|e| Ok(matches!(e, Expr::InSubquery(_)))).unwrap_or(false));
             if !embedded {
                 return Ok(Transformed::no(LogicalPlan::Filter(f)));

@@ -28,7 +28,6 @@ use datafusion::common::{DFSchema, DFSchemaRef, DataFusionError, Result};
 use datafusion::execution::context::{QueryPlanner, SessionState};
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{
     Expr, Extension, LogicalPlan, LogicalPlanBuilder, TableProviderFilterPushDown, TableType, UserDefinedLogicalNode,
     UserDefinedLogicalNodeCore,
@@ -461,19 +460,11 @@ impl TableProvider for DmlTarget {
         let projection: Vec<usize> = projection.cloned().unwrap_or_else(|| (0..self.schema.fields().len()).collect());
         let projected = Arc::new(self.schema.project(&projection)?);
         // Only the filters on stored columns can prune.
-        let on_table: Vec<Expr> = filters
-            .iter()
-            .filter(|f| f.column_refs().iter().all(|c| c.name != ROW_ID))
-            .map(|f| datafusion::logical_expr::expr_rewriter::unnormalize_col(f.clone()))
-            .collect();
-        let pruning = match conjunction(on_table) {
-            Some(expr) => {
-                let df_schema = DFSchema::try_from(self.table.schema.as_ref().clone())?;
-                let physical = state.create_physical_expr(expr, &df_schema)?;
-                pruning_predicate(&physical, &self.table.schema).map(Arc::new)
-            }
-            None => None,
-        };
+        let on_table: Vec<Expr> =
+            filters.iter().filter(|f| f.column_refs().iter().all(|c| c.name != ROW_ID)).cloned().collect();
+        let pruning = super::physical_predicate(state, &self.table.schema, &on_table)?
+            .and_then(|p| pruning_predicate(&p, &self.table.schema))
+            .map(Arc::new);
         let partitions = state.config().target_partitions().max(1);
         Ok(Arc::new(DmlScanExec::new(self.table.clone(), projection, projected, pruning, partitions)))
     }
