@@ -94,6 +94,11 @@ impl Audit {
         self.record(kind, user, Some(role), json!({ "statement": statement }));
     }
 
+    /// A statement refused for the session's role (`need`: the role it needs).
+    pub fn refused(&self, user: &str, role: Role, need: Role, statement: &str) {
+        self.record("refused", user, Some(role), json!({ "needs": need.name(), "statement": statement }));
+    }
+
     /// Rows written other than by a statement (line protocol).
     pub fn write(&self, user: &str, role: Role, via: &str, tables: &[String], rows: u64) {
         if self.out.is_some() {

@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
-use datafusion::sql::sqlparser::ast::{CopySource, CopyTarget, Set, SetExpr, Statement};
+use datafusion::sql::sqlparser::ast::{CopySource, CopyTarget, Statement};
 use futures::{Sink, SinkExt};
 use parking_lot::Mutex;
 use pgwire::api::auth::{DefaultServerParameterProvider, ServerParameterProvider, StartupHandler};
@@ -63,52 +63,32 @@ pub fn session_role(client: &(impl ClientInfo + ?Sized)) -> Role {
     client.session_extensions().get::<SessionRole>().map_or(Role::Reader, |r| r.0)
 }
 
-/// The least role that may run `s`.
-pub fn required_role(s: &Statement) -> Role {
-    statement_role(s).max(model_role(s))
-}
-
-/// Training, deploying, rolling back or dropping a model changes the catalog, though it is a SELECT.
-fn model_role(s: &Statement) -> Role {
-    if trafficdb_udfs::calls_writing_function(s) { Role::Writer } else { Role::Reader }
-}
-
-fn statement_role(s: &Statement) -> Role {
-    match s {
-        Statement::Query(q) => match q.body.as_ref() {
-            SetExpr::Select(sel) if sel.into.is_some() => Role::Admin,
-            _ => Role::Reader,
-        },
-        Statement::Explain { statement, analyze, verbose, options, .. } => {
-            // `EXPLAIN (ANALYZE) ...` runs its statement too.
-            if trafficdb::query::dml::explain_flags(*analyze, *verbose, options.as_deref()).0 {
-                statement_role(statement)
-            } else {
-                Role::Reader
-            }
+/// The least role that may run `s` when the statement itself decides it: statements the server runs
+/// without a DataFusion plan (the engine's DDL, `COPY`, `TRUNCATE`, settings, transactions, cursor
+/// moves). `None` for every other statement: its plan decides ([`plan_role`]), so what is checked is
+/// what will run, however the text is written.
+pub fn statement_role(s: &Statement) -> Option<Role> {
+    Some(match s {
+        // What EXPLAIN or PREPARE would run decides, when that is decided on the statement.
+        Statement::Explain { statement, .. } | Statement::Prepare { statement, .. } => {
+            return statement_role(statement);
         }
-        Statement::Declare { stmts } => stmts
-            .iter()
-            .filter_map(|d| d.for_query.as_ref())
-            .map(|q| required_role(&Statement::Query(q.clone())))
-            .max()
-            .unwrap_or(Role::Reader),
-        Statement::Prepare { statement, .. } => required_role(statement),
         Statement::Copy { to, target, source, .. } => match (to, target) {
+            // The query of `COPY (query) TO STDOUT` is checked on its plan when it runs.
             (true, CopyTarget::Stdout) => Role::Reader,
             (false, CopyTarget::Stdin) if matches!(source, CopySource::Table { .. }) => Role::Writer,
             _ => Role::Admin,
         },
-        Statement::Set(set) => match set {
-            Set::SingleAssignment { variable, .. } => {
-                let name = variable.to_string().to_ascii_lowercase();
-                if name.starts_with("datafusion.runtime") { Role::Admin } else { Role::Reader }
-            }
-            Set::SetRole { .. } | Set::SetSessionAuthorization(_) => Role::Admin,
-            _ => Role::Reader,
-        },
-        Statement::Insert(_) | Statement::Delete(_) | Statement::Update { .. } | Statement::Truncate(_) => Role::Writer,
+        Statement::Set(_) | Statement::Reset(_) => crate::settings::statement_role(s),
+        Statement::Truncate(_) => Role::Writer,
+        Statement::CreateTable(_)
+        | Statement::CreateView(_)
+        | Statement::AlterTable(_)
+        | Statement::Drop { .. }
+        | Statement::Call(_) => Role::Admin,
         Statement::ShowVariable { .. }
+        | Statement::ShowStatus { .. }
+        | Statement::ShowCatalogs { .. }
         | Statement::ShowVariables { .. }
         | Statement::ShowTables { .. }
         | Statement::ShowColumns { .. }
@@ -117,7 +97,6 @@ fn statement_role(s: &Statement) -> Role {
         | Statement::ShowSchemas { .. }
         | Statement::ShowDatabases { .. }
         | Statement::ShowCreate { .. }
-        | Statement::ExplainTable { .. }
         | Statement::StartTransaction { .. }
         | Statement::Commit { .. }
         | Statement::Rollback { .. }
@@ -125,31 +104,34 @@ fn statement_role(s: &Statement) -> Role {
         | Statement::ReleaseSavepoint { .. }
         | Statement::Discard { .. }
         | Statement::Fetch { .. }
-        | Statement::Close { .. }
-        | Statement::Deallocate { .. }
-        | Statement::Execute { .. }
-        | Statement::Reset(_) => Role::Reader,
-        _ => Role::Admin,
+        | Statement::Close { .. } => Role::Reader,
+        _ => return None,
+    })
+}
+
+/// The least role that may run `plan`: what it does, wherever in it (subqueries, EXPLAIN ANALYZE,
+/// PREPARE, a table function that trains a model, `SELECT ... INTO`).
+pub fn plan_role(plan: &datafusion::logical_expr::LogicalPlan) -> Role {
+    use trafficdb_udfs::access::Access;
+    match trafficdb::query::dml::plan_access(plan) {
+        Access::Read => Role::Reader,
+        Access::Write => Role::Writer,
+        Access::Admin => Role::Admin,
     }
 }
 
-/// Refuses `s` when the connection's role is below what it needs (SQLSTATE 42501).
-pub fn check(client: &(impl ClientInfo + ?Sized), s: &Statement) -> PgWireResult<()> {
-    let have = session_role(client);
-    let need = required_role(s);
-    if have >= need {
-        return Ok(());
-    }
+/// The 42501 error for a session whose role is below `need`.
+pub fn refusal(client: &(impl ClientInfo + ?Sized), need: Role) -> PgWireError {
     let user = client.metadata().get("user").cloned().unwrap_or_default();
-    Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+    PgWireError::UserError(Box::new(ErrorInfo::new(
         "ERROR".into(),
         "42501".into(),
         format!(
             "permission denied: user \"{user}\" has role {}, this statement needs role {}",
-            have.name(),
+            session_role(client).name(),
             need.name()
         ),
-    ))))
+    )))
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -694,29 +676,32 @@ mod tests {
                 sql,
             )
             .unwrap();
-            required_role(&stmts[0])
+            statement_role(&stmts[0])
         };
-        assert_eq!(role("SELECT 1"), Role::Reader);
-        assert_eq!(role("EXPLAIN SELECT 1"), Role::Reader);
-        assert_eq!(role("EXPLAIN ANALYZE INSERT INTO t VALUES (1)"), Role::Writer);
-        assert_eq!(role("COPY t TO STDOUT"), Role::Reader);
-        assert_eq!(role("COPY (SELECT 1) TO STDOUT"), Role::Reader);
-        assert_eq!(role("COPY t FROM STDIN"), Role::Writer);
-        assert_eq!(role("COPY t TO '/tmp/x.csv'"), Role::Admin);
-        assert_eq!(role("COPY t FROM '/etc/passwd'"), Role::Admin);
-        assert_eq!(role("INSERT INTO t VALUES (1)"), Role::Writer);
-        assert_eq!(role("DELETE FROM t"), Role::Writer);
-        assert_eq!(role("CREATE TABLE t (a INT)"), Role::Admin);
-        assert_eq!(role("DROP VIEW v"), Role::Admin);
-        assert_eq!(role("SET statement_timeout = 10"), Role::Reader);
-        assert_eq!(role("SET datafusion.runtime.memory_limit = '100G'"), Role::Admin);
-        assert_eq!(role("BEGIN"), Role::Reader);
-        assert_eq!(role("DECLARE c CURSOR FOR SELECT 1"), Role::Reader);
-        assert_eq!(role("GRANT SELECT ON t TO bob"), Role::Admin);
-        assert_eq!(role("SELECT * FROM train_retry_model('retry', 'SELECT 1')"), Role::Writer);
-        assert_eq!(role("SELECT * FROM (SELECT * FROM deploy_model('retry', 2)) d"), Role::Writer);
-        assert_eq!(role("WITH r AS (SELECT * FROM rollback_model('retry')) SELECT * FROM r"), Role::Writer);
-        assert_eq!(role("EXPLAIN SELECT * FROM drop_model('retry')"), Role::Writer);
-        assert_eq!(role("SELECT * FROM model_weights('retry')"), Role::Reader);
+        assert_eq!(role("COPY t TO STDOUT"), Some(Role::Reader));
+        assert_eq!(role("COPY (SELECT 1) TO STDOUT"), Some(Role::Reader));
+        assert_eq!(role("COPY t FROM STDIN"), Some(Role::Writer));
+        assert_eq!(role("COPY t TO '/tmp/x.csv'"), Some(Role::Admin));
+        assert_eq!(role("COPY t FROM '/etc/passwd'"), Some(Role::Admin));
+        assert_eq!(role("TRUNCATE t"), Some(Role::Writer));
+        assert_eq!(role("CREATE TABLE t (a INT)"), Some(Role::Admin));
+        assert_eq!(role("DROP VIEW v"), Some(Role::Admin));
+        assert_eq!(role("SET statement_timeout = 10"), Some(Role::Reader));
+        assert_eq!(role("SET datafusion.runtime.memory_limit = '100G'"), Some(Role::Admin));
+        assert_eq!(role("BEGIN"), Some(Role::Reader));
+        assert_eq!(role("FETCH 10 FROM c"), Some(Role::Reader));
+        // Decided on the plan: what runs, wherever it is in the statement.
+        for sql in [
+            "SELECT 1",
+            "EXPLAIN (ANALYZE) INSERT INTO t VALUES (1)",
+            "INSERT INTO t VALUES (1)",
+            "DELETE FROM t",
+            "DECLARE c CURSOR FOR SELECT 1",
+            "PREPARE p AS SELECT 1",
+            "GRANT SELECT ON t TO bob",
+            "SELECT * FROM train_retry_model('retry', 'SELECT 1')",
+        ] {
+            assert_eq!(role(sql), None, "{sql}");
+        }
     }
 }

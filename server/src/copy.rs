@@ -9,9 +9,11 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringBuilder};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{
     CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget, Statement,
 };
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use futures::{Sink, SinkExt};
 use parking_lot::Mutex;
 use pgwire::api::ClientInfo;
@@ -362,14 +364,15 @@ impl CopyIn {
 
 /// Starts a `COPY ... FROM STDIN` or runs a `COPY ... TO STDOUT`; `None` for other statements.
 pub async fn handle(
-    db: &Database,
+    router: &crate::router::Router,
+    ctx: &SessionContext,
     stmt: &Statement,
     client: &(dyn ClientInfo + Send + Sync),
 ) -> Option<PgWireResult<Response>> {
     let Statement::Copy { source, to, target, options, legacy_options, .. } = stmt else { return None };
     Some(match (to, target) {
-        (false, CopyTarget::Stdin) => start_copy_in(db, source, options, legacy_options, client),
-        (true, CopyTarget::Stdout) => copy_out(db, source, options, legacy_options).await,
+        (false, CopyTarget::Stdin) => start_copy_in(router.db(), source, options, legacy_options, client),
+        (true, CopyTarget::Stdout) => copy_out(router, ctx, stmt, source, options, legacy_options, client).await,
         _ => Err(user_error("0A000", "COPY supports FROM STDIN and TO STDOUT (use psql's \\copy for files)".into())),
     })
 }
@@ -510,33 +513,53 @@ fn encode_rows(batches: &[RecordBatch], format: &Format, header: Option<&[String
     Ok(out)
 }
 
+/// `COPY table TO STDOUT` / `COPY (query) TO STDOUT`: the query runs in the session (its memory
+/// limit, its role checked on the plan) and its rows are sent batch by batch as they come.
 async fn copy_out(
-    db: &Database,
+    router: &crate::router::Router,
+    ctx: &SessionContext,
+    stmt: &Statement,
     source: &CopySource,
     options: &[CopyOption],
     legacy: &[CopyLegacyOption],
+    client: &(dyn ClientInfo + Send + Sync),
 ) -> PgWireResult<Response> {
+    use futures::StreamExt;
     let format = Format::from_options(options, legacy)?;
-    let sql = match source {
+    let query = match source {
         CopySource::Table { table_name, columns } => {
             let cols = if columns.is_empty() {
                 "*".to_string()
             } else {
                 columns.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ")
             };
-            format!("SELECT {cols} FROM {table_name}")
+            // Built from the statement's own (printed) names: the query of the same parse.
+            let sql = format!("SELECT {cols} FROM {table_name}");
+            let parsed = datafusion::sql::sqlparser::parser::Parser::new(&PostgreSqlDialect {})
+                .try_with_sql(&sql)
+                .and_then(|mut p| p.parse_query())
+                .map_err(|e| user_error("42601", e.to_string()))?;
+            *parsed
         }
-        CopySource::Query(q) => q.to_string(),
+        CopySource::Query(q) => (**q).clone(),
     };
-    let batches = db.sql(&sql).await.map_err(|e| user_error(e.sqlstate(), e.to_string()))?;
-    let ncols = batches.first().map_or(0, |b| b.num_columns());
-    let names: Option<Vec<String>> = if format.header {
-        batches.first().map(|b| b.schema().fields().iter().map(|f| f.name().clone()).collect())
-    } else {
-        None
-    };
-    let data = encode_rows(&batches, &format, names.as_deref())?;
-    Ok(Response::CopyOut(CopyResponse::new(0, ncols, futures::stream::iter(data.into_iter().map(Ok)))))
+    let plan = router.checked_query_plan(ctx, &query, stmt, client).await?;
+    let names: Vec<String> = plan.schema().fields().iter().map(|f| f.name().clone()).collect();
+    let ncols = names.len();
+    let df = ctx.execute_logical_plan(plan).await.map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+    let batches = df.execute_stream().await.map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+    let header = if format.header { encode_rows(&[], &format, Some(&names))? } else { Vec::new() };
+    let rows = batches.flat_map(move |batch| {
+        let lines = match batch {
+            Ok(b) => {
+                encode_rows(&[b], &format, None).map_or_else(|e| vec![Err(e)], |v| v.into_iter().map(Ok).collect())
+            }
+            Err(e) => vec![Err(PgWireError::ApiError(Box::new(e)))],
+        };
+        futures::stream::iter(lines)
+    });
+    let data = futures::stream::iter(header.into_iter().map(Ok)).chain(rows);
+    Ok(Response::CopyOut(CopyResponse::new(0, ncols, data)))
 }
 
 /// The pgwire copy handler.

@@ -14,7 +14,9 @@ pub mod line_protocol;
 pub mod metrics;
 pub mod pg;
 pub mod rewrite;
+pub mod router;
 pub mod session;
+pub mod settings;
 pub mod webhook;
 pub mod wire;
 

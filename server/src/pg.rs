@@ -2,8 +2,8 @@
 //! `pg_catalog`, SET / SHOW / transactions / cursors) over the database's DataFusion session, with:
 //!
 //! - our own accept loop (so tests can bind port 0 and shutdown is clean: stop accepting, then flush);
-//! - a query hook that sends the statements on stored tables (`CREATE TABLE`, `DROP TABLE`,
-//!   `ALTER TABLE`, views) to the engine and answers with PostgreSQL command tags, and `DISCARD ALL`;
+//! - query hooks that route each statement and check the session's role on what will run
+//!   ([`crate::router`]);
 //! - an error handler that gives every error its SQLSTATE (datafusion-postgres reports XX000).
 
 use std::future::Future;
@@ -12,23 +12,17 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use async_trait::async_trait;
-use datafusion::common::{DFSchema, DataFusionError, ParamValues};
-use datafusion::logical_expr::{EmptyRelation, LogicalPlan};
+use datafusion::common::DataFusionError;
 use datafusion::prelude::SessionContext;
-use datafusion::sql::parser::Statement as DFStatement;
-use datafusion::sql::sqlparser::ast::{ObjectType, Statement};
 use datafusion_postgres::QueryHook;
-use datafusion_postgres::hooks::HookClient;
 use datafusion_postgres::hooks::cursor::CursorStatementHook;
 use datafusion_postgres::hooks::set_show::SetShowHook;
 use datafusion_postgres::hooks::transactions::TransactionStatementHook;
-use pgwire::api::results::{Response, Tag};
 use pgwire::api::{ClientInfo, ErrorHandler, PgWireServerHandlers, RandomPidSecretKeyGenerator};
-use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::error::{ErrorInfo, PgWireError};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use trafficdb::{Database, Output};
+use trafficdb::Database;
 
 use crate::audit::Audit;
 use crate::auth::{Authenticator, Parameters};
@@ -100,17 +94,20 @@ impl Server {
             Some(path) => Audit::open(path, config.audit.max_bytes, config.audit.max_files)?,
             None => Audit::disabled(),
         });
+        let config = Arc::new(config);
+        let router = crate::router::Router::new(db.clone(), audit.clone(), config.clone());
         let hooks: Vec<Arc<dyn QueryHook>> = vec![
-            Arc::new(EngineHook { db: db.clone(), audit: audit.clone() }),
+            router.clone(),
             Arc::new(CursorStatementHook),
             Arc::new(SetShowHook),
             Arc::new(TransactionStatementHook),
+            Arc::new(crate::router::Planned(router)),
         ];
         let stats = Arc::new(Stats::default());
         let metrics = Arc::new(ServerMetrics::new(stats.clone()));
         db.add_system_table("system_metrics", Arc::new(metrics_table(db.engine().clone(), metrics.clone())));
         let shared = Arc::new(Shared {
-            config: Arc::new(config),
+            config,
             base,
             hooks,
             copier: Arc::new(crate::copy::Copier { db: db.clone() }),
@@ -337,282 +334,5 @@ impl ErrorHandler for SqlStateErrors {
         };
         tracing::debug!("query failed ({code}): {message}");
         *error = PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), code.into(), message)));
-    }
-}
-
-fn pg_error(e: trafficdb::Error) -> PgWireError {
-    PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), e.sqlstate().into(), e.to_string())))
-}
-
-/// Statements the engine answers itself.
-fn is_engine_statement(s: &Statement) -> bool {
-    matches!(
-        s,
-        Statement::CreateTable(ct) if !ct.external
-    ) || matches!(
-        s,
-        Statement::Drop { object_type: ObjectType::Table | ObjectType::View | ObjectType::MaterializedView, .. }
-    ) || matches!(s, Statement::Call(_))
-        || matches!(s, Statement::AlterTable(_) | Statement::CreateView(_) | Statement::Discard { .. })
-        || matches!(s, Statement::Savepoint { .. } | Statement::ReleaseSavepoint { .. })
-        || matches!(s, Statement::Rollback { savepoint: Some(_), .. })
-        || matches!(s, Statement::Truncate(_))
-        || trafficdb::query::dml::is_dml(s)
-        || crate::copy::is_copy(s)
-}
-
-/// The command of PostgreSQL's tag for the rows of a statement's RETURNING (`DELETE 3`).
-fn returning_command(op: trafficdb::query::dml::DmlOp) -> &'static str {
-    use trafficdb::query::dml::DmlOp;
-    match op {
-        DmlOp::Delete => "DELETE",
-        DmlOp::Update => "UPDATE",
-        DmlOp::Insert => "INSERT 0",
-    }
-}
-
-/// The command tag for the rows of `plan`, when it is a statement's RETURNING.
-pub fn returning_tag(plan: &LogicalPlan) -> Option<&'static str> {
-    match trafficdb::query::dml::plan_op(plan) {
-        Some((op, true)) => Some(returning_command(op)),
-        _ => None,
-    }
-}
-
-struct EngineHook {
-    db: Arc<Database>,
-    audit: Arc<Audit>,
-}
-
-impl EngineHook {
-    /// Records statements that change the schema (`ddl`) or the data (`write`).
-    fn audit(&self, s: &Statement, client: &(dyn ClientInfo + Send + Sync)) {
-        if !self.audit.enabled() {
-            return;
-        }
-        let kind = match crate::auth::required_role(s) {
-            crate::auth::Role::Reader => return,
-            crate::auth::Role::Writer => "write",
-            crate::auth::Role::Admin => "ddl",
-        };
-        let user = client.metadata().get("user").cloned().unwrap_or_default();
-        self.audit.statement(&user, crate::auth::session_role(client), kind, &s.to_string());
-    }
-
-    /// Runs a plan of [`trafficdb::Database::plan_dml`] (parameters bound): the command tag for a
-    /// write, the rows (in text) for RETURNING or EXPLAIN.
-    async fn run_dml(&self, ctx: &SessionContext, plan: LogicalPlan) -> PgWireResult<Response> {
-        if matches!(trafficdb::query::dml::plan_op(&plan), Some((_, false))) {
-            return match trafficdb::database::run_plan(ctx, plan).await {
-                Ok(Output::Done(tag)) => Ok(Response::Execution(Tag::new(&tag))),
-                Ok(_) => Err(pg_error(trafficdb::Error::Internal("a write without RETURNING returned rows".into()))),
-                Err(e) => Err(pg_error(e)),
-            };
-        }
-        let command = returning_tag(&plan);
-        let df = ctx.execute_logical_plan(plan).await.map_err(|e| PgWireError::ApiError(Box::new(e)))?;
-        let mut q = datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe(
-            df,
-            &pgwire::api::portal::Format::UnifiedText,
-            None,
-        )
-        .await?;
-        if let Some(c) = command {
-            q.command_tag = c.to_string();
-        }
-        Ok(Response::Query(q))
-    }
-
-    async fn run(
-        &self,
-        s: &Statement,
-        ctx: &SessionContext,
-        client: &(dyn ClientInfo + Send + Sync),
-    ) -> PgWireResult<Response> {
-        if let Some(r) = crate::copy::handle(&self.db, s, client).await {
-            return r;
-        }
-        // Every statement is its own transaction (see docs/server.md), so a savepoint marks nothing
-        // to return to; drivers and ORMs that nest transactions with savepoints still work.
-        match s {
-            Statement::Savepoint { .. } => return Ok(Response::Execution(Tag::new("SAVEPOINT"))),
-            Statement::ReleaseSavepoint { .. } => return Ok(Response::Execution(Tag::new("RELEASE"))),
-            // A failed transaction block stays failed until ROLLBACK (pgwire keeps the status).
-            Statement::Rollback { savepoint: Some(_), .. } => return Ok(Response::Execution(Tag::new("ROLLBACK"))),
-            // No per-connection state outlives a statement here, so there is nothing to discard.
-            Statement::Discard { .. } => return Ok(Response::Execution(Tag::new("DISCARD ALL"))),
-            _ => {}
-        }
-        let stmt = DFStatement::Statement(Box::new(s.clone()));
-        match self.db.plan_dml(&ctx.state(), &stmt).await {
-            Ok(Some(plan)) => return self.run_dml(ctx, plan).await,
-            Ok(None) => {}
-            Err(e) => return Err(pg_error(e)),
-        }
-        match self.db.execute_in(ctx, stmt).await {
-            Ok(Output::Done(tag)) => Ok(Response::Execution(Tag::new(&tag))),
-            Ok(Output::Stream(_) | Output::Returning { .. }) => Ok(Response::Execution(Tag::new("OK"))),
-            Err(e) => Err(pg_error(e)),
-        }
-    }
-}
-
-async fn plan_of(ctx: &SessionContext, s: Statement) -> PgWireResult<LogicalPlan> {
-    ctx.state()
-        .statement_to_plan(DFStatement::Statement(Box::new(s)))
-        .await
-        .map_err(|e| PgWireError::ApiError(Box::new(e)))
-}
-
-fn empty_plan() -> LogicalPlan {
-    LogicalPlan::EmptyRelation(EmptyRelation { produce_one_row: false, schema: Arc::new(DFSchema::empty()) })
-}
-
-/// Rows a `FETCH n` reads from its cursor at a time.
-const FETCH_CHUNK: u64 = 8192;
-
-/// The row count of a `FETCH n` / `FETCH FORWARD n` larger than [`FETCH_CHUNK`].
-fn large_fetch(s: &Statement) -> Option<(&datafusion::sql::sqlparser::ast::Ident, u64)> {
-    use datafusion::sql::sqlparser::ast::{FetchDirection, Value};
-    let Statement::Fetch { name, direction, .. } = s else { return None };
-    let (FetchDirection::Count { limit } | FetchDirection::Forward { limit: Some(limit) }) = direction else {
-        return None;
-    };
-    let Value::Number(n, _) = &limit.value else { return None };
-    // Beyond u64 (or negative): as many rows as there are.
-    let n = n.parse::<u64>().unwrap_or(u64::MAX);
-    (n > FETCH_CHUNK).then_some((name, n))
-}
-
-/// `FETCH n FROM c` for a large `n`, in chunks: pgwire's portal sets aside room for `n` rows before
-/// reading one (`FETCH 9223372036854775807` panicked, `FETCH 100000000` asked for gigabytes), so the
-/// rows are read [`FETCH_CHUNK`] at a time, and memory follows the rows the cursor really has.
-async fn fetch_in_chunks(
-    client: &dyn HookClient,
-    name: &datafusion::sql::sqlparser::ast::Ident,
-    n: u64,
-) -> PgWireResult<Response> {
-    use futures::StreamExt;
-    use pgwire::api::store::PortalStore;
-    let user_error = |code: &str, message: String| {
-        PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), code.into(), message)))
-    };
-    let portal = match client.portal_store().get_portal(&name.value) {
-        Some(entry) => match entry.value() {
-            Some(p) => p.clone(),
-            None => return Err(user_error("XX000", "unsupported portal strategy".into())),
-        },
-        None => return Err(user_error("34000", format!("cursor \"{}\" does not exist", name.value))),
-    };
-    let mut rows = Vec::new();
-    let mut schema = None;
-    let mut left = n;
-    while left > 0 {
-        let mut chunk = portal.fetch(left.min(FETCH_CHUNK) as usize).await?;
-        schema.get_or_insert_with(|| chunk.response.row_schema());
-        let before = rows.len();
-        while let Some(row) = chunk.response.data_rows().next().await {
-            rows.push(row?);
-        }
-        left = left.saturating_sub((rows.len() - before) as u64);
-        if !chunk.suspended || rows.len() == before {
-            break;
-        }
-    }
-    let schema = schema.unwrap_or_default();
-    Ok(Response::Query(pgwire::api::results::QueryResponse::new(
-        schema,
-        futures::stream::iter(rows.into_iter().map(Ok)),
-    )))
-}
-
-#[async_trait]
-impl QueryHook for EngineHook {
-    async fn handle_simple_query(
-        &self,
-        statement: &Statement,
-        ctx: &SessionContext,
-        client: &mut dyn HookClient,
-    ) -> Option<PgWireResult<Response>> {
-        if let Err(e) = crate::auth::check(client, statement) {
-            return Some(Err(e));
-        }
-        if let Some((name, n)) = large_fetch(statement) {
-            return Some(fetch_in_chunks(client, name, n).await);
-        }
-        self.audit(statement, client);
-        if let Some(substitute) = crate::rewrite::substitute(statement) {
-            let r = async {
-                let plan = plan_of(ctx, substitute).await?;
-                let df = ctx.execute_logical_plan(plan).await.map_err(|e| PgWireError::ApiError(Box::new(e)))?;
-                let q = datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe(
-                    df,
-                    &pgwire::api::portal::Format::UnifiedText,
-                    None,
-                )
-                .await?;
-                Ok(Response::Query(q))
-            };
-            return Some(r.await);
-        }
-        if !is_engine_statement(statement) {
-            return None;
-        }
-        Some(self.run(statement, ctx, client).await)
-    }
-
-    async fn handle_extended_parse_query(
-        &self,
-        statement: &Statement,
-        ctx: &SessionContext,
-        client: &(dyn ClientInfo + Send + Sync),
-    ) -> Option<PgWireResult<LogicalPlan>> {
-        if let Err(e) = crate::auth::check(client, statement) {
-            return Some(Err(e));
-        }
-        if let Some(substitute) = crate::rewrite::substitute(statement) {
-            // The plan runs as any query would, in the formats the client asks for.
-            return Some(plan_of(ctx, substitute).await);
-        }
-        if trafficdb::query::dml::is_dml(statement) {
-            // The write's own plan, with its parameters ($1) for the client to bind; RETURNING and
-            // EXPLAIN run as queries would, in the formats the client asks for.
-            let stmt = DFStatement::Statement(Box::new(statement.clone()));
-            return match self.db.plan_dml(&ctx.state(), &stmt).await {
-                Ok(Some(plan)) => Some(Ok(plan)),
-                Ok(None) => Some(Err(pg_error(trafficdb::Error::Internal("a write without a plan".into())))),
-                Err(e) => Some(Err(pg_error(e))),
-            };
-        }
-        is_engine_statement(statement).then(|| Ok(empty_plan()))
-    }
-
-    async fn handle_extended_query(
-        &self,
-        statement: &Statement,
-        plan: &LogicalPlan,
-        params: &ParamValues,
-        ctx: &SessionContext,
-        client: &mut dyn HookClient,
-    ) -> Option<PgWireResult<Response>> {
-        // The role was checked when the statement was parsed, on this same connection.
-        self.audit(statement, client);
-        if let Some((name, n)) = large_fetch(statement) {
-            return Some(fetch_in_chunks(client, name, n).await);
-        }
-        if trafficdb::query::dml::is_dml(statement) {
-            if !matches!(trafficdb::query::dml::plan_op(plan), Some((_, false))) {
-                return None;
-            }
-            let bound = match plan.clone().replace_params_with_values(params) {
-                Ok(p) => p,
-                Err(e) => return Some(Err(PgWireError::ApiError(Box::new(e)))),
-            };
-            return Some(self.run_dml(ctx, bound).await);
-        }
-        if !is_engine_statement(statement) {
-            return None;
-        }
-        Some(self.run(statement, ctx, client).await)
     }
 }

@@ -332,7 +332,7 @@ impl ExtendedQueryHandler for Session {
             PortalExecutionState::Suspended(results) => {
                 // The rows of a write's RETURNING end with the write's tag (`DELETE 3`), not `SELECT`.
                 let returning = match &portal.statement.statement {
-                    (_, Some((_, plan))) => crate::pg::returning_tag(plan),
+                    (_, Some((_, plan))) => crate::router::returning_tag(plan),
                     _ => None,
                 };
                 let tag = returning.map_or_else(|| results.command_tag().to_owned(), str::to_string);

@@ -12,6 +12,7 @@ mod generator;
 mod http;
 mod kill;
 mod schema;
+mod security;
 mod server;
 mod slt;
 mod wire;

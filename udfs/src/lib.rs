@@ -4,6 +4,7 @@
 //! engine installs them (with [`install`]) into every session it creates, so the embedded library, the
 //! `sql` command and the server all have them. `docs/functions.md` documents each one.
 
+pub mod access;
 pub mod aggregate;
 pub mod anomaly;
 pub mod computed;
@@ -51,42 +52,20 @@ pub fn invalid_argument(message: impl Into<String>) -> DataFusionError {
 /// SQLSTATE 42501, insufficient_privilege.
 pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
 
-/// Whether `statement` calls a table function that changes the model registry (anywhere: subqueries,
-/// CTEs, EXPLAIN). The server's role check and the functions that run a query given as text use it.
-pub fn calls_writing_function(statement: &datafusion::sql::sqlparser::ast::Statement) -> bool {
-    use std::ops::ControlFlow;
-    datafusion::sql::sqlparser::ast::visit_relations(statement, |name| {
-        let last = name.0.last().map(|p| p.to_string().trim_matches('"').to_ascii_lowercase()).unwrap_or_default();
-        if model::sql::WRITING_FUNCTIONS.contains(&last.as_str()) {
-            ControlFlow::Break(())
-        } else {
-            ControlFlow::Continue(())
-        }
-    })
-    .is_break()
-}
-
 /// Runs `sql`, given as text to a function (`detect_anomalies`, `train_retry_model`, ...), and returns
 /// its rows as one batch. Only a read is allowed: no DDL, DML, COPY or SET, and no call that changes a
 /// model, so a function a reader may call cannot be used to write.
 pub async fn run_read_query(state: &SessionState, function: &str, sql: &str) -> datafusion::error::Result<RecordBatch> {
-    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-    use datafusion::sql::sqlparser::parser::Parser;
     nesting::check(sql).map_err(|e| DataFusionError::External(Box::new(e)))?;
-    let refuse = |m: String| DataFusionError::External(Box::new(SqlError { code: INSUFFICIENT_PRIVILEGE, message: m }));
-    // A text that does not parse is left to the planner, which reports the syntax error.
-    if let Ok(statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql)
-        && statements.iter().any(calls_writing_function)
-    {
-        return Err(refuse(format!("{function}: the query may not train, deploy, roll back or drop a model")));
-    }
+    // One parse, by the parser that plans it; what the plan does decides, whatever the text says.
     let plan = state.create_logical_plan(sql).await?;
-    datafusion::execution::context::SQLOptions::new()
-        .with_allow_ddl(false)
-        .with_allow_dml(false)
-        .with_allow_statements(false)
-        .verify_plan(&plan)
-        .map_err(|e| refuse(format!("{function}: the query must only read ({e})")))?;
+    let access = access::plan_access(&plan, &access::no_extensions);
+    if access != access::Access::Read {
+        return Err(DataFusionError::External(Box::new(SqlError {
+            code: INSUFFICIENT_PRIVILEGE,
+            message: format!("{function}: the query must only read, and this one {}", access.describe()),
+        })));
+    }
     let schema = Arc::new(plan.schema().as_arrow().clone());
     let physical = state.create_physical_plan(&plan).await?;
     let batches = datafusion::physical_plan::collect(physical, state.task_ctx()).await?;

@@ -153,6 +153,13 @@ impl DmlOp {
     }
 }
 
+/// What running `plan` may do (see [`trafficdb_udfs::access`]); a write of [`plan`] writes.
+pub fn plan_access(plan: &LogicalPlan) -> trafficdb_udfs::access::Access {
+    trafficdb_udfs::access::plan_access(plan, &|node| {
+        node.as_any().downcast_ref::<DmlNode>().map(|_| trafficdb_udfs::access::Access::Write)
+    })
+}
+
 /// The op of a plan made by [`plan`], when it is one (and not an EXPLAIN of one).
 pub fn plan_op(plan: &LogicalPlan) -> Option<(DmlOp, bool)> {
     let LogicalPlan::Extension(e) = plan else { return None };

@@ -64,6 +64,12 @@ pub fn install(state: &mut SessionState, registry: &Arc<Registry>) -> Result<()>
 /// The names of the table functions that change the registry (a read-only role may not call them).
 pub const WRITING_FUNCTIONS: [&str; 4] = ["train_retry_model", "deploy_model", "rollback_model", "drop_model"];
 
+/// Whether `provider` is the table of a call that changes the registry (found in a plan, wherever the
+/// call appears: FROM, a join, LATERAL, a subquery, a CTE, EXPLAIN).
+pub fn writes_models(provider: &dyn TableProvider) -> bool {
+    (provider as &dyn std::any::Any).downcast_ref::<LazyTable>().is_some_and(|t| WRITING_FUNCTIONS.contains(&t.name))
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Execution: a plan that computes one batch when executed.
 

@@ -1,0 +1,651 @@
+//! Where each statement of the PostgreSQL server goes, and who may run it.
+//!
+//! Each statement is parsed once (by datafusion-postgres, in PostgreSQL's dialect) and everything
+//! after works on that one parse: the role check and the execution never read the text again. Two
+//! query hooks do the work, around datafusion-postgres's own (cursor moves, `SET` / `SHOW`,
+//! transactions):
+//!
+//! - [`Router`], first: statements the server runs without a DataFusion plan (the engine's DDL,
+//!   `COPY`, `TRUNCATE`, savepoints, settings) checked on the statement; writes the engine plans
+//!   (`DELETE`, `UPDATE`, `INSERT ... RETURNING`, `EXPLAIN` of them) and `DECLARE ... CURSOR` checked
+//!   on their plan;
+//! - [`Planned`], last: every other statement is planned from its parse, checked on the plan (a
+//!   write, DDL, `COPY ... TO` a file, `SELECT ... INTO`, a call that trains or deploys a model, found
+//!   anywhere in it, EXPLAIN ANALYZE included), and that same plan runs.
+//!
+//! A refused statement is answered with 42501 and recorded in the audit log; an allowed write or DDL
+//! is recorded too.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::common::{DFSchema, ParamValues};
+use datafusion::logical_expr::{DmlStatement, EmptyRelation, LogicalPlan, WriteOp};
+use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::{ObjectType, Reset, Set, Statement};
+use datafusion_postgres::QueryHook;
+use datafusion_postgres::hooks::HookClient;
+use pgwire::api::ClientInfo;
+use pgwire::api::results::{Response, Tag};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use trafficdb::{Database, Output};
+
+use crate::audit::Audit;
+use crate::auth::{Role, session_role};
+use crate::config::ServerConfig;
+use crate::settings;
+
+/// The first query hook: see the module's documentation.
+pub struct Router {
+    db: Arc<Database>,
+    audit: Arc<Audit>,
+    config: Arc<ServerConfig>,
+}
+
+/// The last query hook: every statement no other hook took, planned, checked and run.
+pub struct Planned(pub Arc<Router>);
+
+impl Router {
+    pub fn new(db: Arc<Database>, audit: Arc<Audit>, config: Arc<ServerConfig>) -> Arc<Router> {
+        Arc::new(Router { db, audit, config })
+    }
+
+    pub fn db(&self) -> &Arc<Database> {
+        &self.db
+    }
+
+    /// Refuses `statement` (42501, recorded in the audit log) when the session's role is below `need`;
+    /// records it when it writes or changes the schema and `record` is set.
+    fn gate(
+        &self,
+        client: &(dyn ClientInfo + Send + Sync),
+        need: Role,
+        statement: &Statement,
+        record: bool,
+    ) -> PgWireResult<()> {
+        let have = session_role(client);
+        let user = || client.metadata().get("user").cloned().unwrap_or_default();
+        if have < need {
+            self.audit.refused(&user(), have, need, &statement.to_string());
+            return Err(crate::auth::refusal(client, need));
+        }
+        if record && self.audit.enabled() && need > Role::Reader {
+            let kind = if need == Role::Admin { "ddl" } else { "write" };
+            self.audit.statement(&user(), have, kind, &statement.to_string());
+        }
+        Ok(())
+    }
+
+    /// The statement-level check, for statements that have one.
+    fn gate_statement(&self, client: &(dyn ClientInfo + Send + Sync), s: &Statement, record: bool) -> PgWireResult<()> {
+        match crate::auth::statement_role(s) {
+            Some(need) => self.gate(client, need, s, record),
+            None => Ok(()),
+        }
+    }
+
+    fn gate_plan(
+        &self,
+        client: &(dyn ClientInfo + Send + Sync),
+        plan: &LogicalPlan,
+        s: &Statement,
+        record: bool,
+    ) -> PgWireResult<()> {
+        self.gate(client, crate::auth::plan_role(plan), s, record)
+    }
+
+    /// Runs a plan of [`trafficdb::Database::plan_dml`] (parameters bound): the command tag for a
+    /// write, the rows (in text) for RETURNING or EXPLAIN.
+    async fn run_dml(&self, ctx: &SessionContext, plan: LogicalPlan) -> PgWireResult<Response> {
+        if matches!(trafficdb::query::dml::plan_op(&plan), Some((_, false))) {
+            return match trafficdb::database::run_plan(ctx, plan).await {
+                Ok(Output::Done(tag)) => Ok(Response::Execution(Tag::new(&tag))),
+                Ok(_) => Err(pg_error(trafficdb::Error::Internal("a write without RETURNING returned rows".into()))),
+                Err(e) => Err(pg_error(e)),
+            };
+        }
+        let command = returning_tag(&plan);
+        let df = ctx.execute_logical_plan(plan).await.map_err(api_error)?;
+        let mut q = datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe(
+            df,
+            &pgwire::api::portal::Format::UnifiedText,
+            None,
+        )
+        .await?;
+        if let Some(c) = command {
+            q.command_tag = c.to_string();
+        }
+        Ok(Response::Query(q))
+    }
+
+    /// Runs a statement the engine answers itself ([`is_engine_statement`]).
+    async fn run(
+        &self,
+        s: &Statement,
+        ctx: &SessionContext,
+        client: &(dyn ClientInfo + Send + Sync),
+    ) -> PgWireResult<Response> {
+        if let Some(r) = crate::copy::handle(self, ctx, s, client).await {
+            return r;
+        }
+        // Every statement is its own transaction (see docs/server.md), so a savepoint marks nothing
+        // to return to; drivers and ORMs that nest transactions with savepoints still work.
+        match s {
+            Statement::Savepoint { .. } => return Ok(Response::Execution(Tag::new("SAVEPOINT"))),
+            Statement::ReleaseSavepoint { .. } => return Ok(Response::Execution(Tag::new("RELEASE"))),
+            // A failed transaction block stays failed until ROLLBACK (pgwire keeps the status).
+            Statement::Rollback { savepoint: Some(_), .. } => return Ok(Response::Execution(Tag::new("ROLLBACK"))),
+            // No per-connection state outlives a statement here, so there is nothing to discard.
+            Statement::Discard { .. } => return Ok(Response::Execution(Tag::new("DISCARD ALL"))),
+            _ => {}
+        }
+        match self.db.execute_in(ctx, DFStatement::Statement(Box::new(s.clone()))).await {
+            Ok(Output::Done(tag)) => Ok(Response::Execution(Tag::new(&tag))),
+            Ok(Output::Stream(_) | Output::Returning { .. }) => Ok(Response::Execution(Tag::new("OK"))),
+            Err(e) => Err(pg_error(e)),
+        }
+    }
+
+    /// The plan of a query the server runs for a statement (`COPY (query) TO STDOUT`, a cursor's
+    /// query), checked: the query must only read what the session may read.
+    pub async fn checked_query_plan(
+        &self,
+        ctx: &SessionContext,
+        query: &datafusion::sql::sqlparser::ast::Query,
+        s: &Statement,
+        client: &(dyn ClientInfo + Send + Sync),
+    ) -> PgWireResult<LogicalPlan> {
+        let plan = plan_of(ctx, Statement::Query(Box::new(query.clone()))).await?;
+        self.gate_plan(client, &plan, s, true)?;
+        Ok(plan)
+    }
+
+    /// Plans `statement` from its parse, checks the plan, runs it (the simple protocol).
+    async fn run_planned(
+        &self,
+        statement: &Statement,
+        ctx: &SessionContext,
+        client: &dyn HookClient,
+    ) -> PgWireResult<Response> {
+        let plan = plan_of(ctx, statement.clone()).await?;
+        self.gate_plan(client, &plan, statement, true)?;
+        let insert = matches!(&plan, LogicalPlan::Dml(DmlStatement { op: WriteOp::Insert(_), .. }));
+        let df = ctx.execute_logical_plan(plan).await.map_err(api_error)?;
+        if insert {
+            return inserted(df).await;
+        }
+        let options = Arc::new(pgwire::types::format::FormatOptions::from_client_metadata(client.metadata()));
+        let rows = datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe(
+            df,
+            &pgwire::api::portal::Format::UnifiedText,
+            Some(options),
+        )
+        .await?;
+        Ok(Response::Query(rows))
+    }
+
+    /// Plans `statement` from its parse and checks the plan (Parse in the extended protocol).
+    async fn parse_planned(
+        &self,
+        statement: &Statement,
+        ctx: &SessionContext,
+        client: &(dyn ClientInfo + Send + Sync),
+    ) -> PgWireResult<LogicalPlan> {
+        let plan = plan_of(ctx, statement.clone()).await?;
+        self.gate_plan(client, &plan, statement, false)?;
+        Ok(plan)
+    }
+
+    /// `DECLARE c CURSOR FOR query`: the query planned from this parse, checked, and started.
+    async fn declare(&self, s: &Statement, ctx: &SessionContext, client: &dyn HookClient) -> PgWireResult<Response> {
+        use datafusion::sql::sqlparser::ast::DeclareType;
+        use pgwire::api::portal::{Format, Portal};
+        use pgwire::api::stmt::StoredStatement;
+        use pgwire::api::store::PortalStore;
+        let Statement::Declare { stmts } = s else { return Err(internal("not a DECLARE")) };
+        for declare in stmts {
+            if declare.declare_type != Some(DeclareType::Cursor) {
+                return Err(user_error("0A000", "only DECLARE ... CURSOR FOR a query is supported".into()));
+            }
+            let name = declare.names.first().ok_or_else(|| user_error("42601", "a cursor needs a name".into()))?;
+            let query = declare
+                .for_query
+                .as_ref()
+                .ok_or_else(|| user_error("42601", "DECLARE CURSOR needs a FOR query".into()))?;
+            let plan = self.checked_query_plan(ctx, query, s, client).await?;
+            let df = ctx.execute_logical_plan(plan).await.map_err(api_error)?;
+            let rows =
+                datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe(df, &Format::UnifiedText, None).await?;
+            let stored = Arc::new(StoredStatement::new(name.value.clone(), (query.to_string(), None), vec![]));
+            let portal = Portal::new_cursor(name.value.clone(), stored);
+            portal.start(rows).await;
+            client.portal_store().put_portal(Arc::new(portal));
+        }
+        Ok(Response::Execution(Tag::new("DECLARE CURSOR")))
+    }
+
+    /// `SET` / `RESET` of what the server keeps itself: `statement_timeout` (within the server's
+    /// limit for a non-admin) and DataFusion's settings (within their bounds), and every `RESET`.
+    /// `None` for the PostgreSQL settings datafusion-postgres keeps.
+    async fn setting(
+        &self,
+        s: &Statement,
+        ctx: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        let (name, value) = match s {
+            Statement::Set(Set::SingleAssignment { variable, values, .. }) => {
+                (settings::name(variable), settings::value_text(values))
+            }
+            Statement::Reset(r) => match &r.reset {
+                Reset::ALL => {
+                    self.reset_timeout(client);
+                    for key in RESETTABLE {
+                        client.metadata_mut().remove(*key);
+                    }
+                    return Some(Ok(Response::Execution(Tag::new("RESET"))));
+                }
+                Reset::ConfigurationParameter(n) => (settings::name(n), None),
+            },
+            _ => return None,
+        };
+        let tag = if matches!(s, Statement::Reset(_)) { "RESET" } else { "SET" };
+        let done = || Some(Ok(Response::Execution(Tag::new(tag))));
+        if name == settings::STATEMENT_TIMEOUT {
+            let Some(value) = value else {
+                self.reset_timeout(client);
+                return done();
+            };
+            let wanted = match settings::parse_timeout(&value) {
+                Ok(t) => t,
+                Err(m) => return Some(Err(user_error("22023", m))),
+            };
+            let t = match settings::allowed_timeout(session_role(client), self.config.statement_timeout, wanted) {
+                Ok(t) => t,
+                Err(m) => {
+                    let user = client.metadata().get("user").cloned().unwrap_or_default();
+                    self.audit.refused(&user, session_role(client), Role::Admin, &s.to_string());
+                    return Some(Err(user_error("42501", m)));
+                }
+            };
+            set_timeout(client, t);
+            return done();
+        }
+        if settings::is_datafusion(&name) {
+            if let Some(v) = &value
+                && let Err(m) = settings::check_bounds(&name, v)
+            {
+                return Some(Err(user_error("22023", m)));
+            }
+            let r = async {
+                let plan = plan_of(ctx, s.clone()).await?;
+                ctx.execute_logical_plan(plan).await.map_err(api_error)?;
+                Ok(Response::Execution(Tag::new(tag)))
+            };
+            return Some(r.await);
+        }
+        if matches!(s, Statement::Reset(_)) {
+            client.metadata_mut().remove(&name);
+            return done();
+        }
+        None
+    }
+
+    fn reset_timeout(&self, client: &mut dyn HookClient) {
+        set_timeout(client, self.config.statement_timeout);
+    }
+}
+
+/// The session settings datafusion-postgres keeps in a connection's metadata (`RESET ALL` clears them).
+const RESETTABLE: &[&str] = &[
+    "datestyle",
+    "bytea_output",
+    "intervalstyle",
+    "application_name",
+    "extra_float_digits",
+    "search_path",
+    "timezone",
+];
+
+fn set_timeout(client: &mut dyn HookClient, t: std::time::Duration) {
+    if t.is_zero() {
+        client.metadata_mut().remove(crate::session::STATEMENT_TIMEOUT_KEY);
+    } else {
+        client.metadata_mut().insert(crate::session::STATEMENT_TIMEOUT_KEY.into(), t.as_millis().to_string());
+    }
+}
+
+/// Statements datafusion-postgres's own hooks answer (after the role check): cursor moves, settings it
+/// keeps, `SHOW`, transactions.
+fn for_library_hooks(s: &Statement) -> bool {
+    matches!(
+        s,
+        Statement::Fetch { .. }
+            | Statement::Close { .. }
+            | Statement::Set(_)
+            | Statement::ShowVariable { .. }
+            | Statement::ShowStatus { .. }
+            | Statement::ShowCatalogs { .. }
+            | Statement::StartTransaction { .. }
+            | Statement::Commit { .. }
+            | Statement::Rollback { savepoint: None, .. }
+    )
+}
+
+/// Statements the engine answers itself.
+fn is_engine_statement(s: &Statement) -> bool {
+    matches!(s, Statement::CreateTable(ct) if !ct.external)
+        || matches!(
+            s,
+            Statement::Drop { object_type: ObjectType::Table | ObjectType::View | ObjectType::MaterializedView, .. }
+        )
+        || matches!(
+            s,
+            Statement::Call(_)
+                | Statement::AlterTable(_)
+                | Statement::CreateView(_)
+                | Statement::Discard { .. }
+                | Statement::Savepoint { .. }
+                | Statement::ReleaseSavepoint { .. }
+                | Statement::Rollback { savepoint: Some(_), .. }
+                | Statement::Truncate(_)
+        )
+        || crate::copy::is_copy(s)
+}
+
+/// The command of PostgreSQL's tag for the rows of a statement's RETURNING (`DELETE 3`).
+fn returning_command(op: trafficdb::query::dml::DmlOp) -> &'static str {
+    use trafficdb::query::dml::DmlOp;
+    match op {
+        DmlOp::Delete => "DELETE",
+        DmlOp::Update => "UPDATE",
+        DmlOp::Insert => "INSERT 0",
+    }
+}
+
+/// The command tag for the rows of `plan`, when it is a statement's RETURNING.
+pub fn returning_tag(plan: &LogicalPlan) -> Option<&'static str> {
+    match trafficdb::query::dml::plan_op(plan) {
+        Some((op, true)) => Some(returning_command(op)),
+        _ => None,
+    }
+}
+
+fn user_error(code: &str, message: String) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), code.into(), message)))
+}
+
+fn internal(message: &str) -> PgWireError {
+    pg_error(trafficdb::Error::Internal(message.into()))
+}
+
+fn api_error(e: datafusion::error::DataFusionError) -> PgWireError {
+    PgWireError::ApiError(Box::new(e))
+}
+
+pub fn pg_error(e: trafficdb::Error) -> PgWireError {
+    user_error(e.sqlstate(), e.to_string())
+}
+
+async fn plan_of(ctx: &SessionContext, s: Statement) -> PgWireResult<LogicalPlan> {
+    ctx.state().statement_to_plan(DFStatement::Statement(Box::new(s))).await.map_err(api_error)
+}
+
+fn empty_plan() -> LogicalPlan {
+    LogicalPlan::EmptyRelation(EmptyRelation { produce_one_row: false, schema: Arc::new(DFSchema::empty()) })
+}
+
+/// `s` with the server's substitutions (see [`crate::rewrite::substitute`]).
+fn substituted(s: &Statement) -> std::borrow::Cow<'_, Statement> {
+    match crate::rewrite::substitute(s) {
+        Some(new) => std::borrow::Cow::Owned(new),
+        None => std::borrow::Cow::Borrowed(s),
+    }
+}
+
+/// Rows a `FETCH n` reads from its cursor at a time.
+const FETCH_CHUNK: u64 = 8192;
+
+/// The row count of a `FETCH n` / `FETCH FORWARD n` larger than [`FETCH_CHUNK`].
+fn large_fetch(s: &Statement) -> Option<(&datafusion::sql::sqlparser::ast::Ident, u64)> {
+    use datafusion::sql::sqlparser::ast::{FetchDirection, Value};
+    let Statement::Fetch { name, direction, .. } = s else { return None };
+    let (FetchDirection::Count { limit } | FetchDirection::Forward { limit: Some(limit) }) = direction else {
+        return None;
+    };
+    let Value::Number(n, _) = &limit.value else { return None };
+    // Beyond u64 (or negative): as many rows as there are.
+    let n = n.parse::<u64>().unwrap_or(u64::MAX);
+    (n > FETCH_CHUNK).then_some((name, n))
+}
+
+/// `FETCH n FROM c` for a large `n`, in chunks: pgwire's portal sets aside room for `n` rows before
+/// reading one (`FETCH 9223372036854775807` panicked, `FETCH 100000000` asked for gigabytes), so the
+/// rows are read [`FETCH_CHUNK`] at a time, and memory follows the rows the cursor really has.
+async fn fetch_in_chunks(
+    client: &dyn HookClient,
+    name: &datafusion::sql::sqlparser::ast::Ident,
+    n: u64,
+) -> PgWireResult<Response> {
+    use futures::StreamExt;
+    use pgwire::api::store::PortalStore;
+    let portal = match client.portal_store().get_portal(&name.value) {
+        Some(entry) => match entry.value() {
+            Some(p) => p.clone(),
+            None => return Err(user_error("XX000", "unsupported portal strategy".into())),
+        },
+        None => return Err(user_error("34000", format!("cursor \"{}\" does not exist", name.value))),
+    };
+    let mut rows = Vec::new();
+    let mut schema = None;
+    let mut left = n;
+    while left > 0 {
+        let mut chunk = portal.fetch(left.min(FETCH_CHUNK) as usize).await?;
+        schema.get_or_insert_with(|| chunk.response.row_schema());
+        let before = rows.len();
+        while let Some(row) = chunk.response.data_rows().next().await {
+            rows.push(row?);
+        }
+        left = left.saturating_sub((rows.len() - before) as u64);
+        if !chunk.suspended || rows.len() == before {
+            break;
+        }
+    }
+    let schema = schema.unwrap_or_default();
+    Ok(Response::Query(pgwire::api::results::QueryResponse::new(
+        schema,
+        futures::stream::iter(rows.into_iter().map(Ok)),
+    )))
+}
+
+#[async_trait]
+impl QueryHook for Router {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        ctx: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        if let Err(e) = self.gate_statement(client, statement, true) {
+            return Some(Err(e));
+        }
+        if let Some((name, n)) = large_fetch(statement) {
+            return Some(fetch_in_chunks(client, name, n).await);
+        }
+        if let Some(r) = self.setting(statement, ctx, client).await {
+            return Some(r);
+        }
+        if matches!(statement, Statement::Declare { .. }) {
+            return Some(self.declare(statement, ctx, client).await);
+        }
+        let statement = substituted(statement);
+        if trafficdb::query::dml::is_dml(&statement) {
+            let r = async {
+                let stmt = DFStatement::Statement(Box::new(statement.as_ref().clone()));
+                let plan = self.db.plan_dml(&ctx.state(), &stmt).await.map_err(pg_error)?;
+                let plan = plan.ok_or_else(|| internal("a write without a plan"))?;
+                self.gate_plan(client, &plan, &statement, true)?;
+                self.run_dml(ctx, plan).await
+            };
+            return Some(r.await);
+        }
+        if is_engine_statement(&statement) {
+            return Some(self.run(&statement, ctx, client).await);
+        }
+        if let std::borrow::Cow::Owned(replaced) = &statement {
+            return Some(self.run_planned(replaced, ctx, client).await);
+        }
+        None
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        ctx: &SessionContext,
+        client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        if let Err(e) = self.gate_statement(client, statement, false) {
+            return Some(Err(e));
+        }
+        if let Statement::Declare { stmts } = statement {
+            let r = async {
+                for query in stmts.iter().filter_map(|d| d.for_query.as_ref()) {
+                    let plan = plan_of(ctx, Statement::Query(query.clone())).await?;
+                    self.gate_plan(client, &plan, statement, false)?;
+                }
+                Ok(empty_plan())
+            };
+            return Some(r.await);
+        }
+        if matches!(statement, Statement::Reset(_)) {
+            return Some(Ok(empty_plan()));
+        }
+        let statement = substituted(statement);
+        if trafficdb::query::dml::is_dml(&statement) {
+            // The write's own plan, with its parameters ($1) for the client to bind; RETURNING and
+            // EXPLAIN run as queries would, in the formats the client asks for.
+            let r = async {
+                let stmt = DFStatement::Statement(Box::new(statement.as_ref().clone()));
+                let plan = self.db.plan_dml(&ctx.state(), &stmt).await.map_err(pg_error)?;
+                let plan = plan.ok_or_else(|| internal("a write without a plan"))?;
+                self.gate_plan(client, &plan, &statement, false)?;
+                Ok(plan)
+            };
+            return Some(r.await);
+        }
+        if is_engine_statement(&statement) {
+            return Some(Ok(empty_plan()));
+        }
+        if let std::borrow::Cow::Owned(replaced) = &statement {
+            return Some(self.parse_planned(replaced, ctx, client).await);
+        }
+        None
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        plan: &LogicalPlan,
+        params: &ParamValues,
+        ctx: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        // Checked when the statement was parsed, on this same connection; checked again here where
+        // the check is cheap, and recorded.
+        if let Err(e) = self.gate_statement(client, statement, true) {
+            return Some(Err(e));
+        }
+        if let Some((name, n)) = large_fetch(statement) {
+            return Some(fetch_in_chunks(client, name, n).await);
+        }
+        if let Some(r) = self.setting(statement, ctx, client).await {
+            return Some(r);
+        }
+        if matches!(statement, Statement::Declare { .. }) {
+            return Some(self.declare(statement, ctx, client).await);
+        }
+        let original = statement;
+        let statement = substituted(statement);
+        if trafficdb::query::dml::is_dml(&statement) {
+            if let Err(e) = self.gate_plan(client, plan, &statement, true) {
+                return Some(Err(e));
+            }
+            if !matches!(trafficdb::query::dml::plan_op(plan), Some((_, false))) {
+                return None;
+            }
+            let bound = match plan.clone().replace_params_with_values(params) {
+                Ok(p) => p,
+                Err(e) => return Some(Err(api_error(e))),
+            };
+            return Some(self.run_dml(ctx, bound).await);
+        }
+        if is_engine_statement(&statement) {
+            return Some(self.run(&statement, ctx, client).await);
+        }
+        if let std::borrow::Cow::Owned(replaced) = &statement {
+            // datafusion-postgres's SHOW would answer the original; the substitute (one text column) runs here.
+            if matches!(original, Statement::ShowVariable { .. }) {
+                return Some(self.run_planned(replaced, ctx, client).await);
+            }
+            // The substitute's plan (made at Parse) runs as any query's, once later hooks pass it by.
+            return self.gate_plan(client, plan, &statement, true).err().map(Err);
+        }
+        None
+    }
+}
+
+#[async_trait]
+impl QueryHook for Planned {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        ctx: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        if for_library_hooks(statement) {
+            return None;
+        }
+        Some(self.0.run_planned(&substituted(statement), ctx, client).await)
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        ctx: &SessionContext,
+        client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        if for_library_hooks(statement) {
+            return None;
+        }
+        Some(self.0.parse_planned(&substituted(statement), ctx, client).await)
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        plan: &LogicalPlan,
+        _params: &ParamValues,
+        _ctx: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        if for_library_hooks(statement) {
+            return None;
+        }
+        // The plan made (and checked) at Parse runs as datafusion-postgres runs it; checked again and
+        // recorded here.
+        self.0.gate_plan(client, plan, statement, true).err().map(Err)
+    }
+}
+
+/// The `INSERT 0 n` of an INSERT DataFusion ran (its plan answers one row: the count).
+async fn inserted(df: datafusion::prelude::DataFrame) -> PgWireResult<Response> {
+    use datafusion::arrow::array::{Array, UInt64Array};
+    let batches = df.collect().await.map_err(api_error)?;
+    let n = batches
+        .first()
+        .and_then(|b| b.column_by_name("count"))
+        .and_then(|c| c.as_any().downcast_ref::<UInt64Array>().filter(|a| !a.is_empty()).map(|a| a.value(0)))
+        .unwrap_or(0);
+    Ok(Response::Execution(Tag::new("INSERT").with_oid(0).with_rows(n as usize)))
+}

@@ -1,0 +1,209 @@
+//! Attacks on the server as a logged-in reader or writer would make them: every way to write, to
+//! change the schema, to write server files, to train or deploy a model, or to lift a limit, in
+//! both protocols, written every way the parsers accept. Each must be refused (42501, or 22023 for a
+//! value out of bounds), leave nothing behind, reach the audit log, and leave the server answering.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_postgres::error::SqlState;
+use trafficdb_server::auth::{Role, Secret};
+use trafficdb_server::config::{AuthMode, UserConfig};
+use trafficdb_server::{Server, ServerConfig};
+
+use crate::common::runtime;
+use crate::server::connect;
+
+const TABLE: &str = "CREATE TABLE m (ts TIMESTAMP NOT NULL, v BIGINT) WITH (time_column = 'ts')";
+
+/// Statements a reader must not run: each writes, changes the schema or the model registry, or
+/// writes a server file, if it runs.
+fn reader_writes(file: &str) -> Vec<String> {
+    let train = "train_retry_model('evil', 'SELECT ts, v, v > 1 AS will_retry FROM m', 'eval_fraction=0')";
+    let mut v: Vec<String> = [
+        // EXPLAIN ANALYZE runs its statement, however ANALYZE is written.
+        "EXPLAIN ANALYZE INSERT INTO m VALUES ('2024-01-02 00:00:00', 9)",
+        "EXPLAIN (ANALYZE) INSERT INTO m VALUES ('2024-01-02 00:00:00', 9)",
+        "explain (analyze true, verbose) insert into m values ('2024-01-02 00:00:00', 9)",
+        "EXPLAIN (ANALYZE on, FORMAT JSON) DELETE FROM m",
+        "EXPLAIN (ANALYZE 1) UPDATE m SET v = 0",
+        "EXPLAIN ANALYZE VERBOSE DELETE FROM m WHERE v IN (SELECT v FROM m)",
+        "EXPLAIN (ANALYZE true, VERBOSE) TRUNCATE m",
+        "/* EXPLAIN */ EXPLAIN (ANALYZE) INSERT INTO m SELECT ts, v FROM m",
+        "EXPLAIN (ANALYZE) INSERT INTO alert_rules VALUES ('x', 'SELECT 1', '1 second', 'http://127.0.0.1:9/x', true, NULL)",
+        // Writes, plain and hidden.
+        "INSERT INTO m SELECT ts, v FROM m",
+        "DELETE FROM m USING m AS other WHERE m.v = other.v",
+        "UPDATE m SET v = v + 1 WHERE v IN (SELECT v FROM m)",
+        "TRUNCATE m",
+        "PREPARE p AS INSERT INTO m VALUES ('2024-01-02 00:00:00', $1)",
+        // New tables: SELECT INTO (also in parentheses), CREATE TABLE AS, views, DDL.
+        "SELECT * INTO stolen FROM m",
+        "(SELECT * INTO stolen FROM m)",
+        "CREATE TABLE stolen AS SELECT * FROM m",
+        "CREATE VIEW stolen AS SELECT 1",
+        "DROP TABLE m",
+        "ALTER TABLE m ADD COLUMN w BIGINT",
+        // The model registry, wherever the call sits.
+        "SELECT * FROM deploy_model('m', 1)",
+        "SELECT * FROM rollback_model('m')",
+        "SELECT * FROM (SELECT * FROM drop_model('m')) d",
+        "WITH r AS (SELECT * FROM rollback_model('m')) SELECT * FROM r",
+        "SELECT 1 WHERE EXISTS (SELECT * FROM drop_model('m'))",
+        "EXPLAIN ANALYZE SELECT * FROM rollback_model('m')",
+        "DECLARE c CURSOR FOR SELECT * FROM rollback_model('m')",
+        // Settings that lift the memory limit or choose where the server writes.
+        "SET datafusion.runtime.memory_limit = '8G'",
+        "SET \"datafusion.runtime.memory_limit\" = '8G'",
+        "SET datafusion.\"runtime\".memory_limit = '8G'",
+        "SET DataFusion.Runtime.Memory_Limit TO '8G'",
+        "RESET datafusion.runtime.memory_limit",
+        "RESET \"datafusion.runtime.memory_limit\"",
+        "SET \"datafusion.runtime.temp_directory\" = '/tmp'",
+        "SET datafusion.execution.target_partitions = 64",
+        "SET datafusion.execution.batch_size = 100000",
+        "SET ROLE boss",
+        "SET SESSION AUTHORIZATION boss",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    v.push(format!("SELECT * FROM m CROSS JOIN LATERAL {train} t"));
+    v.push(format!("SELECT * FROM {train}"));
+    v.push(format!("SELECT (SELECT version FROM {train})"));
+    v.push(format!("COPY (SELECT * FROM {train}) TO STDOUT"));
+    v.push(format!("COPY (SELECT 1) TO '{file}'"));
+    v.push(format!("EXPLAIN (ANALYZE) COPY (SELECT 1) TO '{file}'"));
+    v
+}
+
+#[test]
+fn a_reader_cannot_write_by_any_path() {
+    let rt = runtime();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    rt.block_on(async {
+        // The load-balancer schema: its alert rules are a table a write could make the server act on.
+        let db = Arc::new(trafficdb_schema::open(&tmp.path().join("data"), false).await.expect("open"));
+        let log = tmp.path().join("audit.log");
+        let user =
+            |name: &str, role, pw: &str| UserConfig { name: name.into(), role, password: Some(Secret::scram(pw)) };
+        let mut config = ServerConfig {
+            auth: AuthMode::Password,
+            users: vec![
+                user("boss", Role::Admin, "b"),
+                user("loader", Role::Writer, "w"),
+                user("viewer", Role::Reader, "r"),
+            ],
+            query_memory_limit: 64 << 20,
+            statement_timeout: Duration::from_secs(30),
+            listen: "127.0.0.1:0".into(),
+            ..ServerConfig::default()
+        };
+        config.audit.path = Some(log.clone());
+        let server = Server::bind(db.clone(), config).await.expect("bind");
+        let addr = server.local_addr().expect("addr");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(server.run_until(async {
+            let _ = stopped.await;
+        }));
+
+        let admin = connect(addr, "boss", Some("b")).await.expect("admin");
+        admin.batch_execute(TABLE).await.expect("table");
+        admin
+            .batch_execute("INSERT INTO m VALUES ('2024-01-01 00:00:00', 1), ('2024-01-01 00:00:01', 2)")
+            .await
+            .expect("rows");
+        let writer = connect(addr, "loader", Some("w")).await.expect("writer");
+        writer
+            .batch_execute(
+                "SELECT * FROM train_retry_model('m', 'SELECT ts, v, v > 1 AS will_retry FROM m', 'eval_fraction=0')",
+            )
+            .await
+            .expect("a writer trains");
+        let snapshot = || async {
+            let mut out = Vec::new();
+            for q in [
+                "SELECT count(*) FROM m",
+                "SELECT count(*) FROM m WHERE v = 9 OR v = 0",
+                "SELECT count(*) FROM models",
+                "SELECT count(*) FROM alert_rules",
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = 'stolen'",
+            ] {
+                let n: i64 = admin.query_one(q, &[]).await.expect(q).get(0);
+                out.push(n);
+            }
+            out
+        };
+        let before = snapshot().await;
+        let file = tmp.path().join("written-by-reader.csv");
+        let reader = connect(addr, "viewer", Some("r")).await.expect("reader");
+        let attacks = reader_writes(&file.display().to_string());
+        let mut refused = 0;
+        for sql in &attacks {
+            let e = reader.batch_execute(sql).await.expect_err(sql);
+            assert_eq!(e.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{sql}: {e:?}");
+            refused += 1;
+            // The extended protocol (Parse / Bind / Execute), for what it can carry.
+            if !sql.starts_with("COPY") && !sql.starts_with("DECLARE") {
+                let e = reader.query(sql.as_str(), &[]).await.expect_err(sql);
+                assert_eq!(e.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{sql} (extended): {e:?}");
+                refused += 1;
+            }
+        }
+        // A query given as text to a function runs under the same rule.
+        let e = reader
+            .batch_execute("SELECT * FROM evaluate_model('m', 'SELECT * FROM rollback_model(''m'')')")
+            .await
+            .expect_err("a writing call inside a function's query");
+        assert_eq!(e.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{e:?}");
+
+        // A writer may write, but not change the schema nor lift limits.
+        for sql in [
+            "SELECT * INTO stolen FROM m",
+            "EXPLAIN ANALYZE CREATE TABLE stolen AS SELECT 1",
+            "SET datafusion.runtime.memory_limit = '8G'",
+        ] {
+            let e = writer.batch_execute(sql).await.expect_err(sql);
+            assert_eq!(e.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{sql}: {e:?}");
+            refused += 1;
+        }
+        assert_eq!(snapshot().await, before, "nothing the reader or writer tried changed anything");
+        assert!(!file.exists(), "no file written");
+
+        // Settings: a reader lowers its timeout, not past the server's; bounds hold for the admin too.
+        reader.batch_execute("SET statement_timeout = '2s'").await.expect("lower the timeout");
+        for sql in ["SET statement_timeout = 0", "SET statement_timeout = '1h'", "SET statement_timeout TO 31000"] {
+            let e = reader.batch_execute(sql).await.expect_err(sql);
+            assert_eq!(e.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{sql}: {e:?}");
+            refused += 1;
+        }
+        let e = reader.batch_execute("SET statement_timeout = 'soon'").await.expect_err("bad value");
+        assert_eq!(e.code(), Some(&SqlState::INVALID_PARAMETER_VALUE), "{e:?}");
+        reader.batch_execute("RESET statement_timeout; RESET ALL").await.expect("reset");
+        reader.batch_execute("SET datafusion.explain.format = 'indent'").await.expect("an open setting");
+        for sql in
+            ["SET datafusion.execution.batch_size = 1000000000", "SET datafusion.execution.target_partitions = 4096"]
+        {
+            let e = admin.batch_execute(sql).await.expect_err(sql);
+            assert_eq!(e.code(), Some(&SqlState::INVALID_PARAMETER_VALUE), "{sql}: {e:?}");
+        }
+        admin.batch_execute("SET datafusion.execution.batch_size = 4096").await.expect("within bounds");
+        let e = admin.batch_execute("SET datafusion.execution.batch_size = 'many'").await.expect_err("not a number");
+        assert!(e.code().is_some(), "{e:?}");
+
+        // Still serving, to a new connection.
+        let fresh = connect(addr, "viewer", Some("r")).await.expect("a new connection");
+        let one: i32 = fresh.query_one("SELECT 1::INT", &[]).await.expect("SELECT 1").get(0);
+        assert_eq!(one, 1);
+
+        // Every refusal is in the audit log, with what it needed.
+        let text = std::fs::read_to_string(&log).expect("audit log");
+        let logged = text.lines().filter(|l| l.contains("\"event\":\"refused\"")).count();
+        assert!(logged >= refused, "{logged} refusals logged, {refused} made:\n{text}");
+        assert!(text.contains("\"needs\":\"writer\"") && text.contains("\"needs\":\"admin\""), "{text}");
+
+        drop((admin, writer, reader, fresh));
+        stop.send(()).expect("stop");
+        serving.await.expect("server task").expect("clean shutdown");
+    });
+}
