@@ -323,8 +323,9 @@ pub struct Authenticator {
     cancels: Arc<crate::session::Cancels>,
     /// This connection's cancel signal (see [`crate::session::Session`]).
     cancel_signal: tokio::sync::watch::Sender<u64>,
-    /// Set when the connection is over `max_connections`: it is refused at startup.
-    over_limit: bool,
+    /// The connection's pending slot until it has authenticated; then it takes an authenticated one.
+    pending: Mutex<Option<crate::pg::Slot>>,
+    stats: Arc<crate::pg::Stats>,
     state: Mutex<Exchange>,
     audit: Arc<crate::audit::Audit>,
 }
@@ -336,7 +337,8 @@ impl Authenticator {
         pids: Arc<RandomPidSecretKeyGenerator>,
         cancels: Arc<crate::session::Cancels>,
         cancel_signal: tokio::sync::watch::Sender<u64>,
-        over_limit: bool,
+        pending: crate::pg::Slot,
+        stats: Arc<crate::pg::Stats>,
         audit: Arc<crate::audit::Audit>,
     ) -> Authenticator {
         Authenticator {
@@ -345,7 +347,8 @@ impl Authenticator {
             pids,
             cancels,
             cancel_signal,
-            over_limit,
+            pending: Mutex::new(Some(pending)),
+            stats,
             state: Mutex::new(Exchange::Start),
             audit,
         }
@@ -376,9 +379,6 @@ impl StartupHandler for Authenticator {
             PgWireFrontendMessage::Startup(ref startup) => {
                 pgwire::api::auth::protocol_negotiation(client, startup).await?;
                 pgwire::api::auth::save_startup_parameters_to_metadata(client, startup);
-                if self.over_limit {
-                    return Err(fatal("53300", "sorry, too many clients already"));
-                }
                 if self.config.require_tls && !client.is_secure() {
                     return Err(fatal("28000", "this server accepts only TLS connections (sslmode=require)"));
                 }
@@ -486,6 +486,12 @@ impl Authenticator {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         *self.state.lock() = Exchange::Done;
+        // Authenticated: the pending slot is given back and a connection slot taken.
+        self.pending.lock().take();
+        let Some(slot) = self.stats.take_slot(true, self.config.max_connections) else {
+            return Err(fatal("53300", "sorry, too many clients already"));
+        };
+        client.session_extensions().insert(slot);
         let (pid, secret_key) = self.pids.generate(client);
         client.set_pid_and_secret_key(pid, secret_key.clone());
         let guard = self.cancels.register(pid, &secret_key, self.cancel_signal.clone());

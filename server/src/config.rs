@@ -23,8 +23,16 @@ pub struct ServerConfig {
     pub auth: AuthMode,
     /// The role of users not listed in `[[users]]` when `auth = "trust"`.
     pub trust_role: Role,
-    /// Connections beyond this are refused with SQLSTATE 53300.
+    /// Authenticated connections beyond this are refused with SQLSTATE 53300 (a slot is taken when a
+    /// connection has authenticated, not before).
     pub max_connections: usize,
+    /// Connections still starting up or authenticating beyond this are closed as soon as they are
+    /// accepted, so idle or slow clients cannot hold the server's sockets.
+    pub max_pending_connections: usize,
+    /// A client that has not finished TLS negotiation, startup and authentication in this long is
+    /// disconnected.
+    #[serde(deserialize_with = "de_duration")]
+    pub authentication_timeout: Duration,
     /// Statements running longer are cancelled with SQLSTATE 57014; `0` means no limit. A session may
     /// change it with `SET statement_timeout`.
     #[serde(deserialize_with = "de_duration")]
@@ -101,6 +109,8 @@ pub const OPTIONS: &[(&str, &str)] = &[
     ("server", "auth"),
     ("server", "trust_role"),
     ("server", "max_connections"),
+    ("server", "max_pending_connections"),
+    ("server", "authentication_timeout"),
     ("server", "statement_timeout"),
     ("server", "query_memory_limit"),
     ("server", "tls_cert"),
@@ -152,6 +162,8 @@ impl Default for ServerConfig {
             auth: AuthMode::Trust,
             trust_role: Role::Admin,
             max_connections: 100,
+            max_pending_connections: 64,
+            authentication_timeout: Duration::from_secs(10),
             statement_timeout: Duration::ZERO,
             query_memory_limit: 4 << 30,
             tls_cert: None,
@@ -269,6 +281,9 @@ impl ServerConfig {
         }
         if self.max_connections == 0 {
             anyhow::bail!("max_connections must be at least 1");
+        }
+        if self.max_pending_connections == 0 || self.authentication_timeout.is_zero() {
+            anyhow::bail!("max_pending_connections and authentication_timeout must be above 0");
         }
         if self.storage.flush_bytes == 0 || self.storage.max_memtable_bytes < self.storage.flush_bytes {
             anyhow::bail!("[storage] needs 0 < flush_bytes <= max_memtable_bytes");

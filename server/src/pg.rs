@@ -67,6 +67,35 @@ pub struct Stats {
     /// Connections whose task panicked. Each is a bug: no input may reach a panic. The panic ends
     /// that connection only; it is logged as an error.
     pub panicked: AtomicU64,
+    /// Connections not yet authenticated (at most `max_pending_connections`).
+    pub pending: AtomicUsize,
+    /// Authenticated connections (at most `max_connections`).
+    pub authenticated: AtomicUsize,
+}
+
+/// A connection slot (pending or authenticated), given back when dropped.
+pub struct Slot {
+    stats: Arc<Stats>,
+    authenticated: bool,
+}
+
+impl Stats {
+    fn counter(&self, authenticated: bool) -> &AtomicUsize {
+        if authenticated { &self.authenticated } else { &self.pending }
+    }
+
+    /// Takes a slot of the kind, unless `max` are taken.
+    pub fn take_slot(self: &Arc<Self>, authenticated: bool, max: usize) -> Option<Slot> {
+        let counter = self.counter(authenticated);
+        counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1)).ok()?;
+        Some(Slot { stats: self.clone(), authenticated })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.stats.counter(self.authenticated).fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Server {
@@ -194,14 +223,21 @@ impl Server {
                     };
                     let shared = self.shared.clone();
                     shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
-                    let count = shared.stats.active.fetch_add(1, Ordering::SeqCst) + 1;
+                    // Slow or idle clients that never authenticate hold no connection slot, and only
+                    // so many may be pending at once: the next is closed at once.
+                    let Some(pending) = shared.stats.take_slot(false, shared.config.max_pending_connections) else {
+                        tracing::warn!("closing a connection from {peer}: {} connections are pending authentication", shared.config.max_pending_connections);
+                        drop(socket);
+                        continue;
+                    };
+                    shared.stats.active.fetch_add(1, Ordering::SeqCst);
                     // Counted down here, not in the task, so a connection that panics is uncounted too.
                     let guard = ActiveGuard(shared.stats.clone());
                     tasks.spawn(async move {
                         let _guard = guard;
-                        let over_limit = count > shared.config.max_connections;
-                        let handlers = Handlers::new(&shared, over_limit);
-                        if let Err(e) = crate::wire::serve(socket, shared.tls.clone(), handlers).await {
+                        let handlers = Handlers::new(&shared, pending);
+                        let timeout = shared.config.authentication_timeout;
+                        if let Err(e) = crate::wire::serve(socket, shared.tls.clone(), handlers, timeout).await {
                             tracing::debug!("connection from {peer} ended: {e}");
                         }
                     });
@@ -273,7 +309,7 @@ struct Handlers {
 }
 
 impl Handlers {
-    fn new(shared: &Shared, over_limit: bool) -> Handlers {
+    fn new(shared: &Shared, pending: Slot) -> Handlers {
         let (cancel, _) = tokio::sync::watch::channel(0u64);
         let ctx = crate::session::connection_context(&shared.base, shared.config.query_memory_limit);
         Handlers {
@@ -284,7 +320,8 @@ impl Handlers {
                 shared.pids.clone(),
                 shared.cancels.clone(),
                 cancel,
-                over_limit,
+                pending,
+                shared.stats.clone(),
                 shared.audit.clone(),
             )),
             cancels: shared.cancels.clone(),

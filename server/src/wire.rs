@@ -29,12 +29,15 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::{Framed, FramedParts};
 
-/// How long a client has to finish TLS negotiation, startup and authentication (pgwire's figure).
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Serves one connection until the client leaves, a fatal error, or the startup timeout.
-pub async fn serve<H: PgWireServerHandlers>(tcp: TcpStream, tls: Option<TlsAcceptor>, handlers: H) -> io::Result<()> {
-    let startup_timeout = tokio::time::sleep(STARTUP_TIMEOUT);
+/// Serves one connection until the client leaves, a fatal error, or `startup` passes before it has
+/// authenticated.
+pub async fn serve<H: PgWireServerHandlers>(
+    tcp: TcpStream,
+    tls: Option<TlsAcceptor>,
+    handlers: H,
+    startup: Duration,
+) -> io::Result<()> {
+    let startup_timeout = tokio::time::sleep(startup);
     tokio::pin!(startup_timeout);
     let negotiated = tokio::select! {
         _ = &mut startup_timeout => return Ok(()),
@@ -60,6 +63,7 @@ pub async fn serve<H: PgWireServerHandlers>(tcp: TcpStream, tls: Option<TlsAccep
             socket.state(),
             PgWireConnectionState::AwaitingStartup | PgWireConnectionState::AuthenticationInProgress
         );
+        socket.get_mut().authenticated = !authenticating;
         let next = if authenticating {
             tokio::select! {
                 _ = &mut startup_timeout => None,
@@ -149,6 +153,10 @@ fn malformed(what: impl Into<String>) -> Malformed {
 /// statements, bound parameters and COPY data may be large; everything else is small.
 const LARGE_MESSAGE: usize = 0x3fff_fffe;
 const SMALL_MESSAGE: usize = 10_000;
+/// Before authentication only the startup packet and password / SASL messages belong, and nothing
+/// large: a password message is at most PostgreSQL's `PG_MAX_AUTH_TOKEN_LENGTH`, anything else
+/// [`SMALL_MESSAGE`]. A client cannot make the server hold more than this before it has logged in.
+const AUTH_MESSAGE: usize = 65_535;
 
 /// What the next message on the stream is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,12 +178,14 @@ pub struct Checked<T> {
     ready: BytesMut,
     /// Set by the first malformed message; every later read fails with it.
     failed: Option<Malformed>,
+    /// Whether the client has authenticated (set by the message loop); before, messages are small.
+    pub authenticated: bool,
 }
 
 impl<T> Checked<T> {
     /// `read` holds bytes already taken from `io` (the stream is at the startup packet).
     pub fn new(io: T, read: BytesMut) -> Checked<T> {
-        Checked { io, phase: Phase::Startup, raw: read, ready: BytesMut::new(), failed: None }
+        Checked { io, phase: Phase::Startup, raw: read, ready: BytesMut::new(), failed: None, authenticated: false }
     }
 
     /// Moves every whole message at the start of `raw` to `ready`, checking each, until a message
@@ -191,7 +201,8 @@ impl<T> Checked<T> {
             let len = i32::from_be_bytes([self.raw[at], self.raw[at + 1], self.raw[at + 2], self.raw[at + 3]]);
             let max = match tag {
                 None => SMALL_MESSAGE,
-                Some(b'Q' | b'P' | b'B' | b'd') => LARGE_MESSAGE,
+                Some(b'p') if !self.authenticated => AUTH_MESSAGE,
+                Some(b'Q' | b'P' | b'B' | b'd') if self.authenticated => LARGE_MESSAGE,
                 Some(_) => SMALL_MESSAGE,
             };
             let min = if tag.is_none() { 8 } else { 4 };
@@ -407,8 +418,27 @@ mod tests {
 
     fn checked(bytes: &[u8]) -> Result<Vec<u8>, Malformed> {
         let mut c = Checked::new((), BytesMut::from(bytes));
+        c.authenticated = true;
         c.check_buffered()?;
         Ok(c.ready.to_vec())
+    }
+
+    #[test]
+    fn before_authentication_every_message_is_small() {
+        let header = |tag: u8, len: usize| [&[tag][..], &(len as i32).to_be_bytes()[..]].concat();
+        let early = |bytes: &[u8]| {
+            let mut c = Checked::new((), BytesMut::from(&startup()[..]));
+            c.check_buffered().expect("startup");
+            c.raw.extend_from_slice(bytes);
+            c.check_buffered()
+        };
+        // A 1 GiB Query, Parse, Bind or CopyData is refused from its header, before its body is held.
+        for tag in [b'Q', b'P', b'B', b'd'] {
+            assert!(early(&header(tag, 1 << 30)).is_err(), "{}", char::from(tag));
+            assert!(early(&header(tag, 10_001)).is_err(), "{}", char::from(tag));
+        }
+        assert!(early(&header(b'p', 65_536)).is_err());
+        assert!(early(&header(b'p', 65_535)).is_ok(), "a large SASL message waits for its body");
     }
 
     fn startup() -> Vec<u8> {

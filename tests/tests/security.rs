@@ -207,3 +207,71 @@ fn a_reader_cannot_write_by_any_path() {
         serving.await.expect("server task").expect("clean shutdown");
     });
 }
+
+/// Reads what the server sends until it closes the connection (or 5 s pass).
+async fn read_to_close(s: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    out
+}
+
+#[test]
+fn nothing_large_or_slow_before_authentication() {
+    use tokio::io::AsyncWriteExt;
+    let rt = runtime();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    rt.block_on(async {
+        let db = Arc::new(trafficdb::Database::open(tmp.path()).await.expect("open"));
+        let config = ServerConfig {
+            auth: AuthMode::Password,
+            users: vec![UserConfig { name: "boss".into(), role: Role::Admin, password: Some(Secret::scram("b")) }],
+            max_connections: 2,
+            max_pending_connections: 4,
+            authentication_timeout: Duration::from_millis(600),
+            listen: "127.0.0.1:0".into(),
+            ..ServerConfig::default()
+        };
+        let server = Server::bind(db, config).await.expect("bind");
+        let addr = server.local_addr().expect("addr");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(server.run_until(async {
+            let _ = stopped.await;
+        }));
+        let startup = {
+            let body = [&196_608_i32.to_be_bytes()[..], b"user\0boss\0database\0trafficdb\0\0"].concat();
+            [&((body.len() + 4) as i32).to_be_bytes()[..], &body[..]].concat()
+        };
+
+        // A message announced as 1 GiB before logging in: refused from its header (FATAL 08P01).
+        for tag in [b'Q', b'P', b'B', b'd', b'p'] {
+            let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            s.write_all(&startup).await.expect("startup");
+            s.write_all(&[&[tag][..], &(1i32 << 30).to_be_bytes()[..], &[0u8; 1024][..]].concat())
+                .await
+                .expect("header");
+            let answer = String::from_utf8_lossy(&read_to_close(&mut s).await).to_string();
+            assert!(answer.contains("08P01"), "{}: {answer:?}", char::from(tag));
+        }
+
+        // Idle clients that never send a startup packet hold pending slots only, and only until the
+        // authentication timeout: then a real client gets in.
+        let mut idle = Vec::new();
+        for _ in 0..4 {
+            idle.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut fifth = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        assert!(read_to_close(&mut fifth).await.is_empty(), "over the pending cap: closed at once");
+        for s in &mut idle {
+            assert!(read_to_close(s).await.is_empty(), "closed by the authentication timeout");
+        }
+        let admin = connect(addr, "boss", Some("b")).await.expect("a real client after the idle ones");
+        let one: i32 = admin.query_one("SELECT 1::INT", &[]).await.expect("SELECT 1").get(0);
+        assert_eq!(one, 1);
+
+        drop(admin);
+        stop.send(()).expect("stop");
+        serving.await.expect("server task").expect("clean shutdown");
+    });
+}
