@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringBuilder};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{
     CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget, Statement,
@@ -27,6 +28,9 @@ use trafficdb::engine::Table;
 
 /// Rows per Arrow batch built from COPY input.
 const BATCH_ROWS: usize = 65_536;
+
+/// The longest line (record) of a COPY FROM STDIN; a longer one fails the COPY with 54000.
+const MAX_LINE: usize = 64 << 20;
 
 fn user_error(code: &str, msg: String) -> PgWireError {
     PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), code.into(), msg)))
@@ -109,6 +113,10 @@ struct CopyIn {
     columns: Vec<String>,
     format: Format,
     buf: Vec<u8>,
+    /// Where the search for the end of the record at the start of `buf` has got.
+    scan: Scan,
+    /// The rows held until the COPY ends, accounted in the session's memory pool.
+    memory: MemoryReservation,
     /// Lines consumed so far (for error messages).
     line: usize,
     skip_header: bool,
@@ -182,36 +190,59 @@ fn text_field(raw: &[u8], null: &str, out: &mut Vec<u8>) -> Option<()> {
     Some(())
 }
 
-/// The end of the next complete record in `buf[from..]`, and where the record after it starts.
-fn next_record(format: &Format, buf: &[u8], from: usize) -> Option<(usize, usize)> {
-    let b = &buf[from..];
+/// How far the search for the end of the current record has got: `pos` in the buffer, and whether
+/// it is inside a quoted CSV field there. Each byte is looked at once, however the data is split
+/// into CopyData messages (a record that arrives a byte at a time is not scanned again per byte).
+#[derive(Debug, Clone, Copy, Default)]
+struct Scan {
+    pos: usize,
+    in_quotes: bool,
+}
+
+/// The end of the record that starts at or before `scan.pos`, and where the record after it starts;
+/// `None` when the buffer holds no whole record yet (`scan` then says where to go on from).
+fn next_record(format: &Format, buf: &[u8], scan: &mut Scan) -> Option<(usize, usize)> {
     if !format.csv {
-        let nl = b.iter().position(|&c| c == b'\n')?;
-        return Some((from + nl, from + nl + 1));
+        return match buf[scan.pos..].iter().position(|&c| c == b'\n') {
+            Some(nl) => Some((scan.pos + nl, scan.pos + nl + 1)),
+            None => {
+                scan.pos = buf.len();
+                None
+            }
+        };
     }
-    let mut in_quotes = false;
-    let mut i = 0;
-    while i < b.len() {
-        let c = b[i];
-        if in_quotes {
-            if c == format.escape && format.escape != format.quote && i + 1 < b.len() {
+    let mut i = scan.pos;
+    while i < buf.len() {
+        let c = buf[i];
+        if scan.in_quotes {
+            if c == format.escape && format.escape != format.quote {
+                if i + 1 >= buf.len() {
+                    break; // the escaped byte has not arrived
+                }
                 i += 2;
                 continue;
             }
             if c == format.quote {
-                if format.escape == format.quote && b.get(i + 1) == Some(&format.quote) {
-                    i += 2;
-                    continue;
+                if format.escape == format.quote {
+                    match buf.get(i + 1) {
+                        None => break, // a doubled quote or the closing one: the next byte decides
+                        Some(&n) if n == format.quote => {
+                            i += 2;
+                            continue;
+                        }
+                        Some(_) => {}
+                    }
                 }
-                in_quotes = false;
+                scan.in_quotes = false;
             }
         } else if c == format.quote {
-            in_quotes = true;
+            scan.in_quotes = true;
         } else if c == b'\n' {
-            return Some((from + i, from + i + 1));
+            return Some((i, i + 1));
         }
         i += 1;
     }
+    scan.pos = i;
     None
 }
 
@@ -279,7 +310,14 @@ impl CopyIn {
         let buf = std::mem::take(&mut self.buf);
         let mut start = 0;
         while self.error.is_none() && !self.finished {
-            let Some((end, next)) = next_record(&self.format, &buf, start) else { break };
+            let Some((end, next)) = next_record(&self.format, &buf, &mut self.scan) else {
+                if buf.len() - start > MAX_LINE {
+                    self.line += 1;
+                    self.fail("54000", format!("a COPY line is longer than {} MiB", MAX_LINE >> 20));
+                }
+                break;
+            };
+            self.scan = Scan { pos: next, in_quotes: false };
             self.line += 1;
             let rec = &buf[start..end];
             start = next;
@@ -295,6 +333,7 @@ impl CopyIn {
         }
         self.buf = buf;
         self.buf.drain(..start);
+        self.scan.pos -= start.min(self.scan.pos);
     }
 
     fn push_record(&mut self, rec: &[u8]) {
@@ -351,6 +390,13 @@ impl CopyIn {
             self.pending_first_line,
         ) {
             Ok(b) => {
+                if let Err(e) = self.memory.try_grow(b.get_array_memory_size()) {
+                    let msg = format!(
+                        "COPY holds its rows until it ends, and these need more memory than the session may use \
+                         (query_memory_limit); send them in several COPY statements ({e})"
+                    );
+                    return self.fail("53200", msg);
+                }
                 self.rows += n as u64;
                 self.batches.push(b);
             }
@@ -371,7 +417,7 @@ pub async fn handle(
 ) -> Option<PgWireResult<Response>> {
     let Statement::Copy { source, to, target, options, legacy_options, .. } = stmt else { return None };
     Some(match (to, target) {
-        (false, CopyTarget::Stdin) => start_copy_in(router.db(), source, options, legacy_options, client),
+        (false, CopyTarget::Stdin) => start_copy_in(router.db(), ctx, source, options, legacy_options, client),
         (true, CopyTarget::Stdout) => copy_out(router, ctx, stmt, source, options, legacy_options, client).await,
         _ => Err(user_error("0A000", "COPY supports FROM STDIN and TO STDOUT (use psql's \\copy for files)".into())),
     })
@@ -383,6 +429,7 @@ pub fn is_copy(stmt: &Statement) -> bool {
 
 fn start_copy_in(
     db: &Database,
+    ctx: &SessionContext,
     source: &CopySource,
     options: &[CopyOption],
     legacy: &[CopyLegacyOption],
@@ -410,6 +457,7 @@ fn start_copy_in(
     };
     let format = Format::from_options(options, legacy)?;
     let ncols = columns.len();
+    let memory = MemoryConsumer::new(format!("COPY {name} FROM STDIN")).register(&ctx.runtime_env().memory_pool);
     let state = CopyIn {
         builders: (0..ncols).map(|_| StringBuilder::new()).collect(),
         scratch: Vec::new(),
@@ -419,6 +467,8 @@ fn start_copy_in(
         columns,
         format,
         buf: Vec::new(),
+        scan: Scan::default(),
+        memory,
         line: 0,
         pending_rows: 0,
         pending_first_line: 1,
@@ -625,5 +675,47 @@ impl CopyHandler for Copier {
         let slot = client.session_extensions().get_or_insert_with(CopySlot::default);
         slot.0.lock().take();
         user_error("57014", format!("COPY from stdin failed: {}", fail.message))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The records of `chunks` as `CopyIn::consume` finds them, a chunk at a time.
+    fn records(format: &Format, chunks: &[&[u8]]) -> Vec<String> {
+        let (mut buf, mut scan, mut out) = (Vec::new(), Scan::default(), Vec::new());
+        for chunk in chunks {
+            buf.extend_from_slice(chunk);
+            let mut start = 0;
+            while let Some((end, next)) = next_record(format, &buf, &mut scan) {
+                out.push(String::from_utf8_lossy(&buf[start..end]).to_string());
+                start = next;
+                scan = Scan { pos: next, in_quotes: false };
+            }
+            buf.drain(..start);
+            scan.pos -= start;
+        }
+        out
+    }
+
+    #[test]
+    fn records_split_anywhere_are_found_once_and_the_same() {
+        let csv =
+            |escape: u8| Format { csv: true, delimiter: b',', null: String::new(), header: false, quote: b'"', escape };
+        let text =
+            Format { csv: false, delimiter: b'\t', null: "\\N".into(), header: false, quote: b'"', escape: b'"' };
+        let input: &[u8] = b"1,\"a\nb\",\"say \"\"hi\"\"\"\n2,\"\"\"\"\n3,\"x\\\"y\n\",z\n4,plain\n";
+        for format in [csv(b'"'), csv(b'\\'), text.clone()] {
+            let whole = records(&format, &[input]);
+            let bytes: Vec<&[u8]> = input.chunks(1).collect();
+            assert_eq!(records(&format, &bytes), whole, "byte by byte, {format:?}");
+            for at in 0..input.len() {
+                assert_eq!(records(&format, &[&input[..at], &input[at..]]), whole, "split at {at}, {format:?}");
+            }
+        }
+        assert_eq!(records(&csv(b'\\'), &[input]).len(), 4);
+        assert_eq!(records(&csv(b'"'), &[input]).len(), 3, "with \" as the escape, the last quote opens a field");
+        assert_eq!(records(&text, &[input]).len(), 6);
     }
 }

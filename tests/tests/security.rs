@@ -275,3 +275,75 @@ fn nothing_large_or_slow_before_authentication() {
         serving.await.expect("server task").expect("clean shutdown");
     });
 }
+
+#[test]
+fn a_copy_is_bounded_by_the_session_memory_and_the_line_limit() {
+    use futures::SinkExt;
+    let rt = runtime();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    rt.block_on(async {
+        let db = Arc::new(trafficdb::Database::open(tmp.path()).await.expect("open"));
+        let config =
+            ServerConfig { query_memory_limit: 4 << 20, listen: "127.0.0.1:0".into(), ..ServerConfig::default() };
+        let server = Server::bind(db, config).await.expect("bind");
+        let addr = server.local_addr().expect("addr");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(server.run_until(async {
+            let _ = stopped.await;
+        }));
+        let client = connect(addr, "w", None).await.expect("connect");
+        client
+            .batch_execute("CREATE TABLE t (ts TIMESTAMP NOT NULL, s TEXT) WITH (time_column = 'ts')")
+            .await
+            .expect("table");
+
+        // More rows than the session's memory limit holds: refused (53200), nothing written.
+        let sink = client.copy_in("COPY t FROM STDIN").await.expect("copy in");
+        futures::pin_mut!(sink);
+        let row = format!("2024-01-01 00:00:00\t{}\n", "x".repeat(200));
+        let chunk = bytes::Bytes::from(row.repeat(1000));
+        let mut sent = Ok(());
+        for _ in 0..100 {
+            sent = sink.send(chunk.clone()).await;
+            if sent.is_err() {
+                break;
+            }
+        }
+        let e = match sent {
+            Err(e) => e,
+            Ok(()) => sink.finish().await.expect_err("over the memory limit"),
+        };
+        assert_eq!(e.code(), Some(&SqlState::OUT_OF_MEMORY), "{e:?}");
+
+        // A line longer than 64 MiB: refused (54000) once it passes the limit, not held further.
+        let sink = client.copy_in("COPY t FROM STDIN").await.expect("copy in");
+        futures::pin_mut!(sink);
+        let mut sent = Ok(());
+        let piece = bytes::Bytes::from(vec![b'x'; 1 << 20]);
+        for _ in 0..70 {
+            sent = sink.send(piece.clone()).await;
+            if sent.is_err() {
+                break;
+            }
+        }
+        let e = match sent {
+            Err(e) => e,
+            Ok(()) => sink.finish().await.expect_err("a line over the limit"),
+        };
+        assert_eq!(e.code(), Some(&SqlState::PROGRAM_LIMIT_EXCEEDED), "{e:?}");
+
+        // A record dripped a byte at a time arrives whole.
+        let sink = client.copy_in("COPY t FROM STDIN").await.expect("copy in");
+        futures::pin_mut!(sink);
+        for b in b"2024-01-01 00:00:01\tdripped\n" {
+            sink.send(bytes::Bytes::copy_from_slice(&[*b])).await.expect("a byte");
+        }
+        assert_eq!(sink.finish().await.expect("copy"), 1);
+        let n: i64 = client.query_one("SELECT count(*) FROM t", &[]).await.expect("count").get(0);
+        assert_eq!(n, 1, "only the dripped row");
+
+        drop(client);
+        stop.send(()).expect("stop");
+        serving.await.expect("server task").expect("clean shutdown");
+    });
+}
