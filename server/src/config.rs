@@ -26,6 +26,8 @@ pub struct ServerConfig {
     /// Authenticated connections beyond this are refused with SQLSTATE 53300 (a slot is taken when a
     /// connection has authenticated, not before).
     pub max_connections: usize,
+    /// HTTP connections held at once; more wait to be accepted until one closes.
+    pub max_http_connections: usize,
     /// Connections still starting up or authenticating beyond this are closed as soon as they are
     /// accepted, so idle or slow clients cannot hold the server's sockets.
     pub max_pending_connections: usize,
@@ -110,6 +112,7 @@ pub const OPTIONS: &[(&str, &str)] = &[
     ("server", "trust_role"),
     ("server", "max_connections"),
     ("server", "max_pending_connections"),
+    ("server", "max_http_connections"),
     ("server", "authentication_timeout"),
     ("server", "statement_timeout"),
     ("server", "query_memory_limit"),
@@ -163,6 +166,7 @@ impl Default for ServerConfig {
             trust_role: Role::Admin,
             max_connections: 100,
             max_pending_connections: 64,
+            max_http_connections: 64,
             authentication_timeout: Duration::from_secs(10),
             statement_timeout: Duration::ZERO,
             query_memory_limit: 4 << 30,
@@ -282,8 +286,9 @@ impl ServerConfig {
         if self.max_connections == 0 {
             anyhow::bail!("max_connections must be at least 1");
         }
-        if self.max_pending_connections == 0 || self.authentication_timeout.is_zero() {
-            anyhow::bail!("max_pending_connections and authentication_timeout must be above 0");
+        if self.max_pending_connections == 0 || self.max_http_connections == 0 || self.authentication_timeout.is_zero()
+        {
+            anyhow::bail!("max_pending_connections, max_http_connections and authentication_timeout must be above 0");
         }
         if self.storage.flush_bytes == 0 || self.storage.max_memtable_bytes < self.storage.flush_bytes {
             anyhow::bail!("[storage] needs 0 < flush_bytes <= max_memtable_bytes");

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{RawQuery, State};
+use axum::extract::{Extension, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -42,18 +42,108 @@ pub struct App {
 
 /// The routes, over `db`.
 pub fn router(app: App) -> Router {
-    Router::new()
-        .route("/health", get(health))
-        .route("/health/live", get(live))
-        .route("/health/ready", get(ready))
+    // These need credentials, checked from the headers before the body is read: a client that has
+    // not logged in cannot make the server hold its body.
+    let authenticated = Router::new()
         .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status))
         .route("/v1/predict/retry", post(predict))
         .route("/api/v2/write", post(write_v2))
         .route("/write", post(write_v1))
+        .route_layer(axum::middleware::from_fn_with_state(app.clone(), require_caller));
+    Router::new()
+        .route("/health", get(health))
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
         .route("/ping", get(ping).head(ping))
+        .merge(authenticated)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(app)
+}
+
+/// Authenticates a request from its headers (and `u` / `p` query parameters) before its body is read;
+/// the handler finds the [`Caller`] in the request's extensions.
+async fn require_caller(
+    State(app): State<App>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let query = parse_query(request.uri().query().unwrap_or(""));
+    match authenticate(&app, request.headers(), &query).await {
+        Ok(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        Err(refused) => refused,
+    }
+}
+
+/// A TCP listener that holds at most `max` HTTP connections: the next is accepted when one closes
+/// (until then it waits in the kernel's backlog).
+pub struct LimitedListener {
+    inner: tokio::net::TcpListener,
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+impl LimitedListener {
+    pub fn new(inner: tokio::net::TcpListener, max: usize) -> LimitedListener {
+        LimitedListener { inner, permits: Arc::new(tokio::sync::Semaphore::new(max.max(1))) }
+    }
+}
+
+impl axum::serve::Listener for LimitedListener {
+    type Io = Limited;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let permit = self.permits.clone().acquire_owned().await.expect("the semaphore is never closed");
+        let (io, addr) = axum::serve::Listener::accept(&mut self.inner).await;
+        (Limited { io, _permit: permit }, addr)
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+/// An HTTP connection holding one of the listener's permits until it closes.
+pub struct Limited {
+    io: tokio::net::TcpStream,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl tokio::io::AsyncRead for Limited {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Limited {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }
 
 /// What InfluxDB clients call to check the server is there.
@@ -63,13 +153,25 @@ async fn ping() -> Response {
 
 /// `POST /api/v2/write?bucket=...&precision=ns|us|ms|s` (InfluxDB v2; `bucket` and `org` are
 /// accepted and ignored: there is one database).
-async fn write_v2(State(app): State<App>, RawQuery(query): RawQuery, headers: HeaderMap, body: Bytes) -> Response {
-    write(app, parse_query(query.as_deref().unwrap_or("")), headers, body).await
+async fn write_v2(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    write(app, caller, parse_query(query.as_deref().unwrap_or("")), headers, body).await
 }
 
 /// `POST /write?db=...&precision=n|u|ms|s|m|h` (InfluxDB v1; `db` and `rp` are ignored).
-async fn write_v1(State(app): State<App>, RawQuery(query): RawQuery, headers: HeaderMap, body: Bytes) -> Response {
-    write(app, parse_query(query.as_deref().unwrap_or("")), headers, body).await
+async fn write_v1(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    write(app, caller, parse_query(query.as_deref().unwrap_or("")), headers, body).await
 }
 
 /// The parameters of a query string (`a=1&b=x%20y`; `+` is a space). The last of repeated names wins.
@@ -110,11 +212,7 @@ fn write_error(status: StatusCode, code: &str, sqlstate: &str, message: String) 
     (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
-async fn write(app: App, query: HashMap<String, String>, headers: HeaderMap, body: Bytes) -> Response {
-    let caller = match authenticate(&app, &headers, &query).await {
-        Ok(c) => c,
-        Err(refused) => return refused,
-    };
+async fn write(app: App, caller: Caller, query: HashMap<String, String>, headers: HeaderMap, body: Bytes) -> Response {
     if caller.role < Role::Writer {
         return write_error(
             StatusCode::FORBIDDEN,
@@ -263,10 +361,7 @@ async fn ready(State(app): State<App>) -> Response {
 
 /// `GET /metrics`: Prometheus text; the same samples as `SELECT * FROM system_metrics`. Open to any
 /// authenticated user (with `trust`, to anyone).
-async fn metrics(State(app): State<App>, headers: HeaderMap) -> Response {
-    if let Err(refused) = authenticate(&app, &headers, &HashMap::new()).await {
-        return refused;
-    }
+async fn metrics(State(app): State<App>) -> Response {
     let engine = app.db.engine().clone();
     let m = app.metrics.clone();
     let text = match tokio::task::spawn_blocking(move || crate::metrics::prometheus(&m.samples(&engine))).await {
@@ -277,10 +372,7 @@ async fn metrics(State(app): State<App>, headers: HeaderMap) -> Response {
 }
 
 /// `GET /api/v1/status`: tables, rows, disk use and retention, as JSON.
-async fn status(State(app): State<App>, headers: HeaderMap) -> Response {
-    if let Err(refused) = authenticate(&app, &headers, &HashMap::new()).await {
-        return refused;
-    }
+async fn status(State(app): State<App>) -> Response {
     let engine = app.db.engine().clone();
     let metrics = app.metrics.clone();
     let body = tokio::task::spawn_blocking(move || status_json(&engine, &metrics)).await;
@@ -391,10 +483,7 @@ async fn authenticate(app: &App, headers: &HeaderMap, query: &HashMap<String, St
 /// The body: `{"rows": [row, ...], "model": "retry", "version": 3}` (model and version optional), a
 /// JSON array of rows, or one row; a row is an object keyed by feature name or an array in feature
 /// order. The answer: `{"model": ..., "version": ..., "probabilities": [...]}`.
-async fn predict(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(refused) = authenticate(&app, &headers, &HashMap::new()).await {
-        return refused;
-    }
+async fn predict(State(app): State<App>, body: Bytes) -> Response {
     let body: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => return error(StatusCode::BAD_REQUEST, "22P02", format!("the body is not JSON: {e}")),

@@ -201,10 +201,12 @@ impl Server {
                 metrics: self.shared.metrics.clone(),
             });
             let mut stopped = http_stopped.clone();
+            let max_http = self.shared.config.max_http_connections;
             tokio::spawn(async move {
                 let stop = async move {
                     let _ = stopped.wait_for(|s| *s).await;
                 };
+                let listener = crate::http::LimitedListener::new(listener, max_http);
                 if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(stop).await {
                     tracing::error!("HTTP server failed: {e}");
                 }

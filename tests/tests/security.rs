@@ -347,3 +347,63 @@ fn a_copy_is_bounded_by_the_session_memory_and_the_line_limit() {
         serving.await.expect("server task").expect("clean shutdown");
     });
 }
+
+#[test]
+fn http_checks_credentials_before_the_body_and_holds_few_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rt = runtime();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    rt.block_on(async {
+        let db = Arc::new(trafficdb::Database::open(tmp.path()).await.expect("open"));
+        let config = ServerConfig {
+            auth: AuthMode::Password,
+            users: vec![UserConfig { name: "boss".into(), role: Role::Admin, password: Some(Secret::scram("b")) }],
+            listen: "127.0.0.1:0".into(),
+            http: Some("127.0.0.1:0".into()),
+            max_http_connections: 2,
+            ..ServerConfig::default()
+        };
+        let server = Server::bind(db, config).await.expect("bind");
+        let http = server.http_addr().expect("HTTP");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(server.run_until(async {
+            let _ = stopped.await;
+        }));
+
+        // A write announcing 16 MiB without credentials: 401 at once, the body never read.
+        let mut s = tokio::net::TcpStream::connect(http).await.expect("connect");
+        s.write_all(b"POST /api/v2/write HTTP/1.1\r\nHost: x\r\nContent-Length: 16000000\r\n\r\nm f=1 1\n")
+            .await
+            .expect("send");
+        let mut answer = vec![0u8; 512];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut answer))
+            .await
+            .expect("answered before the body arrived")
+            .expect("read");
+        let answer = String::from_utf8_lossy(&answer[..n]).to_string();
+        assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+        drop(s);
+
+        // Two connections held: a third waits until one closes.
+        let held: Vec<_> = futures::future::join_all((0..2).map(|_| tokio::net::TcpStream::connect(http))).await;
+        let mut held: Vec<_> = held.into_iter().map(|s| s.expect("connect")).collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut third = tokio::net::TcpStream::connect(http).await.expect("connect (backlog)");
+        third.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.expect("send");
+        let mut buf = vec![0u8; 256];
+        let early = tokio::time::timeout(Duration::from_millis(300), third.read(&mut buf)).await;
+        assert!(early.is_err(), "not served while two connections are held");
+        held.pop();
+        let n =
+            tokio::time::timeout(Duration::from_secs(5), third.read(&mut buf)).await.expect("served").expect("read");
+        assert!(
+            String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+            "{:?}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+
+        drop((held, third));
+        stop.send(()).expect("stop");
+        serving.await.expect("server task").expect("clean shutdown");
+    });
+}
