@@ -272,6 +272,13 @@ pub struct TableWrite {
     pub lines: Vec<usize>,
 }
 
+/// Rows the columns of a body's second and later tables make room for at first.
+const FIRST_ROWS: usize = 1024;
+
+fn cannot_create(table: &str) -> String {
+    format!("table \"{table}\" does not exist, and this role may not create tables")
+}
+
 /// Bodies at least this large are parsed in two halves at once.
 const SPLIT_BYTES: usize = 256 << 10;
 
@@ -283,6 +290,7 @@ pub fn parse(
     body: &[u8],
     precision: Precision,
     now_us: i64,
+    may_create: bool,
 ) -> Result<(Vec<TableWrite>, Report), String> {
     let text = std::str::from_utf8(body).map_err(|e| {
         let at = e.valid_up_to();
@@ -290,7 +298,7 @@ pub fn parse(
         format!("the body is not valid UTF-8 (line {line}, byte {at})")
     })?;
     let whole = |text: &str| {
-        let mut b = Batcher::new(engine.clone(), precision, now_us);
+        let mut b = Batcher::new(engine.clone(), precision, now_us, may_create);
         b.add_body(text, 1);
         b.finish()
     };
@@ -298,7 +306,7 @@ pub fn parse(
     let (first, second) = text.split_at(mid);
     let second_line = memchr::memchr_iter(b'\n', first.as_bytes()).count() + 1;
     let half = |part: &str, line: usize| {
-        let mut b = Batcher::new(engine.clone(), precision, now_us);
+        let mut b = Batcher::new(engine.clone(), precision, now_us, may_create);
         b.add_body(part, line);
         b.finish()
     };
@@ -360,8 +368,13 @@ pub struct Batcher {
     by_name: HashMap<String, usize>,
     /// The table of the previous line.
     last: Option<usize>,
-    /// Rows each column makes room for at once (the lines of the body).
+    /// Rows each column of the body's first table makes room for at once (the lines of the body);
+    /// the columns of other tables grow as rows come, so a body naming many tables reserves only
+    /// what it writes.
     capacity: usize,
+    /// Whether lines may name tables that do not exist (created by the write); if not, such a line
+    /// fails at once (42501) and nothing is gathered for it.
+    may_create: bool,
     pub report: Report,
 }
 
@@ -369,7 +382,7 @@ pub struct Batcher {
 type Staged = Vec<(usize, Option<(String, ColumnType)>, Cell)>;
 
 impl Batcher {
-    pub fn new(engine: Arc<Engine>, precision: Precision, now_us: i64) -> Batcher {
+    pub fn new(engine: Arc<Engine>, precision: Precision, now_us: i64, may_create: bool) -> Batcher {
         Batcher {
             engine,
             precision,
@@ -378,6 +391,7 @@ impl Batcher {
             by_name: HashMap::new(),
             last: None,
             capacity: 0,
+            may_create,
             report: Report::default(),
         }
     }
@@ -407,14 +421,16 @@ impl Batcher {
         let i = match self.by_name.get(measurement) {
             Some(&i) => i,
             None => {
+                let capacity = if self.tables.is_empty() { self.capacity } else { self.capacity.min(FIRST_ROWS) };
                 let rows = match self.engine.table(measurement) {
-                    Some(t) => TableRows::existing(t, self.capacity).ok_or_else(|| {
+                    Some(t) => TableRows::existing(t, capacity).ok_or_else(|| {
                         (
                             "42809",
                             format!("table \"{measurement}\" has no time column; line protocol writes time series"),
                         )
                     })?,
-                    None => TableRows::new_table(measurement, self.capacity),
+                    None if !self.may_create => return Err(("42501", cannot_create(measurement))),
+                    None => TableRows::new_table(measurement, capacity),
                 };
                 self.tables.push(rows);
                 self.by_name.insert(measurement.to_string(), self.tables.len() - 1);
@@ -624,20 +640,17 @@ pub async fn write(
 ) -> Result<Report, trafficdb::Error> {
     let now_us = chrono::Utc::now().timestamp_micros();
     let engine = db.engine().clone();
-    let (tables, mut report) = tokio::task::spawn_blocking(move || parse(&engine, &body, precision, now_us))
-        .await
-        .map_err(crate::dedup::internal)?
-        .map_err(|m| trafficdb::Error::invalid(trafficdb::SqlState::InvalidText, m))?;
+    let (tables, mut report) =
+        tokio::task::spawn_blocking(move || parse(&engine, &body, precision, now_us, may_create))
+            .await
+            .map_err(crate::dedup::internal)?
+            .map_err(|m| trafficdb::Error::invalid(trafficdb::SqlState::InvalidText, m))?;
     for TableWrite { name, table, columns, batches, lines } in tables {
         let table = match table {
             Some(t) => t,
             None if !may_create => {
                 for line in lines {
-                    report.fail(LineFailure {
-                        line,
-                        sqlstate: "42501",
-                        message: format!("table \"{name}\" does not exist, and this role may not create tables"),
-                    });
+                    report.fail(LineFailure { line, sqlstate: "42501", message: cannot_create(&name) });
                 }
                 continue;
             }

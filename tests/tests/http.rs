@@ -411,8 +411,17 @@ fn line_protocol_roles_and_passwords() {
         assert_eq!(status, 400, "{answer}");
         assert!(answer.contains("42501"), "{answer}");
         assert!(db.engine().table("newtable").is_none());
+        // Many new measurements from a writer: each line fails at once, nothing is gathered for them,
+        // and the lines for an existing table are written.
+        let many: &'static str =
+            Box::leak((0..20_000).map(|i| format!("new{i} v=1 1\nm v=5 5\n")).collect::<String>().into_boxed_str());
+        let (status, answer) = write(Some(basic("telegraf:telegraf pw")), "/api/v2/write", many).await;
+        assert_eq!(status, 400, "{answer}");
+        let report: serde_json::Value = serde_json::from_str(&answer).expect("JSON");
+        assert_eq!((report["written"].as_u64(), report["failed"].as_u64()), (Some(20_000), Some(20_000)), "{answer}");
+        assert!(db.engine().table("new0").is_none());
         assert_eq!(write(Some(basic("admin:admin pw")), "/api/v2/write", "newtable v=1 1\n").await.0, 204);
-        assert_eq!(one(&rows(&db, "SELECT count(*) FROM m").await), "3");
+        assert_eq!(one(&rows(&db, "SELECT count(*) FROM m").await), "20003");
         srv.stop().await;
     });
 }
