@@ -7,6 +7,7 @@
 pub mod access;
 pub mod aggregate;
 pub mod anomaly;
+pub mod bounded;
 pub mod computed;
 pub mod detect;
 pub mod gapfill;
@@ -94,5 +95,6 @@ pub fn install(state: &mut SessionState, models: &Arc<model::Registry>) -> dataf
     state.register_udtf("detect_anomalies", Arc::new(detect::DetectAnomalies));
     state.register_expr_planner(Arc::new(time::DateTimeArithmetic))?;
     model::sql::install(state, models)?;
+    bounded::install(state)?;
     Ok(())
 }

@@ -1,0 +1,214 @@
+//! Functions whose result can be far larger than their arguments (`repeat('x', 1000000000)`,
+//! `lpad(s, 2000000000)`, `array_repeat(x, 10^9)`, `range(0, 10^10)`), wrapped so that a call whose
+//! result would pass [`MAX_RESULT_BYTES`] fails with 54000 (program_limit_exceeded) before anything
+//! is allocated. DataFusion's memory pool does not see what scalar functions allocate, so without
+//! this one short statement could make the process allocate gigabytes (PostgreSQL refuses a value
+//! over 1 GB the same way: "requested length too large").
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::{DataType, FieldRef, Int64Type};
+use datafusion::common::{Result, ScalarValue};
+use datafusion::error::DataFusionError;
+use datafusion::execution::FunctionRegistry;
+use datafusion::execution::session_state::SessionState;
+use datafusion::logical_expr::{
+    ColumnarValue, Documentation, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+};
+
+use crate::SqlError;
+
+/// The most one call of a wrapped function may produce, over all the rows of a batch.
+pub const MAX_RESULT_BYTES: u64 = 256 << 20;
+
+/// How each wrapped function's result size is estimated from its arguments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Estimate {
+    /// `repeat(text, n)`: the text's length times n.
+    Repeat,
+    /// `lpad` / `rpad(text, n [, fill])`: n characters (at most 4 bytes each).
+    Pad,
+    /// `array_repeat(x, n)`: n elements.
+    ArrayRepeat,
+    /// `range` / `generate_series(start, stop [, step])` as a scalar: (stop - start) / step elements.
+    Range,
+}
+
+const WRAPPED: [(&str, Estimate); 6] = [
+    ("repeat", Estimate::Repeat),
+    ("lpad", Estimate::Pad),
+    ("rpad", Estimate::Pad),
+    ("array_repeat", Estimate::ArrayRepeat),
+    ("range", Estimate::Range),
+    ("generate_series", Estimate::Range),
+];
+
+/// Replaces the functions of [`WRAPPED`] registered in `state` by their bounded versions.
+pub fn install(state: &mut SessionState) -> Result<()> {
+    for (name, estimate) in WRAPPED {
+        if let Some(inner) = state.scalar_functions().get(name).cloned() {
+            state.register_udf(Arc::new(ScalarUDF::from(Bounded { inner: inner.as_ref().clone(), estimate })))?;
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Bounded {
+    inner: ScalarUDF,
+    estimate: Estimate,
+}
+
+/// Argument `i` of row `row` as an integer (NULL, missing or not an integer: `None`).
+fn int_at(args: &[ColumnarValue], i: usize, row: usize) -> Option<i64> {
+    match args.get(i)? {
+        ColumnarValue::Scalar(s) => match s.cast_to(&DataType::Int64).ok()? {
+            ScalarValue::Int64(v) => v,
+            _ => None,
+        },
+        ColumnarValue::Array(a) => {
+            let a = datafusion::arrow::compute::cast(a, &DataType::Int64).ok()?;
+            let a = a.as_primitive::<Int64Type>();
+            (row < a.len() && a.is_valid(row)).then(|| a.value(row))
+        }
+    }
+}
+
+/// The byte length of argument `i` of row `row` when it is text.
+fn text_len_at(args: &[ColumnarValue], i: usize, row: usize) -> u64 {
+    match args.get(i) {
+        Some(ColumnarValue::Scalar(s)) => match s {
+            ScalarValue::Utf8(Some(t)) | ScalarValue::LargeUtf8(Some(t)) | ScalarValue::Utf8View(Some(t)) => {
+                t.len() as u64
+            }
+            _ => 0,
+        },
+        Some(ColumnarValue::Array(a)) => match datafusion::arrow::compute::cast(a, &DataType::LargeUtf8) {
+            Ok(a) => {
+                let a = a.as_string::<i64>();
+                if row < a.len() && a.is_valid(row) { a.value(row).len() as u64 } else { 0 }
+            }
+            Err(_) => 0,
+        },
+        None => 0,
+    }
+}
+
+impl Bounded {
+    /// The result size of one row, estimated from above.
+    fn row_bytes(&self, args: &[ColumnarValue], row: usize) -> u64 {
+        let n = |i| int_at(args, i, row).unwrap_or(0).max(0) as u64;
+        match self.estimate {
+            Estimate::Repeat => text_len_at(args, 0, row).saturating_mul(n(1)),
+            Estimate::Pad => n(1).saturating_mul(4),
+            Estimate::ArrayRepeat => n(1).saturating_mul(8),
+            Estimate::Range => {
+                let (start, stop, step) = if args.len() == 1 {
+                    (Some(0), int_at(args, 0, row), Some(1))
+                } else {
+                    (int_at(args, 0, row), int_at(args, 1, row), int_at(args, 2, row).or(Some(1)))
+                };
+                match (start, stop, step) {
+                    (Some(a), Some(b), Some(s)) if s != 0 => {
+                        let span = (b as i128 - a as i128) / s as i128;
+                        (span.max(0) as u64).saturating_add(1).saturating_mul(8)
+                    }
+                    _ => 0,
+                }
+            }
+        }
+    }
+}
+
+impl ScalarUDFImpl for Bounded {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn aliases(&self) -> &[String] {
+        self.inner.aliases()
+    }
+
+    fn signature(&self) -> &Signature {
+        self.inner.signature()
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        self.inner.return_type(arg_types)
+    }
+
+    fn return_field_from_args(&self, args: ReturnFieldArgs<'_>) -> Result<FieldRef> {
+        self.inner.return_field_from_args(args)
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        self.inner.coerce_types(arg_types)
+    }
+
+    fn documentation(&self) -> Option<&Documentation> {
+        self.inner.documentation()
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let rows = if args.args.iter().any(|a| matches!(a, ColumnarValue::Array(_))) { args.number_rows } else { 1 };
+        let mut total: u64 = 0;
+        for row in 0..rows {
+            total = total.saturating_add(self.row_bytes(&args.args, row));
+            if total > MAX_RESULT_BYTES {
+                return Err(DataFusionError::External(Box::new(SqlError {
+                    code: "54000",
+                    message: format!(
+                        "{}: the result would take more than {} MiB (of the arguments of a batch of rows)",
+                        self.name(),
+                        MAX_RESULT_BYTES >> 20
+                    ),
+                })));
+            }
+        }
+        self.inner.invoke_with_args(args)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    async fn code(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Option<String> {
+        let r = async { ctx.sql(sql).await?.collect().await }.await;
+        r.err().map(|e| {
+            let mut s = e.to_string();
+            if let Some(f) = e.find_root().to_string().split_whitespace().next() {
+                s.push_str(f);
+            }
+            s
+        })
+    }
+
+    #[tokio::test]
+    async fn results_beyond_the_limit_are_refused_before_they_are_made() {
+        let ctx = datafusion::prelude::SessionContext::new();
+        let mut state = ctx.state();
+        super::install(&mut state).expect("installs");
+        let ctx = datafusion::prelude::SessionContext::new_with_state(state);
+        for sql in [
+            "SELECT length(repeat('x', 1000000000))",
+            "SELECT length(repeat(s, 100000000)) FROM (VALUES ('abc'), ('de')) AS t(s)",
+            "SELECT length(lpad('x', 2000000000))",
+            "SELECT rpad('x', 100000000, 'ab')",
+            "SELECT cardinality(array_repeat(1, 1000000000))",
+            "SELECT cardinality(range(0, 10000000000))",
+            "SELECT cardinality(generate_series(1, 1000000000))",
+        ] {
+            let e = code(&ctx, sql).await.unwrap_or_else(|| panic!("{sql} ran"));
+            assert!(e.contains("more than 256 MiB"), "{sql}: {e}");
+        }
+        for sql in [
+            "SELECT length(repeat('x', 1000))",
+            "SELECT lpad('7', 3, '0')",
+            "SELECT repeat(NULL, 5)",
+            "SELECT cardinality(range(0, 1000, 7))",
+            "SELECT cardinality(array_repeat('a', 10))",
+        ] {
+            assert_eq!(code(&ctx, sql).await, None, "{sql}");
+        }
+    }
+}
