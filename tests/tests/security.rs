@@ -407,3 +407,47 @@ fn http_checks_credentials_before_the_body_and_holds_few_connections() {
         serving.await.expect("server task").expect("clean shutdown");
     });
 }
+
+#[test]
+fn heavy_functions_run_at_execution_under_the_statement_timeout() {
+    let rt = runtime();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    rt.block_on(async {
+        let db = Arc::new(trafficdb::Database::open(tmp.path()).await.expect("open"));
+        let config = ServerConfig { listen: "127.0.0.1:0".into(), ..ServerConfig::default() };
+        let server = Server::bind(db, config).await.expect("bind");
+        let addr = server.local_addr().expect("addr");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(server.run_until(async {
+            let _ = stopped.await;
+        }));
+        let a = connect(addr, "a", None).await.expect("connect");
+        let series = "SELECT to_timestamp(x) AS ts, (x % 97)::DOUBLE AS v FROM generate_series(1, 300000) AS t(x)";
+        let heavy = format!(
+            "SELECT count(*) FROM detect_anomalies('{series}', 'ts', 'v', '', 'method=mad, window=100000, min_history=10')"
+        );
+        // Planning and describing do no work.
+        a.prepare(&heavy).await.expect("prepared at once");
+        a.batch_execute(&format!("EXPLAIN {heavy}")).await.expect("explained at once");
+        // Running it is bounded by the statement timeout, and other sessions are served meanwhile.
+        a.batch_execute("SET statement_timeout = '500ms'").await.expect("timeout");
+        let b = connect(addr, "b", None).await.expect("connect");
+        let (slow, quick) = tokio::join!(a.batch_execute(&heavy), async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            b.query_one("SELECT 1::INT", &[]).await
+        });
+        let e = slow.expect_err("over the timeout");
+        assert_eq!(e.code(), Some(&SqlState::QUERY_CANCELED), "{e:?}");
+        assert_eq!(quick.expect("another session answers").get::<_, i32>(0), 1);
+        // Options are bounded.
+        let e = a
+            .batch_execute(&format!("SELECT * FROM detect_anomalies('{series}', 'ts', 'v', '', 'window=100000000')"))
+            .await
+            .expect_err("a window too large");
+        assert_eq!(e.code(), Some(&SqlState::INVALID_PARAMETER_VALUE), "{e:?}");
+
+        drop((a, b));
+        stop.send(()).expect("stop");
+        serving.await.expect("server task").expect("clean shutdown");
+    });
+}

@@ -15,22 +15,21 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use async_trait::async_trait;
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, TimeUnit};
-use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{Result, ScalarValue, plan_err};
-use datafusion::datasource::TableType;
-use datafusion::datasource::memory::MemorySourceConfig;
-use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::Expr;
-use datafusion::physical_plan::ExecutionPlan;
 
 use crate::invalid_argument;
+
+/// The largest `window` and `min_history`: each point's estimate looks at up to this many earlier ones.
+const MAX_WINDOW: usize = 100_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -142,8 +141,10 @@ fn parse_options(text: &str) -> Result<Options> {
     };
     let min_history = number(&mut kv, "min_history", if method == Method::Seasonal { 3.0 } else { 10.0 })?;
     let window = number(&mut kv, "window", 60.0)?;
-    if min_history < 1.0 || window < 2.0 {
-        return Err(invalid_argument("detect_anomalies: min_history must be at least 1 and window at least 2"));
+    if !(1.0..=MAX_WINDOW as f64).contains(&min_history) || !(2.0..=MAX_WINDOW as f64).contains(&window) {
+        return Err(invalid_argument(format!(
+            "detect_anomalies: min_history must be 1 to {MAX_WINDOW} and window 2 to {MAX_WINDOW}"
+        )));
     }
     let alpha = number(&mut kv, "alpha", 0.3)?;
     if !(alpha > 0.0 && alpha <= 1.0) {
@@ -220,8 +221,34 @@ impl TableFunctionImpl for DetectAnomalies {
         }
         fields.push(Field::new("is_anomaly", DataType::Boolean, false));
         fields.push(Field::new("method", DataType::Utf8, false));
-        Ok(Arc::new(Detection { query, time, value, series, options, schema: Arc::new(Schema::new(fields)) }))
+        let schema = Arc::new(Schema::new(fields));
+        let detection = Arc::new(Detection { query, time, value, series, options, schema: schema.clone() });
+        // The query and the detection run when the statement executes, under its timeout and cancel;
+        // the detection on a blocking thread, stopping early once nobody waits for it.
+        let work: crate::lazy::Work = Arc::new(move |state| {
+            let detection = detection.clone();
+            Box::pin(async move {
+                let input = crate::run_read_query(&state, "detect_anomalies", &detection.query).await?;
+                let stop = StopOnDrop(Arc::new(AtomicBool::new(false)));
+                let flag = stop.0.clone();
+                crate::lazy::blocking(move || detection.detect(&input, &flag)).await
+            })
+        });
+        Ok(Arc::new(crate::lazy::LazyTable { name: "detect_anomalies", schema, work }))
     }
+}
+
+/// Sets its flag when dropped: the statement that waited for the work is gone.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+fn stopped() -> datafusion::error::DataFusionError {
+    datafusion::error::DataFusionError::Execution("detect_anomalies: the statement ended".into())
 }
 
 #[derive(Debug)]
@@ -232,32 +259,6 @@ struct Detection {
     series: Vec<String>,
     options: Options,
     schema: SchemaRef,
-}
-
-#[async_trait]
-impl TableProvider for Detection {
-    fn schema(&self) -> SchemaRef {
-        self.schema.clone()
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::Temporary
-    }
-
-    async fn scan(
-        &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let Some(state) = state.as_any().downcast_ref::<SessionState>() else {
-            return plan_err!("detect_anomalies needs a DataFusion session");
-        };
-        let input = crate::run_read_query(state, "detect_anomalies", &self.query).await?;
-        let out = self.detect(&input)?;
-        Ok(MemorySourceConfig::try_new_exec(&[vec![out]], self.schema.clone(), projection.cloned())?)
-    }
 }
 
 struct Point {
@@ -291,7 +292,7 @@ impl Detection {
         }
     }
 
-    fn detect(&self, input: &RecordBatch) -> Result<RecordBatch> {
+    fn detect(&self, input: &RecordBatch, stop: &AtomicBool) -> Result<RecordBatch> {
         let t = self.column(input, &self.time)?;
         if !matches!(t.data_type(), DataType::Timestamp(..) | DataType::Date32 | DataType::Date64) {
             return Err(invalid_argument(format!("detect_anomalies: {} is not a timestamp", self.time)));
@@ -350,7 +351,10 @@ impl Detection {
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for k in &order {
             let points = &series[k];
-            let estimates = self.estimate(points, period);
+            let estimates = self.estimate(points, period, stop);
+            if stop.load(Ordering::Relaxed) {
+                return Err(stopped());
+            }
             for (p, e) in points.iter().zip(estimates) {
                 out_ts.push(p.ts);
                 for (j, key) in k.iter().enumerate() {
@@ -386,7 +390,7 @@ impl Detection {
     }
 
     /// An estimate for every point of one series, from the points before it.
-    fn estimate(&self, points: &[Point], period: Option<i64>) -> Vec<Option<Estimate>> {
+    fn estimate(&self, points: &[Point], period: Option<i64>, stop: &AtomicBool) -> Vec<Option<Estimate>> {
         let o = &self.options;
         let band = |expected: f64, spread: f64, x: Option<f64>| {
             let spread = spread.max(o.min_spread);
@@ -422,6 +426,9 @@ impl Detection {
                 let by_ts: HashMap<i64, f64> = points.iter().filter_map(|p| p.value.map(|v| (p.ts, v))).collect();
                 let seasons = o.window.min(1000);
                 for p in points {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
                     let mut history: Vec<f64> =
                         (1..=seasons as i64).filter_map(|k| by_ts.get(&(p.ts - k * period)).copied()).collect();
                     if history.len() < o.min_history {
@@ -438,6 +445,9 @@ impl Detection {
             Method::ZScore | Method::Mad | Method::Tukey => {
                 let mut history: std::collections::VecDeque<f64> = std::collections::VecDeque::new();
                 for p in points {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
                     if history.len() < o.min_history {
                         out.push(None);
                     } else {

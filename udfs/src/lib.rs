@@ -12,6 +12,7 @@ pub mod computed;
 pub mod detect;
 pub mod gapfill;
 pub mod in_list;
+mod lazy;
 pub mod logistic;
 pub mod model;
 pub mod nesting;

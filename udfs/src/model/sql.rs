@@ -10,31 +10,25 @@
 //! - `explain_retry(query [, name [, version]])`
 //! - `predict_retry(features...)`, `predict_model(name, version, features...)`
 
-use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
 
-use async_trait::async_trait;
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
     TimestampMicrosecondArray,
 };
 use datafusion::arrow::compute::{SortColumn, cast, filter_record_batch, lexsort_to_indices, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, TimeUnit};
-use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{HashMap, Result, ScalarValue};
-use datafusion::datasource::TableType;
+use datafusion::execution::FunctionRegistry;
 use datafusion::execution::session_state::SessionState;
-use datafusion::execution::{FunctionRegistry, SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{
     ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
-use datafusion::physical_expr::{EquivalenceProperties, Partitioning};
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
-use futures::future::BoxFuture;
 use ndarray::Array2;
+
+use crate::lazy::{LazyTable, Work, blocking};
 
 use super::metrics::{self, Metrics};
 use super::{Deploy, Feature, ModelVersion, Registry, TrainOptions, is_text, sql_error};
@@ -67,125 +61,7 @@ pub const WRITING_FUNCTIONS: [&str; 4] = ["train_retry_model", "deploy_model", "
 /// Whether `provider` is the table of a call that changes the registry (found in a plan, wherever the
 /// call appears: FROM, a join, LATERAL, a subquery, a CTE, EXPLAIN).
 pub fn writes_models(provider: &dyn TableProvider) -> bool {
-    (provider as &dyn std::any::Any).downcast_ref::<LazyTable>().is_some_and(|t| WRITING_FUNCTIONS.contains(&t.name))
-}
-
-// ---------------------------------------------------------------------------------------------------
-// Execution: a plan that computes one batch when executed.
-
-type Work = Arc<dyn Fn(SessionState) -> BoxFuture<'static, Result<RecordBatch>> + Send + Sync>;
-
-/// A table whose single batch is computed by `work` when the query executes.
-struct LazyTable {
-    name: &'static str,
-    schema: SchemaRef,
-    work: Work,
-}
-
-impl fmt::Debug for LazyTable {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "LazyTable({})", self.name)
-    }
-}
-
-#[async_trait]
-impl TableProvider for LazyTable {
-    fn schema(&self) -> SchemaRef {
-        self.schema.clone()
-    }
-    fn table_type(&self) -> TableType {
-        TableType::Temporary
-    }
-    async fn scan(
-        &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let Some(state) = state.as_any().downcast_ref::<SessionState>() else {
-            return Err(sql_error("XX000", format!("{} needs a DataFusion session", self.name)));
-        };
-        let schema = match projection {
-            Some(p) => Arc::new(self.schema.project(p)?),
-            None => self.schema.clone(),
-        };
-        let props = PlanProperties::new(
-            EquivalenceProperties::new(schema.clone()),
-            Partitioning::UnknownPartitioning(1),
-            EmissionType::Final,
-            Boundedness::Bounded,
-        );
-        Ok(Arc::new(LazyExec {
-            name: self.name,
-            schema,
-            projection: projection.cloned(),
-            state: state.clone(),
-            work: self.work.clone(),
-            props: Arc::new(props),
-        }))
-    }
-}
-
-struct LazyExec {
-    name: &'static str,
-    schema: SchemaRef,
-    projection: Option<Vec<usize>>,
-    state: SessionState,
-    work: Work,
-    props: Arc<PlanProperties>,
-}
-
-impl fmt::Debug for LazyExec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "LazyExec({})", self.name)
-    }
-}
-
-impl DisplayAs for LazyExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ModelFunctionExec: {}", self.name)
-    }
-}
-
-impl ExecutionPlan for LazyExec {
-    fn name(&self) -> &str {
-        "ModelFunctionExec"
-    }
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(
-            &Arc<dyn datafusion::physical_expr::PhysicalExpr>,
-        ) -> Result<datafusion::common::tree_node::TreeNodeRecursion>,
-    ) -> Result<datafusion::common::tree_node::TreeNodeRecursion> {
-        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
-    }
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.props
-    }
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        Vec::new()
-    }
-    fn with_new_children(self: Arc<Self>, _children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(self)
-    }
-    fn execute(&self, _partition: usize, _context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
-        let work = (self.work)(self.state.clone());
-        let projection = self.projection.clone();
-        let fut = async move {
-            let batch = work.await?;
-            Ok(match projection {
-                Some(p) => batch.project(&p)?,
-                None => batch,
-            })
-        };
-        Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), futures::stream::once(fut))))
-    }
-}
-
-/// CPU-heavy work off the async threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?
+    crate::lazy::name_of(provider).is_some_and(|name| WRITING_FUNCTIONS.contains(&name))
 }
 
 // ---------------------------------------------------------------------------------------------------
