@@ -71,6 +71,8 @@ pub struct Database {
     rollups: tokio::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     /// One alert evaluation at a time; when each rule was last evaluated.
     alerts: tokio::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// What bounds each alert rule's query: see [`Database::set_background_limits`].
+    background: parking_lot::Mutex<BackgroundLimits>,
     /// Transitions of rules with a webhook, waiting for the server to deliver them.
     alert_outbox: parking_lot::Mutex<Vec<crate::alert::Event>>,
 }
@@ -162,6 +164,7 @@ impl Database {
             models,
             rollups: Default::default(),
             alerts: Default::default(),
+            background: Default::default(),
             alert_outbox: Default::default(),
         };
         db.load_views().await;
@@ -612,6 +615,28 @@ impl Database {
         Ok(due.len())
     }
 
+    /// Bounds each alert rule's query: it fails after `timeout` (57014) or when it holds more than
+    /// `memory` bytes in operators that track memory (53200; `0`: no limit). By default 60 s and no
+    /// memory limit; the server sets its `statement_timeout` (when set) and `query_memory_limit`.
+    pub fn set_background_limits(&self, timeout: std::time::Duration, memory: u64) {
+        *self.background.lock() = BackgroundLimits { timeout, memory };
+    }
+
+    /// The database's session with a memory pool of its own of `limit` bytes (`0`: the shared one).
+    fn limited_state(&self, limit: u64) -> datafusion::execution::session_state::SessionState {
+        use datafusion::execution::memory_pool::GreedyMemoryPool;
+        use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+        let state = self.ctx.state();
+        if limit == 0 {
+            return state;
+        }
+        let pool = Arc::new(GreedyMemoryPool::new(usize::try_from(limit).unwrap_or(usize::MAX)));
+        match RuntimeEnvBuilder::from_runtime_env(state.runtime_env()).with_memory_pool(pool).build() {
+            Ok(runtime) => SessionStateBuilder::new_from_existing(state).with_runtime_env(Arc::new(runtime)).build(),
+            Err(_) => state,
+        }
+    }
+
     /// Evaluates the enabled rules of `alert_rules` that are due (`None`), or now: every rule (`Some("")`)
     /// or the one named. Appends the transitions to `alert_events` and returns them (the server POSTs
     /// them to the rules' webhooks). A rule whose query fails is logged and skipped, or, when named,
@@ -647,21 +672,38 @@ impl Database {
         let now_us = crate::engine::now_us();
         let mut state = alert::load(&self.engine);
         let mut events = Vec::new();
-        for rule in &rules {
-            let due = match only {
+        let due: Vec<&alert::Rule> = rules
+            .iter()
+            .filter(|rule| match only {
                 Some("") => true,
                 Some(name) => rule.name == name,
                 None => last
                     .get(&rule.name)
                     .is_none_or(|t| t.elapsed() >= std::time::Duration::from_micros(rule.every_us as u64)),
-            };
-            if !due {
-                continue;
+            })
+            .collect();
+        // The due rules run at once, each under the timeout and in a memory pool of its own: a slow or
+        // greedy rule fails alone and holds the others up by at most the timeout.
+        let limits = *self.background.lock();
+        let runs = due.iter().map(|rule| {
+            let state = self.limited_state(limits.memory);
+            async move {
+                let run = trafficdb_udfs::run_read_query(&state, "alert", &rule.query);
+                match tokio::time::timeout(limits.timeout, run).await {
+                    Ok(r) => r.map_err(Error::from),
+                    Err(_) => Err(Error::invalid(
+                        SqlState::QueryCanceled,
+                        format!("alert rule \"{}\" ran past its {} s limit", rule.name, limits.timeout.as_secs_f64()),
+                    )),
+                }
             }
+        });
+        let results = futures::future::join_all(runs).await;
+        for (rule, result) in due.into_iter().zip(results) {
             last.insert(rule.name.clone(), std::time::Instant::now());
-            let batch = match trafficdb_udfs::run_read_query(&self.ctx.state(), "alert", &rule.query).await {
+            let batch = match result {
                 Ok(b) => b,
-                Err(e) if only.is_some_and(|n| n == rule.name) => return Err(e.into()),
+                Err(e) if only.is_some_and(|n| n == rule.name) => return Err(e),
                 Err(e) => {
                     tracing::warn!("alert rule \"{}\" failed: {e}", rule.name);
                     continue;
@@ -952,4 +994,17 @@ fn normalize_ident(i: &ast::Ident) -> String {
 /// An empty stream, for statements that return nothing.
 pub fn empty_stream(schema: SchemaRef) -> SendableRecordBatchStream {
     Box::pin(EmptyRecordBatchStream::new(schema))
+}
+
+/// What bounds the work the database does in the background (alert rules).
+#[derive(Debug, Clone, Copy)]
+struct BackgroundLimits {
+    timeout: std::time::Duration,
+    memory: u64,
+}
+
+impl Default for BackgroundLimits {
+    fn default() -> BackgroundLimits {
+        BackgroundLimits { timeout: std::time::Duration::from_secs(60), memory: 0 }
+    }
 }

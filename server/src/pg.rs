@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use datafusion::common::DataFusionError;
 use datafusion::prelude::SessionContext;
@@ -103,6 +104,10 @@ impl Server {
     /// [`Server::run_until`].
     pub async fn bind(db: Arc<Database>, config: ServerConfig) -> anyhow::Result<Server> {
         config.validate()?;
+        // Alert rules run under the sessions' limits (60 s when sessions have no timeout).
+        let timeout =
+            if config.statement_timeout.is_zero() { Duration::from_secs(60) } else { config.statement_timeout };
+        db.set_background_limits(timeout, config.query_memory_limit);
         let base = db.session().clone();
         crate::catalog::install(&db, &base)?;
         crate::compat::register_functions(&base, db.engine().clone());

@@ -5,8 +5,6 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
 /// Attempts per event.
 pub const ATTEMPTS: u32 = 5;
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -23,43 +21,45 @@ pub fn body(e: &trafficdb::alert::Event) -> String {
     .to_string()
 }
 
-/// `host:port` and path of an `http://` URL.
-fn parse(url: &str) -> Result<(String, String, String), String> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| format!("webhook {url}: only http:// URLs are supported"))?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    if authority.is_empty() {
-        return Err(format!("webhook {url}: no host"));
+/// A webhook URL checked: `http://host[:port]/path` with nothing else (no user info, fragments or
+/// bytes an HTTP request line cannot hold), parsed by the `http` crate's URI parser.
+fn parse(url: &str) -> Result<hyper::Uri, String> {
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("webhook {url:?}: not a URL ({e})"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(format!("webhook {url}: only http:// URLs are supported"));
     }
-    // The parts go into the request line and the Host header: nothing but a host name or address
-    // with a port, and a path of visible ASCII (no CR / LF, spaces or controls that could add headers).
-    let host_ok =
-        authority.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '[' | ']'));
-    let path_ok = path.bytes().all(|b| b.is_ascii_graphic());
-    if !host_ok || !path_ok {
+    let authority = uri.authority().ok_or_else(|| format!("webhook {url}: no host"))?;
+    if authority.host().is_empty() || authority.as_str().contains('@') {
         return Err(format!("webhook {url:?}: not a plain http://host[:port]/path URL"));
     }
-    let address = if authority.contains(':') { authority.to_string() } else { format!("{authority}:80") };
-    Ok((address, authority.to_string(), path.to_string()))
+    Ok(uri)
 }
 
-/// One POST; `Ok` for a 2xx answer.
+/// One POST; `Ok` for a 2xx answer. The request is built by the `http` crate and written by hyper's
+/// HTTP/1 client, never by formatting text.
 async fn post(url: &str, body: &str) -> Result<(), String> {
-    let (address, host, path) = parse(url)?;
+    use http_body_util::{BodyExt, Full};
+    let uri = parse(url)?;
+    let authority = uri.authority().cloned().ok_or_else(|| format!("webhook {url}: no host"))?;
+    let address = format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(80));
+    let request = hyper::Request::post(uri.path_and_query().map_or("/", |p| p.as_str()))
+        .header(hyper::header::HOST, authority.as_str())
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .header(hyper::header::USER_AGENT, "trafficdb")
+        .body(Full::new(bytes::Bytes::from(body.to_string())))
+        .map_err(|e| format!("webhook {url}: {e}"))?;
     let attempt = async {
-        let mut s = tokio::net::TcpStream::connect(&address).await.map_err(|e| format!("connect {address}: {e}"))?;
-        let request = format!(
-            "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
-             User-Agent: trafficdb\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        s.write_all(request.as_bytes()).await.map_err(|e| format!("send: {e}"))?;
-        let mut answer = Vec::new();
-        s.read_to_end(&mut answer).await.map_err(|e| format!("read: {e}"))?;
-        let status = String::from_utf8_lossy(answer.get(9..12).unwrap_or_default()).to_string();
-        if status.starts_with('2') { Ok(()) } else { Err(format!("HTTP {status}")) }
+        let tcp = tokio::net::TcpStream::connect(&address).await.map_err(|e| format!("connect {address}: {e}"))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .map_err(|e| format!("connect {address}: {e}"))?;
+        let driver = tokio::spawn(connection);
+        let answer = sender.send_request(request).await.map_err(|e| format!("send: {e}"))?;
+        let status = answer.status();
+        // Read the answer to its end so the connection closes cleanly.
+        let _ = answer.into_body().collect().await;
+        driver.abort();
+        if status.is_success() { Ok(()) } else { Err(format!("HTTP {}", status.as_u16())) }
     };
     tokio::time::timeout(TIMEOUT, attempt).await.map_err(|_| "timed out".to_string())?
 }
@@ -100,8 +100,12 @@ mod tests {
 
     #[test]
     fn urls() {
-        assert_eq!(parse("http://hooks:8080/a/b").unwrap(), ("hooks:8080".into(), "hooks:8080".into(), "/a/b".into()));
-        assert_eq!(parse("http://hooks").unwrap(), ("hooks:80".into(), "hooks".into(), "/".into()));
+        let parts = |u: &str| {
+            let uri = parse(u).unwrap();
+            (uri.authority().unwrap().as_str().to_string(), uri.path().to_string())
+        };
+        assert_eq!(parts("http://hooks:8080/a/b"), ("hooks:8080".into(), "/a/b".into()));
+        assert_eq!(parts("http://hooks"), ("hooks".into(), "/".into()));
         assert!(parse("https://hooks/x").unwrap_err().contains("only http://"));
         assert!(parse("http:///x").is_err());
         // Nothing that could end the request line or add a header.

@@ -148,6 +148,23 @@ fn alerts_fire_and_resolve_with_webhooks() {
         assert_eq!(err.sqlstate(), "42704", "{err}");
         // The unnamed evaluation logs the bad rule and goes on.
         db.sql("CALL evaluate_alerts()").await.unwrap();
+        // A rule that runs too long or holds too much fails alone, under the background limits.
+        db.set_background_limits(Duration::from_millis(300), 16 << 20);
+        db.sql(
+            "INSERT INTO alert_rules VALUES ('slow', 'SELECT count(*) AS n FROM generate_series(1, 1000000) a \
+             CROSS JOIN generate_series(1, 1000000) b', '1 minute', NULL, true, NULL), \
+             ('greedy', 'SELECT DISTINCT a.value * 1000000 + b.value AS k FROM generate_series(1, 3000) a \
+             CROSS JOIN generate_series(1, 3000) b', '1 minute', NULL, true, NULL)",
+        )
+        .await
+        .unwrap();
+        let err = db.sql("CALL evaluate_alerts('slow')").await.unwrap_err();
+        assert_eq!(err.sqlstate(), "57014", "{err}");
+        let err = db.sql("CALL evaluate_alerts('greedy')").await.unwrap_err();
+        assert!(["53200", "57014"].contains(&err.sqlstate()), "{err}");
+        db.sql("CALL evaluate_alerts()").await.unwrap();
+        db.sql("DELETE FROM alert_rules WHERE name IN ('slow', 'greedy', 'bad')").await.unwrap();
+        db.set_background_limits(Duration::from_secs(60), 0);
         // A removed rule resolves what it had firing.
         db.sql(&minute("api", 3, 20, 20)).await.unwrap();
         db.sql("CALL evaluate_alerts()").await.unwrap();
