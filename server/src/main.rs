@@ -309,7 +309,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // Planning recurses once per nesting level: 8 MiB stacks hold several times the deepest statement
+    // the nesting limit lets through (about 1,500 levels overflowed tokio's default 2 MiB).
+    let rt = match tokio::runtime::Builder::new_multi_thread().thread_stack_size(8 << 20).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

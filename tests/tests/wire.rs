@@ -479,3 +479,184 @@ fn deep_statements_do_not_take_the_server_down() {
         serving.await.expect("join").expect("clean shutdown");
     });
 }
+
+/// A random expression over the columns of `f` (x BIGINT, y DOUBLE, s TEXT, b BOOLEAN, ts TIMESTAMP),
+/// `depth` levels deep at most: operators, functions, casts, CASE, IN lists and subqueries of every
+/// kind, with literals that reach edge values (NULL, 0, extremes, empty and long strings).
+fn random_expr(rng: &mut ChaCha8Rng, depth: usize) -> String {
+    const LEAVES: &[&str] = &[
+        "x",
+        "y",
+        "s",
+        "b",
+        "ts",
+        "NULL",
+        "0",
+        "1",
+        "-1",
+        "9223372036854775807",
+        "-9223372036854775808",
+        "1e308",
+        "0.5",
+        "'nan'::double",
+        "''",
+        "'abc'",
+        "'2024-01-01 00:00:00'",
+        "true",
+        "false",
+        "$$quoted$$",
+        "INTERVAL '1 hour'",
+        "now()",
+        "repeat('x', 1000)",
+    ];
+    if depth == 0 || rng.random_bool(0.25) {
+        return LEAVES[rng.random_range(0..LEAVES.len())].to_string();
+    }
+    let mut e = || random_expr(rng, depth - 1);
+    let (a, b, c) = (e(), e(), e());
+    let choice = rng.random_range(0..22);
+    match choice {
+        0 => format!("({a} + {b})"),
+        1 => format!("({a} - {b})"),
+        2 => format!("({a} * {b})"),
+        3 => format!("({a} / {b})"),
+        4 => format!("({a} % {b})"),
+        5 => format!("({a} || {b})"),
+        6 => format!("({a} = {b})"),
+        7 => format!("({a} < {b})"),
+        8 => format!("({a} AND {b})"),
+        9 => format!("({a} OR NOT {b})"),
+        10 => format!("CASE WHEN {a} THEN {b} ELSE {c} END"),
+        11 => format!("coalesce({a}, {b}, {c})"),
+        12 => format!(
+            "CAST({a} AS {})",
+            ["BIGINT", "DOUBLE", "TEXT", "BOOLEAN", "TIMESTAMP", "INT", "SMALLINT"][rng.random_range(0..7)]
+        ),
+        13 => format!("{a}::text"),
+        14 => format!("({a} IN ({b}, {c}, NULL))"),
+        15 => format!("({a} NOT IN (SELECT x FROM f WHERE {b}))"),
+        16 => format!("(SELECT max({a}) FROM f)"),
+        17 => format!("EXISTS (SELECT 1 FROM f AS g WHERE {a})"),
+        18 => format!("abs({a})"),
+        19 => format!("length({a})"),
+        20 => format!("substr({a}, {b}, {c})"),
+        _ => format!("lpad({a}, {b})"),
+    }
+}
+
+/// A random statement around random expressions: projections, filters, grouping, ordering, joins,
+/// set operations, CTEs, window functions, EXPLAIN, and a reader's attempt at a write.
+fn random_statement(rng: &mut ChaCha8Rng) -> String {
+    let depth = rng.random_range(1..7);
+    let mut e = || random_expr(rng, depth);
+    let (a, b, c) = (e(), e(), e());
+    match rng.random_range(0..12) {
+        0 => format!("SELECT {a}, {b} FROM f"),
+        1 => format!("SELECT count(*) FROM f WHERE {a}"),
+        2 => format!("SELECT {a} AS k, count(*), sum(x), min({b}) FROM f GROUP BY 1 HAVING {c} ORDER BY 1 LIMIT 5"),
+        3 => format!("SELECT * FROM f ORDER BY {a}, {b} DESC NULLS FIRST LIMIT 3 OFFSET 1"),
+        4 => format!("SELECT f.x, g.x FROM f JOIN f AS g ON {a} LEFT JOIN f AS h ON {b}"),
+        5 => format!("SELECT {a} UNION SELECT {b} EXCEPT SELECT {c}"),
+        6 => format!("WITH w AS (SELECT {a} AS v FROM f) SELECT v, count(*) FROM w GROUP BY v"),
+        7 => format!("SELECT row_number() OVER (PARTITION BY {a} ORDER BY {b}), lag({c}) OVER (ORDER BY ts) FROM f"),
+        8 => format!("EXPLAIN SELECT {a} FROM f WHERE {b}"),
+        9 => format!("DELETE FROM f WHERE {a}"),
+        10 => format!("UPDATE f SET x = x WHERE {a}"),
+        _ => format!("SELECT {a} FROM f AS g WHERE g.x IN (SELECT x FROM f WHERE {b})"),
+    }
+}
+
+/// Random statements from a reader, in both protocols: each is answered (rows or an error), none
+/// writes, no connection task panics, and the server answers a new connection after them.
+#[test]
+fn random_statements_do_not_take_the_server_down() {
+    let rt = runtime();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    rt.block_on(async {
+        let db = Arc::new(Database::open(tmp.path()).await.expect("open"));
+        db.sql("CREATE TABLE f (ts TIMESTAMP NOT NULL, x BIGINT, y DOUBLE, s TEXT, b BOOLEAN) WITH (time_column = 'ts')")
+            .await
+            .expect("create");
+        db.sql(
+            "INSERT INTO f VALUES ('2024-01-01 00:00:00', 1, 0.5, 'a', true), ('2024-01-01 00:00:01', NULL, NULL, NULL, NULL), \
+             ('2024-01-01 00:00:02', -9223372036854775808, 1e308, '', false), ('2024-01-02 00:00:00', 7, -0.0, 'xyz', true)",
+        )
+        .await
+        .expect("insert");
+        let config = ServerConfig {
+            listen: "127.0.0.1:0".into(),
+            trust_role: trafficdb_server::auth::Role::Reader,
+            statement_timeout: Duration::from_secs(5),
+            query_memory_limit: 64 << 20,
+            ..Default::default()
+        };
+        let server = Server::bind(db.clone(), config).await.expect("bind");
+        let addr = server.local_addr().expect("addr");
+        let stats = server.stats();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(server.run_until(async {
+            let _ = stopped.await;
+        }));
+        let connect = || async {
+            let (client, conn) = tokio_postgres::connect(
+                &format!("host={} port={} user=fuzz dbname=trafficdb", addr.ip(), addr.port()),
+                tokio_postgres::NoTls,
+            )
+            .await
+            .expect("connect");
+            tokio::spawn(conn);
+            client
+        };
+        let seed = std::env::var("FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(7u64);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let client = connect().await;
+        let (mut answered, mut failed) = (0, 0);
+        for i in 0..400 {
+            let sql = random_statement(&mut rng);
+            if std::env::var("FUZZ_VERBOSE").is_ok() {
+                eprintln!("{i}: {sql}");
+            }
+            let r = if i % 2 == 0 {
+                client.simple_query(&sql).await.map(|_| ())
+            } else {
+                client.query(sql.as_str(), &[]).await.map(|_| ())
+            };
+            match r {
+                Ok(()) => answered += 1,
+                Err(e) => {
+                    assert!(e.code().is_some(), "seed {seed}, statement {i}: no SQLSTATE, the connection broke: {e:?}\n{sql}");
+                    failed += 1;
+                }
+            }
+        }
+        // Deep random chains, up to and past the nesting limit: answered or refused cleanly.
+        for depth in [50, 500, 2_000, 20_000] {
+            let mut expr = "x".to_string();
+            for _ in 0..depth {
+                expr = match rng.random_range(0..6) {
+                    0 => format!("({expr} + 1)"),
+                    1 => format!("abs({expr})"),
+                    2 => format!("coalesce({expr}, 1)"),
+                    3 => format!("CASE WHEN b THEN {expr} END"),
+                    4 => format!("({expr} IN (1, 2))::int"),
+                    _ => format!("(SELECT {expr})"),
+                };
+            }
+            let sql = format!("SELECT {expr} FROM f");
+            if let Err(e) = client.simple_query(&sql).await {
+                assert!(e.code().is_some(), "seed {seed}: {e:?}");
+            }
+        }
+        let n: i64 = db.sql("SELECT count(*) FROM f").await.expect("count").pop().map_or(0, |b| {
+            b.column(0).as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().map_or(0, |a| a.value(0))
+        });
+        assert_eq!(n, 4, "seed {seed}: a reader's random statements wrote nothing");
+        let fresh = connect().await;
+        fresh.simple_query("SELECT 1").await.expect("a new connection is served");
+        assert_eq!(stats.panicked.load(Ordering::Relaxed), 0, "seed {seed}: a connection task panicked");
+        eprintln!("random statements (seed {seed}): {answered} answered, {failed} refused with a SQLSTATE");
+        drop((client, fresh));
+        stop.send(()).expect("stop");
+        serving.await.expect("server task").expect("clean shutdown");
+    });
+}
