@@ -338,9 +338,9 @@ impl Authenticator {
         cancels: Arc<crate::session::Cancels>,
         cancel_signal: tokio::sync::watch::Sender<u64>,
         pending: crate::pg::Slot,
-        stats: Arc<crate::pg::Stats>,
         audit: Arc<crate::audit::Audit>,
     ) -> Authenticator {
+        let stats = pending.stats().clone();
         Authenticator {
             config,
             parameters,

@@ -93,6 +93,13 @@ impl Stats {
     }
 }
 
+impl Slot {
+    /// The counters the slot belongs to.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+}
+
 impl Drop for Slot {
     fn drop(&mut self) {
         self.stats.counter(self.authenticated).fetch_sub(1, Ordering::SeqCst);
@@ -328,7 +335,6 @@ impl Handlers {
                 shared.cancels.clone(),
                 cancel,
                 pending,
-                shared.stats.clone(),
                 shared.audit.clone(),
             )),
             cancels: shared.cancels.clone(),

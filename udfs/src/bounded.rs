@@ -78,12 +78,10 @@ fn int_at(args: &[ColumnarValue], i: usize, row: usize) -> Option<i64> {
 /// The byte length of argument `i` of row `row` when it is text.
 fn text_len_at(args: &[ColumnarValue], i: usize, row: usize) -> u64 {
     match args.get(i) {
-        Some(ColumnarValue::Scalar(s)) => match s {
-            ScalarValue::Utf8(Some(t)) | ScalarValue::LargeUtf8(Some(t)) | ScalarValue::Utf8View(Some(t)) => {
-                t.len() as u64
-            }
-            _ => 0,
-        },
+        Some(ColumnarValue::Scalar(
+            ScalarValue::Utf8(Some(t)) | ScalarValue::LargeUtf8(Some(t)) | ScalarValue::Utf8View(Some(t)),
+        )) => t.len() as u64,
+        Some(ColumnarValue::Scalar(_)) => 0,
         Some(ColumnarValue::Array(a)) => match datafusion::arrow::compute::cast(a, &DataType::LargeUtf8) {
             Ok(a) => {
                 let a = a.as_string::<i64>();
