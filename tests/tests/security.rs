@@ -451,3 +451,80 @@ fn heavy_functions_run_at_execution_under_the_statement_timeout() {
         serving.await.expect("server task").expect("clean shutdown");
     });
 }
+
+/// The server of [`a_memory_capped_server_survives_allocation_attacks`], run in a child process whose
+/// address space is capped: prints its port, then serves until killed or until its standard input
+/// closes (the parent is gone).
+#[test]
+fn capped_server_child() {
+    let Ok(dir) = std::env::var("TRAFFICDB_CAPPED_CHILD") else { return };
+    std::thread::spawn(|| {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        std::process::exit(0);
+    });
+    let rt = runtime();
+    rt.block_on(async {
+        let db = Arc::new(trafficdb::Database::open(&dir).await.expect("open"));
+        let config =
+            ServerConfig { listen: "127.0.0.1:0".into(), query_memory_limit: 64 << 20, ..ServerConfig::default() };
+        let server = Server::bind(db, config).await.expect("bind");
+        println!("port {}", server.local_addr().expect("addr").port());
+        server.run_until(std::future::pending()).await.expect("serve");
+    });
+}
+
+/// Allocations the memory pool does not see, each of which would take gigabytes, against a server in
+/// a process capped at 3 GiB of address space (as in a memory-limited container): each statement is
+/// refused or fails cleanly, and the process lives and answers.
+#[test]
+fn a_memory_capped_server_survives_allocation_attacks() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    if std::env::var("TRAFFICDB_CAPPED_CHILD").is_ok() || !std::path::Path::new("/bin/sh").exists() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let exe = std::env::current_exe().expect("test binary");
+    let mut child = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -v {} && exec \"$0\" --exact security::capped_server_child --nocapture --test-threads 1",
+            3u64 << 20
+        ))
+        .arg(&exe)
+        .env("TRAFFICDB_CAPPED_CHILD", tmp.path())
+        .env("MALLOC_ARENA_MAX", "2")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the capped server");
+    let stdout = child.stdout.take().expect("stdout");
+    let port: u16 = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        // The line may start with the test harness's own "test ... " text.
+        .find_map(|l| l.rsplit_once("port ").and_then(|(_, p)| p.trim().parse().ok()))
+        .expect("the capped server started");
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let rt = runtime();
+    rt.block_on(async {
+        let c = connect(addr, "admin", None).await.expect("connect");
+        for (sql, code) in [
+            ("SELECT length(repeat('x', 5000000000))", "54000"),
+            ("SELECT length(lpad('x', 2000000000))", "54000"),
+            ("SET datafusion.execution.batch_size = 1000000000", "22023"),
+            ("SET datafusion.execution.target_partitions = 4096", "22023"),
+            ("SELECT cardinality(array_repeat(1, 1000000000))", "54000"),
+        ] {
+            let e = c.batch_execute(sql).await.expect_err(sql);
+            assert_eq!(e.code().map(|c| c.code()), Some(code), "{sql}: {e:?}");
+        }
+        let fresh = connect(addr, "admin", None).await.expect("the capped server still accepts");
+        let one: i32 = fresh.query_one("SELECT 1::INT", &[]).await.expect("SELECT 1").get(0);
+        assert_eq!(one, 1);
+    });
+    assert!(child.try_wait().expect("child state").is_none(), "the capped server died");
+    child.kill().expect("kill");
+    child.wait().expect("reap");
+}
