@@ -570,8 +570,28 @@ impl Database {
             self.engine.restore_changes(&src, name, changed);
             return Ok(());
         };
+        // The range is computed first, in a memory pool of its own and under a time limit (a failed
+        // computation leaves the view as it was; the range is computed again next time) ...
+        let limits = *self.background.lock();
+        let state = self.limited_state(limits.memory);
+        let timeout = limits.timeout.max(ROLLUP_MIN_TIMEOUT);
+        let compute = async {
+            let plan = state.create_logical_plan(&r.query).await?;
+            let plan = crate::rollup::restrict(plan, &r.source, &r.source_time, from, to)?;
+            let physical = state.create_physical_plan(&plan).await?;
+            Ok::<_, Error>(datafusion::physical_plan::collect(physical, state.task_ctx()).await?)
+        };
         let work = async {
-            // The view's rows of the range go (when it has any), then the range is computed again.
+            let batches = match tokio::time::timeout(timeout, compute).await {
+                Ok(b) => b?,
+                Err(_) => {
+                    return Err(Error::invalid(
+                        SqlState::QueryCanceled,
+                        format!("refreshing {name} ran past its {} s limit", timeout.as_secs()),
+                    ));
+                }
+            };
+            // ... then the view's rows of the range go (when it has any), and the new ones come.
             if status(&r.name).and_then(|s| s.max_ts).is_some_and(|m| m >= from) {
                 let b = quote_ident(&r.bucket_column);
                 let delete = format!(
@@ -581,9 +601,6 @@ impl Database {
                 // Boxed: a refresh runs inside `sql`, and this DELETE runs through it again.
                 Box::pin(self.sql(&delete)).await?;
             }
-            let plan = self.ctx.state().create_logical_plan(&r.query).await?;
-            let plan = crate::rollup::restrict(plan, &r.source, &r.source_time, from, to)?;
-            let batches = self.ctx.execute_logical_plan(plan).await?.collect().await?;
             self.append_blocking(dest.clone(), batches).await
         };
         if let Err(e) = work.await {
@@ -618,6 +635,8 @@ impl Database {
     /// Bounds each alert rule's query: it fails after `timeout` (57014) or when it holds more than
     /// `memory` bytes in operators that track memory (53200; `0`: no limit). By default 60 s and no
     /// memory limit; the server sets its `statement_timeout` (when set) and `query_memory_limit`.
+    /// A rollup refresh computes its range under the same memory limit and the larger of `timeout`
+    /// and 10 minutes.
     pub fn set_background_limits(&self, timeout: std::time::Duration, memory: u64) {
         *self.background.lock() = BackgroundLimits { timeout, memory };
     }
@@ -996,7 +1015,10 @@ pub fn empty_stream(schema: SchemaRef) -> SendableRecordBatchStream {
     Box::pin(EmptyRecordBatchStream::new(schema))
 }
 
-/// What bounds the work the database does in the background (alert rules).
+/// The least time a rollup refresh may take (a first refresh reads the whole source table).
+const ROLLUP_MIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// What bounds the work the database does in the background (alert rules, rollup refreshes).
 #[derive(Debug, Clone, Copy)]
 struct BackgroundLimits {
     timeout: std::time::Duration,
