@@ -48,8 +48,8 @@ pub fn router(app: App) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status))
         .route("/v1/predict/retry", post(predict))
-        .route("/api/v2/write", post(write_v2))
-        .route("/write", post(write_v1))
+        .route("/api/v2/write", post(write_route))
+        .route("/write", post(write_route))
         .route_layer(axum::middleware::from_fn_with_state(app.clone(), require_caller));
     Router::new()
         .route("/health", get(health))
@@ -152,19 +152,9 @@ async fn ping() -> Response {
 }
 
 /// `POST /api/v2/write?bucket=...&precision=ns|us|ms|s` (InfluxDB v2; `bucket` and `org` are
-/// accepted and ignored: there is one database).
-async fn write_v2(
-    State(app): State<App>,
-    Extension(caller): Extension<Caller>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    write(app, caller, parse_query(query.as_deref().unwrap_or("")), headers, body).await
-}
-
-/// `POST /write?db=...&precision=n|u|ms|s|m|h` (InfluxDB v1; `db` and `rp` are ignored).
-async fn write_v1(
+/// accepted and ignored: there is one database) and `POST /write?db=...&precision=n|u|ms|s|m|h`
+/// (InfluxDB v1; `db` and `rp` are ignored).
+async fn write_route(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
     RawQuery(query): RawQuery,

@@ -161,6 +161,29 @@ impl Router {
         Ok(plan)
     }
 
+    /// What is decided and answered before any plan, in both protocols: the statement-level role
+    /// check (recorded), large `FETCH`es, settings the server keeps, `DECLARE`.
+    async fn run_statement_level(
+        &self,
+        statement: &Statement,
+        ctx: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        if let Err(e) = self.gate_statement(client, statement, true) {
+            return Some(Err(e));
+        }
+        if let Some((name, n)) = large_fetch(statement) {
+            return Some(fetch_in_chunks(client, name, n).await);
+        }
+        if let Some(r) = self.setting(statement, ctx, client).await {
+            return Some(r);
+        }
+        if matches!(statement, Statement::Declare { .. }) {
+            return Some(self.declare(statement, ctx, client).await);
+        }
+        None
+    }
+
     /// Plans `statement` from its parse, checks the plan, runs it (the simple protocol).
     async fn run_planned(
         &self,
@@ -467,17 +490,8 @@ impl QueryHook for Router {
         ctx: &SessionContext,
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        if let Err(e) = self.gate_statement(client, statement, true) {
-            return Some(Err(e));
-        }
-        if let Some((name, n)) = large_fetch(statement) {
-            return Some(fetch_in_chunks(client, name, n).await);
-        }
-        if let Some(r) = self.setting(statement, ctx, client).await {
+        if let Some(r) = self.run_statement_level(statement, ctx, client).await {
             return Some(r);
-        }
-        if matches!(statement, Statement::Declare { .. }) {
-            return Some(self.declare(statement, ctx, client).await);
         }
         let statement = substituted(statement);
         if trafficdb::query::dml::is_dml(&statement) {
@@ -553,26 +567,17 @@ impl QueryHook for Router {
     ) -> Option<PgWireResult<Response>> {
         // Checked when the statement was parsed, on this same connection; checked again here where
         // the check is cheap, and recorded.
-        if let Err(e) = self.gate_statement(client, statement, true) {
-            return Some(Err(e));
-        }
-        if let Some((name, n)) = large_fetch(statement) {
-            return Some(fetch_in_chunks(client, name, n).await);
-        }
-        if let Some(r) = self.setting(statement, ctx, client).await {
+        if let Some(r) = self.run_statement_level(statement, ctx, client).await {
             return Some(r);
         }
-        if matches!(statement, Statement::Declare { .. }) {
-            return Some(self.declare(statement, ctx, client).await);
-        }
-        let original = statement;
-        let statement = substituted(statement);
-        if trafficdb::query::dml::is_dml(&statement) {
-            if let Err(e) = self.gate_plan(client, plan, &statement, true) {
-                return Some(Err(e));
-            }
+        // Substitutions change no statement's kind; the plan made at Parse already has them.
+        if trafficdb::query::dml::is_dml(statement) {
+            // RETURNING and EXPLAIN run as queries do: the last hook checks and records them.
             if !matches!(trafficdb::query::dml::plan_op(plan), Some((_, false))) {
                 return None;
+            }
+            if let Err(e) = self.gate_plan(client, plan, statement, true) {
+                return Some(Err(e));
             }
             let bound = match plan.clone().replace_params_with_values(params) {
                 Ok(p) => p,
@@ -580,16 +585,14 @@ impl QueryHook for Router {
             };
             return Some(self.run_dml(ctx, bound).await);
         }
-        if is_engine_statement(&statement) {
-            return Some(self.run(&statement, ctx, client).await);
+        if is_engine_statement(statement) {
+            return Some(self.run(&substituted(statement), ctx, client).await);
         }
-        if let std::borrow::Cow::Owned(replaced) = &statement {
-            // datafusion-postgres's SHOW would answer the original; the substitute (one text column) runs here.
-            if matches!(original, Statement::ShowVariable { .. }) {
-                return Some(self.run_planned(replaced, ctx, client).await);
-            }
-            // The substitute's plan (made at Parse) runs as any query's, once later hooks pass it by.
-            return self.gate_plan(client, plan, &statement, true).err().map(Err);
+        // datafusion-postgres's SHOW would answer the original; the substitute (one text column) runs here.
+        if matches!(statement, Statement::ShowVariable { .. })
+            && let std::borrow::Cow::Owned(replaced) = substituted(statement)
+        {
+            return Some(self.run_planned(&replaced, ctx, client).await);
         }
         None
     }
