@@ -12,7 +12,7 @@ use trafficdb_server::config::{AuthMode, UserConfig};
 use trafficdb_server::{Server, ServerConfig};
 
 use crate::common::runtime;
-use crate::server::connect;
+use crate::server::{connect, start_with_http};
 
 const TABLE: &str = "CREATE TABLE m (ts TIMESTAMP NOT NULL, v BIGINT) WITH (time_column = 'ts')";
 
@@ -100,12 +100,7 @@ fn a_reader_cannot_write_by_any_path() {
             ..ServerConfig::default()
         };
         config.audit.path = Some(log.clone());
-        let server = Server::bind(db.clone(), config).await.expect("bind");
-        let addr = server.local_addr().expect("addr");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let serving = tokio::spawn(server.run_until(async {
-            let _ = stopped.await;
-        }));
+        let (addr, _, stop, serving) = start_with_http(db.clone(), config).await;
 
         let admin = connect(addr, "boss", Some("b")).await.expect("admin");
         admin.batch_execute(TABLE).await.expect("table");
@@ -232,12 +227,7 @@ fn nothing_large_or_slow_before_authentication() {
             listen: "127.0.0.1:0".into(),
             ..ServerConfig::default()
         };
-        let server = Server::bind(db, config).await.expect("bind");
-        let addr = server.local_addr().expect("addr");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let serving = tokio::spawn(server.run_until(async {
-            let _ = stopped.await;
-        }));
+        let (addr, _, stop, serving) = start_with_http(db, config).await;
         let startup = {
             let body = [&196_608_i32.to_be_bytes()[..], b"user\0boss\0database\0trafficdb\0\0"].concat();
             [&((body.len() + 4) as i32).to_be_bytes()[..], &body[..]].concat()
@@ -285,12 +275,7 @@ fn a_copy_is_bounded_by_the_session_memory_and_the_line_limit() {
         let db = Arc::new(trafficdb::Database::open(tmp.path()).await.expect("open"));
         let config =
             ServerConfig { query_memory_limit: 4 << 20, listen: "127.0.0.1:0".into(), ..ServerConfig::default() };
-        let server = Server::bind(db, config).await.expect("bind");
-        let addr = server.local_addr().expect("addr");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let serving = tokio::spawn(server.run_until(async {
-            let _ = stopped.await;
-        }));
+        let (addr, _, stop, serving) = start_with_http(db, config).await;
         let client = connect(addr, "w", None).await.expect("connect");
         client
             .batch_execute("CREATE TABLE t (ts TIMESTAMP NOT NULL, s TEXT) WITH (time_column = 'ts')")
@@ -363,12 +348,8 @@ fn http_checks_credentials_before_the_body_and_holds_few_connections() {
             max_http_connections: 2,
             ..ServerConfig::default()
         };
-        let server = Server::bind(db, config).await.expect("bind");
-        let http = server.http_addr().expect("HTTP");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let serving = tokio::spawn(server.run_until(async {
-            let _ = stopped.await;
-        }));
+        let (_, http, stop, serving) = start_with_http(db, config).await;
+        let http = http.expect("HTTP");
 
         // A write announcing 16 MiB without credentials: 401 at once, the body never read.
         let mut s = tokio::net::TcpStream::connect(http).await.expect("connect");
@@ -415,12 +396,7 @@ fn heavy_functions_run_at_execution_under_the_statement_timeout() {
     rt.block_on(async {
         let db = Arc::new(trafficdb::Database::open(tmp.path()).await.expect("open"));
         let config = ServerConfig { listen: "127.0.0.1:0".into(), ..ServerConfig::default() };
-        let server = Server::bind(db, config).await.expect("bind");
-        let addr = server.local_addr().expect("addr");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let serving = tokio::spawn(server.run_until(async {
-            let _ = stopped.await;
-        }));
+        let (addr, _, stop, serving) = start_with_http(db, config).await;
         let a = connect(addr, "a", None).await.expect("connect");
         let series = "SELECT to_timestamp(x) AS ts, (x % 97)::DOUBLE AS v FROM generate_series(1, 300000) AS t(x)";
         let heavy = format!(
