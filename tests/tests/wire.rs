@@ -544,6 +544,122 @@ fn random_expr(rng: &mut ChaCha8Rng, depth: usize) -> String {
     }
 }
 
+/// The SQL types of the typed generator: each expression it builds has one, so most statements
+/// pass type checking and reach execution (where overflow, division by zero, NULLs and edge values
+/// are met), unlike [`random_expr`], whose trees mostly fail at planning.
+#[derive(Clone, Copy, PartialEq)]
+enum Ty {
+    Int,
+    Float,
+    Text,
+    Bool,
+    Ts,
+}
+
+const TYPES: [Ty; 5] = [Ty::Int, Ty::Float, Ty::Text, Ty::Bool, Ty::Ts];
+
+/// A random expression of type `ty` over table `f`, `depth` levels deep at most.
+fn typed_expr(rng: &mut ChaCha8Rng, ty: Ty, depth: usize) -> String {
+    if depth == 0 || rng.random_bool(0.2) {
+        let leaves: &[&str] = match ty {
+            Ty::Int => &["x", "NULL::BIGINT", "0", "1", "-1", "9223372036854775807", "-9223372036854775808", "42"],
+            Ty::Float => &["y", "NULL::DOUBLE", "0.5", "-0.0", "1e308", "'nan'::double", "'inf'::double"],
+            Ty::Text => &["s", "NULL::TEXT", "''", "'abc'", "$$q'uote$$", "'été'", "repeat('x', 300)"],
+            Ty::Bool => &["b", "NULL::BOOLEAN", "true", "false"],
+            Ty::Ts => &["ts", "NULL::TIMESTAMP", "TIMESTAMP '2024-01-01 00:00:00'", "TIMESTAMP '1970-01-01 00:00:00'"],
+        };
+        return leaves[rng.random_range(0..leaves.len())].to_string();
+    }
+    let d = depth - 1;
+    // The choices are drawn before the closure that builds the children borrows the generator.
+    let k: usize = rng.random_range(0..1 << 20);
+    let t = TYPES[rng.random_range(0..5)];
+    let mut of = |t: Ty| typed_expr(rng, t, d);
+    match ty {
+        Ty::Int => match k % 12 {
+            0 => format!("({} + {})", of(Ty::Int), of(Ty::Int)),
+            1 => format!("({} - {})", of(Ty::Int), of(Ty::Int)),
+            2 => format!("({} * {})", of(Ty::Int), of(Ty::Int)),
+            3 => format!("({} / {})", of(Ty::Int), of(Ty::Int)),
+            4 => format!("({} % {})", of(Ty::Int), of(Ty::Int)),
+            5 => format!("abs({})", of(Ty::Int)),
+            6 => format!("length({})", of(Ty::Text)),
+            7 => format!("CAST({} AS BIGINT)", of(Ty::Float)),
+            8 => format!("coalesce({}, {})", of(Ty::Int), of(Ty::Int)),
+            9 => format!("CASE WHEN {} THEN {} ELSE {} END", of(Ty::Bool), of(Ty::Int), of(Ty::Int)),
+            10 => format!("(SELECT max(x) FROM f WHERE {})", of(Ty::Bool)),
+            _ => format!("CAST(extract(hour FROM {}) AS BIGINT)", of(Ty::Ts)),
+        },
+        Ty::Float => match k % 8 {
+            0 => format!("({} + {})", of(Ty::Float), of(Ty::Float)),
+            1 => format!("({} * {})", of(Ty::Float), of(Ty::Int)),
+            2 => format!("({} / {})", of(Ty::Float), of(Ty::Float)),
+            3 => format!("sqrt(abs({}))", of(Ty::Float)),
+            4 => format!("ln({})", of(Ty::Float)),
+            5 => format!("round({}, 2)", of(Ty::Float)),
+            6 => format!("CAST({} AS DOUBLE)", of(Ty::Int)),
+            _ => format!("(SELECT avg(y) FROM f AS g WHERE {})", of(Ty::Bool)),
+        },
+        Ty::Text => match k % 9 {
+            0 => format!("({} || {})", of(Ty::Text), of(Ty::Text)),
+            1 => format!("upper({})", of(Ty::Text)),
+            2 => format!("substr({}, {}, {})", of(Ty::Text), of(Ty::Int), of(Ty::Int)),
+            3 => format!("lpad({}, ({} % 100)::int)", of(Ty::Text), of(Ty::Int)),
+            4 => format!("replace({}, {}, {})", of(Ty::Text), of(Ty::Text), of(Ty::Text)),
+            5 => format!("CAST({} AS TEXT)", of(t)),
+            6 => format!("split_part({}, 'b', 1)", of(Ty::Text)),
+            7 => format!("coalesce({}, {})", of(Ty::Text), of(Ty::Text)),
+            _ => format!("CASE WHEN {} THEN {} END", of(Ty::Bool), of(Ty::Text)),
+        },
+        Ty::Bool => match k % 11 {
+            0 => format!("({} AND {})", of(Ty::Bool), of(Ty::Bool)),
+            1 => format!("({} OR NOT {})", of(Ty::Bool), of(Ty::Bool)),
+            2 => format!("({} = {})", of(t), of(t)),
+            3 => format!("({} < {})", of(t), of(t)),
+            4 => format!("({} IS DISTINCT FROM {})", of(t), of(t)),
+            5 => format!("({} IS NULL)", of(t)),
+            6 => format!("({} IN ({}, {}, NULL))", of(t), of(t), of(t)),
+            7 => format!("({} NOT IN (SELECT x FROM f AS g WHERE {}))", of(Ty::Int), of(Ty::Bool)),
+            8 => format!("EXISTS (SELECT 1 FROM f AS g WHERE g.x = f.x AND {})", of(Ty::Bool)),
+            9 => format!("({} LIKE {})", of(Ty::Text), of(Ty::Text)),
+            _ => format!("({} BETWEEN {} AND {})", of(Ty::Int), of(Ty::Int), of(Ty::Int)),
+        },
+        Ty::Ts => match k % 4 {
+            0 => format!("({} + INTERVAL '1 hour')", of(Ty::Ts)),
+            1 => format!("date_trunc('minute', {})", of(Ty::Ts)),
+            2 => format!("date_bin(INTERVAL '5 minutes', {})", of(Ty::Ts)),
+            _ => format!("coalesce({}, {})", of(Ty::Ts), of(Ty::Ts)),
+        },
+    }
+}
+
+/// A random statement over typed expressions: the shapes of [`random_statement`], with each
+/// expression of the type its place needs.
+fn typed_statement(rng: &mut ChaCha8Rng) -> String {
+    let depth = rng.random_range(1..6);
+    let mut any = || {
+        let t = TYPES[rng.random_range(0..5)];
+        typed_expr(rng, t, depth)
+    };
+    let (a, b) = (any(), any());
+    let (p, q) = (typed_expr(rng, Ty::Bool, depth), typed_expr(rng, Ty::Bool, depth));
+    let n = typed_expr(rng, Ty::Int, depth);
+    match rng.random_range(0..10) {
+        0 => format!("SELECT {a}, {b} FROM f"),
+        1 => format!("SELECT count(*) FROM f WHERE {p}"),
+        2 => format!(
+            "SELECT {a} AS k, count(*), sum(x), min({b}) FROM f GROUP BY 1 HAVING count(*) > 0 OR {p} ORDER BY 1 LIMIT 5"
+        ),
+        3 => format!("SELECT * FROM f ORDER BY {a}, {b} DESC NULLS FIRST LIMIT 3 OFFSET 1"),
+        4 => format!("SELECT f.x, g.x FROM f JOIN f AS g ON {p} LEFT JOIN f AS h ON {q}"),
+        5 => format!("SELECT {n} FROM f UNION SELECT x FROM f WHERE {p} EXCEPT SELECT {n} FROM f"),
+        6 => format!("WITH w AS (SELECT {a} AS v FROM f WHERE {p}) SELECT v, count(*) FROM w GROUP BY v"),
+        7 => format!("SELECT row_number() OVER (PARTITION BY {a} ORDER BY {b}), lag({n}) OVER (ORDER BY ts) FROM f"),
+        8 => format!("SELECT sum({n}), avg(y) FILTER (WHERE {p}), string_agg(s, ',') FROM f"),
+        _ => format!("SELECT {a} FROM f AS g WHERE g.x IN (SELECT x FROM f WHERE {p})"),
+    }
+}
+
 /// A random statement around random expressions: projections, filters, grouping, ordering, joins,
 /// set operations, CTEs, window functions, EXPLAIN, and a reader's attempt at a write.
 fn random_statement(rng: &mut ChaCha8Rng) -> String {
@@ -611,8 +727,12 @@ fn random_statements_do_not_take_the_server_down() {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let client = connect().await;
         let (mut answered, mut failed) = (0, 0);
-        for i in 0..400 {
-            let sql = random_statement(&mut rng);
+        let mut typed_answered = 0;
+        for i in 0..600 {
+            // Two typed statements (which mostly reach execution) for each untyped one (which
+            // mostly stop in planning).
+            let typed = i % 3 != 2;
+            let sql = if typed { typed_statement(&mut rng) } else { random_statement(&mut rng) };
             if std::env::var("FUZZ_VERBOSE").is_ok() {
                 eprintln!("{i}: {sql}");
             }
@@ -622,9 +742,17 @@ fn random_statements_do_not_take_the_server_down() {
                 client.query(sql.as_str(), &[]).await.map(|_| ())
             };
             match r {
-                Ok(()) => answered += 1,
+                Ok(()) => {
+                    answered += 1;
+                    typed_answered += usize::from(typed);
+                }
                 Err(e) => {
                     assert!(e.code().is_some(), "seed {seed}, statement {i}: no SQLSTATE, the connection broke: {e:?}\n{sql}");
+                    // A panic caught in a query task still answers with a SQLSTATE, but is a bug.
+                    assert!(!format!("{e:?}").contains("panicked"), "seed {seed}, statement {i}: {e:?}\n{sql}");
+                    if typed && std::env::var("FUZZ_VERBOSE").is_ok() {
+                        eprintln!("  typed statement failed: {e:?}");
+                    }
                     failed += 1;
                 }
             }
@@ -654,7 +782,11 @@ fn random_statements_do_not_take_the_server_down() {
         let fresh = connect().await;
         fresh.simple_query("SELECT 1").await.expect("a new connection is served");
         assert_eq!(stats.panicked.load(Ordering::Relaxed), 0, "seed {seed}: a connection task panicked");
-        eprintln!("random statements (seed {seed}): {answered} answered, {failed} refused with a SQLSTATE");
+        eprintln!(
+            "random statements (seed {seed}): {answered} answered ({typed_answered} of 400 typed), {failed} refused with a SQLSTATE"
+        );
+        // The typed generator is only worth its place if its statements reach execution.
+        assert!(typed_answered >= 200, "seed {seed}: only {typed_answered} of 400 typed statements answered");
         drop((client, fresh));
         stop.send(()).expect("stop");
         serving.await.expect("server task").expect("clean shutdown");

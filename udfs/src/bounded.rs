@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::array::{Array, AsArray, Int64Array};
 use datafusion::arrow::datatypes::{DataType, FieldRef, Int64Type};
 use datafusion::common::{Result, ScalarValue};
 use datafusion::error::DataFusionError;
@@ -164,6 +164,17 @@ impl ScalarUDFImpl for Bounded {
                 })));
             }
         }
+        let mut args = args;
+        if self.estimate == Estimate::Pad {
+            // DataFusion sizes its output buffer by summing the lengths as `usize`, so a negative
+            // length in a column panics with "capacity overflow"; a negative length pads to the
+            // empty string (as in PostgreSQL), which 0 gives.
+            if let Some(ColumnarValue::Array(n)) = args.args.get_mut(1) {
+                let lengths = datafusion::arrow::compute::cast(n, &DataType::Int64)?;
+                let lengths: Int64Array = lengths.as_primitive::<Int64Type>().unary(|v| v.max(0));
+                *n = Arc::new(lengths);
+            }
+        }
         self.inner.invoke_with_args(args)
     }
 }
@@ -205,6 +216,8 @@ mod tests {
             "SELECT repeat(NULL, 5)",
             "SELECT cardinality(range(0, 1000, 7))",
             "SELECT cardinality(array_repeat('a', 10))",
+            // Negative lengths in a column (DataFusion's own lpad panicked on them).
+            "SELECT lpad('', n), rpad('a', n, 'b'), lpad(s, n, 'xy') FROM (VALUES (-5, 'é'), (3, NULL), (NULL, 'a')) AS t(n, s)",
         ] {
             assert_eq!(code(&ctx, sql).await, None, "{sql}");
         }
