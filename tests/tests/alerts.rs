@@ -1,6 +1,7 @@
 //! Alert rules: an incident in the telemetry (a backend answering 5xx) fires the rule and its end
 //! resolves it, in `alert_events` and through a webhook that fails once (retried); the firing state
-//! survives a restart; rule queries may only read.
+//! survives a restart; rule queries may only read; rule queries and rollup refreshes run under the
+//! background limits.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -173,5 +174,41 @@ fn alerts_fire_and_resolve_with_webhooks() {
         let last = rows(&db, "SELECT state, value FROM alert_events ORDER BY ts DESC, state LIMIT 2").await;
         assert_eq!(last, vec![vec!["resolved", "1.0"], vec!["firing", "1.0"]]);
         Arc::try_unwrap(db).unwrap_or_else(|_| panic!("one owner")).close().unwrap();
+    });
+}
+
+/// A rollup refresh is background work under the same limits as alert rules: one whose range needs
+/// more memory than `query_memory_limit` fails (53200) and leaves the view as it was; with room, the
+/// next refresh brings it up to date.
+#[test]
+fn a_rollup_refresh_over_its_memory_limit_leaves_the_view_as_it_was() {
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let db = trafficdb::Database::open(tmp.path()).await.unwrap();
+        db.sql("CREATE TABLE req (ts TIMESTAMP NOT NULL, k BIGINT) WITH (time_column = 'ts')").await.unwrap();
+        db.sql("INSERT INTO req VALUES ('2024-01-01 10:00:00', 1), ('2024-01-01 10:00:30', 2)").await.unwrap();
+        db.sql(
+            "CREATE MATERIALIZED VIEW per_key WITH (refresh = '1 hour') AS \
+             SELECT time_bucket(INTERVAL '1 minute', ts) AS bucket, k, count(*) AS n FROM req GROUP BY 1, 2",
+        )
+        .await
+        .unwrap();
+        db.sql("CALL refresh_continuous_aggregate('per_key')").await.unwrap();
+        let view = "SELECT count(*), sum(n) FROM per_key";
+        let before = rows(&db, view).await;
+        assert_eq!(before, vec![vec!["2", "2"]]);
+        // 300,000 distinct keys in the same minutes: the grouping needs far more than 1 MiB.
+        db.sql("INSERT INTO req SELECT to_timestamp(1704103200 + x % 120), x FROM generate_series(3, 300002) AS t(x)")
+            .await
+            .unwrap();
+        db.set_background_limits(Duration::from_secs(60), 1 << 20);
+        let err = db.sql("CALL refresh_continuous_aggregate('per_key')").await.unwrap_err();
+        assert_eq!(err.sqlstate(), "53200", "{err}");
+        assert_eq!(rows(&db, view).await, before, "a failed refresh leaves the view as it was");
+        db.set_background_limits(Duration::from_secs(60), 0);
+        db.sql("CALL refresh_continuous_aggregate('per_key')").await.unwrap();
+        assert_eq!(rows(&db, view).await, vec![vec!["300002", "300002"]]);
+        db.close().unwrap();
     });
 }

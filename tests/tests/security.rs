@@ -7,18 +7,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_postgres::error::SqlState;
-use trafficdb_server::auth::{Role, Secret};
-use trafficdb_server::config::{AuthMode, UserConfig};
+use trafficdb_server::auth::Secret;
 use trafficdb_server::{Server, ServerConfig};
 
 use crate::common::runtime;
-use crate::server::{connect, start_with_http};
+use crate::server::connect;
 
 const TABLE: &str = "CREATE TABLE m (ts TIMESTAMP NOT NULL, v BIGINT) WITH (time_column = 'ts')";
 
 /// Statements a reader must not run: each writes, changes the schema or the model registry, or
 /// writes a server file, if it runs.
-fn reader_writes(file: &str) -> Vec<String> {
+fn reader_writes(file: &str, hook: &str) -> Vec<String> {
     let train = "train_retry_model('evil', 'SELECT ts, v, v > 1 AS will_retry FROM m', 'eval_fraction=0')";
     let mut v: Vec<String> = [
         // EXPLAIN ANALYZE runs its statement, however ANALYZE is written.
@@ -30,7 +29,6 @@ fn reader_writes(file: &str) -> Vec<String> {
         "EXPLAIN ANALYZE VERBOSE DELETE FROM m WHERE v IN (SELECT v FROM m)",
         "EXPLAIN (ANALYZE true, VERBOSE) TRUNCATE m",
         "/* EXPLAIN */ EXPLAIN (ANALYZE) INSERT INTO m SELECT ts, v FROM m",
-        "EXPLAIN (ANALYZE) INSERT INTO alert_rules VALUES ('x', 'SELECT 1', '1 second', 'http://127.0.0.1:9/x', true, NULL)",
         // Writes, plain and hidden.
         "INSERT INTO m SELECT ts, v FROM m",
         "DELETE FROM m USING m AS other WHERE m.v = other.v",
@@ -68,6 +66,10 @@ fn reader_writes(file: &str) -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect();
+    v.push(format!(
+        "EXPLAIN (ANALYZE) INSERT INTO alert_rules VALUES ('x', 'SELECT 1', '1 second', '{hook}', true, NULL)"
+    ));
+    v.push(format!("INSERT INTO alert_rules VALUES ('x', 'SELECT 1', '1 second', '{hook}', true, NULL)"));
     v.push(format!("SELECT * FROM m CROSS JOIN LATERAL {train} t"));
     v.push(format!("SELECT * FROM {train}"));
     v.push(format!("SELECT (SELECT version FROM {train})"));
@@ -77,31 +79,52 @@ fn reader_writes(file: &str) -> Vec<String> {
     v
 }
 
+/// The `[[users]]` of the attack tests, as the configuration file holds them.
+fn users_toml() -> String {
+    [("boss", "admin", "b"), ("loader", "writer", "w"), ("viewer", "reader", "r")]
+        .iter()
+        .map(|(name, role, pw)| {
+            format!("[[users]]\nname = \"{name}\"\nrole = \"{role}\"\npassword = \"{}\"\n", Secret::scram(pw))
+        })
+        .collect()
+}
+
+/// Counts the connections made to a fresh loopback port: a webhook receiver that answers nothing.
+async fn connection_counter() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = count.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(socket);
+        }
+    });
+    (url, count)
+}
+
 #[test]
 fn a_reader_cannot_write_by_any_path() {
+    if std::env::var("TRAFFICDB_CAPPED_CHILD").is_ok() {
+        return;
+    }
     let rt = runtime();
     let tmp = tempfile::tempdir().expect("tempdir");
+    let log = tmp.path().join("audit.log");
+    // The load-balancer schema: its alert rules are a table a write could make the server act on.
+    let mut server = Capped::start(
+        &format!(
+            "auth = \"password\"\nquery_memory_limit = \"64MiB\"\nstatement_timeout = \"30s\"\n\
+             [audit]\npath = \"{}\"\n{}",
+            log.display(),
+            users_toml()
+        ),
+        true,
+    );
+    let addr = server.addr;
     rt.block_on(async {
-        // The load-balancer schema: its alert rules are a table a write could make the server act on.
-        let db = Arc::new(trafficdb_schema::open(&tmp.path().join("data"), false).await.expect("open"));
-        let log = tmp.path().join("audit.log");
-        let user =
-            |name: &str, role, pw: &str| UserConfig { name: name.into(), role, password: Some(Secret::scram(pw)) };
-        let mut config = ServerConfig {
-            auth: AuthMode::Password,
-            users: vec![
-                user("boss", Role::Admin, "b"),
-                user("loader", Role::Writer, "w"),
-                user("viewer", Role::Reader, "r"),
-            ],
-            query_memory_limit: 64 << 20,
-            statement_timeout: Duration::from_secs(30),
-            listen: "127.0.0.1:0".into(),
-            ..ServerConfig::default()
-        };
-        config.audit.path = Some(log.clone());
-        let (addr, _, stop, serving) = start_with_http(db.clone(), config).await;
-
+        let (hook, requests) = connection_counter().await;
         let admin = connect(addr, "boss", Some("b")).await.expect("admin");
         admin.batch_execute(TABLE).await.expect("table");
         admin
@@ -132,11 +155,25 @@ fn a_reader_cannot_write_by_any_path() {
         let before = snapshot().await;
         let file = tmp.path().join("written-by-reader.csv");
         let reader = connect(addr, "viewer", Some("r")).await.expect("reader");
-        let attacks = reader_writes(&file.display().to_string());
+        let attacks = reader_writes(&file.display().to_string(), &hook);
+        // During each attack, a new connection is answered within a second.
+        let probe = || async {
+            let began = std::time::Instant::now();
+            let answered = tokio::time::timeout(Duration::from_secs(1), async {
+                let c = connect(addr, "viewer", Some("r")).await.expect("a new connection");
+                c.query_one("SELECT 1::INT", &[]).await.expect("SELECT 1").get::<_, i32>(0)
+            })
+            .await;
+            assert_eq!(answered.ok(), Some(1), "SELECT 1 on a new connection within a second");
+            began.elapsed()
+        };
+        let mut slowest = Duration::ZERO;
         let mut refused = 0;
         for sql in &attacks {
-            let e = reader.batch_execute(sql).await.expect_err(sql);
+            let (e, took) = tokio::join!(reader.batch_execute(sql), probe());
+            let e = e.expect_err(sql);
             assert_eq!(e.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{sql}: {e:?}");
+            slowest = slowest.max(took);
             refused += 1;
             // The extended protocol (Parse / Bind / Execute), for what it can carry.
             if !sql.starts_with("COPY") && !sql.starts_with("DECLARE") {
@@ -145,6 +182,7 @@ fn a_reader_cannot_write_by_any_path() {
                 refused += 1;
             }
         }
+        eprintln!("{} attacks, each beside a new connection's SELECT 1: the slowest in {slowest:?}", attacks.len());
         // A query given as text to a function runs under the same rule.
         let e = reader
             .batch_execute("SELECT * FROM evaluate_model('m', 'SELECT * FROM rollback_model(''m'')')")
@@ -164,6 +202,9 @@ fn a_reader_cannot_write_by_any_path() {
         }
         assert_eq!(snapshot().await, before, "nothing the reader or writer tried changed anything");
         assert!(!file.exists(), "no file written");
+        // No outbound request: the server evaluates due alert rules every second.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 0, "the server sent no request");
 
         // Settings: a reader lowers its timeout, not past the server's; bounds hold for the admin too.
         reader.batch_execute("SET statement_timeout = '2s'").await.expect("lower the timeout");
@@ -197,10 +238,22 @@ fn a_reader_cannot_write_by_any_path() {
         assert!(logged >= refused, "{logged} refusals logged, {refused} made:\n{text}");
         assert!(text.contains("\"needs\":\"writer\"") && text.contains("\"needs\":\"admin\""), "{text}");
 
+        // The receiver would have seen a request: the same rule inserted by the admin reaches it.
+        admin
+            .batch_execute(&format!(
+                "INSERT INTO alert_rules VALUES ('probe', 'SELECT 1 AS value', '1 second', '{hook}', true, NULL); \
+                 CALL evaluate_alerts('probe')"
+            ))
+            .await
+            .expect("an admin's rule");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while requests.load(std::sync::atomic::Ordering::SeqCst) == 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(requests.load(std::sync::atomic::Ordering::SeqCst) > 0, "the admin's webhook was called");
         drop((admin, writer, reader, fresh));
-        stop.send(()).expect("stop");
-        serving.await.expect("server task").expect("clean shutdown");
     });
+    assert!(server.alive(), "the capped server died");
 }
 
 /// Reads what the server sends until it closes the connection (or 5 s pass).
@@ -214,20 +267,19 @@ async fn read_to_close(s: &mut tokio::net::TcpStream) -> Vec<u8> {
 #[test]
 fn nothing_large_or_slow_before_authentication() {
     use tokio::io::AsyncWriteExt;
+    if std::env::var("TRAFFICDB_CAPPED_CHILD").is_ok() {
+        return;
+    }
+    let mut server = Capped::start(
+        &format!(
+            "auth = \"password\"\nmax_connections = 2\nmax_pending_connections = 4\nauthentication_timeout = \"600ms\"\n{}",
+            users_toml()
+        ),
+        false,
+    );
+    let addr = server.addr;
     let rt = runtime();
-    let tmp = tempfile::tempdir().expect("tempdir");
     rt.block_on(async {
-        let db = Arc::new(trafficdb::Database::open(tmp.path()).await.expect("open"));
-        let config = ServerConfig {
-            auth: AuthMode::Password,
-            users: vec![UserConfig { name: "boss".into(), role: Role::Admin, password: Some(Secret::scram("b")) }],
-            max_connections: 2,
-            max_pending_connections: 4,
-            authentication_timeout: Duration::from_millis(600),
-            listen: "127.0.0.1:0".into(),
-            ..ServerConfig::default()
-        };
-        let (addr, _, stop, serving) = start_with_http(db, config).await;
         let startup = {
             let body = [&196_608_i32.to_be_bytes()[..], b"user\0boss\0database\0trafficdb\0\0"].concat();
             [&((body.len() + 4) as i32).to_be_bytes()[..], &body[..]].concat()
@@ -261,21 +313,20 @@ fn nothing_large_or_slow_before_authentication() {
         assert_eq!(one, 1);
 
         drop(admin);
-        stop.send(()).expect("stop");
-        serving.await.expect("server task").expect("clean shutdown");
     });
+    assert!(server.alive(), "the capped server died");
 }
 
 #[test]
 fn a_copy_is_bounded_by_the_session_memory_and_the_line_limit() {
     use futures::SinkExt;
+    if std::env::var("TRAFFICDB_CAPPED_CHILD").is_ok() {
+        return;
+    }
+    let mut server = Capped::start("query_memory_limit = \"4MiB\"", false);
+    let addr = server.addr;
     let rt = runtime();
-    let tmp = tempfile::tempdir().expect("tempdir");
     rt.block_on(async {
-        let db = Arc::new(trafficdb::Database::open(tmp.path()).await.expect("open"));
-        let config =
-            ServerConfig { query_memory_limit: 4 << 20, listen: "127.0.0.1:0".into(), ..ServerConfig::default() };
-        let (addr, _, stop, serving) = start_with_http(db, config).await;
         let client = connect(addr, "w", None).await.expect("connect");
         client
             .batch_execute("CREATE TABLE t (ts TIMESTAMP NOT NULL, s TEXT) WITH (time_column = 'ts')")
@@ -328,29 +379,23 @@ fn a_copy_is_bounded_by_the_session_memory_and_the_line_limit() {
         assert_eq!(n, 1, "only the dripped row");
 
         drop(client);
-        stop.send(()).expect("stop");
-        serving.await.expect("server task").expect("clean shutdown");
     });
+    assert!(server.alive(), "the capped server died");
 }
 
 #[test]
 fn http_checks_credentials_before_the_body_and_holds_few_connections() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if std::env::var("TRAFFICDB_CAPPED_CHILD").is_ok() {
+        return;
+    }
+    let mut server = Capped::start(
+        &format!("auth = \"password\"\nhttp = \"127.0.0.1:0\"\nmax_http_connections = 2\n{}", users_toml()),
+        false,
+    );
+    let http = server.http.expect("HTTP");
     let rt = runtime();
-    let tmp = tempfile::tempdir().expect("tempdir");
     rt.block_on(async {
-        let db = Arc::new(trafficdb::Database::open(tmp.path()).await.expect("open"));
-        let config = ServerConfig {
-            auth: AuthMode::Password,
-            users: vec![UserConfig { name: "boss".into(), role: Role::Admin, password: Some(Secret::scram("b")) }],
-            listen: "127.0.0.1:0".into(),
-            http: Some("127.0.0.1:0".into()),
-            max_http_connections: 2,
-            ..ServerConfig::default()
-        };
-        let (_, http, stop, serving) = start_with_http(db, config).await;
-        let http = http.expect("HTTP");
-
         // A write announcing 16 MiB without credentials: 401 at once, the body never read.
         let mut s = tokio::net::TcpStream::connect(http).await.expect("connect");
         s.write_all(b"POST /api/v2/write HTTP/1.1\r\nHost: x\r\nContent-Length: 16000000\r\n\r\nm f=1 1\n")
@@ -384,19 +429,19 @@ fn http_checks_credentials_before_the_body_and_holds_few_connections() {
         );
 
         drop((held, third));
-        stop.send(()).expect("stop");
-        serving.await.expect("server task").expect("clean shutdown");
     });
+    assert!(server.alive(), "the capped server died");
 }
 
 #[test]
 fn heavy_functions_run_at_execution_under_the_statement_timeout() {
+    if std::env::var("TRAFFICDB_CAPPED_CHILD").is_ok() {
+        return;
+    }
+    let mut server = Capped::start("", false);
+    let addr = server.addr;
     let rt = runtime();
-    let tmp = tempfile::tempdir().expect("tempdir");
     rt.block_on(async {
-        let db = Arc::new(trafficdb::Database::open(tmp.path()).await.expect("open"));
-        let config = ServerConfig { listen: "127.0.0.1:0".into(), ..ServerConfig::default() };
-        let (addr, _, stop, serving) = start_with_http(db, config).await;
         let a = connect(addr, "a", None).await.expect("connect");
         let series = "SELECT to_timestamp(x) AS ts, (x % 97)::DOUBLE AS v FROM generate_series(1, 300000) AS t(x)";
         let heavy = format!(
@@ -423,14 +468,75 @@ fn heavy_functions_run_at_execution_under_the_statement_timeout() {
         assert_eq!(e.code(), Some(&SqlState::INVALID_PARAMETER_VALUE), "{e:?}");
 
         drop((a, b));
-        stop.send(()).expect("stop");
-        serving.await.expect("server task").expect("clean shutdown");
     });
+    assert!(server.alive(), "the capped server died");
 }
 
-/// The server of [`a_memory_capped_server_survives_allocation_attacks`], run in a child process whose
-/// address space is capped: prints its port, then serves until killed or until its standard input
-/// closes (the parent is gone).
+/// A server in a child process (this test binary again, running [`capped_server_child`]) whose
+/// address space is capped at 3 GiB, as in a memory-limited container: an allocation the memory pool
+/// does not see fails there instead of swapping the machine, and kills the server if it is not
+/// handled. Killed when dropped.
+struct Capped {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+    http: Option<std::net::SocketAddr>,
+    /// The data directory's parent, removed with the server.
+    _dir: tempfile::TempDir,
+}
+
+impl Capped {
+    /// Serves a new data directory (with the load-balancer schema when `schema`) with the server
+    /// configuration `toml`, whose first lines are the `[server]` section (its `listen` and `http`
+    /// addresses are replaced by free loopback ports).
+    fn start(toml: &str, schema: bool) -> Capped {
+        use std::io::{BufRead, BufReader};
+        use std::process::{Command, Stdio};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let exe = std::env::current_exe().expect("test binary");
+        let mut child = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!(
+                "ulimit -v {} && exec \"$0\" --exact security::capped_server_child --nocapture --test-threads 1",
+                3u64 << 20
+            ))
+            .arg(&exe)
+            .env("TRAFFICDB_CAPPED_CHILD", dir.path().join("data"))
+            .env("TRAFFICDB_CAPPED_CONFIG", toml)
+            .env("TRAFFICDB_CAPPED_SCHEMA", if schema { "1" } else { "" })
+            .env("MALLOC_ARENA_MAX", "2")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the capped server");
+        let stdout = child.stdout.take().expect("stdout");
+        let line = BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            // The line may start with the test harness's own "test ... " text.
+            .find_map(|l| l.split_once("serving ").map(|(_, rest)| rest.to_string()))
+            .expect("the capped server started");
+        let mut ports = line.split_whitespace().map(|p| p.parse::<u16>().expect("a port"));
+        let addr = ([127, 0, 0, 1], ports.next().expect("PostgreSQL port")).into();
+        let http = ports.next().filter(|p| *p != 0).map(|p| ([127, 0, 0, 1], p).into());
+        Capped { child, addr, http, _dir: dir }
+    }
+
+    /// Whether the child still runs.
+    fn alive(&mut self) -> bool {
+        self.child.try_wait().expect("child state").is_none()
+    }
+}
+
+impl Drop for Capped {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The server of [`Capped`]: prints its ports, then serves until killed or until its standard
+/// input closes (the parent is gone). Runs only as that child.
 #[test]
 fn capped_server_child() {
     let Ok(dir) = std::env::var("TRAFFICDB_CAPPED_CHILD") else { return };
@@ -438,13 +544,30 @@ fn capped_server_child() {
         let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
         std::process::exit(0);
     });
-    let rt = runtime();
+    let toml = std::env::var("TRAFFICDB_CAPPED_CONFIG").unwrap_or_default();
+    let schema = std::env::var("TRAFFICDB_CAPPED_SCHEMA").is_ok_and(|s| !s.is_empty());
+    // The server binary's runtime: stacks sized for the nesting limit.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_stack_size(8 << 20)
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
-        let db = Arc::new(trafficdb::Database::open(&dir).await.expect("open"));
-        let config =
-            ServerConfig { listen: "127.0.0.1:0".into(), query_memory_limit: 64 << 20, ..ServerConfig::default() };
-        let server = Server::bind(db, config).await.expect("bind");
-        println!("port {}", server.local_addr().expect("addr").port());
+        let path = std::path::Path::new(&dir);
+        let db = if schema {
+            trafficdb_schema::open(path, false).await.expect("open")
+        } else {
+            trafficdb::Database::open(path).await.expect("open")
+        };
+        let mut config = ServerConfig::parse(&format!("[server]\n{toml}")).expect("configuration");
+        config.listen = "127.0.0.1:0".into();
+        if config.http.is_some() {
+            config.http = Some("127.0.0.1:0".into());
+        }
+        let server = Server::bind(Arc::new(db), config).await.expect("bind");
+        let http = server.http_addr().map_or(0, |a| a.port());
+        println!("serving {} {http}", server.local_addr().expect("addr").port());
         server.run_until(std::future::pending()).await.expect("serve");
     });
 }
@@ -454,35 +577,11 @@ fn capped_server_child() {
 /// refused or fails cleanly, and the process lives and answers.
 #[test]
 fn a_memory_capped_server_survives_allocation_attacks() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
-    if std::env::var("TRAFFICDB_CAPPED_CHILD").is_ok() || !std::path::Path::new("/bin/sh").exists() {
+    if std::env::var("TRAFFICDB_CAPPED_CHILD").is_ok() {
         return;
     }
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let exe = std::env::current_exe().expect("test binary");
-    let mut child = Command::new("/bin/sh")
-        .arg("-c")
-        .arg(format!(
-            "ulimit -v {} && exec \"$0\" --exact security::capped_server_child --nocapture --test-threads 1",
-            3u64 << 20
-        ))
-        .arg(&exe)
-        .env("TRAFFICDB_CAPPED_CHILD", tmp.path())
-        .env("MALLOC_ARENA_MAX", "2")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn the capped server");
-    let stdout = child.stdout.take().expect("stdout");
-    let port: u16 = BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
-        // The line may start with the test harness's own "test ... " text.
-        .find_map(|l| l.rsplit_once("port ").and_then(|(_, p)| p.trim().parse().ok()))
-        .expect("the capped server started");
-    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut server = Capped::start("query_memory_limit = \"64MiB\"", false);
+    let addr = server.addr;
     let rt = runtime();
     rt.block_on(async {
         let c = connect(addr, "admin", None).await.expect("connect");
@@ -500,7 +599,5 @@ fn a_memory_capped_server_survives_allocation_attacks() {
         let one: i32 = fresh.query_one("SELECT 1::INT", &[]).await.expect("SELECT 1").get(0);
         assert_eq!(one, 1);
     });
-    assert!(child.try_wait().expect("child state").is_none(), "the capped server died");
-    child.kill().expect("kill");
-    child.wait().expect("reap");
+    assert!(server.alive(), "the capped server died");
 }
