@@ -14,6 +14,9 @@ trap 'rm -f "$log"' EXIT
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
+echo "== one build for the README's two commands (cargo tree features of the binary = the workspace's)"
+python3 scripts/feature-diff.py
+
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
