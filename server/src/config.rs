@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::auth::{Role, Secret};
+use crate::security::roles::Role;
+use crate::security::secret::Secret;
 
 /// Everything `trafficdb serve` needs besides the database itself.
 #[derive(Debug, Clone, Deserialize)]

@@ -267,7 +267,7 @@ struct PasswdArgs {
     user: String,
     /// The user's role.
     #[arg(long, value_enum, default_value = "reader")]
-    role: trafficdb_server::auth::Role,
+    role: trafficdb_server::security::roles::Role,
     /// Store an MD5 hash instead of a SCRAM-SHA-256 verifier (only for clients that cannot do SCRAM).
     #[arg(long)]
     md5: bool,
@@ -571,9 +571,9 @@ fn passwd(args: PasswdArgs) -> anyhow::Result<()> {
         anyhow::bail!("empty password");
     }
     let secret = if args.md5 {
-        trafficdb_server::auth::Secret::md5(&args.user, password)
+        trafficdb_server::security::secret::Secret::md5(&args.user, password)
     } else {
-        trafficdb_server::auth::Secret::scram(password)
+        trafficdb_server::security::secret::Secret::scram(password)
     };
     println!("[[users]]\nname = {:?}\nrole = \"{}\"\npassword = \"{secret}\"", args.user, args.role.name());
     Ok(())

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use serde_json::Value;
 use trafficdb::Database;
 use trafficdb::arrow::util::display::array_value_to_string;
-use trafficdb_server::auth::{Role, Secret};
 use trafficdb_server::config::{AuthMode, UserConfig};
+use trafficdb_server::security::roles::Role;
+use trafficdb_server::security::secret::Secret;
 use trafficdb_server::{Server, ServerConfig};
 
 use crate::common::runtime;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_postgres::error::SqlState;
-use trafficdb_server::auth::Secret;
+use trafficdb_server::security::secret::Secret;
 use trafficdb_server::{Server, ServerConfig};
 
 use crate::common::runtime;

@@ -9,8 +9,9 @@ use futures::{SinkExt, TryStreamExt};
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 use trafficdb::Database;
-use trafficdb_server::auth::{Role, Secret};
 use trafficdb_server::config::{AuthMode, UserConfig};
+use trafficdb_server::security::roles::Role;
+use trafficdb_server::security::secret::Secret;
 use trafficdb_server::{Server, ServerConfig};
 
 use crate::common::{all_ids, runtime};

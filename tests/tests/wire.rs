@@ -701,7 +701,7 @@ fn random_statements_do_not_take_the_server_down() {
         .expect("insert");
         let config = ServerConfig {
             listen: "127.0.0.1:0".into(),
-            trust_role: trafficdb_server::auth::Role::Reader,
+            trust_role: trafficdb_server::security::roles::Role::Reader,
             statement_timeout: Duration::from_secs(5),
             query_memory_limit: 64 << 20,
             ..Default::default()

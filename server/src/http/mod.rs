@@ -20,12 +20,13 @@ use trafficdb_udfs::SqlError;
 
 use std::collections::HashMap;
 
-use crate::audit::Audit;
-use crate::auth::{Role, SCRAM_ITERATIONS, Secret};
 use crate::config::{AuthMode, ServerConfig};
-use crate::dedup::Dedup;
-use crate::line_protocol::Precision;
-use crate::metrics::ServerMetrics;
+use crate::ingest::dedup::Dedup;
+use crate::ingest::line_protocol::Precision;
+use crate::ops::metrics::ServerMetrics;
+use crate::security::audit::Audit;
+use crate::security::roles::Role;
+use crate::security::secret::{SCRAM_ITERATIONS, Secret};
 
 /// Request bodies larger than this are refused with 413.
 pub const MAX_BODY_BYTES: usize = 16 << 20;
@@ -246,7 +247,7 @@ async fn write(app: App, caller: Caller, query: HashMap<String, String>, headers
         Err(r) => return r,
     };
     let started = tokio::time::Instant::now();
-    let written = crate::ingest::write(&app.db, body, precision, caller.role >= Role::Admin, &app.dedup).await;
+    let written = crate::ingest::batch::write(&app.db, body, precision, caller.role >= Role::Admin, &app.dedup).await;
     app.metrics.line_protocol_seconds.observe(started.elapsed());
     app.metrics.line_protocol_requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if let Ok(r) = &written {
@@ -354,7 +355,7 @@ async fn ready(State(app): State<App>) -> Response {
 async fn metrics(State(app): State<App>) -> Response {
     let engine = app.db.engine().clone();
     let m = app.metrics.clone();
-    let text = match tokio::task::spawn_blocking(move || crate::metrics::prometheus(&m.samples(&engine))).await {
+    let text = match tokio::task::spawn_blocking(move || crate::ops::metrics::prometheus(&m.samples(&engine))).await {
         Ok(t) => t,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "XX000", e.to_string()),
     };

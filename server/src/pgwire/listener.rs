@@ -1,17 +1,17 @@
-//! The PostgreSQL wire server: datafusion-postgres's session service (simple and extended protocol,
+//! The PostgreSQL listener: datafusion-postgres's session service (simple and extended protocol,
 //! `pg_catalog`, SET / SHOW / transactions / cursors) over the database's DataFusion session, with:
 //!
-//! - our own accept loop (so tests can bind port 0 and shutdown is clean: stop accepting, then flush);
+//! - our own accept loop (so tests can bind port 0 and shutdown is clean: stop accepting, then end
+//!   the connections);
 //! - query hooks that route each statement and check the session's role on what will run
-//!   ([`crate::router`]);
+//!   ([`crate::pgwire::router`]);
 //! - an error handler that gives every error its SQLSTATE (datafusion-postgres reports XX000).
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::Ordering;
 
 use datafusion::common::DataFusionError;
 use datafusion::prelude::SessionContext;
@@ -25,18 +25,18 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use trafficdb::Database;
 
-use crate::audit::Audit;
-use crate::auth::{Authenticator, Parameters};
 use crate::config::ServerConfig;
-use crate::dedup::Dedup;
-use crate::metrics::{ServerMetrics, metrics_table};
-use crate::session::{Cancels, Session};
+use crate::ops::metrics::ServerMetrics;
+use crate::ops::stats::{Slot, Stats};
+use crate::pgwire::copy::Copier;
+use crate::pgwire::router::{Planned, Router};
+use crate::pgwire::session::{Cancels, Session, connection_context};
+use crate::pgwire::startup::{Authenticator, Parameters};
+use crate::security::audit::Audit;
 
-/// A bound server, ready to run.
-pub struct Server {
+/// The bound PostgreSQL listener, ready to serve.
+pub struct Listener {
     listener: TcpListener,
-    http: Option<TcpListener>,
-    db: Arc<Database>,
     shared: Arc<Shared>,
 }
 
@@ -44,80 +44,31 @@ pub struct Server {
 struct Shared {
     config: Arc<ServerConfig>,
     /// The database's session context with the catalog emulation; each connection gets a context of
-    /// its own built from it (see [`crate::session::connection_context`]).
+    /// its own built from it (see [`connection_context`]).
     base: SessionContext,
     hooks: Vec<Arc<dyn QueryHook>>,
-    copier: Arc<crate::copy::Copier>,
+    copier: Arc<Copier>,
     parameters: Arc<Parameters>,
     pids: Arc<RandomPidSecretKeyGenerator>,
     cancels: Arc<Cancels>,
     tls: Option<TlsAcceptor>,
     stats: Arc<Stats>,
     audit: Arc<Audit>,
-    dedup: Arc<Dedup>,
     metrics: Arc<ServerMetrics>,
 }
 
-/// Connection counters, readable while the server runs.
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Connections open now (including one being refused for the connection limit).
-    pub active: AtomicUsize,
-    /// Connections accepted since the server started.
-    pub accepted: AtomicU64,
-    /// Connections whose task panicked. Each is a bug: no input may reach a panic. The panic ends
-    /// that connection only; it is logged as an error.
-    pub panicked: AtomicU64,
-    /// Connections not yet authenticated (at most `max_pending_connections`).
-    pub pending: AtomicUsize,
-    /// Authenticated connections (at most `max_connections`).
-    pub authenticated: AtomicUsize,
-}
-
-/// A connection slot (pending or authenticated), given back when dropped.
-pub struct Slot {
-    stats: Arc<Stats>,
-    authenticated: bool,
-}
-
-impl Stats {
-    fn counter(&self, authenticated: bool) -> &AtomicUsize {
-        if authenticated { &self.authenticated } else { &self.pending }
-    }
-
-    /// Takes a slot of the kind, unless `max` are taken.
-    pub fn take_slot(self: &Arc<Self>, authenticated: bool, max: usize) -> Option<Slot> {
-        let counter = self.counter(authenticated);
-        counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1)).ok()?;
-        Some(Slot { stats: self.clone(), authenticated })
-    }
-}
-
-impl Slot {
-    /// The counters the slot belongs to.
-    pub fn stats(&self) -> &Arc<Stats> {
-        &self.stats
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.stats.counter(self.authenticated).fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-impl Server {
-    /// Binds `config.listen` and prepares the catalog emulation and TLS. Nothing is served until
-    /// [`Server::run_until`].
-    pub async fn bind(db: Arc<Database>, config: ServerConfig) -> anyhow::Result<Server> {
-        config.validate()?;
-        // Alert rules run under the sessions' limits (60 s when sessions have no timeout).
-        let timeout =
-            if config.statement_timeout.is_zero() { Duration::from_secs(60) } else { config.statement_timeout };
-        db.set_background_limits(timeout, config.query_memory_limit);
+impl Listener {
+    /// Binds `config.listen` and prepares the catalog emulation and TLS.
+    pub async fn bind(
+        db: &Arc<Database>,
+        config: Arc<ServerConfig>,
+        audit: Arc<Audit>,
+        stats: Arc<Stats>,
+        metrics: Arc<ServerMetrics>,
+    ) -> anyhow::Result<Listener> {
         let base = db.session().clone();
-        crate::catalog::install(&db, &base)?;
-        crate::compat::register_functions(&base, db.engine().clone());
+        crate::pgwire::catalog::install(db, &base)?;
+        crate::pgwire::compat::register_functions(&base, db.engine().clone());
         let tls = match (&config.tls_cert, &config.tls_key) {
             (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
             _ => None,
@@ -125,105 +76,39 @@ impl Server {
         let listen = config.listen.clone();
         let listener =
             TcpListener::bind(&listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-        let http = match &config.http {
-            Some(addr) => Some(
-                TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr} for HTTP: {e}"))?,
-            ),
-            None => None,
-        };
-        let audit = Arc::new(match &config.audit.path {
-            Some(path) => Audit::open(path, config.audit.max_bytes, config.audit.max_files)?,
-            None => Audit::disabled(),
-        });
-        let config = Arc::new(config);
-        let router = crate::router::Router::new(db.clone(), audit.clone(), config.clone());
+        let router = Router::new(db.clone(), audit.clone(), config.clone());
         let hooks: Vec<Arc<dyn QueryHook>> = vec![
             router.clone(),
             Arc::new(CursorStatementHook),
             Arc::new(SetShowHook),
             Arc::new(TransactionStatementHook),
-            Arc::new(crate::router::Planned(router)),
+            Arc::new(Planned(router)),
         ];
-        let stats = Arc::new(Stats::default());
-        let metrics = Arc::new(ServerMetrics::new(stats.clone()));
-        db.add_system_table("system_metrics", Arc::new(metrics_table(db.engine().clone(), metrics.clone())));
         let shared = Arc::new(Shared {
             config,
             base,
             hooks,
-            copier: Arc::new(crate::copy::Copier { db: db.clone() }),
+            copier: Arc::new(Copier { db: db.clone() }),
             parameters: Arc::new(Parameters::default()),
             pids: Arc::new(RandomPidSecretKeyGenerator::default()),
             cancels: Arc::new(Cancels::default()),
             tls,
             stats,
             audit,
-            dedup: Arc::new(Dedup::default()),
             metrics,
         });
-        Ok(Server { listener, http, db, shared })
+        Ok(Listener { listener, shared })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }
 
-    /// The HTTP listener's address, when one was configured.
-    pub fn http_addr(&self) -> Option<SocketAddr> {
-        self.http.as_ref().and_then(|l| l.local_addr().ok())
-    }
-
-    /// The server's connection counters.
-    pub fn stats(&self) -> Arc<Stats> {
-        self.shared.stats.clone()
-    }
-
-    /// Serves connections until `shutdown` completes, then stops accepting, ends the open connections
-    /// and flushes the database (memtables to segments; nothing acknowledged was ever at risk).
-    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    /// Accepts and serves connections until `shutdown` completes; returns the connections still
+    /// open, for the caller to end when it is ready.
+    pub async fn serve_until(self, shutdown: impl Future<Output = ()>) -> tokio::task::JoinSet<()> {
         let mut tasks = tokio::task::JoinSet::new();
         tokio::pin!(shutdown);
-        // Continuous rollups and alert rules, in the background (each at its own interval).
-        let rollups = {
-            let db = self.db.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-                loop {
-                    tick.tick().await;
-                    if let Err(e) = db.refresh_due_rollups().await {
-                        tracing::warn!("refreshing a materialized view failed: {e}");
-                    }
-                    // Alert rules after the rollups they may read.
-                    if let Err(e) = db.evaluate_alerts(None).await {
-                        tracing::warn!("evaluating alert rules failed: {e}");
-                    }
-                    // Also what CALL evaluate_alerts() found.
-                    crate::webhook::send_all(db.take_alert_outbox());
-                }
-            })
-        };
-        self.shared.metrics.ready.store(true, Ordering::Release);
-        let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
-        let http = self.http.map(|listener| {
-            let router = crate::http::router(crate::http::App {
-                db: self.db.clone(),
-                config: self.shared.config.clone(),
-                audit: self.shared.audit.clone(),
-                dedup: self.shared.dedup.clone(),
-                metrics: self.shared.metrics.clone(),
-            });
-            let mut stopped = http_stopped.clone();
-            let max_http = self.shared.config.max_http_connections;
-            tokio::spawn(async move {
-                let stop = async move {
-                    let _ = stopped.wait_for(|s| *s).await;
-                };
-                let listener = crate::http::LimitedListener::new(listener, max_http);
-                if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(stop).await {
-                    tracing::error!("HTTP server failed: {e}");
-                }
-            })
-        });
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
@@ -251,7 +136,7 @@ impl Server {
                         let _guard = guard;
                         let handlers = Handlers::new(&shared, pending);
                         let timeout = shared.config.authentication_timeout;
-                        if let Err(e) = crate::wire::serve(socket, shared.tls.clone(), handlers, timeout).await {
+                        if let Err(e) = crate::pgwire::wire::serve(socket, shared.tls.clone(), handlers, timeout).await {
                             tracing::debug!("connection from {peer} ended: {e}");
                         }
                     });
@@ -266,19 +151,7 @@ impl Server {
                 }
             }
         }
-        self.shared.metrics.ready.store(false, Ordering::Release);
-        tracing::info!("shutting down: closing connections and flushing");
-        // A refresh cut short is repeated at the next start (its watermark moves only when it is done).
-        rollups.abort();
-        let _ = rollups.await;
-        let _ = stop_http.send(true);
-        if let Some(http) = http {
-            let _ = http.await;
-        }
-        tasks.shutdown().await;
-        let engine = self.db.engine().clone();
-        tokio::task::spawn_blocking(move || engine.close()).await??;
-        Ok(())
+        tasks
     }
 }
 
@@ -319,13 +192,13 @@ struct Handlers {
     session: Arc<Session>,
     startup: Arc<Authenticator>,
     cancels: Arc<Cancels>,
-    copier: Arc<crate::copy::Copier>,
+    copier: Arc<Copier>,
 }
 
 impl Handlers {
     fn new(shared: &Shared, pending: Slot) -> Handlers {
         let (cancel, _) = tokio::sync::watch::channel(0u64);
-        let ctx = crate::session::connection_context(&shared.base, shared.config.query_memory_limit);
+        let ctx = connection_context(&shared.base, shared.config.query_memory_limit);
         Handlers {
             session: Arc::new(Session::new(ctx, shared.hooks.clone(), cancel.clone(), shared.metrics.clone())),
             startup: Arc::new(Authenticator::new(

@@ -31,7 +31,7 @@ const CATALOG: &str = trafficdb::database::CATALOG_NAME;
 const SYSTEM_SCHEMAS: [&str; 2] = ["pg_catalog", "information_schema"];
 
 /// Installs `pg_catalog` and `information_schema` for the server's sessions. The server's sessions
-/// must have DataFusion's own information_schema switched off (see [`crate::session`]).
+/// must have DataFusion's own information_schema switched off (see [`crate::pgwire::session`]).
 pub fn install(db: &Database, ctx: &SessionContext) -> anyhow::Result<()> {
     use datafusion_postgres::datafusion_pg_catalog::pg_catalog::{PgCatalogSchemaProvider, PgCatalogStaticTables};
     datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog(
@@ -55,7 +55,7 @@ pub fn install(db: &Database, ctx: &SessionContext) -> anyhow::Result<()> {
 }
 
 /// The function that turns the name in a regproc column of `pg_type` into the function's OID (see
-/// `crate::compat`, which rewrites comparisons of such columns with OIDs to call it).
+/// `crate::pgwire::compat`, which rewrites comparisons of such columns with OIDs to call it).
 pub const REGPROC_OID: &str = "trafficdb_regproc_oid";
 
 /// `pg_proc`'s function names and OIDs. Where a name is overloaded the smallest OID stands for it

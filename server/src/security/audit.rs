@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 
-use crate::auth::Role;
+use crate::security::roles::Role;
 
 /// Where audit events go; [`Audit::disabled`] drops them.
 #[derive(Debug)]

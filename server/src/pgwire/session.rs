@@ -32,7 +32,7 @@ use pgwire::messages::response::EmptyQueryResponse;
 use pgwire::messages::startup::SecretKey;
 use tokio::sync::watch;
 
-use crate::metrics::ServerMetrics;
+use crate::ops::metrics::ServerMetrics;
 use tokio::time::Instant;
 
 /// The metadata key datafusion-postgres keeps `SET statement_timeout` in (milliseconds).
@@ -42,7 +42,7 @@ pub const STATEMENT_TIMEOUT_KEY: &str = "statement_timeout_ms";
 /// pool of `limit` bytes (0: unlimited) that this connection's queries draw from.
 pub fn connection_context(base: &SessionContext, limit: u64) -> SessionContext {
     let mut state = base.state();
-    // `information_schema` is PostgreSQL's (see crate::catalog), not DataFusion's.
+    // `information_schema` is PostgreSQL's (see crate::pgwire::catalog), not DataFusion's.
     state.config_mut().options_mut().catalog.information_schema = false;
     if limit == 0 {
         return SessionContext::new_with_state(state);
@@ -248,7 +248,7 @@ impl SimpleQueryHandler for Session {
     {
         too_complex(query)?;
         let mut limits = self.limits(client);
-        let rewritten = crate::rewrite::rewrite_sql(query).map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+        let rewritten = crate::pgwire::rewrite::rewrite_sql(query).map_err(|e| PgWireError::ApiError(Box::new(e)))?;
         let query = rewritten.as_deref().unwrap_or(query);
         let responses = limits.bound(SimpleQueryHandler::do_query(&self.inner, client, query)).await?;
         Ok(responses.into_iter().map(|r| limits.clone().guard_response(r)).collect())
@@ -332,7 +332,7 @@ impl ExtendedQueryHandler for Session {
             PortalExecutionState::Suspended(results) => {
                 // The rows of a write's RETURNING end with the write's tag (`DELETE 3`), not `SELECT`.
                 let returning = match &portal.statement.statement {
-                    (_, Some((_, plan))) => crate::router::returning_tag(plan),
+                    (_, Some((_, plan))) => crate::pgwire::results::returning_tag(plan),
                     _ => None,
                 };
                 let tag = returning.map_or_else(|| results.command_tag().to_owned(), str::to_string);
@@ -472,7 +472,7 @@ fn too_complex(sql: &str) -> PgWireResult<()> {
 type DfParser = <DfSessionService as ExtendedQueryHandler>::QueryParser;
 
 /// datafusion-postgres's parser for the extended protocol, given the text after
-/// [`crate::rewrite::rewrite_sql`] (as the simple protocol is).
+/// [`crate::pgwire::rewrite::rewrite_sql`] (as the simple protocol is).
 pub struct Parser {
     inner: Arc<DfParser>,
 }
@@ -486,7 +486,7 @@ impl QueryParser for Parser {
         C: ClientInfo + Unpin + Send + Sync,
     {
         too_complex(sql)?;
-        let rewritten = crate::rewrite::rewrite_sql(sql).map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+        let rewritten = crate::pgwire::rewrite::rewrite_sql(sql).map_err(|e| PgWireError::ApiError(Box::new(e)))?;
         let parsed = self.inner.parse_sql(client, rewritten.as_deref().unwrap_or(sql), types).await?;
         Ok(match parsed {
             Some((text, Some((statement, plan)))) => {

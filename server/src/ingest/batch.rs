@@ -27,7 +27,7 @@ use trafficdb::engine::Table;
 use trafficdb::types::{ColumnDef, ColumnType};
 use trafficdb::{Database, Engine};
 
-use crate::line_protocol::{Parser, Point, Precision, Value};
+use crate::ingest::line_protocol::{Parser, Point, Precision, Value};
 
 /// The time column of tables created by a write.
 pub const TIME_COLUMN: &str = "ts";
@@ -636,14 +636,14 @@ pub async fn write(
     body: bytes::Bytes,
     precision: Precision,
     may_create: bool,
-    dedup: &Dedup,
+    dedup: &crate::ingest::dedup::Dedup,
 ) -> Result<Report, trafficdb::Error> {
     let now_us = chrono::Utc::now().timestamp_micros();
     let engine = db.engine().clone();
     let (tables, mut report) =
         tokio::task::spawn_blocking(move || parse(&engine, &body, precision, now_us, may_create))
             .await
-            .map_err(crate::dedup::internal)?
+            .map_err(crate::ingest::dedup::internal)?
             .map_err(|m| trafficdb::Error::invalid(trafficdb::SqlState::InvalidText, m))?;
     for TableWrite { name, table, columns, batches, lines } in tables {
         let table = match table {
@@ -692,8 +692,6 @@ async fn create(db: &Arc<Database>, name: &str, columns: &[ColumnDef]) -> Result
     db.sql(&create_sql(name, columns)).await?;
     db.engine().table(name).ok_or_else(|| trafficdb::engine::undefined_table(name))
 }
-
-pub use crate::dedup::Dedup;
 
 #[cfg(test)]
 mod tests {

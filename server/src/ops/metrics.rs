@@ -13,7 +13,7 @@ use trafficdb::Engine;
 use trafficdb::metrics::{Histogram, Sample};
 use trafficdb_udfs::computed::ComputedTable;
 
-use crate::pg::Stats;
+use crate::ops::stats::Stats;
 
 /// Counters the server keeps.
 #[derive(Debug)]

@@ -26,6 +26,8 @@ use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use trafficdb::Database;
 use trafficdb::engine::Table;
 
+use crate::pgwire::gate::Gate;
+
 /// Rows per Arrow batch built from COPY input.
 const BATCH_ROWS: usize = 65_536;
 
@@ -410,15 +412,16 @@ impl CopyIn {
 
 /// Starts a `COPY ... FROM STDIN` or runs a `COPY ... TO STDOUT`; `None` for other statements.
 pub async fn handle(
-    router: &crate::router::Router,
+    db: &Arc<Database>,
+    gate: &Gate,
     ctx: &SessionContext,
     stmt: &Statement,
     client: &(dyn ClientInfo + Send + Sync),
 ) -> Option<PgWireResult<Response>> {
     let Statement::Copy { source, to, target, options, legacy_options, .. } = stmt else { return None };
     Some(match (to, target) {
-        (false, CopyTarget::Stdin) => start_copy_in(router.db(), ctx, source, options, legacy_options, client),
-        (true, CopyTarget::Stdout) => copy_out(router, ctx, stmt, source, options, legacy_options, client).await,
+        (false, CopyTarget::Stdin) => start_copy_in(db, ctx, source, options, legacy_options, client),
+        (true, CopyTarget::Stdout) => copy_out(gate, ctx, stmt, source, options, legacy_options, client).await,
         _ => Err(user_error("0A000", "COPY supports FROM STDIN and TO STDOUT (use psql's \\copy for files)".into())),
     })
 }
@@ -566,7 +569,7 @@ fn encode_rows(batches: &[RecordBatch], format: &Format, header: Option<&[String
 /// `COPY table TO STDOUT` / `COPY (query) TO STDOUT`: the query runs in the session (its memory
 /// limit, its role checked on the plan) and its rows are sent batch by batch as they come.
 async fn copy_out(
-    router: &crate::router::Router,
+    gate: &Gate,
     ctx: &SessionContext,
     stmt: &Statement,
     source: &CopySource,
@@ -593,7 +596,7 @@ async fn copy_out(
         }
         CopySource::Query(q) => (**q).clone(),
     };
-    let plan = router.checked_query_plan(ctx, &query, stmt, client).await?;
+    let plan = gate.checked_query_plan(ctx, &query, stmt, client).await?;
     let names: Vec<String> = plan.schema().fields().iter().map(|f| f.name().clone()).collect();
     let ncols = names.len();
     let df = ctx.execute_logical_plan(plan).await.map_err(|e| PgWireError::ApiError(Box::new(e)))?;

@@ -28,18 +28,20 @@ use datafusion_postgres::QueryHook;
 use datafusion_postgres::hooks::HookClient;
 use pgwire::api::ClientInfo;
 use pgwire::api::results::{Response, Tag};
-use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::error::PgWireResult;
 use trafficdb::{Database, Output};
 
-use crate::audit::Audit;
-use crate::auth::{Role, session_role};
 use crate::config::ServerConfig;
-use crate::settings;
+use crate::pgwire::gate::{Gate, plan_of, session_role};
+use crate::pgwire::results::{api_error, internal, pg_error, returning_tag, user_error};
+use crate::security::audit::Audit;
+use crate::security::roles::Role;
+use crate::security::settings;
 
 /// The first query hook: see the module's documentation.
 pub struct Router {
     db: Arc<Database>,
-    audit: Arc<Audit>,
+    gate: Gate,
     config: Arc<ServerConfig>,
 }
 
@@ -48,51 +50,11 @@ pub struct Planned(pub Arc<Router>);
 
 impl Router {
     pub fn new(db: Arc<Database>, audit: Arc<Audit>, config: Arc<ServerConfig>) -> Arc<Router> {
-        Arc::new(Router { db, audit, config })
+        Arc::new(Router { db, gate: Gate::new(audit), config })
     }
 
     pub fn db(&self) -> &Arc<Database> {
         &self.db
-    }
-
-    /// Refuses `statement` (42501, recorded in the audit log) when the session's role is below `need`;
-    /// records it when it writes or changes the schema and `record` is set.
-    fn gate(
-        &self,
-        client: &(dyn ClientInfo + Send + Sync),
-        need: Role,
-        statement: &Statement,
-        record: bool,
-    ) -> PgWireResult<()> {
-        let have = session_role(client);
-        let user = || client.metadata().get("user").cloned().unwrap_or_default();
-        if have < need {
-            self.audit.refused(&user(), have, need, &statement.to_string());
-            return Err(crate::auth::refusal(client, need));
-        }
-        if record && self.audit.enabled() && need > Role::Reader {
-            let kind = if need == Role::Admin { "ddl" } else { "write" };
-            self.audit.statement(&user(), have, kind, &statement.to_string());
-        }
-        Ok(())
-    }
-
-    /// The statement-level check, for statements that have one.
-    fn gate_statement(&self, client: &(dyn ClientInfo + Send + Sync), s: &Statement, record: bool) -> PgWireResult<()> {
-        match crate::auth::statement_role(s) {
-            Some(need) => self.gate(client, need, s, record),
-            None => Ok(()),
-        }
-    }
-
-    fn gate_plan(
-        &self,
-        client: &(dyn ClientInfo + Send + Sync),
-        plan: &LogicalPlan,
-        s: &Statement,
-        record: bool,
-    ) -> PgWireResult<()> {
-        self.gate(client, crate::auth::plan_role(plan), s, record)
     }
 
     /// Runs a plan of [`trafficdb::Database::plan_dml`] (parameters bound): the command tag for a
@@ -126,7 +88,7 @@ impl Router {
         ctx: &SessionContext,
         client: &(dyn ClientInfo + Send + Sync),
     ) -> PgWireResult<Response> {
-        if let Some(r) = crate::copy::handle(self, ctx, s, client).await {
+        if let Some(r) = crate::pgwire::copy::handle(&self.db, &self.gate, ctx, s, client).await {
             return r;
         }
         // Every statement is its own transaction (see docs/server.md), so a savepoint marks nothing
@@ -147,20 +109,6 @@ impl Router {
         }
     }
 
-    /// The plan of a query the server runs for a statement (`COPY (query) TO STDOUT`, a cursor's
-    /// query), checked: the query must only read what the session may read.
-    pub async fn checked_query_plan(
-        &self,
-        ctx: &SessionContext,
-        query: &datafusion::sql::sqlparser::ast::Query,
-        s: &Statement,
-        client: &(dyn ClientInfo + Send + Sync),
-    ) -> PgWireResult<LogicalPlan> {
-        let plan = plan_of(ctx, Statement::Query(Box::new(query.clone()))).await?;
-        self.gate_plan(client, &plan, s, true)?;
-        Ok(plan)
-    }
-
     /// What is decided and answered before any plan, in both protocols: the statement-level role
     /// check (recorded), large `FETCH`es, settings the server keeps, `DECLARE`.
     async fn run_statement_level(
@@ -169,7 +117,7 @@ impl Router {
         ctx: &SessionContext,
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        if let Err(e) = self.gate_statement(client, statement, true) {
+        if let Err(e) = self.gate.statement(client, statement, true) {
             return Some(Err(e));
         }
         if let Some((name, n)) = large_fetch(statement) {
@@ -192,7 +140,7 @@ impl Router {
         client: &dyn HookClient,
     ) -> PgWireResult<Response> {
         let plan = plan_of(ctx, statement.clone()).await?;
-        self.gate_plan(client, &plan, statement, true)?;
+        self.gate.plan(client, &plan, statement, true)?;
         let insert = matches!(&plan, LogicalPlan::Dml(DmlStatement { op: WriteOp::Insert(_), .. }));
         let df = ctx.execute_logical_plan(plan).await.map_err(api_error)?;
         if insert {
@@ -216,7 +164,7 @@ impl Router {
         client: &(dyn ClientInfo + Send + Sync),
     ) -> PgWireResult<LogicalPlan> {
         let plan = plan_of(ctx, statement.clone()).await?;
-        self.gate_plan(client, &plan, statement, false)?;
+        self.gate.plan(client, &plan, statement, false)?;
         Ok(plan)
     }
 
@@ -236,7 +184,7 @@ impl Router {
                 .for_query
                 .as_ref()
                 .ok_or_else(|| user_error("42601", "DECLARE CURSOR needs a FOR query".into()))?;
-            let plan = self.checked_query_plan(ctx, query, s, client).await?;
+            let plan = self.gate.checked_query_plan(ctx, query, s, client).await?;
             let df = ctx.execute_logical_plan(plan).await.map_err(api_error)?;
             let rows =
                 datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe(df, &Format::UnifiedText, None).await?;
@@ -288,7 +236,7 @@ impl Router {
                 Ok(t) => t,
                 Err(m) => {
                     let user = client.metadata().get("user").cloned().unwrap_or_default();
-                    self.audit.refused(&user, session_role(client), Role::Admin, &s.to_string());
+                    self.gate.audit().refused(&user, session_role(client), Role::Admin, &s.to_string());
                     return Some(Err(user_error("42501", m)));
                 }
             };
@@ -333,9 +281,9 @@ const RESETTABLE: &[&str] = &[
 
 fn set_timeout(client: &mut dyn HookClient, t: std::time::Duration) {
     if t.is_zero() {
-        client.metadata_mut().remove(crate::session::STATEMENT_TIMEOUT_KEY);
+        client.metadata_mut().remove(crate::pgwire::session::STATEMENT_TIMEOUT_KEY);
     } else {
-        client.metadata_mut().insert(crate::session::STATEMENT_TIMEOUT_KEY.into(), t.as_millis().to_string());
+        client.metadata_mut().insert(crate::pgwire::session::STATEMENT_TIMEOUT_KEY.into(), t.as_millis().to_string());
     }
 }
 
@@ -374,54 +322,16 @@ fn is_engine_statement(s: &Statement) -> bool {
                 | Statement::Rollback { savepoint: Some(_), .. }
                 | Statement::Truncate(_)
         )
-        || crate::copy::is_copy(s)
-}
-
-/// The command of PostgreSQL's tag for the rows of a statement's RETURNING (`DELETE 3`).
-fn returning_command(op: trafficdb::query::dml::DmlOp) -> &'static str {
-    use trafficdb::query::dml::DmlOp;
-    match op {
-        DmlOp::Delete => "DELETE",
-        DmlOp::Update => "UPDATE",
-        DmlOp::Insert => "INSERT 0",
-    }
-}
-
-/// The command tag for the rows of `plan`, when it is a statement's RETURNING.
-pub fn returning_tag(plan: &LogicalPlan) -> Option<&'static str> {
-    match trafficdb::query::dml::plan_op(plan) {
-        Some((op, true)) => Some(returning_command(op)),
-        _ => None,
-    }
-}
-
-fn user_error(code: &str, message: String) -> PgWireError {
-    PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), code.into(), message)))
-}
-
-fn internal(message: &str) -> PgWireError {
-    pg_error(trafficdb::Error::Internal(message.into()))
-}
-
-fn api_error(e: datafusion::error::DataFusionError) -> PgWireError {
-    PgWireError::ApiError(Box::new(e))
-}
-
-pub fn pg_error(e: trafficdb::Error) -> PgWireError {
-    user_error(e.sqlstate(), e.to_string())
-}
-
-async fn plan_of(ctx: &SessionContext, s: Statement) -> PgWireResult<LogicalPlan> {
-    ctx.state().statement_to_plan(DFStatement::Statement(Box::new(s))).await.map_err(api_error)
+        || crate::pgwire::copy::is_copy(s)
 }
 
 fn empty_plan() -> LogicalPlan {
     LogicalPlan::EmptyRelation(EmptyRelation { produce_one_row: false, schema: Arc::new(DFSchema::empty()) })
 }
 
-/// `s` with the server's substitutions (see [`crate::rewrite::substitute`]).
+/// `s` with the server's substitutions (see [`crate::pgwire::rewrite::substitute`]).
 fn substituted(s: &Statement) -> std::borrow::Cow<'_, Statement> {
-    match crate::rewrite::substitute(s) {
+    match crate::pgwire::rewrite::substitute(s) {
         Some(new) => std::borrow::Cow::Owned(new),
         None => std::borrow::Cow::Borrowed(s),
     }
@@ -499,7 +409,7 @@ impl QueryHook for Router {
                 let stmt = DFStatement::Statement(Box::new(statement.as_ref().clone()));
                 let plan = self.db.plan_dml(&ctx.state(), &stmt).await.map_err(pg_error)?;
                 let plan = plan.ok_or_else(|| internal("a write without a plan"))?;
-                self.gate_plan(client, &plan, &statement, true)?;
+                self.gate.plan(client, &plan, &statement, true)?;
                 self.run_dml(ctx, plan).await
             };
             return Some(r.await);
@@ -519,14 +429,14 @@ impl QueryHook for Router {
         ctx: &SessionContext,
         client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
-        if let Err(e) = self.gate_statement(client, statement, false) {
+        if let Err(e) = self.gate.statement(client, statement, false) {
             return Some(Err(e));
         }
         if let Statement::Declare { stmts } = statement {
             let r = async {
                 for query in stmts.iter().filter_map(|d| d.for_query.as_ref()) {
                     let plan = plan_of(ctx, Statement::Query(query.clone())).await?;
-                    self.gate_plan(client, &plan, statement, false)?;
+                    self.gate.plan(client, &plan, statement, false)?;
                 }
                 Ok(empty_plan())
             };
@@ -543,7 +453,7 @@ impl QueryHook for Router {
                 let stmt = DFStatement::Statement(Box::new(statement.as_ref().clone()));
                 let plan = self.db.plan_dml(&ctx.state(), &stmt).await.map_err(pg_error)?;
                 let plan = plan.ok_or_else(|| internal("a write without a plan"))?;
-                self.gate_plan(client, &plan, &statement, false)?;
+                self.gate.plan(client, &plan, &statement, false)?;
                 Ok(plan)
             };
             return Some(r.await);
@@ -576,7 +486,7 @@ impl QueryHook for Router {
             if !matches!(trafficdb::query::dml::plan_op(plan), Some((_, false))) {
                 return None;
             }
-            if let Err(e) = self.gate_plan(client, plan, statement, true) {
+            if let Err(e) = self.gate.plan(client, plan, statement, true) {
                 return Some(Err(e));
             }
             let bound = match plan.clone().replace_params_with_values(params) {
@@ -637,7 +547,7 @@ impl QueryHook for Planned {
         }
         // The plan made (and checked) at Parse runs as datafusion-postgres runs it; checked again and
         // recorded here.
-        self.0.gate_plan(client, plan, statement, true).err().map(Err)
+        self.0.gate.plan(client, plan, statement, true).err().map(Err)
     }
 }
 

@@ -9,7 +9,7 @@ use std::ops::ControlFlow;
 use datafusion::sql::sqlparser::ast::{self, Expr, Statement, visit_expressions, visit_expressions_mut};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 
-use crate::compat::{PG_VERSION, version_num};
+use crate::pgwire::compat::{PG_VERSION, version_num};
 
 /// Grafana's "schemas on the search path" subquery (its query builder's table and column lists,
 /// `postgresMetaQuery.ts`). It reads `current_setting('search_path')` through array subscripts of
@@ -204,7 +204,7 @@ pub fn substitute(s: &Statement) -> Option<Statement> {
 /// stores the name (so `SELECT typreceive` reads as in PostgreSQL). Comparing one with an OID, as
 /// Npgsql's type loading does (`JOIN pg_proc ON pg_proc.oid = a.typreceive`), would cast the name
 /// to an integer and fail; such a comparison goes through the named function's OID instead (see
-/// `crate::catalog::REGPROC_OID`). A comparison with a string compares names, as `'name'::regproc`
+/// `crate::pgwire::catalog::REGPROC_OID`). A comparison with a string compares names, as `'name'::regproc`
 /// would.
 const REGPROC_COLUMNS: [&str; 8] =
     ["typinput", "typoutput", "typreceive", "typsend", "typmodin", "typmodout", "typanalyze", "typsubscript"];
@@ -246,7 +246,7 @@ fn regproc_comparison(e: &Expr) -> Option<bool> {
 
 /// `column`, a regproc column, as the OID of the function it names.
 fn regproc_oid(column: &Expr) -> Option<Expr> {
-    let sql = format!("{}({column})", crate::catalog::REGPROC_OID);
+    let sql = format!("{}({column})", crate::pgwire::catalog::REGPROC_OID);
     datafusion::sql::sqlparser::parser::Parser::new(&PostgreSqlDialect {}).try_with_sql(&sql).ok()?.parse_expr().ok()
 }
 

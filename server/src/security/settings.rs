@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use datafusion::sql::sqlparser::ast::{Expr, ObjectName, Reset, Set, Statement, Value};
 
-use crate::auth::Role;
+use crate::security::roles::Role;
 
 /// `statement_timeout`, kept by the server (not by DataFusion).
 pub const STATEMENT_TIMEOUT: &str = "statement_timeout";

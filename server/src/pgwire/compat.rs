@@ -1,5 +1,5 @@
 //! Functions of PostgreSQL that clients' catalog queries call and the query engine lacks (the
-//! statements answered by an equivalent one are in [`crate::rewrite`]).
+//! statements answered by an equivalent one are in [`crate::pgwire::rewrite`]).
 
 use std::sync::Arc;
 

@@ -1,25 +1,19 @@
-//! Who may connect and what they may do.
+//! The startup and authentication exchange of a PostgreSQL connection.
 //!
 //! Authentication is PostgreSQL's: `trust`, or passwords checked with SCRAM-SHA-256 (RFC 5802 / 7677)
-//! or, for users whose stored hash is MD5, the MD5 challenge. Users are stored as PostgreSQL stores
-//! them in `pg_authid.rolpassword`: a SCRAM verifier `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`
-//! or `md5` + md5(password + user). The SCRAM exchange is implemented here rather than with pgwire's
+//! or, for users whose stored hash is MD5, the MD5 challenge, against the verifiers of
+//! [`crate::security::secret`]. The SCRAM exchange is implemented here rather than with pgwire's
 //! handler because pgwire's needs the salted password, which is enough to log in; the verifier is not.
-//!
-//! Authorisation is by role: `reader` runs queries, `writer` also inserts, deletes and copies in,
-//! `admin` also changes the schema and the server-side settings. [`required_role`] decides per
-//! statement, on an allow list: a statement it does not know needs `admin`.
+//! A connection takes an authenticated slot only once it has authenticated (53300 beyond
+//! `max_connections`); its role is recorded in the session ([`crate::pgwire::gate::SessionRole`]).
 
 use std::collections::HashMap;
 use std::fmt::Debug;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-
-use datafusion::sql::sqlparser::ast::{CopySource, CopyTarget, Statement};
 use futures::{Sink, SinkExt};
 use parking_lot::Mutex;
 use pgwire::api::auth::{DefaultServerParameterProvider, ServerParameterProvider, StartupHandler};
@@ -27,248 +21,11 @@ use pgwire::api::{ClientInfo, PgWireConnectionState, PidSecretKeyGenerator, Rand
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::startup::{Authentication, PasswordMessageFamily};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
-use ring::{digest, hmac, pbkdf2};
 
 use crate::config::{AuthMode, ServerConfig};
-
-/// What a session may do; ordered, each role includes the ones before it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Queries, `COPY ... TO STDOUT`, `SET` / `SHOW`, transactions, cursors.
-    Reader,
-    /// Also `INSERT`, `DELETE`, `UPDATE`, `TRUNCATE`, `COPY ... FROM STDIN`.
-    Writer,
-    /// Everything: DDL, `SET datafusion.runtime.*`, `COPY` to or from server files.
-    Admin,
-}
-
-impl Role {
-    pub fn name(self) -> &'static str {
-        match self {
-            Role::Reader => "reader",
-            Role::Writer => "writer",
-            Role::Admin => "admin",
-        }
-    }
-}
-
-/// The role of the authenticated user of a connection, kept in the connection's session extensions
-/// (not in its metadata, which clients can write through startup parameters and `SET`).
-#[derive(Debug, Clone, Copy)]
-pub struct SessionRole(pub Role);
-
-/// The role a connection runs as (`reader` if none was recorded, which cannot happen after startup).
-pub fn session_role(client: &(impl ClientInfo + ?Sized)) -> Role {
-    client.session_extensions().get::<SessionRole>().map_or(Role::Reader, |r| r.0)
-}
-
-/// The least role that may run `s` when the statement itself decides it: statements the server runs
-/// without a DataFusion plan (the engine's DDL, `COPY`, `TRUNCATE`, settings, transactions, cursor
-/// moves). `None` for every other statement: its plan decides ([`plan_role`]), so what is checked is
-/// what will run, however the text is written.
-pub fn statement_role(s: &Statement) -> Option<Role> {
-    Some(match s {
-        // What EXPLAIN or PREPARE would run decides, when that is decided on the statement.
-        Statement::Explain { statement, .. } | Statement::Prepare { statement, .. } => {
-            return statement_role(statement);
-        }
-        Statement::Copy { to, target, source, .. } => match (to, target) {
-            // The query of `COPY (query) TO STDOUT` is checked on its plan when it runs.
-            (true, CopyTarget::Stdout) => Role::Reader,
-            (false, CopyTarget::Stdin) if matches!(source, CopySource::Table { .. }) => Role::Writer,
-            _ => Role::Admin,
-        },
-        Statement::Set(_) | Statement::Reset(_) => crate::settings::statement_role(s),
-        Statement::Truncate(_) => Role::Writer,
-        Statement::CreateTable(_)
-        | Statement::CreateView(_)
-        | Statement::AlterTable(_)
-        | Statement::Drop { .. }
-        | Statement::Call(_) => Role::Admin,
-        Statement::ShowVariable { .. }
-        | Statement::ShowStatus { .. }
-        | Statement::ShowCatalogs { .. }
-        | Statement::ShowVariables { .. }
-        | Statement::ShowTables { .. }
-        | Statement::ShowColumns { .. }
-        | Statement::ShowFunctions { .. }
-        | Statement::ShowViews { .. }
-        | Statement::ShowSchemas { .. }
-        | Statement::ShowDatabases { .. }
-        | Statement::ShowCreate { .. }
-        | Statement::StartTransaction { .. }
-        | Statement::Commit { .. }
-        | Statement::Rollback { .. }
-        | Statement::Savepoint { .. }
-        | Statement::ReleaseSavepoint { .. }
-        | Statement::Discard { .. }
-        | Statement::Fetch { .. }
-        | Statement::Close { .. } => Role::Reader,
-        _ => return None,
-    })
-}
-
-/// The least role that may run `plan`: what it does, wherever in it (subqueries, EXPLAIN ANALYZE,
-/// PREPARE, a table function that trains a model, `SELECT ... INTO`).
-pub fn plan_role(plan: &datafusion::logical_expr::LogicalPlan) -> Role {
-    use trafficdb_udfs::access::Access;
-    match trafficdb::query::dml::plan_access(plan) {
-        Access::Read => Role::Reader,
-        Access::Write => Role::Writer,
-        Access::Admin => Role::Admin,
-    }
-}
-
-/// The 42501 error for a session whose role is below `need`.
-pub fn refusal(client: &(impl ClientInfo + ?Sized), need: Role) -> PgWireError {
-    let user = client.metadata().get("user").cloned().unwrap_or_default();
-    PgWireError::UserError(Box::new(ErrorInfo::new(
-        "ERROR".into(),
-        "42501".into(),
-        format!(
-            "permission denied: user \"{user}\" has role {}, this statement needs role {}",
-            session_role(client).name(),
-            need.name()
-        ),
-    )))
-}
-
-// ---------------------------------------------------------------------------------------------------
-// Stored secrets
-
-/// SCRAM iterations for new verifiers (PostgreSQL's default).
-pub const SCRAM_ITERATIONS: u32 = 4096;
-
-/// A stored password hash.
-#[derive(Clone, PartialEq, Eq)]
-pub enum Secret {
-    Scram {
-        iterations: u32,
-        salt: Vec<u8>,
-        stored_key: [u8; 32],
-        server_key: [u8; 32],
-    },
-    /// The hex of md5(password + user name).
-    Md5(String),
-}
-
-impl Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Secret::Scram { .. } => "Secret::Scram(..)",
-            Secret::Md5(_) => "Secret::Md5(..)",
-        })
-    }
-}
-
-impl FromStr for Secret {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || {
-            "a password must be stored as a SCRAM-SHA-256 verifier or an md5 hash, never as plain text; \
-             `trafficdb passwd` makes one"
-                .to_string()
-        };
-        if let Some(hex) = s.strip_prefix("md5") {
-            if hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Ok(Secret::Md5(hex.to_ascii_lowercase()));
-            }
-            return Err(bad());
-        }
-        let rest = s.strip_prefix("SCRAM-SHA-256$").ok_or_else(bad)?;
-        let (params, keys) = rest.split_once('$').ok_or_else(bad)?;
-        let (iterations, salt) = params.split_once(':').ok_or_else(bad)?;
-        let (stored, server) = keys.split_once(':').ok_or_else(bad)?;
-        let iterations: u32 = iterations.parse().map_err(|_| bad())?;
-        let salt = B64.decode(salt).map_err(|_| bad())?;
-        let key = |k: &str| -> Result<[u8; 32], String> {
-            B64.decode(k).ok().and_then(|v| v.try_into().ok()).ok_or_else(bad)
-        };
-        if iterations == 0 || salt.is_empty() {
-            return Err(bad());
-        }
-        Ok(Secret::Scram { iterations, salt, stored_key: key(stored)?, server_key: key(server)? })
-    }
-}
-
-impl std::fmt::Display for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Secret::Scram { iterations, salt, stored_key, server_key } => write!(
-                f,
-                "SCRAM-SHA-256${iterations}:{}${}:{}",
-                B64.encode(salt),
-                B64.encode(stored_key),
-                B64.encode(server_key)
-            ),
-            Secret::Md5(hex) => write!(f, "md5{hex}"),
-        }
-    }
-}
-
-fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
-    let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), data);
-    tag.as_ref().try_into().expect("HMAC-SHA-256 is 32 bytes")
-}
-
-fn sha256(data: &[u8]) -> [u8; 32] {
-    digest::digest(&digest::SHA256, data).as_ref().try_into().expect("SHA-256 is 32 bytes")
-}
-
-impl Secret {
-    /// A SCRAM-SHA-256 verifier for `password` with a fresh random salt.
-    pub fn scram(password: &str) -> Secret {
-        let salt: [u8; 16] = rand::random();
-        Self::scram_with(password, &salt, SCRAM_ITERATIONS)
-    }
-
-    pub fn scram_with(password: &str, salt: &[u8], iterations: u32) -> Secret {
-        // PostgreSQL normalises with SASLprep and falls back to the raw bytes when that fails.
-        let normalized = stringprep::saslprep(password).map(|c| c.into_owned()).unwrap_or_else(|_| password.into());
-        let mut salted = [0u8; 32];
-        pbkdf2::derive(
-            pbkdf2::PBKDF2_HMAC_SHA256,
-            std::num::NonZeroU32::new(iterations.max(1)).expect("at least one iteration"),
-            salt,
-            normalized.as_bytes(),
-            &mut salted,
-        );
-        let client_key = hmac_sha256(&salted, b"Client Key");
-        Secret::Scram {
-            iterations,
-            salt: salt.to_vec(),
-            stored_key: sha256(&client_key),
-            server_key: hmac_sha256(&salted, b"Server Key"),
-        }
-    }
-
-    /// Whether `password` is `user`'s (HTTP Basic authentication checks the same verifiers).
-    pub fn verify(&self, user: &str, password: &str) -> bool {
-        let same =
-            |a: &[u8], b: &[u8]| a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
-        match self {
-            Secret::Scram { iterations, salt, stored_key, .. } => match Secret::scram_with(password, salt, *iterations)
-            {
-                Secret::Scram { stored_key: given, .. } => same(&given, stored_key),
-                Secret::Md5(_) => false,
-            },
-            Secret::Md5(hex) => match Secret::md5(user, password) {
-                Secret::Md5(given) => same(given.as_bytes(), hex.as_bytes()),
-                Secret::Scram { .. } => false,
-            },
-        }
-    }
-
-    /// The MD5 hash PostgreSQL stores for `user`'s `password`.
-    pub fn md5(user: &str, password: &str) -> Secret {
-        Secret::Md5(format!("{:x}", md5::compute(format!("{password}{user}"))))
-    }
-}
-
-// ---------------------------------------------------------------------------------------------------
-// The startup handler
+use crate::pgwire::gate::{SessionRole, session_role};
+use crate::security::roles::Role;
+use crate::security::secret::{SCRAM_ITERATIONS, Secret, hmac_sha256, sha256};
 
 /// ParameterStatus at startup: pgwire's defaults with a plain numeric `server_version` and the
 /// session's role reflected in `is_superuser` and `default_transaction_read_only`.
@@ -279,7 +36,7 @@ pub struct Parameters {
 impl Default for Parameters {
     fn default() -> Parameters {
         let mut defaults = DefaultServerParameterProvider::default();
-        defaults.server_version = crate::compat::PG_VERSION.to_string();
+        defaults.server_version = crate::pgwire::compat::PG_VERSION.to_string();
         Parameters { defaults }
     }
 }
@@ -320,14 +77,14 @@ pub struct Authenticator {
     config: Arc<ServerConfig>,
     parameters: Arc<Parameters>,
     pids: Arc<RandomPidSecretKeyGenerator>,
-    cancels: Arc<crate::session::Cancels>,
-    /// This connection's cancel signal (see [`crate::session::Session`]).
+    cancels: Arc<crate::pgwire::session::Cancels>,
+    /// This connection's cancel signal (see [`crate::pgwire::session::Session`]).
     cancel_signal: tokio::sync::watch::Sender<u64>,
     /// The connection's pending slot until it has authenticated; then it takes an authenticated one.
-    pending: Mutex<Option<crate::pg::Slot>>,
-    stats: Arc<crate::pg::Stats>,
+    pending: Mutex<Option<crate::ops::stats::Slot>>,
+    stats: Arc<crate::ops::stats::Stats>,
     state: Mutex<Exchange>,
-    audit: Arc<crate::audit::Audit>,
+    audit: Arc<crate::security::audit::Audit>,
 }
 
 impl Authenticator {
@@ -335,10 +92,10 @@ impl Authenticator {
         config: Arc<ServerConfig>,
         parameters: Arc<Parameters>,
         pids: Arc<RandomPidSecretKeyGenerator>,
-        cancels: Arc<crate::session::Cancels>,
+        cancels: Arc<crate::pgwire::session::Cancels>,
         cancel_signal: tokio::sync::watch::Sender<u64>,
-        pending: crate::pg::Slot,
-        audit: Arc<crate::audit::Audit>,
+        pending: crate::ops::stats::Slot,
+        audit: Arc<crate::security::audit::Audit>,
     ) -> Authenticator {
         let stats = pending.stats().clone();
         Authenticator {
@@ -498,7 +255,7 @@ impl Authenticator {
         client.session_extensions().insert(guard);
         let timeout = self.config.statement_timeout.as_millis();
         if timeout > 0 {
-            client.metadata_mut().insert(crate::session::STATEMENT_TIMEOUT_KEY.into(), timeout.to_string());
+            client.metadata_mut().insert(crate::pgwire::session::STATEMENT_TIMEOUT_KEY.into(), timeout.to_string());
         }
         tracing::debug!(user = %user_of(client), role = session_role(client).name(), "authenticated");
         self.audit.connected(&user_of(client), session_role(client), &client.socket_addr().to_string());
@@ -585,6 +342,7 @@ fn scram_final(s: &ScramFinal, data: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ring::pbkdf2;
 
     #[test]
     fn rfc7677_test_vector() {
@@ -607,25 +365,6 @@ mod tests {
         );
         // md5 as PostgreSQL stores it: md5(password || user).
         assert_eq!(Secret::md5("alice", "secret").to_string(), format!("md5{:x}", md5::compute("secretalice")));
-    }
-
-    #[test]
-    fn verifier_as_postgresql_stores_it() {
-        // PostgreSQL 15: CREATE ROLE alice LOGIN PASSWORD 'secret' (password_encryption scram-sha-256),
-        // then SELECT rolpassword FROM pg_authid WHERE rolname = 'alice'.
-        let pg = "SCRAM-SHA-256$4096:OUpLs8YcN2BC56h6CcTbzA==$7qGrHNgp0nrYbk2ikEY+F9cOZoYdnjCQsEY29wwisGI=:\
-                  yYjx7UDy8vQnvZn7qNipw+jjEHf3O2TBUCQCQ0LSIy0=";
-        let parsed: Secret = pg.parse().unwrap();
-        let salt = B64.decode("OUpLs8YcN2BC56h6CcTbzA==").unwrap();
-        assert_eq!(Secret::scram_with("secret", &salt, 4096), parsed);
-        assert_eq!(parsed.to_string(), pg);
-    }
-
-    #[test]
-    fn plain_text_is_refused() {
-        assert!("hunter2".parse::<Secret>().is_err());
-        assert!("md5xyz".parse::<Secret>().is_err());
-        assert!("SCRAM-SHA-256$4096:abc$def".parse::<Secret>().is_err());
     }
 
     #[test]
@@ -672,42 +411,5 @@ mod tests {
         };
         assert_eq!(salt("nobody"), salt("nobody"));
         assert_ne!(salt("nobody"), salt("somebody"));
-    }
-
-    #[test]
-    fn roles_per_statement() {
-        let role = |sql: &str| {
-            let stmts = datafusion::sql::sqlparser::parser::Parser::parse_sql(
-                &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
-                sql,
-            )
-            .unwrap();
-            statement_role(&stmts[0])
-        };
-        assert_eq!(role("COPY t TO STDOUT"), Some(Role::Reader));
-        assert_eq!(role("COPY (SELECT 1) TO STDOUT"), Some(Role::Reader));
-        assert_eq!(role("COPY t FROM STDIN"), Some(Role::Writer));
-        assert_eq!(role("COPY t TO '/tmp/x.csv'"), Some(Role::Admin));
-        assert_eq!(role("COPY t FROM '/etc/passwd'"), Some(Role::Admin));
-        assert_eq!(role("TRUNCATE t"), Some(Role::Writer));
-        assert_eq!(role("CREATE TABLE t (a INT)"), Some(Role::Admin));
-        assert_eq!(role("DROP VIEW v"), Some(Role::Admin));
-        assert_eq!(role("SET statement_timeout = 10"), Some(Role::Reader));
-        assert_eq!(role("SET datafusion.runtime.memory_limit = '100G'"), Some(Role::Admin));
-        assert_eq!(role("BEGIN"), Some(Role::Reader));
-        assert_eq!(role("FETCH 10 FROM c"), Some(Role::Reader));
-        // Decided on the plan: what runs, wherever it is in the statement.
-        for sql in [
-            "SELECT 1",
-            "EXPLAIN (ANALYZE) INSERT INTO t VALUES (1)",
-            "INSERT INTO t VALUES (1)",
-            "DELETE FROM t",
-            "DECLARE c CURSOR FOR SELECT 1",
-            "PREPARE p AS SELECT 1",
-            "GRANT SELECT ON t TO bob",
-            "SELECT * FROM train_retry_model('retry', 'SELECT 1')",
-        ] {
-            assert_eq!(role(sql), None, "{sql}");
-        }
     }
 }

@@ -1,0 +1,13 @@
+//! The PostgreSQL server. See the crate's module map for what each module holds.
+
+pub mod catalog;
+pub mod compat;
+pub mod copy;
+pub mod gate;
+pub mod listener;
+pub mod results;
+pub mod rewrite;
+pub mod router;
+pub mod session;
+pub mod startup;
+pub mod wire;
