@@ -17,6 +17,9 @@ cargo fmt --all -- --check
 echo "== one build for the README's two commands (cargo tree features of the binary = the workspace's)"
 python3 scripts/feature-diff.py
 
+echo "== no circles of module imports inside a crate"
+python3 scripts/module-circles.py
+
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 

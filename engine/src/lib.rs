@@ -16,6 +16,7 @@
 
 pub mod alert;
 pub mod backup;
+pub(crate) mod bytes;
 pub mod catalog;
 pub mod database;
 pub mod engine;

@@ -3,6 +3,7 @@
 //! [`TableSnapshot`]s only, never through writer internals.
 
 pub mod dml;
+pub(crate) mod key_max;
 pub mod latest;
 pub(crate) mod scan;
 

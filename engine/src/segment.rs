@@ -25,10 +25,10 @@ use datafusion::arrow::datatypes::{
     DataType, Float32Type, Float64Type, Int32Type, Int64Type, SchemaRef, TimestampMicrosecondType,
 };
 
+use crate::bytes::{PutLe, Reader};
 use crate::error::{Error, Result};
 use crate::io::{Fs, Mapped};
 use crate::types::{ColumnDef, ColumnType, Physical};
-use codec::{PutLe, Reader};
 
 pub const MAGIC: &[u8; 8] = b"TDBSEG01";
 pub const FOOTER_MAGIC: &[u8; 8] = b"TDBSEGFT";
@@ -328,7 +328,7 @@ fn encode_footer(f: &Footer) -> Vec<u8> {
     out
 }
 
-fn decode_footer(buf: &[u8], file_len: u64) -> codec::DecodeResult<Footer> {
+fn decode_footer(buf: &[u8], file_len: u64) -> crate::bytes::DecodeResult<Footer> {
     let mut r = Reader::new(buf);
     let ncols = r.u16()? as usize;
     let mut columns = Vec::with_capacity(ncols);
@@ -382,9 +382,11 @@ fn decode_footer(buf: &[u8], file_len: u64) -> codec::DecodeResult<Footer> {
     Ok(Footer { columns, row_groups })
 }
 
-/// Values derived from a row group and cached (the row group never changes), by (row group, columns).
-type DerivedCache =
-    parking_lot::Mutex<std::collections::HashMap<(usize, usize, usize), Arc<dyn std::any::Any + Send + Sync>>>;
+/// Values derived from a row group by readers and cached with the segment (the row group never
+/// changes), by (the value's type, row group, the reader's own key: e.g. the columns it read).
+type DerivedCache = parking_lot::Mutex<
+    std::collections::HashMap<(std::any::TypeId, usize, (usize, usize)), Arc<dyn std::any::Any + Send + Sync>>,
+>;
 
 /// An open, verified segment file.
 #[derive(Debug)]
@@ -432,19 +434,16 @@ impl Segment {
         Ok(Segment { path: path.to_path_buf(), data, footer, derived: Default::default() })
     }
 
-    /// The cached newest-timestamp-per-key map of a row group (see `query::latest`), if computed.
-    pub(crate) fn cached_key_max(
-        &self,
-        rg: usize,
-        key: usize,
-        time: usize,
-    ) -> Option<Arc<crate::query::latest::KeyMax>> {
-        let hit = self.derived.lock().get(&(rg, key, time)).cloned()?;
-        hit.downcast::<crate::query::latest::KeyMax>().ok()
+    /// A value of type `T` derived from row group `rg` and cached by [`Segment::keep_derived`] under
+    /// `key`, if any. What the value means is its reader's business, not the segment's.
+    pub(crate) fn derived<T: std::any::Any + Send + Sync>(&self, rg: usize, key: (usize, usize)) -> Option<Arc<T>> {
+        let hit = self.derived.lock().get(&(std::any::TypeId::of::<T>(), rg, key)).cloned()?;
+        hit.downcast::<T>().ok()
     }
 
-    pub(crate) fn cache_key_max(&self, rg: usize, key: usize, time: usize, value: Arc<crate::query::latest::KeyMax>) {
-        self.derived.lock().insert((rg, key, time), value);
+    /// Caches `value`, derived from row group `rg`, for as long as the segment is open.
+    pub(crate) fn keep_derived<T: std::any::Any + Send + Sync>(&self, rg: usize, key: (usize, usize), value: Arc<T>) {
+        self.derived.lock().insert((std::any::TypeId::of::<T>(), rg, key), value);
     }
 
     pub fn num_rows(&self) -> u64 {
@@ -529,7 +528,7 @@ fn decode_chunk(
     target: &DataType,
     selection: Option<&BooleanArray>,
     dictionary: bool,
-) -> codec::DecodeResult<ArrayRef> {
+) -> crate::bytes::DecodeResult<ArrayRef> {
     let mut r = Reader::new(raw);
     let nulls = match r.u8()? {
         0 => None,

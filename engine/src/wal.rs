@@ -21,9 +21,9 @@ use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::StreamWriter;
 use parking_lot::Mutex;
 
+use crate::bytes::PutLe;
 use crate::error::{Error, Result};
 use crate::io::{File, Fs};
-use crate::segment::codec::PutLe;
 
 pub const WAL_MAGIC: &[u8; 8] = b"TDBWAL01";
 pub const WAL_VERSION: u32 = 1;

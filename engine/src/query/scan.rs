@@ -33,7 +33,7 @@ use datafusion::physical_plan::metrics::{Count, ExecutionPlanMetricsSet, MetricB
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayFormatType, SortOrderPushdownResult};
 
-use super::latest::{LatestMode, LatestState, take_rows, unit_key_max};
+use super::key_max::{KeyMax, LatestMode, LatestState, key_max, take_rows};
 use crate::engine::SegmentHandle;
 use crate::segment::Stat;
 use crate::types::TableDef;
@@ -718,4 +718,24 @@ fn remap_to_table(
         .ok()?
         .data;
     ok.then_some(out)
+}
+
+/// The per-unit key map: cached for row groups of sealed segments (they never change).
+pub(crate) fn unit_key_max(src: &TableScanSource, unit: &Unit, mode: LatestMode) -> Result<Option<Arc<KeyMax>>> {
+    let key_col = src.projection[mode.key];
+    let time_col = src.projection[mode.time];
+    match unit {
+        Unit::Mem { batch } => Ok(key_max(batch.column(key_col), batch.column(time_col)).map(Arc::new)),
+        Unit::RowGroup { seg, rg } => {
+            if let Some(hit) = seg.segment.derived::<KeyMax>(*rg, (key_col, time_col)) {
+                return Ok(Some(hit));
+            }
+            let schema = Arc::new(src.schema.project(&[key_col, time_col])?);
+            let b = seg.segment.read(*rg, &[key_col, time_col], &schema)?;
+            let Some(m) = key_max(b.column(0), b.column(1)) else { return Ok(None) };
+            let m = Arc::new(m);
+            seg.segment.keep_derived(*rg, (key_col, time_col), m.clone());
+            Ok(Some(m))
+        }
+    }
 }
