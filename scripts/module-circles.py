@@ -44,6 +44,7 @@ def strip(text):
     text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
     text = re.sub(r"//[^\n]*", "", text)
     text = re.sub(r'"(?:\\.|[^"\\])*"', '""', text)
+    text = re.sub(r"pub\s*\([^)]*\)", "pub", text)
     text = re.sub(r"^\s*pub(?:\([^)]*\))?\s+use\s[^;]*;", "", text, flags=re.M)
     return text
 
@@ -51,6 +52,8 @@ def strip(text):
 def paths_in(text):
     """Every `crate::...` / `super::...` / `self::...` path, with `use` groups expanded."""
     out = []
+    # A `use` of a child module without `self::` (`use table::Table;`) is relative to this module.
+    text = re.sub(r"\buse\s+(?!crate\b|super\b|self\b|std\b|core\b|alloc\b)([a-z_][a-z0-9_]*)::", r"use self::\1::", text)
     for m in re.finditer(r"\b(crate|super|self)((?:::[A-Za-z_][A-Za-z0-9_]*)*)(::\{)?", text):
         head = [m.group(1)] + [p for p in m.group(2).split("::") if p]
         if m.group(3):
