@@ -121,6 +121,7 @@ impl Catalog {
         let mut next = self.data.clone();
         let out = change(&mut next)?;
         next.version += 1;
+        debug_assert!(next.version > self.data.version, "a catalog change must not rewind its version");
         let bytes = encode(&next)?;
         write_atomic(self.fs.as_ref(), &self.path, &bytes).map_err(|e| Error::io(&self.path, e))?;
         self.data = next;

@@ -13,6 +13,28 @@
 //!
 //! Durability: when an append (or INSERT, or COPY through the server) returns, its rows are fsynced
 //! in the write-ahead log. A crash loses nothing acknowledged and never leaves part of an append.
+//!
+//! # Module map
+//!
+//! Imports point down this list (`scripts/module-circles.py` checks there is no circle):
+//!
+//! - [`database`]: the embedded API and the SQL front: parses statements, answers the engine's own
+//!   (DDL with options, materialized views, `CALL`s), hands the rest to DataFusion; [`rollup`] and
+//!   [`alert`] are the background work it drives.
+//! - [`query`]: DataFusion over stored tables: `query::scan` (the scan, pruning), `query::latest`
+//!   (the latest-per-key rule) over `query::key_max`, `query::dml` (DELETE / UPDATE /
+//!   RETURNING planned as queries, executed by [`engine::Engine::rewrite`]).
+//! - [`engine`]: one module per lifecycle step (see its documentation, which also gives the lock
+//!   order: `maintenance` → `gate` → `catalog` → `tables` → a table's `data`).
+//! - [`backup`]: online backup and restore of a data directory.
+//! - [`wal`], [`segment`] (with `segment::codec`), [`catalog`]: the on-disk formats, over `bytes`
+//!   (little-endian helpers) and [`io`] (the file system seam, with a simulated file system for crash
+//!   tests); [`types`] (schemas, coercion, value formatting), [`metrics`], [`error`] (errors and their
+//!   SQLSTATE).
+//!
+//! What to touch together: a format change means [`segment`] or [`wal`], `docs/storage.md` and the
+//! crash / corruption tests; a new statement the engine answers, [`database`] and the server's
+//! router (`server/src/pgwire/router.rs`), which must know the statement has no DataFusion plan.
 
 pub mod alert;
 pub mod backup;

@@ -6,6 +6,11 @@
 //! applied, so a crash halfway through is finished at the next open, and a later release's new files
 //! are applied to an existing directory. A directory created empty, or before the schema existed,
 //! never gets it. A table the user drops stays dropped.
+//!
+//! Modules: this file (the schema files and how they are applied) and [`generate`] (the telemetry
+//! generator: `generate::columns`: the schemas and Arrow builders of the generated tables; `generate::output` writes them
+//! as CSV, Parquet or straight into a database). A new table or view is a new numbered file in
+//! `schema/sql`, added to [`FILES`], documented in `docs/schema.md`.
 
 pub mod generate;
 

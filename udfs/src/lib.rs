@@ -3,6 +3,20 @@
 //! The functions depend on DataFusion and Arrow only, never on the storage engine's internals. The
 //! engine installs them (with [`install`]) into every session it creates, so the embedded library, the
 //! `sql` command and the server all have them. `docs/functions.md` documents each one.
+//!
+//! # Module map
+//!
+//! - Functions: [`time`] (time buckets, first / last, rates), [`gapfill`], [`aggregate`],
+//!   [`sketch`] (mergeable percentile sketches), [`anomaly`] and [`detect`] (anomaly scores and
+//!   `detect_anomalies`), [`model`] with [`logistic`] (the retry model: train, evaluate, predict,
+//!   registry), [`computed`].
+//! - Plumbing the functions share: `lazy` (table functions that do their work at execution, on a
+//!   blocking thread, under the statement's timeout), [`access`] (the least access a plan needs:
+//!   read, write or admin), [`bounded`] (wrappers that refuse results past 256 MiB), [`nesting`]
+//!   (depth limits), and optimizer rules that correct DataFusion: [`in_list`], [`subquery`].
+//!
+//! A new function: its module, [`install`], `docs/functions.md`, and an `.slt` file. A table
+//! function that writes must be known to [`access`].
 
 pub mod access;
 pub mod aggregate;

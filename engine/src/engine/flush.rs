@@ -14,7 +14,7 @@ use crate::segment::{Segment, write_segment};
 use crate::wal::list_wal_files;
 
 use super::Engine;
-use super::table::{SegmentHandle, Table, record_changes, sort_by_time};
+use super::table::{SegmentHandle, Table, record_changes, sort_by_time, time_values};
 
 impl Engine {
     /// Writes every memtable to sealed segments and drops the WAL they came from.
@@ -112,6 +112,10 @@ impl Engine {
 
     /// Writes one sealed segment for `batch` (sorted) and makes its name durable.
     pub(super) fn write_segment(&self, t: &Table, key: i64, batch: &RecordBatch) -> Result<Arc<SegmentHandle>> {
+        debug_assert!(
+            t.def.time_column().is_none_or(|c| time_values(batch, c).is_sorted()),
+            "rows reach a segment sorted by time"
+        );
         let id = self.next_segment_id.fetch_add(1, Ordering::AcqRel);
         let path = segment_path(&self.dir, t.id, key, id);
         let parent = path.parent().expect("segment paths have a parent");
