@@ -20,6 +20,9 @@ python3 scripts/feature-diff.py
 echo "== no circles of module imports inside a crate"
 python3 scripts/module-circles.py
 
+echo "== every SQLSTATE named through one vocabulary"
+python3 scripts/sqlstate-literals.py
+
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 

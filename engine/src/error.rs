@@ -45,59 +45,7 @@ pub enum Error {
     Internal(String),
 }
 
-/// PostgreSQL SQLSTATE codes for user errors, so the server can forward them unchanged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SqlState {
-    /// 42P01 undefined_table
-    UndefinedTable,
-    /// 42P07 duplicate_table
-    DuplicateTable,
-    /// 42703 undefined_column
-    UndefinedColumn,
-    /// 42701 duplicate_column
-    DuplicateColumn,
-    /// 42601 syntax_error
-    Syntax,
-    /// 22023 invalid_parameter_value
-    InvalidParameter,
-    /// 22P02 invalid_text_representation
-    InvalidText,
-    /// 23502 not_null_violation
-    NotNull,
-    /// 42804 datatype_mismatch
-    DatatypeMismatch,
-    /// 0A000 feature_not_supported
-    NotSupported,
-    /// 42809 wrong_object_type
-    WrongObjectType,
-    /// 42704 undefined_object
-    UndefinedObject,
-    /// 57014 query_canceled
-    QueryCanceled,
-    /// 54001 statement_too_complex
-    StatementTooComplex,
-}
-
-impl SqlState {
-    pub fn code(self) -> &'static str {
-        match self {
-            SqlState::UndefinedTable => "42P01",
-            SqlState::DuplicateTable => "42P07",
-            SqlState::UndefinedColumn => "42703",
-            SqlState::DuplicateColumn => "42701",
-            SqlState::Syntax => "42601",
-            SqlState::InvalidParameter => "22023",
-            SqlState::InvalidText => "22P02",
-            SqlState::NotNull => "23502",
-            SqlState::DatatypeMismatch => "42804",
-            SqlState::NotSupported => "0A000",
-            SqlState::WrongObjectType => "42809",
-            SqlState::UndefinedObject => "42704",
-            SqlState::QueryCanceled => "57014",
-            SqlState::StatementTooComplex => "54001",
-        }
-    }
-}
+pub use trafficdb_udfs::sqlstate::SqlState;
 
 impl Error {
     pub fn invalid(code: SqlState, message: impl Into<String>) -> Self {
@@ -116,13 +64,13 @@ impl Error {
     pub fn sqlstate(&self) -> &'static str {
         match self {
             Error::Invalid { code, .. } => code.code(),
-            Error::Io { .. } => "58030",
-            Error::Corrupt { .. } => "XX001",
-            Error::WalPoisoned(_) => "58030",
-            Error::Closed => "57P01",
+            Error::Io { .. } => SqlState::IoError.code(),
+            Error::Corrupt { .. } => SqlState::DataCorrupted.code(),
+            Error::WalPoisoned(_) => SqlState::IoError.code(),
+            Error::Closed => SqlState::AdminShutdown.code(),
             Error::DataFusion(e) => datafusion_sqlstate(e),
-            Error::Arrow(_) => "22000",
-            Error::Internal(_) => "XX000",
+            Error::Arrow(_) => SqlState::DataException.code(),
+            Error::Internal(_) => SqlState::Internal.code(),
         }
     }
 }
@@ -146,34 +94,38 @@ pub fn datafusion_sqlstate(e: &DataFusionError) -> &'static str {
     match e {
         DataFusionError::External(inner) => match inner.downcast_ref::<Error>() {
             Some(engine) => engine.sqlstate(),
-            None => inner.downcast_ref::<trafficdb_udfs::SqlError>().map_or("XX000", |e| e.code),
+            None => {
+                inner.downcast_ref::<trafficdb_udfs::SqlError>().map_or(SqlState::Internal.code(), |e| e.code.code())
+            }
         },
         DataFusionError::Context(_, inner) => datafusion_sqlstate(inner),
         DataFusionError::Shared(inner) => datafusion_sqlstate(inner),
         DataFusionError::Diagnostic(_, inner) => datafusion_sqlstate(inner),
-        DataFusionError::SQL(..) => "42601",
-        DataFusionError::NotImplemented(_) => "0A000",
+        DataFusionError::SQL(..) => SqlState::Syntax.code(),
+        DataFusionError::NotImplemented(_) => SqlState::NotSupported.code(),
         DataFusionError::SchemaError(se, _) => {
             use datafusion::common::SchemaError;
             match **se {
-                SchemaError::FieldNotFound { .. } => "42703",
-                SchemaError::AmbiguousReference { .. } => "42702",
-                SchemaError::DuplicateQualifiedField { .. } | SchemaError::DuplicateUnqualifiedField { .. } => "42701",
+                SchemaError::FieldNotFound { .. } => SqlState::UndefinedColumn.code(),
+                SchemaError::AmbiguousReference { .. } => SqlState::AmbiguousColumn.code(),
+                SchemaError::DuplicateQualifiedField { .. } | SchemaError::DuplicateUnqualifiedField { .. } => {
+                    SqlState::DuplicateColumn.code()
+                }
             }
         }
         DataFusionError::Plan(msg) => {
             if msg.contains("table") && msg.contains("not found") {
-                "42P01"
+                SqlState::UndefinedTable.code()
             } else if msg.contains("No function matches") || msg.contains("Invalid function") {
-                "42883"
+                SqlState::UndefinedFunction.code()
             } else {
-                "42000"
+                SqlState::SyntaxOrAccessRule.code()
             }
         }
-        DataFusionError::ResourcesExhausted(_) => "53200",
-        DataFusionError::ArrowError(..) => "22000",
-        DataFusionError::Execution(_) => "XX000",
-        _ => "XX000",
+        DataFusionError::ResourcesExhausted(_) => SqlState::OutOfMemory.code(),
+        DataFusionError::ArrowError(..) => SqlState::DataException.code(),
+        DataFusionError::Execution(_) => SqlState::Internal.code(),
+        _ => SqlState::Internal.code(),
     }
 }
 

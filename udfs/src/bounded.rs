@@ -18,6 +18,7 @@ use datafusion::logical_expr::{
 };
 
 use crate::SqlError;
+use crate::sqlstate::SqlState;
 
 /// The most one call of a wrapped function may produce, over all the rows of a batch.
 pub const MAX_RESULT_BYTES: u64 = 256 << 20;
@@ -155,7 +156,7 @@ impl ScalarUDFImpl for Bounded {
             total = total.saturating_add(self.row_bytes(&args.args, row));
             if total > MAX_RESULT_BYTES {
                 return Err(DataFusionError::External(Box::new(SqlError {
-                    code: "54000",
+                    code: SqlState::ProgramLimitExceeded,
                     message: format!(
                         "{}: the result would take more than {} MiB (of the arguments of a batch of rows)",
                         self.name(),

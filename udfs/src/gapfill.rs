@@ -24,7 +24,8 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
 
-use crate::{INVALID_PARAMETER_VALUE, SqlError, invalid_argument};
+use crate::sqlstate::SqlState;
+use crate::{SqlError, invalid_argument};
 
 /// `time_bucket_gapfill`, `locf` and `interpolate` outside a gap-filling query (in a subquery, a
 /// WHERE clause, ...): planning them fails with a message saying where they belong.
@@ -66,7 +67,7 @@ impl ScalarUDFImpl for Placeholder {
 }
 
 fn error(message: impl Into<String>) -> SqlError {
-    SqlError { code: INVALID_PARAMETER_VALUE, message: message.into() }
+    SqlError { code: SqlState::InvalidParameter, message: message.into() }
 }
 
 /// Rewrites the statements of `sql` that use `time_bucket_gapfill` (at any depth: subqueries, CTEs,

@@ -31,11 +31,13 @@ pub mod logistic;
 pub mod model;
 pub mod nesting;
 pub mod sketch;
+pub mod sqlstate;
 pub mod subquery;
 pub mod time;
 
 use std::sync::Arc;
 
+use crate::sqlstate::SqlState;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::error::DataFusionError;
 use datafusion::execution::FunctionRegistry;
@@ -45,7 +47,7 @@ use datafusion::execution::session_state::SessionState;
 /// its code (it looks through `DataFusionError::External` for this type).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SqlError {
-    pub code: &'static str,
+    pub code: SqlState,
     pub message: String,
 }
 
@@ -57,16 +59,10 @@ impl std::fmt::Display for SqlError {
 
 impl std::error::Error for SqlError {}
 
-/// SQLSTATE 22023, invalid_parameter_value: what PostgreSQL raises for a bad argument value.
-pub const INVALID_PARAMETER_VALUE: &str = "22023";
-
 /// A `DataFusionError` carrying SQLSTATE 22023.
 pub fn invalid_argument(message: impl Into<String>) -> DataFusionError {
-    DataFusionError::External(Box::new(SqlError { code: INVALID_PARAMETER_VALUE, message: message.into() }))
+    DataFusionError::External(Box::new(SqlError { code: SqlState::InvalidParameter, message: message.into() }))
 }
-
-/// SQLSTATE 42501, insufficient_privilege.
-pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
 
 /// Runs `sql`, given as text to a function (`detect_anomalies`, `train_retry_model`, ...), and returns
 /// its rows as one batch. Only a read is allowed: no DDL, DML, COPY or SET, and no call that changes a
@@ -78,7 +74,7 @@ pub async fn run_read_query(state: &SessionState, function: &str, sql: &str) -> 
     let access = access::plan_access(&plan, &access::no_extensions);
     if access != access::Access::Read {
         return Err(DataFusionError::External(Box::new(SqlError {
-            code: INSUFFICIENT_PRIVILEGE,
+            code: SqlState::InsufficientPrivilege,
             message: format!("{function}: the query must only read, and this one {}", access.describe()),
         })));
     }

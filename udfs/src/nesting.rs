@@ -16,12 +16,10 @@ use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
 use crate::SqlError;
+use crate::sqlstate::SqlState;
 
 /// The deepest estimate a statement may have.
 pub const MAX_NESTING: usize = 1000;
-
-/// SQLSTATE 54001, statement_too_complex (PostgreSQL's "stack depth limit exceeded").
-pub const STATEMENT_TOO_COMPLEX: &str = "54001";
 
 /// Refuses a statement (or several) whose nesting [`estimate`] is above [`MAX_NESTING`].
 pub fn check(sql: &str) -> Result<(), SqlError> {
@@ -34,7 +32,7 @@ pub fn check(sql: &str) -> Result<(), SqlError> {
         return Ok(());
     }
     Err(SqlError {
-        code: STATEMENT_TOO_COMPLEX,
+        code: SqlState::StatementTooComplex,
         message: format!(
             "statement too complex: about {depth} nested operators, joins or set operations, at most {MAX_NESTING} \
              (a long OR chain of equalities reads better as IN (...), a long UNION ALL as VALUES)"
@@ -148,6 +146,7 @@ pub fn estimate(sql: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::{MAX_NESTING, check, estimate};
+    use crate::sqlstate::SqlState;
 
     #[test]
     fn chains_count_their_operators_and_lists_do_not() {
@@ -181,7 +180,7 @@ mod tests {
             format!("SELECT 1 FROM t{}", " JOIN t ON true".repeat(100_000)),
         ] {
             let e = check(&sql).expect_err(&sql[..60]);
-            assert_eq!(e.code, "54001", "{}", &sql[..60]);
+            assert_eq!(e.code, SqlState::StatementTooComplex, "{}", &sql[..60]);
         }
         assert!(check(&format!("SELECT 1{}", "+1".repeat(MAX_NESTING / 2))).is_ok());
     }

@@ -11,6 +11,7 @@
 
 use std::sync::{Arc, OnceLock};
 
+use crate::sqlstate::SqlState;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::tree_node::{Transformed, TreeNode};
@@ -20,9 +21,6 @@ use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, Expr, LogicalPlan, LogicalPlanBuilder, Signature, Subquery, Volatility,
 };
-
-/// SQLSTATE 21000, cardinality_violation.
-const CARDINALITY_VIOLATION: &str = "21000";
 
 /// The aggregate a non-aggregated correlated scalar subquery is read through.
 pub fn single_row() -> Arc<AggregateUDF> {
@@ -71,7 +69,7 @@ struct SingleRowAccumulator {
 
 fn more_than_one_row() -> DataFusionError {
     DataFusionError::External(Box::new(crate::SqlError {
-        code: CARDINALITY_VIOLATION,
+        code: SqlState::CardinalityViolation,
         message: "more than one row returned by a subquery used as an expression".into(),
     }))
 }

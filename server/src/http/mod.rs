@@ -27,6 +27,7 @@ use crate::ops::metrics::ServerMetrics;
 use crate::security::audit::Audit;
 use crate::security::roles::Role;
 use crate::security::secret::{SCRAM_ITERATIONS, Secret};
+use trafficdb::SqlState;
 
 /// Request bodies larger than this are refused with 413.
 pub const MAX_BODY_BYTES: usize = 16 << 20;
@@ -208,7 +209,7 @@ async fn write(app: App, caller: Caller, query: HashMap<String, String>, headers
         return write_error(
             StatusCode::FORBIDDEN,
             "forbidden",
-            "42501",
+            SqlState::InsufficientPrivilege.code(),
             format!(
                 "permission denied: user \"{}\" has role {}, writes need role writer",
                 caller.user,
@@ -224,7 +225,7 @@ async fn write(app: App, caller: Caller, query: HashMap<String, String>, headers
                 return write_error(
                     StatusCode::BAD_REQUEST,
                     "invalid",
-                    "22023",
+                    SqlState::InvalidParameter.code(),
                     format!("invalid precision \"{p}\" (ns, us, ms, s; /write also n, u, m, h)"),
                 );
             }
@@ -237,7 +238,7 @@ async fn write(app: App, caller: Caller, query: HashMap<String, String>, headers
             return write_error(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported media type",
-                "0A000",
+                SqlState::NotSupported.code(),
                 format!("Content-Encoding \"{other}\" is not supported (gzip or identity)"),
             );
         }
@@ -281,7 +282,9 @@ async fn write(app: App, caller: Caller, query: HashMap<String, String>, headers
             });
             (StatusCode::BAD_REQUEST, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
         }
-        Err(e) if e.sqlstate() == "22P02" => write_error(StatusCode::BAD_REQUEST, "invalid", "22P02", e.to_string()),
+        Err(e) if e.sqlstate() == SqlState::InvalidText.code() => {
+            write_error(StatusCode::BAD_REQUEST, "invalid", SqlState::InvalidText.code(), e.to_string())
+        }
         Err(e) => {
             tracing::error!("line-protocol write failed: {e}");
             write_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error", e.sqlstate(), e.to_string())
@@ -294,7 +297,7 @@ async fn decode_body(body: Bytes, gzip: bool) -> Result<Bytes, Response> {
     if !gzip {
         return Ok(body);
     }
-    let bad = |m: String| write_error(StatusCode::BAD_REQUEST, "invalid", "22P02", m);
+    let bad = |m: String| write_error(StatusCode::BAD_REQUEST, "invalid", SqlState::InvalidText.code(), m);
     let r = tokio::task::spawn_blocking(move || {
         use std::io::Read;
         let mut out = Vec::with_capacity(body.len() * 4);
@@ -305,7 +308,7 @@ async fn decode_body(body: Bytes, gzip: bool) -> Result<Bytes, Response> {
         Ok(Ok(b)) if b.len() as u64 > MAX_DECODED_BYTES => Err(write_error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "request too large",
-            "54000",
+            SqlState::ProgramLimitExceeded.code(),
             format!("the body expands to more than {MAX_DECODED_BYTES} bytes"),
         )),
         Ok(Ok(b)) => Ok(Bytes::from(b)),
@@ -357,7 +360,7 @@ async fn metrics(State(app): State<App>) -> Response {
     let m = app.metrics.clone();
     let text = match tokio::task::spawn_blocking(move || crate::ops::metrics::prometheus(&m.samples(&engine))).await {
         Ok(t) => t,
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "XX000", e.to_string()),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, SqlState::Internal.code(), e.to_string()),
     };
     (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
@@ -369,7 +372,7 @@ async fn status(State(app): State<App>) -> Response {
     let body = tokio::task::spawn_blocking(move || status_json(&engine, &metrics)).await;
     match body {
         Ok(b) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], b.to_string()).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "XX000", e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, SqlState::Internal.code(), e.to_string()),
     }
 }
 
@@ -448,7 +451,7 @@ async fn authenticate(app: &App, headers: &HeaderMap, query: &HashMap<String, St
     }
     let refuse = |user: &str| {
         app.audit.auth_failed(user, "http");
-        let mut r = error(StatusCode::UNAUTHORIZED, "28P01", "password authentication failed");
+        let mut r = error(StatusCode::UNAUTHORIZED, SqlState::InvalidPassword.code(), "password authentication failed");
         r.headers_mut().insert(header::WWW_AUTHENTICATE, "Basic realm=\"trafficdb\"".parse().expect("valid header"));
         r
     };
@@ -477,7 +480,9 @@ async fn authenticate(app: &App, headers: &HeaderMap, query: &HashMap<String, St
 async fn predict(State(app): State<App>, body: Bytes) -> Response {
     let body: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "22P02", format!("the body is not JSON: {e}")),
+        Err(e) => {
+            return error(StatusCode::BAD_REQUEST, SqlState::InvalidText.code(), format!("the body is not JSON: {e}"));
+        }
     };
     let (rows, name, version) = match body {
         Value::Array(rows) => (rows, "retry".to_string(), None),
@@ -485,32 +490,50 @@ async fn predict(State(app): State<App>, body: Bytes) -> Response {
             let name = match o.remove("model") {
                 None | Some(Value::Null) => "retry".to_string(),
                 Some(Value::String(s)) => s,
-                Some(_) => return error(StatusCode::BAD_REQUEST, "22023", "\"model\" must be a string"),
+                Some(_) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        SqlState::InvalidParameter.code(),
+                        "\"model\" must be a string",
+                    );
+                }
             };
             let version = match o.remove("version") {
                 None | Some(Value::Null) => None,
                 Some(v) => match v.as_u64().and_then(|v| u32::try_from(v).ok()).filter(|&v| v > 0) {
                     Some(v) => Some(v),
-                    None => return error(StatusCode::BAD_REQUEST, "22023", "\"version\" must be a positive integer"),
+                    None => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            SqlState::InvalidParameter.code(),
+                            "\"version\" must be a positive integer",
+                        );
+                    }
                 },
             };
             if let Some(extra) = o.keys().find(|k| k.as_str() != "rows") {
                 return error(
                     StatusCode::BAD_REQUEST,
-                    "22023",
+                    SqlState::InvalidParameter.code(),
                     format!("unknown field \"{extra}\" (rows, model, version)"),
                 );
             }
             match o.remove("rows") {
                 Some(Value::Array(rows)) => (rows, name, version),
-                _ => return error(StatusCode::BAD_REQUEST, "22023", "\"rows\" must be an array of rows"),
+                _ => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        SqlState::InvalidParameter.code(),
+                        "\"rows\" must be an array of rows",
+                    );
+                }
             }
         }
         row @ Value::Object(_) => (vec![row], "retry".to_string(), None),
         _ => {
             return error(
                 StatusCode::BAD_REQUEST,
-                "22023",
+                SqlState::InvalidParameter.code(),
                 "the body must be a row, an array of rows, or {\"rows\": [...]}",
             );
         }
@@ -525,7 +548,7 @@ async fn predict(State(app): State<App>, body: Bytes) -> Response {
     })
     .await;
     let Ok((model, scored)) = scored else {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, "XX000", "the prediction task failed");
+        return error(StatusCode::INTERNAL_SERVER_ERROR, SqlState::Internal.code(), "the prediction task failed");
     };
     match scored {
         Ok(p) => {
@@ -544,16 +567,16 @@ fn sql_failure(e: &datafusion::error::DataFusionError) -> Response {
     };
     match found {
         Some(SqlError { code, message }) => {
-            let status = if *code == trafficdb_udfs::model::UNDEFINED_OBJECT {
+            let status = if *code == SqlState::UndefinedObject {
                 StatusCode::NOT_FOUND
-            } else if code.starts_with("22") {
+            } else if code.code().starts_with("22") {
                 StatusCode::BAD_REQUEST
             } else {
                 StatusCode::INTERNAL_SERVER_ERROR
             };
-            error(status, code, message.clone())
+            error(status, code.code(), message.clone())
         }
-        None => error(StatusCode::INTERNAL_SERVER_ERROR, "XX000", e.to_string()),
+        None => error(StatusCode::INTERNAL_SERVER_ERROR, SqlState::Internal.code(), e.to_string()),
     }
 }
 

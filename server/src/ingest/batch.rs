@@ -28,6 +28,7 @@ use trafficdb::types::{ColumnDef, ColumnType};
 use trafficdb::{Database, Engine};
 
 use crate::ingest::line_protocol::{Parser, Point, Precision, Value};
+use trafficdb::SqlState;
 
 /// The time column of tables created by a write.
 pub const TIME_COLUMN: &str = "ts";
@@ -404,7 +405,9 @@ impl Batcher {
         let mut staged: Staged = Vec::new();
         while let Some((line, parsed)) = parser.next_point(&mut point) {
             self.report.points += 1;
-            let r = parsed.map_err(|m| ("22P02", m)).and_then(|()| self.add(line, &point, &mut staged));
+            let r = parsed
+                .map_err(|m| (SqlState::InvalidText.code(), m))
+                .and_then(|()| self.add(line, &point, &mut staged));
             if let Err((sqlstate, message)) = r {
                 self.report.fail(LineFailure { line, sqlstate, message });
             }
@@ -425,11 +428,13 @@ impl Batcher {
                 let rows = match self.engine.table(measurement) {
                     Some(t) => TableRows::existing(t, capacity).ok_or_else(|| {
                         (
-                            "42809",
+                            SqlState::WrongObjectType.code(),
                             format!("table \"{measurement}\" has no time column; line protocol writes time series"),
                         )
                     })?,
-                    None if !self.may_create => return Err(("42501", cannot_create(measurement))),
+                    None if !self.may_create => {
+                        return Err((SqlState::InsufficientPrivilege.code(), cannot_create(measurement)));
+                    }
                     None => TableRows::new_table(measurement, capacity),
                 };
                 self.tables.push(rows);
@@ -444,9 +449,10 @@ impl Batcher {
     fn add(&mut self, line: usize, p: &Point<'_>, staged: &mut Staged) -> Result<(), (&'static str, String)> {
         let ti = self.table_for(&p.measurement)?;
         let ts = match p.timestamp {
-            Some(t) => {
-                self.precision.to_micros(t).ok_or_else(|| ("22008", format!("timestamp {t} is out of range")))?
-            }
+            Some(t) => self
+                .precision
+                .to_micros(t)
+                .ok_or_else(|| (SqlState::DatetimeFieldOverflow.code(), format!("timestamp {t} is out of range")))?,
             None => self.now_us,
         };
         let precision = self.precision;
@@ -459,20 +465,23 @@ impl Batcher {
             let is_tag = tag.is_some();
             let pos = if is_tag { pos } else { pos - p.tags.len() };
             if key.as_ref() == t.columns[t.time].name {
-                return Err(("42701", format!("\"{key}\" is the time column; give the time as the line's timestamp")));
+                return Err((
+                    SqlState::DuplicateColumn.code(),
+                    format!("\"{key}\" is the time column; give the time as the line's timestamp"),
+                ));
             }
             let col = t.lookup(key, pos, is_tag);
             let (idx, ty, add) = match col {
                 Some(i) => {
                     if t.columns[i].stamp == line {
-                        return Err(("42701", format!("\"{key}\" is given twice")));
+                        return Err((SqlState::DuplicateColumn.code(), format!("\"{key}\" is given twice")));
                     }
                     t.columns[i].stamp = line;
                     (i, t.columns[i].ty, None)
                 }
                 None if creating => {
                     if new_names.contains(&key.as_ref()) {
-                        return Err(("42701", format!("\"{key}\" is given twice")));
+                        return Err((SqlState::DuplicateColumn.code(), format!("\"{key}\" is given twice")));
                     }
                     new_names.push(key);
                     let ty = match field {
@@ -485,7 +494,10 @@ impl Batcher {
                     (usize::MAX, ty, Some((key.to_string(), ty)))
                 }
                 None => {
-                    return Err(("42703", format!("column \"{key}\" of relation \"{}\" does not exist", t.name)));
+                    return Err((
+                        SqlState::UndefinedColumn.code(),
+                        format!("column \"{key}\" of relation \"{}\" does not exist", t.name),
+                    ));
                 }
             };
             let cell = match (field, tag) {
@@ -493,13 +505,13 @@ impl Batcher {
                 (None, Some(s)) => parse_text(s, pos, ty),
                 (None, None) => unreachable!("a key is a tag or a field"),
             }
-            .map_err(|m| ("22P02", format!("column \"{key}\": {m}")))?;
+            .map_err(|m| (SqlState::InvalidText.code(), format!("column \"{key}\": {m}")))?;
             staged.push((idx, add, cell));
         }
         for c in &t.columns {
             if c.required && c.stamp != line {
                 return Err((
-                    "23502",
+                    SqlState::NotNull.code(),
                     format!(
                         "null value in column \"{}\" of relation \"{}\" violates not-null constraint",
                         c.name, t.name
@@ -650,7 +662,11 @@ pub async fn write(
             Some(t) => t,
             None if !may_create => {
                 for line in lines {
-                    report.fail(LineFailure { line, sqlstate: "42501", message: cannot_create(&name) });
+                    report.fail(LineFailure {
+                        line,
+                        sqlstate: SqlState::InsufficientPrivilege.code(),
+                        message: cannot_create(&name),
+                    });
                 }
                 continue;
             }
@@ -675,7 +691,7 @@ pub async fn write(
             }
             Err(e) => {
                 // The append is all or nothing: every line of this table is refused.
-                if e.sqlstate().starts_with("58") || e.sqlstate() == "XX000" {
+                if e.sqlstate().starts_with("58") || e.sqlstate() == SqlState::Internal.code() {
                     return Err(e);
                 }
                 for line in lines {

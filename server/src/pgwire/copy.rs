@@ -20,23 +20,21 @@ use parking_lot::Mutex;
 use pgwire::api::ClientInfo;
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::results::{CopyResponse, Response, Tag};
-use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use trafficdb::Database;
 use trafficdb::engine::Table;
 
 use crate::pgwire::gate::Gate;
+use crate::pgwire::results::{engine_error, pg_error, user_error};
+use trafficdb::SqlState;
 
 /// Rows per Arrow batch built from COPY input.
 const BATCH_ROWS: usize = 65_536;
 
 /// The longest line (record) of a COPY FROM STDIN; a longer one fails the COPY with 54000.
 const MAX_LINE: usize = 64 << 20;
-
-fn user_error(code: &str, msg: String) -> PgWireError {
-    PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), code.into(), msg)))
-}
 
 #[derive(Debug, Clone)]
 struct Format {
@@ -53,10 +51,9 @@ impl Format {
         let mut csv = false;
         let (mut delimiter, mut null, mut header, mut quote, mut escape) = (None, None, false, b'"', None);
         let one_byte = |c: char, what: &str| -> PgWireResult<u8> {
-            u8::try_from(c as u32)
-                .ok()
-                .filter(|b| b.is_ascii())
-                .ok_or_else(|| user_error("22023", format!("COPY {what} must be a single one-byte character")))
+            u8::try_from(c as u32).ok().filter(|b| b.is_ascii()).ok_or_else(|| {
+                user_error(SqlState::InvalidParameter, format!("COPY {what} must be a single one-byte character"))
+            })
         };
         for o in options {
             match o {
@@ -65,7 +62,7 @@ impl Format {
                     "csv" => csv = true,
                     other => {
                         return Err(user_error(
-                            "0A000",
+                            SqlState::NotSupported,
                             format!("COPY format \"{other}\" is not supported (text, csv)"),
                         ));
                     }
@@ -76,7 +73,9 @@ impl Format {
                 CopyOption::Quote(c) => quote = one_byte(*c, "quote")?,
                 CopyOption::Escape(c) => escape = Some(one_byte(*c, "escape")?),
                 CopyOption::Encoding(e) if e.eq_ignore_ascii_case("utf8") || e.eq_ignore_ascii_case("utf-8") => {}
-                other => return Err(user_error("0A000", format!("COPY option {other} is not supported"))),
+                other => {
+                    return Err(user_error(SqlState::NotSupported, format!("COPY option {other} is not supported")));
+                }
             }
         }
         for o in legacy {
@@ -88,13 +87,20 @@ impl Format {
                             CopyLegacyCsvOption::Header => header = true,
                             CopyLegacyCsvOption::Quote(q) => quote = one_byte(*q, "quote")?,
                             CopyLegacyCsvOption::Escape(e) => escape = Some(one_byte(*e, "escape")?),
-                            other => return Err(user_error("0A000", format!("COPY option {other} is not supported"))),
+                            other => {
+                                return Err(user_error(
+                                    SqlState::NotSupported,
+                                    format!("COPY option {other} is not supported"),
+                                ));
+                            }
                         }
                     }
                 }
                 CopyLegacyOption::Delimiter(c) => delimiter = Some(one_byte(*c, "delimiter")?),
                 CopyLegacyOption::Null(s) => null = Some(s.clone()),
-                other => return Err(user_error("0A000", format!("COPY option {other} is not supported"))),
+                other => {
+                    return Err(user_error(SqlState::NotSupported, format!("COPY option {other} is not supported")));
+                }
             }
         }
         Ok(Format {
@@ -249,7 +255,7 @@ fn next_record(format: &Format, buf: &[u8], scan: &mut Scan) -> Option<(usize, u
 }
 
 impl CopyIn {
-    fn fail(&mut self, code: &str, msg: String) {
+    fn fail(&mut self, code: SqlState, msg: String) {
         if self.error.is_none() {
             self.error =
                 Some(user_error(code, format!("{msg}\nCONTEXT:  COPY {}, line {}", self.table.name(), self.line)));
@@ -315,7 +321,10 @@ impl CopyIn {
             let Some((end, next)) = next_record(&self.format, &buf, &mut self.scan) else {
                 if buf.len() - start > MAX_LINE {
                     self.line += 1;
-                    self.fail("54000", format!("a COPY line is longer than {} MiB", MAX_LINE >> 20));
+                    self.fail(
+                        SqlState::ProgramLimitExceeded,
+                        format!("a COPY line is longer than {} MiB", MAX_LINE >> 20),
+                    );
                 }
                 break;
             };
@@ -347,7 +356,7 @@ impl CopyIn {
             } else {
                 "extra data after last expected column".to_string()
             };
-            return self.fail("22P04", msg);
+            return self.fail(SqlState::BadCopyFileFormat, msg);
         }
         if self.pending_rows == 0 {
             self.pending_first_line = self.line;
@@ -359,7 +368,7 @@ impl CopyIn {
                     Ok(s) => self.builders[i].append_value(s),
                     Err(_) => {
                         return self.fail(
-                            "22021",
+                            SqlState::CharacterNotInRepertoire,
                             format!("invalid byte sequence for encoding \"UTF8\" in column \"{}\"", self.columns[i]),
                         );
                     }
@@ -383,7 +392,7 @@ impl CopyIn {
         self.pending_rows = 0;
         let batch = match RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays) {
             Ok(b) => b,
-            Err(e) => return self.fail("XX000", e.to_string()),
+            Err(e) => return self.fail(SqlState::Internal, e.to_string()),
         };
         match trafficdb::types::coerce_batch_numbered(
             &self.table.def,
@@ -397,14 +406,13 @@ impl CopyIn {
                         "COPY holds its rows until it ends, and these need more memory than the session may use \
                          (query_memory_limit); send them in several COPY statements ({e})"
                     );
-                    return self.fail("53200", msg);
+                    return self.fail(SqlState::OutOfMemory, msg);
                 }
                 self.rows += n as u64;
                 self.batches.push(b);
             }
             Err(e) => {
-                let code = e.sqlstate();
-                self.error = Some(user_error(code, format!("{e}\nCONTEXT:  COPY {}", self.table.name())));
+                self.error = Some(engine_error(&e, format!("{e}\nCONTEXT:  COPY {}", self.table.name())));
             }
         }
     }
@@ -422,7 +430,10 @@ pub async fn handle(
     Some(match (to, target) {
         (false, CopyTarget::Stdin) => start_copy_in(db, ctx, source, options, legacy_options, client),
         (true, CopyTarget::Stdout) => copy_out(gate, ctx, stmt, source, options, legacy_options, client).await,
-        _ => Err(user_error("0A000", "COPY supports FROM STDIN and TO STDOUT (use psql's \\copy for files)".into())),
+        _ => Err(user_error(
+            SqlState::NotSupported,
+            "COPY supports FROM STDIN and TO STDOUT (use psql's \\copy for files)".into(),
+        )),
     })
 }
 
@@ -439,12 +450,14 @@ fn start_copy_in(
     client: &(dyn ClientInfo + Send + Sync),
 ) -> PgWireResult<Response> {
     let CopySource::Table { table_name, columns } = source else {
-        return Err(user_error("42601", "COPY FROM needs a table, not a query".into()));
+        return Err(user_error(SqlState::Syntax, "COPY FROM needs a table, not a query".into()));
     };
     let name = table_name.to_string();
     let name = name.strip_prefix("public.").unwrap_or(&name).to_string();
-    let table =
-        db.engine().table(&name).ok_or_else(|| user_error("42P01", format!("relation \"{name}\" does not exist")))?;
+    let table = db
+        .engine()
+        .table(&name)
+        .ok_or_else(|| user_error(SqlState::UndefinedTable, format!("relation \"{name}\" does not exist")))?;
     let columns: Vec<String> = if columns.is_empty() {
         table.def.columns.iter().map(|c| c.name.clone()).collect()
     } else {
@@ -452,7 +465,10 @@ fn start_copy_in(
         for c in columns {
             let n = if c.quote_style.is_some() { c.value.clone() } else { c.value.to_lowercase() };
             if table.def.column_index(&n).is_none() {
-                return Err(user_error("42703", format!("column \"{n}\" of relation \"{name}\" does not exist")));
+                return Err(user_error(
+                    SqlState::UndefinedColumn,
+                    format!("column \"{n}\" of relation \"{name}\" does not exist"),
+                ));
             }
             v.push(n);
         }
@@ -538,7 +554,8 @@ fn encode_rows(batches: &[RecordBatch], format: &Format, header: Option<&[String
         line
     });
     for b in batches {
-        let fmts = trafficdb::types::formatters(b, &options).map_err(|e| user_error("XX000", e.to_string()))?;
+        let fmts =
+            trafficdb::types::formatters(b, &options).map_err(|e| user_error(SqlState::Internal, e.to_string()))?;
         for r in 0..b.num_rows() {
             let mut line = pending_header.take().unwrap_or_default();
             for (i, (f, col)) in fmts.iter().zip(b.columns()).enumerate() {
@@ -591,7 +608,7 @@ async fn copy_out(
             let parsed = datafusion::sql::sqlparser::parser::Parser::new(&PostgreSqlDialect {})
                 .try_with_sql(&sql)
                 .and_then(|mut p| p.parse_query())
-                .map_err(|e| user_error("42601", e.to_string()))?;
+                .map_err(|e| user_error(SqlState::Syntax, e.to_string()))?;
             *parsed
         }
         CopySource::Query(q) => (**q).clone(),
@@ -648,7 +665,7 @@ impl CopyHandler for Copier {
     {
         let slot = client.session_extensions().get_or_insert_with(CopySlot::default);
         let Some(mut state) = slot.0.lock().take() else {
-            return Err(user_error("08P01", "CopyDone without a COPY in progress".into()));
+            return Err(user_error(SqlState::ProtocolViolation, "CopyDone without a COPY in progress".into()));
         };
         // A last line without a newline.
         if !state.buf.is_empty() && state.error.is_none() && !state.finished {
@@ -663,8 +680,8 @@ impl CopyHandler for Copier {
         let engine = self.db.engine().clone();
         tokio::task::spawn_blocking(move || engine.append(&table, &batches))
             .await
-            .map_err(|e| user_error("XX000", e.to_string()))?
-            .map_err(|e| user_error(e.sqlstate(), e.to_string()))?;
+            .map_err(|e| user_error(SqlState::Internal, e.to_string()))?
+            .map_err(pg_error)?;
         client.send(PgWireBackendMessage::CommandComplete(Tag::new("COPY").with_rows(rows as usize).into())).await?;
         Ok(())
     }
@@ -677,7 +694,7 @@ impl CopyHandler for Copier {
     {
         let slot = client.session_extensions().get_or_insert_with(CopySlot::default);
         slot.0.lock().take();
-        user_error("57014", format!("COPY from stdin failed: {}", fail.message))
+        user_error(SqlState::QueryCanceled, format!("COPY from stdin failed: {}", fail.message))
     }
 }
 

@@ -9,12 +9,13 @@ use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::Statement;
 use pgwire::api::ClientInfo;
-use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::error::{PgWireError, PgWireResult};
 
-use crate::pgwire::results::api_error;
+use crate::pgwire::results::{api_error, user_error};
 use crate::security::access::{plan_role, statement_role};
 use crate::security::audit::Audit;
 use crate::security::roles::Role;
+use trafficdb::SqlState;
 
 /// The role of the authenticated user of a connection, kept in the connection's session extensions
 /// (not in its metadata, which clients can write through startup parameters and `SET`).
@@ -29,15 +30,14 @@ pub fn session_role(client: &(impl ClientInfo + ?Sized)) -> Role {
 /// The 42501 error for a session whose role is below `need`.
 pub fn refusal(client: &(impl ClientInfo + ?Sized), need: Role) -> PgWireError {
     let user = client.metadata().get("user").cloned().unwrap_or_default();
-    PgWireError::UserError(Box::new(ErrorInfo::new(
-        "ERROR".into(),
-        "42501".into(),
+    user_error(
+        SqlState::InsufficientPrivilege,
         format!(
             "permission denied: user \"{user}\" has role {}, this statement needs role {}",
             session_role(client).name(),
             need.name()
         ),
-    )))
+    )
 }
 
 /// Checks statements and plans against the session's role, and records what the audit log keeps.

@@ -33,6 +33,7 @@ use crate::pgwire::router::{Planned, Router};
 use crate::pgwire::session::{Cancels, Session, connection_context};
 use crate::pgwire::startup::{Authenticator, Parameters};
 use crate::security::audit::Audit;
+use trafficdb::SqlState;
 
 /// The bound PostgreSQL listener, ready to serve.
 pub struct Listener {
@@ -251,7 +252,7 @@ impl ErrorHandler for SqlStateErrors {
         } else if let Some(e) = inner.downcast_ref::<trafficdb::Error>() {
             (e.sqlstate(), e.to_string())
         } else if inner.downcast_ref::<datafusion::sql::sqlparser::parser::ParserError>().is_some() {
-            ("42601", inner.to_string())
+            (SqlState::Syntax.code(), inner.to_string())
         } else {
             return;
         };

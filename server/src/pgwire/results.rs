@@ -1,10 +1,22 @@
-//! Errors and command tags as PostgreSQL clients receive them.
+//! Errors and command tags as PostgreSQL clients receive them: every error the PostgreSQL server
+//! builds is built here.
 
 use datafusion::logical_expr::LogicalPlan;
 use pgwire::error::{ErrorInfo, PgWireError};
+use trafficdb::SqlState;
 
-pub fn user_error(code: &str, message: String) -> PgWireError {
-    PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), code.into(), message)))
+/// An error answering a statement; the session goes on.
+pub fn user_error(code: SqlState, message: String) -> PgWireError {
+    coded("ERROR", code.code(), message)
+}
+
+/// An error that ends the connection (startup, authentication, protocol).
+pub fn fatal(code: SqlState, message: impl Into<String>) -> PgWireError {
+    coded("FATAL", code.code(), message.into())
+}
+
+fn coded(severity: &str, code: &str, message: String) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(severity.into(), code.into(), message)))
 }
 
 pub fn internal(message: &str) -> PgWireError {
@@ -15,8 +27,14 @@ pub fn api_error(e: datafusion::error::DataFusionError) -> PgWireError {
     PgWireError::ApiError(Box::new(e))
 }
 
+/// An engine error, with its SQLSTATE.
 pub fn pg_error(e: trafficdb::Error) -> PgWireError {
-    user_error(e.sqlstate(), e.to_string())
+    engine_error(&e, e.to_string())
+}
+
+/// An engine error's SQLSTATE with another message (the error with its context).
+pub fn engine_error(e: &trafficdb::Error, message: String) -> PgWireError {
+    coded("ERROR", e.sqlstate(), message)
 }
 
 /// The command of PostgreSQL's tag for the rows of a statement's RETURNING (`DELETE 3`).

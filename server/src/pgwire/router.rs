@@ -37,6 +37,7 @@ use crate::pgwire::results::{api_error, internal, pg_error, returning_tag, user_
 use crate::security::audit::Audit;
 use crate::security::roles::Role;
 use crate::security::settings;
+use trafficdb::SqlState;
 
 /// The first query hook: see the module's documentation.
 pub struct Router {
@@ -177,13 +178,17 @@ impl Router {
         let Statement::Declare { stmts } = s else { return Err(internal("not a DECLARE")) };
         for declare in stmts {
             if declare.declare_type != Some(DeclareType::Cursor) {
-                return Err(user_error("0A000", "only DECLARE ... CURSOR FOR a query is supported".into()));
+                return Err(user_error(
+                    SqlState::NotSupported,
+                    "only DECLARE ... CURSOR FOR a query is supported".into(),
+                ));
             }
-            let name = declare.names.first().ok_or_else(|| user_error("42601", "a cursor needs a name".into()))?;
+            let name =
+                declare.names.first().ok_or_else(|| user_error(SqlState::Syntax, "a cursor needs a name".into()))?;
             let query = declare
                 .for_query
                 .as_ref()
-                .ok_or_else(|| user_error("42601", "DECLARE CURSOR needs a FOR query".into()))?;
+                .ok_or_else(|| user_error(SqlState::Syntax, "DECLARE CURSOR needs a FOR query".into()))?;
             let plan = self.gate.checked_query_plan(ctx, query, s, client).await?;
             let df = ctx.execute_logical_plan(plan).await.map_err(api_error)?;
             let rows =
@@ -230,14 +235,14 @@ impl Router {
             };
             let wanted = match settings::parse_timeout(&value) {
                 Ok(t) => t,
-                Err(m) => return Some(Err(user_error("22023", m))),
+                Err(m) => return Some(Err(user_error(SqlState::InvalidParameter, m))),
             };
             let t = match settings::allowed_timeout(session_role(client), self.config.statement_timeout, wanted) {
                 Ok(t) => t,
                 Err(m) => {
                     let user = client.metadata().get("user").cloned().unwrap_or_default();
                     self.gate.audit().refused(&user, session_role(client), Role::Admin, &s.to_string());
-                    return Some(Err(user_error("42501", m)));
+                    return Some(Err(user_error(SqlState::InsufficientPrivilege, m)));
                 }
             };
             set_timeout(client, t);
@@ -247,7 +252,7 @@ impl Router {
             if let Some(v) = &value
                 && let Err(m) = settings::check_bounds(&name, v)
             {
-                return Some(Err(user_error("22023", m)));
+                return Some(Err(user_error(SqlState::InvalidParameter, m)));
             }
             let r = async {
                 let plan = plan_of(ctx, s.clone()).await?;
@@ -366,9 +371,11 @@ async fn fetch_in_chunks(
     let portal = match client.portal_store().get_portal(&name.value) {
         Some(entry) => match entry.value() {
             Some(p) => p.clone(),
-            None => return Err(user_error("XX000", "unsupported portal strategy".into())),
+            None => return Err(user_error(SqlState::Internal, "unsupported portal strategy".into())),
         },
-        None => return Err(user_error("34000", format!("cursor \"{}\" does not exist", name.value))),
+        None => {
+            return Err(user_error(SqlState::InvalidCursorName, format!("cursor \"{}\" does not exist", name.value)));
+        }
     };
     let mut rows = Vec::new();
     let mut schema = None;

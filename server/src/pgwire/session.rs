@@ -34,6 +34,7 @@ use tokio::sync::watch;
 
 use crate::ops::metrics::ServerMetrics;
 use tokio::time::Instant;
+use trafficdb::SqlState;
 
 /// The metadata key datafusion-postgres keeps `SET statement_timeout` in (milliseconds).
 pub const STATEMENT_TIMEOUT_KEY: &str = "statement_timeout_ms";
@@ -156,11 +157,7 @@ struct Limits {
 
 fn canceled(timeout: bool) -> PgWireError {
     let why = if timeout { "statement timeout" } else { "user request" };
-    PgWireError::UserError(Box::new(ErrorInfo::new(
-        "ERROR".into(),
-        "57014".into(),
-        format!("canceling statement due to {why}"),
-    )))
+    crate::pgwire::results::user_error(SqlState::QueryCanceled, format!("canceling statement due to {why}"))
 }
 
 impl Limits {
@@ -466,7 +463,7 @@ where
 /// anything parses it (see `trafficdb_udfs::nesting`).
 fn too_complex(sql: &str) -> PgWireResult<()> {
     trafficdb_udfs::nesting::check(sql)
-        .map_err(|e| PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), e.code.into(), e.message))))
+        .map_err(|e| PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), e.code.code().into(), e.message))))
 }
 
 type DfParser = <DfSessionService as ExtendedQueryHandler>::QueryParser;

@@ -18,14 +18,16 @@ use futures::{Sink, SinkExt};
 use parking_lot::Mutex;
 use pgwire::api::auth::{DefaultServerParameterProvider, ServerParameterProvider, StartupHandler};
 use pgwire::api::{ClientInfo, PgWireConnectionState, PidSecretKeyGenerator, RandomPidSecretKeyGenerator};
-use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::startup::{Authentication, PasswordMessageFamily};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 
 use crate::config::{AuthMode, ServerConfig};
 use crate::pgwire::gate::{SessionRole, session_role};
+use crate::pgwire::results::fatal;
 use crate::security::roles::Role;
 use crate::security::secret::{SCRAM_ITERATIONS, Secret, hmac_sha256, sha256};
+use trafficdb::SqlState;
 
 /// ParameterStatus at startup: pgwire's defaults with a plain numeric `server_version` and the
 /// session's role reflected in `is_superuser` and `default_transaction_read_only`.
@@ -112,12 +114,8 @@ impl Authenticator {
     }
 }
 
-fn fatal(code: &str, message: impl Into<String>) -> PgWireError {
-    PgWireError::UserError(Box::new(ErrorInfo::new("FATAL".into(), code.into(), message.into())))
-}
-
 fn auth_failed(user: &str) -> PgWireError {
-    fatal("28P01", format!("password authentication failed for user \"{user}\""))
+    fatal(SqlState::InvalidPassword, format!("password authentication failed for user \"{user}\""))
 }
 
 fn user_of(client: &(impl ClientInfo + ?Sized)) -> String {
@@ -137,11 +135,14 @@ impl StartupHandler for Authenticator {
                 pgwire::api::auth::protocol_negotiation(client, startup).await?;
                 pgwire::api::auth::save_startup_parameters_to_metadata(client, startup);
                 if self.config.require_tls && !client.is_secure() {
-                    return Err(fatal("28000", "this server accepts only TLS connections (sslmode=require)"));
+                    return Err(fatal(
+                        SqlState::InvalidAuthorization,
+                        "this server accepts only TLS connections (sslmode=require)",
+                    ));
                 }
                 let user = user_of(client);
                 if user.is_empty() {
-                    return Err(fatal("28000", "no user name given"));
+                    return Err(fatal(SqlState::InvalidAuthorization, "no user name given"));
                 }
                 let entry = self.config.user(&user);
                 let role = entry.map_or(self.config.trust_role, |u| u.role);
@@ -178,7 +179,7 @@ impl StartupHandler for Authenticator {
             PgWireFrontendMessage::PasswordMessageFamily(msg) => {
                 let r = self.on_password(client, msg).await;
                 if let Err(PgWireError::UserError(e)) = &r
-                    && e.code == "28P01"
+                    && e.code == SqlState::InvalidPassword.code()
                 {
                     self.audit.auth_failed(&user_of(client), "postgres");
                 }
@@ -210,9 +211,14 @@ impl Authenticator {
             Exchange::ScramFirst { secret } => {
                 let initial = msg.into_sasl_initial_response()?;
                 if initial.auth_method != "SCRAM-SHA-256" {
-                    return Err(fatal("28000", format!("unsupported SASL mechanism \"{}\"", initial.auth_method)));
+                    return Err(fatal(
+                        SqlState::InvalidAuthorization,
+                        format!("unsupported SASL mechanism \"{}\"", initial.auth_method),
+                    ));
                 }
-                let data = initial.data.ok_or_else(|| fatal("08P01", "empty SCRAM client-first message"))?;
+                let data = initial
+                    .data
+                    .ok_or_else(|| fatal(SqlState::ProtocolViolation, "empty SCRAM client-first message"))?;
                 let (server_first, next) = scram_first(secret, &user, &data)?;
                 *self.state.lock() = Exchange::ScramFinal { expected: Box::new(next) };
                 client
@@ -232,7 +238,7 @@ impl Authenticator {
                     .await?;
                 self.finish(client).await
             }
-            Exchange::Start | Exchange::Done => Err(fatal("08P01", "unexpected password message")),
+            Exchange::Start | Exchange::Done => Err(fatal(SqlState::ProtocolViolation, "unexpected password message")),
         }
     }
 
@@ -246,7 +252,7 @@ impl Authenticator {
         // Authenticated: the pending slot is given back and a connection slot taken.
         self.pending.lock().take();
         let Some(slot) = self.stats.take_slot(true, self.config.max_connections) else {
-            return Err(fatal("53300", "sorry, too many clients already"));
+            return Err(fatal(SqlState::TooManyConnections, "sorry, too many clients already"));
         };
         client.session_extensions().insert(slot);
         let (pid, secret_key) = self.pids.generate(client);
@@ -278,7 +284,7 @@ fn mock_salt(user: &str) -> Vec<u8> {
 }
 
 fn scram_first(secret: Option<Secret>, user: &str, data: &[u8]) -> PgWireResult<(String, ScramFinal)> {
-    let bad = || fatal("08P01", "malformed SCRAM client-first message");
+    let bad = || fatal(SqlState::ProtocolViolation, "malformed SCRAM client-first message");
     let text = std::str::from_utf8(data).map_err(|_| bad())?;
     // gs2-header: a channel-binding flag, an optional authzid, then the bare message.
     let (flag, rest) = text.split_once(',').ok_or_else(bad)?;
@@ -286,7 +292,7 @@ fn scram_first(secret: Option<Secret>, user: &str, data: &[u8]) -> PgWireResult<
     match flag {
         "n" | "y" => {}
         _ if flag.starts_with("p=") => {
-            return Err(fatal("28000", "SCRAM channel binding is not supported by this server"));
+            return Err(fatal(SqlState::InvalidAuthorization, "SCRAM channel binding is not supported by this server"));
         }
         _ => return Err(bad()),
     }

@@ -28,6 +28,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::{Framed, FramedParts};
+use trafficdb::SqlState;
 
 /// Serves one connection until the client leaves, a fatal error, or `startup` passes before it has
 /// authenticated.
@@ -126,7 +127,7 @@ async fn fatal<T, S>(
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    let info = ErrorInfo::new("FATAL".into(), "08P01".into(), message);
+    let info = ErrorInfo::new("FATAL".into(), SqlState::ProtocolViolation.code().into(), message);
     // The client may be gone already; the connection ends either way.
     let _ = socket.send(PgWireBackendMessage::ErrorResponse(info.into())).await;
     let _ = socket.close().await;

@@ -23,20 +23,18 @@ use datafusion::logical_expr::ColumnarValue;
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
+use crate::SqlError;
 use crate::logistic::{ClassWeight, sigmoid};
-use crate::{INVALID_PARAMETER_VALUE, SqlError};
+use crate::sqlstate::SqlState;
 
 pub use metrics::Metrics;
 
-/// SQLSTATE 42704, undefined_object: an unknown model or version, or none deployed.
-pub const UNDEFINED_OBJECT: &str = "42704";
-
-pub(crate) fn sql_error(code: &'static str, message: impl Into<String>) -> DataFusionError {
+pub(crate) fn sql_error(code: SqlState, message: impl Into<String>) -> DataFusionError {
     DataFusionError::External(Box::new(SqlError { code, message: message.into() }))
 }
 
 fn undefined(message: impl Into<String>) -> DataFusionError {
-    sql_error(UNDEFINED_OBJECT, message)
+    sql_error(SqlState::UndefinedObject, message)
 }
 
 /// Where the registry keeps its state: one JSON document, written durably. The engine stores it as a
@@ -132,7 +130,7 @@ impl TrainOptions {
     /// Parses `'key=value, ...'`; unknown keys and bad values are errors (22023).
     pub fn parse(text: &str) -> Result<TrainOptions> {
         let mut o = TrainOptions::default();
-        let bad = |m: String| sql_error(INVALID_PARAMETER_VALUE, m);
+        let bad = |m: String| sql_error(SqlState::InvalidParameter, m);
         for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let Some((key, value)) = item.split_once('=') else {
                 return Err(bad(format!("train_retry_model: option {item:?} is not key=value")));
@@ -196,7 +194,7 @@ impl TrainOptions {
                 match parsed {
                     Some((a, b)) => Ok(ClassWeight::Custom(a, b)),
                     None => Err(sql_error(
-                        INVALID_PARAMETER_VALUE,
+                        SqlState::InvalidParameter,
                         format!(
                             "train_retry_model: class_weight must be none, balanced or <negative>:<positive> \
                              (positive weights), not {other:?}"
@@ -345,7 +343,7 @@ impl ModelVersion {
     pub fn check_arguments(&self, function: &str, types: &[DataType]) -> Result<()> {
         if types.len() != self.features.len() {
             return Err(sql_error(
-                INVALID_PARAMETER_VALUE,
+                SqlState::InvalidParameter,
                 format!(
                     "{function}: {} takes {} features ({}), not {}",
                     self.label(),
@@ -366,7 +364,7 @@ impl ModelVersion {
                     Feature::Categorical { .. } => "text",
                 };
                 return Err(sql_error(
-                    INVALID_PARAMETER_VALUE,
+                    SqlState::InvalidParameter,
                     format!(
                         "{function}: argument {} is {t}, but feature \"{}\" of {} is {want}",
                         i + 1,
@@ -472,7 +470,7 @@ fn add_categorical(z: &mut [f64], weights: &HashMap<String, f64>, a: &ArrayRef) 
             }
         }
         DataType::Null => {}
-        other => return Err(sql_error(INVALID_PARAMETER_VALUE, format!("a categorical feature cannot be {other}"))),
+        other => return Err(sql_error(SqlState::InvalidParameter, format!("a categorical feature cannot be {other}"))),
     }
     Ok(())
 }
@@ -579,7 +577,7 @@ impl Registry {
     }
 
     fn snapshot(&self) -> Result<Arc<Document>> {
-        self.state.read().clone().map_err(|e| sql_error("XX000", e))
+        self.state.read().clone().map_err(|e| sql_error(SqlState::Internal, e))
     }
 
     /// Every version of every model, by name then version, with whether it is deployed.
@@ -619,7 +617,9 @@ impl Registry {
         let mut doc = (*self.snapshot()?).clone();
         let out = f(&mut doc)?;
         let value = serde_json::to_value(&doc).map_err(|e| DataFusionError::External(Box::new(e)))?;
-        self.store.save(value).map_err(|e| sql_error("58030", format!("could not save the model registry: {e}")))?;
+        self.store
+            .save(value)
+            .map_err(|e| sql_error(SqlState::IoError, format!("could not save the model registry: {e}")))?;
         *self.state.write() = Ok(Arc::new(doc));
         Ok(out)
     }
@@ -707,7 +707,7 @@ impl Registry {
                     Ok(n)
                 }
                 Some(v) if entry.deployed == Some(v) => Err(sql_error(
-                    "55006",
+                    SqlState::ObjectInUse,
                     format!("version {v} of model \"{name}\" is deployed; deploy another version or roll back first"),
                 )),
                 Some(v) => {

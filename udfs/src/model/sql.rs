@@ -32,8 +32,8 @@ use crate::lazy::{LazyTable, Work, blocking};
 
 use super::metrics::{self, Metrics};
 use super::{Deploy, Feature, ModelVersion, Registry, TrainOptions, is_text, sql_error};
-use crate::INVALID_PARAMETER_VALUE;
 use crate::logistic;
+use crate::sqlstate::SqlState;
 
 /// Registers the model functions and the `models` table's provider factory over `registry`.
 pub fn install(state: &mut SessionState, registry: &Arc<Registry>) -> Result<()> {
@@ -123,7 +123,7 @@ fn not_constant(function: &str, i: usize, e: &Expr) -> datafusion::error::DataFu
 }
 
 fn bad(message: impl Into<String>) -> datafusion::error::DataFusionError {
-    sql_error(INVALID_PARAMETER_VALUE, message)
+    sql_error(SqlState::InvalidParameter, message)
 }
 
 fn version_of(function: &str, v: i64) -> Result<u32> {
