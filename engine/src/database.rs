@@ -793,6 +793,22 @@ impl Database {
     }
 }
 
+/// Whether [`Database::execute`] answers `s` itself, with no DataFusion plan a caller could look at
+/// first: the engine's DDL (tables with options, views and materialized views, drops, `ALTER TABLE`),
+/// `CALL`s and `TRUNCATE`. The one list of them: a server runs these through `execute` and decides
+/// their role on the statement; every other statement it plans (and checks on the plan) itself.
+pub fn is_engine_statement(s: &Statement) -> bool {
+    matches!(s, Statement::CreateTable(ct) if !ct.external)
+        || matches!(
+            s,
+            Statement::Drop { object_type: ObjectType::Table | ObjectType::View | ObjectType::MaterializedView, .. }
+        )
+        || matches!(
+            s,
+            Statement::Call(_) | Statement::AlterTable(_) | Statement::CreateView(_) | Statement::Truncate(_)
+        )
+}
+
 /// Parses SQL in the PostgreSQL dialect with DataFusion's parser.
 pub fn parse(sql: &str) -> Result<Vec<DFStatement>> {
     // Before anything recurses over the statement (see trafficdb_udfs::nesting).

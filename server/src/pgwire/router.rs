@@ -23,7 +23,7 @@ use datafusion::common::{DFSchema, ParamValues};
 use datafusion::logical_expr::{DmlStatement, EmptyRelation, LogicalPlan, WriteOp};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DFStatement;
-use datafusion::sql::sqlparser::ast::{ObjectType, Reset, Set, Statement};
+use datafusion::sql::sqlparser::ast::{Reset, Set, Statement};
 use datafusion_postgres::QueryHook;
 use datafusion_postgres::hooks::HookClient;
 use pgwire::api::ClientInfo;
@@ -82,7 +82,7 @@ impl Router {
         Ok(Response::Query(q))
     }
 
-    /// Runs a statement the engine answers itself ([`is_engine_statement`]).
+    /// Runs a statement that has no DataFusion plan here ([`runs_without_plan`]).
     async fn run(
         &self,
         s: &Statement,
@@ -309,23 +309,17 @@ fn for_library_hooks(s: &Statement) -> bool {
     )
 }
 
-/// Statements the engine answers itself.
-fn is_engine_statement(s: &Statement) -> bool {
-    matches!(s, Statement::CreateTable(ct) if !ct.external)
+/// Statements that run without a DataFusion plan here: the engine's own
+/// ([`trafficdb::database::is_engine_statement`]), and what the protocol answers (`COPY`,
+/// savepoints, `DISCARD`). Their role is decided on the statement.
+fn runs_without_plan(s: &Statement) -> bool {
+    trafficdb::database::is_engine_statement(s)
         || matches!(
             s,
-            Statement::Drop { object_type: ObjectType::Table | ObjectType::View | ObjectType::MaterializedView, .. }
-        )
-        || matches!(
-            s,
-            Statement::Call(_)
-                | Statement::AlterTable(_)
-                | Statement::CreateView(_)
-                | Statement::Discard { .. }
+            Statement::Discard { .. }
                 | Statement::Savepoint { .. }
                 | Statement::ReleaseSavepoint { .. }
                 | Statement::Rollback { savepoint: Some(_), .. }
-                | Statement::Truncate(_)
         )
         || crate::pgwire::copy::is_copy(s)
 }
@@ -421,7 +415,7 @@ impl QueryHook for Router {
             };
             return Some(r.await);
         }
-        if is_engine_statement(&statement) {
+        if runs_without_plan(&statement) {
             return Some(self.run(&statement, ctx, client).await);
         }
         if let std::borrow::Cow::Owned(replaced) = &statement {
@@ -465,7 +459,7 @@ impl QueryHook for Router {
             };
             return Some(r.await);
         }
-        if is_engine_statement(&statement) {
+        if runs_without_plan(&statement) {
             return Some(Ok(empty_plan()));
         }
         if let std::borrow::Cow::Owned(replaced) = &statement {
@@ -502,7 +496,7 @@ impl QueryHook for Router {
             };
             return Some(self.run_dml(ctx, bound).await);
         }
-        if is_engine_statement(statement) {
+        if runs_without_plan(statement) {
             return Some(self.run(&substituted(statement), ctx, client).await);
         }
         // datafusion-postgres's SHOW would answer the original; the substitute (one text column) runs here.
