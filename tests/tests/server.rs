@@ -28,7 +28,7 @@ async fn start(
 pub(crate) type Serving = tokio::task::JoinHandle<anyhow::Result<()>>;
 
 /// Starts a server on free loopback ports, with an HTTP listener when `config.http` is set.
-async fn start_with_http(
+pub(crate) async fn start_with_http(
     db: Arc<Database>,
     mut config: ServerConfig,
 ) -> (std::net::SocketAddr, Option<std::net::SocketAddr>, tokio::sync::oneshot::Sender<()>, Serving) {

@@ -34,7 +34,7 @@ struct SltDb {
 struct Wire {
     client: tokio_postgres::Client,
     stop: tokio::sync::oneshot::Sender<()>,
-    serving: tokio::task::JoinHandle<anyhow::Result<()>>,
+    serving: crate::server::Serving,
 }
 
 fn wire_mode() -> bool {
@@ -142,21 +142,8 @@ fn chrono_like_parse(s: &str) -> Option<i64> {
 impl Wire {
     /// Serves `db` on a free loopback port and connects to it.
     async fn start(db: Arc<Database>) -> Result<Wire, SltError> {
-        let err = |e: &dyn std::fmt::Display| SltError(e.to_string());
-        let config = trafficdb_server::ServerConfig { listen: "127.0.0.1:0".into(), ..Default::default() };
-        let server = trafficdb_server::Server::bind(db, config).await.map_err(|e| err(&e))?;
-        let addr = server.local_addr().map_err(|e| err(&e))?;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let serving = tokio::spawn(server.run_until(async {
-            let _ = stopped.await;
-        }));
-        let (client, conn) = tokio_postgres::connect(
-            &format!("host={} port={} user=slt dbname=trafficdb", addr.ip(), addr.port()),
-            tokio_postgres::NoTls,
-        )
-        .await
-        .map_err(|e| err(&e))?;
-        tokio::spawn(conn);
+        let (addr, _, stop, serving) = crate::server::start_with_http(db, Default::default()).await;
+        let client = crate::server::connect(addr, "slt", None).await.map_err(|e| SltError(e.to_string()))?;
         Ok(Wire { client, stop, serving })
     }
 

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, Int64Array};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array};
 use datafusion::arrow::datatypes::{DataType, FieldRef, Int64Type};
 use datafusion::common::{Result, ScalarValue};
 use datafusion::error::DataFusionError;
@@ -61,52 +61,84 @@ struct Bounded {
     estimate: Estimate,
 }
 
-/// Argument `i` of row `row` as an integer (NULL, missing or not an integer: `None`).
-fn int_at(args: &[ColumnarValue], i: usize, row: usize) -> Option<i64> {
-    match args.get(i)? {
-        ColumnarValue::Scalar(s) => match s.cast_to(&DataType::Int64).ok()? {
-            ScalarValue::Int64(v) => v,
+/// One argument of a call, cast once for all its rows: as integers, or (the text of `repeat`) as the
+/// byte lengths of its values.
+enum Arg {
+    Int(Option<i64>),
+    Ints(Option<Int64Array>),
+    TextLen(u64),
+    Texts(Option<ArrayRef>),
+}
+
+impl Arg {
+    fn int(arg: &ColumnarValue) -> Arg {
+        match arg {
+            ColumnarValue::Scalar(s) => Arg::Int(match s.cast_to(&DataType::Int64) {
+                Ok(ScalarValue::Int64(v)) => v,
+                _ => None,
+            }),
+            ColumnarValue::Array(a) => Arg::Ints(
+                datafusion::arrow::compute::cast(a, &DataType::Int64)
+                    .ok()
+                    .map(|a| a.as_primitive::<Int64Type>().clone()),
+            ),
+        }
+    }
+
+    fn text(arg: &ColumnarValue) -> Arg {
+        match arg {
+            ColumnarValue::Scalar(
+                ScalarValue::Utf8(Some(t)) | ScalarValue::LargeUtf8(Some(t)) | ScalarValue::Utf8View(Some(t)),
+            ) => Arg::TextLen(t.len() as u64),
+            ColumnarValue::Scalar(_) => Arg::TextLen(0),
+            ColumnarValue::Array(a) => Arg::Texts(datafusion::arrow::compute::cast(a, &DataType::LargeUtf8).ok()),
+        }
+    }
+
+    /// The value of row `row` as an integer (NULL, or not an integer: `None`).
+    fn int_at(&self, row: usize) -> Option<i64> {
+        match self {
+            Arg::Int(v) => *v,
+            Arg::Ints(Some(a)) => (row < a.len() && a.is_valid(row)).then(|| a.value(row)),
             _ => None,
-        },
-        ColumnarValue::Array(a) => {
-            let a = datafusion::arrow::compute::cast(a, &DataType::Int64).ok()?;
-            let a = a.as_primitive::<Int64Type>();
-            (row < a.len() && a.is_valid(row)).then(|| a.value(row))
+        }
+    }
+
+    /// The byte length of row `row` when it is text.
+    fn text_len_at(&self, row: usize) -> u64 {
+        match self {
+            Arg::TextLen(n) => *n,
+            Arg::Texts(Some(a)) => {
+                let a = a.as_string::<i64>();
+                if row < a.len() && a.is_valid(row) { a.value(row).len() as u64 } else { 0 }
+            }
+            _ => 0,
         }
     }
 }
 
-/// The byte length of argument `i` of row `row` when it is text.
-fn text_len_at(args: &[ColumnarValue], i: usize, row: usize) -> u64 {
-    match args.get(i) {
-        Some(ColumnarValue::Scalar(
-            ScalarValue::Utf8(Some(t)) | ScalarValue::LargeUtf8(Some(t)) | ScalarValue::Utf8View(Some(t)),
-        )) => t.len() as u64,
-        Some(ColumnarValue::Scalar(_)) => 0,
-        Some(ColumnarValue::Array(a)) => match datafusion::arrow::compute::cast(a, &DataType::LargeUtf8) {
-            Ok(a) => {
-                let a = a.as_string::<i64>();
-                if row < a.len() && a.is_valid(row) { a.value(row).len() as u64 } else { 0 }
-            }
-            Err(_) => 0,
-        },
-        None => 0,
-    }
-}
-
 impl Bounded {
+    /// The arguments the estimate reads, each cast once.
+    fn cast_args(&self, args: &[ColumnarValue]) -> Vec<Arg> {
+        args.iter()
+            .enumerate()
+            .map(|(i, a)| if self.estimate == Estimate::Repeat && i == 0 { Arg::text(a) } else { Arg::int(a) })
+            .collect()
+    }
+
     /// The result size of one row, estimated from above.
-    fn row_bytes(&self, args: &[ColumnarValue], row: usize) -> u64 {
-        let n = |i| int_at(args, i, row).unwrap_or(0).max(0) as u64;
+    fn row_bytes(&self, args: &[Arg], row: usize) -> u64 {
+        let int_at = |i: usize| args.get(i).and_then(|a| a.int_at(row));
+        let n = |i| int_at(i).unwrap_or(0).max(0) as u64;
         match self.estimate {
-            Estimate::Repeat => text_len_at(args, 0, row).saturating_mul(n(1)),
+            Estimate::Repeat => args.first().map_or(0, |a| a.text_len_at(row)).saturating_mul(n(1)),
             Estimate::Pad => n(1).saturating_mul(4),
             Estimate::ArrayRepeat => n(1).saturating_mul(8),
             Estimate::Range => {
                 let (start, stop, step) = if args.len() == 1 {
-                    (Some(0), int_at(args, 0, row), Some(1))
+                    (Some(0), int_at(0), Some(1))
                 } else {
-                    (int_at(args, 0, row), int_at(args, 1, row), int_at(args, 2, row).or(Some(1)))
+                    (int_at(0), int_at(1), int_at(2).or(Some(1)))
                 };
                 match (start, stop, step) {
                     (Some(a), Some(b), Some(s)) if s != 0 => {
@@ -151,9 +183,10 @@ impl ScalarUDFImpl for Bounded {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let rows = if args.args.iter().any(|a| matches!(a, ColumnarValue::Array(_))) { args.number_rows } else { 1 };
+        let cast = self.cast_args(&args.args);
         let mut total: u64 = 0;
         for row in 0..rows {
-            total = total.saturating_add(self.row_bytes(&args.args, row));
+            total = total.saturating_add(self.row_bytes(&cast, row));
             if total > MAX_RESULT_BYTES {
                 return Err(DataFusionError::External(Box::new(SqlError {
                     code: SqlState::ProgramLimitExceeded,
@@ -170,9 +203,9 @@ impl ScalarUDFImpl for Bounded {
             // DataFusion sizes its output buffer by summing the lengths as `usize`, so a negative
             // length in a column panics with "capacity overflow"; a negative length pads to the
             // empty string (as in PostgreSQL), which 0 gives.
-            if let Some(ColumnarValue::Array(n)) = args.args.get_mut(1) {
-                let lengths = datafusion::arrow::compute::cast(n, &DataType::Int64)?;
-                let lengths: Int64Array = lengths.as_primitive::<Int64Type>().unary(|v| v.max(0));
+            if let (Some(ColumnarValue::Array(n)), Some(Arg::Ints(Some(lengths)))) = (args.args.get_mut(1), cast.get(1))
+            {
+                let lengths: Int64Array = lengths.unary(|v| v.max(0));
                 *n = Arc::new(lengths);
             }
         }
