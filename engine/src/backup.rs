@@ -15,15 +15,21 @@
 //! The result is the database as of step 3: everything acknowledged before the backup began (fsynced
 //! in the log, or in a segment the catalog lists), and possibly later writes, each transaction whole or
 //! absent (a record cut off at the end of the last log file is a torn tail, dropped on open).
+//!
+//! Every file operation goes through [`Fs`] ([`backup_with`], [`restore_with`]), so the crash tests
+//! cut both short at every operation: a backup cut short has no `BACKUP` file and is refused by a
+//! restore; a restore cut short has no catalog (it is written last, atomically), so it never opens
+//! as part of the backup's database.
 
 use std::collections::HashSet;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{CATALOG_FILE, CatalogData, segment_path};
 use crate::error::{Error, Result, SqlState};
+use crate::io::{Fs, RealFs};
 use crate::wal::{list_wal_files, wal_path};
 
 /// The file that marks a finished backup.
@@ -63,8 +69,12 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 
 /// Reads a catalog file (the engine's format, checksum checked).
 pub fn read_catalog(dir: &Path) -> Result<(CatalogData, Vec<u8>)> {
+    read_catalog_with(&RealFs, dir)
+}
+
+fn read_catalog_with(fs: &dyn Fs, dir: &Path) -> Result<(CatalogData, Vec<u8>)> {
     let path = dir.join(CATALOG_FILE);
-    let bytes = std::fs::read(&path).map_err(io(&path))?;
+    let bytes = fs.read(&path).map_err(io(&path))?;
     let data = crate::catalog::decode(&bytes).map_err(|(off, reason)| Error::corrupt(&path, off, reason))?;
     Ok((data, bytes))
 }
@@ -72,19 +82,31 @@ pub fn read_catalog(dir: &Path) -> Result<(CatalogData, Vec<u8>)> {
 /// Backs up the data directory `src` into `dest` (which must be missing or empty) while the database
 /// may be running. `progress` is called with bytes copied so far and the total known so far.
 pub fn backup(src: &Path, dest: &Path, options: BackupOptions, progress: &dyn Fn(u64, u64)) -> Result<Manifest> {
-    if !src.join(CATALOG_FILE).exists() {
+    backup_with(&RealFs, src, dest, options, progress)
+}
+
+/// [`backup`] on the file system `fs`.
+pub fn backup_with(
+    fs: &dyn Fs,
+    src: &Path,
+    dest: &Path,
+    options: BackupOptions,
+    progress: &dyn Fn(u64, u64),
+) -> Result<Manifest> {
+    if !fs.exists(&src.join(CATALOG_FILE)) {
         return Err(Error::invalid(
             SqlState::InvalidParameter,
             format!("{} is not a trafficdb data directory (no catalog)", src.display()),
         ));
     }
-    ensure_empty(dest)?;
-    std::fs::create_dir_all(dest.join("wal")).map_err(io(dest))?;
+    ensure_empty(fs, dest)?;
+    let wal_dir = dest.join("wal");
+    fs.create_dir_all(&wal_dir).map_err(io(dest))?;
     let mut copied: HashSet<PathBuf> = HashSet::new();
     let mut linked_any = false;
     let mut done_bytes = 0u64;
     for attempt in 1..=ATTEMPTS {
-        let (catalog, catalog_bytes) = read_catalog(src)?;
+        let (catalog, catalog_bytes) = read_catalog_with(fs, src)?;
         // 2. Segments.
         let mut wanted = Vec::new();
         let mut segment_bytes = 0u64;
@@ -103,12 +125,12 @@ pub fn backup(src: &Path, dest: &Path, options: BackupOptions, progress: &dyn Fn
             }
             let (from, to) = (src.join(rel), dest.join(rel));
             let parent = to.parent().expect("segment paths have a parent");
-            std::fs::create_dir_all(parent).map_err(io(parent))?;
-            let linked = options.link && std::fs::hard_link(&from, &to).is_ok();
+            fs.create_dir_all(parent).map_err(io(parent))?;
+            let linked = options.link && fs.hard_link(&from, &to).is_ok();
             if linked {
                 linked_any = true;
             } else {
-                match copy_file(&from, &to) {
+                match copy_file(fs, &from, &to) {
                     Ok(_) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                         vanished = true;
@@ -117,7 +139,7 @@ pub fn backup(src: &Path, dest: &Path, options: BackupOptions, progress: &dyn Fn
                     Err(e) => return Err(Error::io(&from, e)),
                 }
             }
-            done_bytes += std::fs::metadata(&to).map(|m| m.len()).unwrap_or(0);
+            done_bytes += fs.file_len(&to);
             progress(done_bytes, segment_bytes.max(done_bytes));
             copied.insert(rel.clone());
         }
@@ -126,19 +148,17 @@ pub fn backup(src: &Path, dest: &Path, options: BackupOptions, progress: &dyn Fn
             continue;
         }
         // 3. The log from the replay point, each file as long as it is now.
-        let wal_dir = dest.join("wal");
-        for entry in std::fs::read_dir(&wal_dir).map_err(io(&wal_dir))? {
-            let p = entry.map_err(io(&wal_dir))?.path();
-            std::fs::remove_file(&p).map_err(io(&p))?;
+        for p in fs.list_dir(&wal_dir).map_err(io(&wal_dir))? {
+            fs.remove_file(&p).map_err(io(&p))?;
         }
         let mut wal_files = 0;
         let mut wal_bytes = 0u64;
         let mut vanished = false;
-        for (seq, from) in list_wal_files(&crate::io::RealFs, &src.join("wal"))? {
+        for (seq, from) in list_wal_files(fs, &src.join("wal"))? {
             if seq < catalog.wal_replay_from {
                 continue;
             }
-            match copy_file(&from, &wal_path(&wal_dir, seq)) {
+            match copy_file(fs, &from, &wal_path(&wal_dir, seq)) {
                 Ok(n) => {
                     wal_files += 1;
                     wal_bytes += n;
@@ -151,7 +171,7 @@ pub fn backup(src: &Path, dest: &Path, options: BackupOptions, progress: &dyn Fn
             }
         }
         // 4. Still the same replay point?
-        let (now, _) = read_catalog(src)?;
+        let (now, _) = read_catalog_with(fs, src)?;
         if vanished || now.wal_replay_from != catalog.wal_replay_from {
             tracing::debug!("backup: a flush moved the log's replay point while copying; starting again");
             continue;
@@ -161,16 +181,14 @@ pub fn backup(src: &Path, dest: &Path, options: BackupOptions, progress: &dyn Fn
         let keep: HashSet<&PathBuf> = wanted.iter().collect();
         for rel in copied.iter().filter(|r| !keep.contains(r)) {
             let p = dest.join(rel);
-            std::fs::remove_file(&p).map_err(io(&p))?;
+            fs.remove_file(&p).map_err(io(&p))?;
         }
-        sync_tree(dest)?;
-        write_synced(&dest.join(CATALOG_FILE), &catalog_bytes)?;
+        sync_tree(fs, dest)?;
+        let catalog_path = dest.join(CATALOG_FILE);
+        crate::io::write_atomic(fs, &catalog_path, &catalog_bytes).map_err(io(&catalog_path))?;
         let manifest = Manifest {
             format: 1,
-            created_us: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_micros() as i64)
-                .unwrap_or(0),
+            created_us: crate::engine::now_us(),
             source: src.display().to_string(),
             catalog_version: catalog.version,
             segments: wanted.len(),
@@ -181,8 +199,8 @@ pub fn backup(src: &Path, dest: &Path, options: BackupOptions, progress: &dyn Fn
             attempts: attempt,
         };
         let json = serde_json::to_vec_pretty(&manifest).expect("the manifest serialises");
-        write_synced(&dest.join(MANIFEST), &json)?;
-        sync_dir(dest)?;
+        let manifest_path = dest.join(MANIFEST);
+        crate::io::write_atomic(fs, &manifest_path, &json).map_err(io(&manifest_path))?;
         return Ok(manifest);
     }
     Err(Error::invalid(
@@ -196,8 +214,13 @@ pub fn backup(src: &Path, dest: &Path, options: BackupOptions, progress: &dyn Fn
 /// Copies the backup `from` into the data directory `to` (missing or empty); the caller then opens it,
 /// which replays the copied log. Returns the backup's manifest.
 pub fn restore(from: &Path, to: &Path, progress: &dyn Fn(u64, u64)) -> Result<Manifest> {
+    restore_with(&RealFs, from, to, progress)
+}
+
+/// [`restore`] on the file system `fs`.
+pub fn restore_with(fs: &dyn Fs, from: &Path, to: &Path, progress: &dyn Fn(u64, u64)) -> Result<Manifest> {
     let manifest_path = from.join(MANIFEST);
-    let text = std::fs::read(&manifest_path).map_err(|e| {
+    let text = fs.read(&manifest_path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             Error::invalid(
                 SqlState::InvalidParameter,
@@ -209,9 +232,9 @@ pub fn restore(from: &Path, to: &Path, progress: &dyn Fn(u64, u64)) -> Result<Ma
     })?;
     let manifest: Manifest = serde_json::from_slice(&text)
         .map_err(|e| Error::corrupt(&manifest_path, 0, format!("the manifest does not parse: {e}")))?;
-    let (catalog, _) = read_catalog(from)?;
-    ensure_empty(to)?;
-    let mut files = vec![PathBuf::from(CATALOG_FILE)];
+    let (catalog, catalog_bytes) = read_catalog_with(fs, from)?;
+    ensure_empty(fs, to)?;
+    let mut files = Vec::new();
     for t in &catalog.tables {
         for (key, segs) in &t.partitions {
             for s in segs {
@@ -219,51 +242,47 @@ pub fn restore(from: &Path, to: &Path, progress: &dyn Fn(u64, u64)) -> Result<Ma
             }
         }
     }
-    for (seq, _) in list_wal_files(&crate::io::RealFs, &from.join("wal"))? {
+    for (seq, _) in list_wal_files(fs, &from.join("wal"))? {
         files.push(wal_path(Path::new("wal"), seq));
     }
-    let total: u64 = files.iter().map(|f| std::fs::metadata(from.join(f)).map(|m| m.len()).unwrap_or(0)).sum();
+    let total: u64 =
+        files.iter().map(|f| fs.file_len(&from.join(f))).sum::<u64>() + catalog_bytes.len() as u64;
     let mut done = 0;
-    std::fs::create_dir_all(to.join("wal")).map_err(io(to))?;
-    std::fs::create_dir_all(to.join("tables")).map_err(io(to))?;
-    // The catalog last: a restore cut short leaves a directory without one, which does not open as
-    // the backup's database.
-    files.rotate_left(1);
+    fs.create_dir_all(&to.join("wal")).map_err(io(to))?;
+    fs.create_dir_all(&to.join("tables")).map_err(io(to))?;
     for rel in &files {
         let (src, dst) = (from.join(rel), to.join(rel));
         if let Some(parent) = dst.parent() {
-            std::fs::create_dir_all(parent).map_err(io(parent))?;
+            fs.create_dir_all(parent).map_err(io(parent))?;
         }
-        if rel.as_os_str() == CATALOG_FILE {
-            sync_tree(to)?;
-        }
-        done += copy_file(&src, &dst).map_err(|e| Error::io(&src, e))?;
+        done += copy_file(fs, &src, &dst).map_err(|e| Error::io(&src, e))?;
         progress(done, total);
     }
-    sync_dir(to)?;
+    // The catalog last, atomically, once everything it names is durable: a restore cut short leaves a
+    // directory without one, which does not open as the backup's database.
+    sync_tree(fs, to)?;
+    let catalog_path = to.join(CATALOG_FILE);
+    crate::io::write_atomic(fs, &catalog_path, &catalog_bytes).map_err(io(&catalog_path))?;
+    progress(done + catalog_bytes.len() as u64, total);
     Ok(manifest)
 }
 
-fn ensure_empty(dir: &Path) -> Result<()> {
-    match std::fs::read_dir(dir) {
-        Ok(mut entries) => {
-            if entries.next().is_some() {
-                return Err(Error::invalid(
-                    SqlState::InvalidParameter,
-                    format!("{} exists and is not empty; give a new directory", dir.display()),
-                ));
-            }
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(dir).map_err(io(dir)),
+fn ensure_empty(fs: &dyn Fs, dir: &Path) -> Result<()> {
+    match fs.list_dir(dir) {
+        Ok(entries) if !entries.is_empty() => Err(Error::invalid(
+            SqlState::InvalidParameter,
+            format!("{} exists and is not empty; give a new directory", dir.display()),
+        )),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => fs.create_dir_all(dir).map_err(io(dir)),
         Err(e) => Err(Error::io(dir, e)),
     }
 }
 
 /// Copies a file as it is now and fsyncs the copy; returns the bytes copied.
-fn copy_file(from: &Path, to: &Path) -> std::io::Result<u64> {
-    let mut src = std::fs::File::open(from)?;
-    let mut dst = std::fs::File::create(to)?;
+fn copy_file(fs: &dyn Fs, from: &Path, to: &Path) -> std::io::Result<u64> {
+    let mut src = fs.open_read(from)?;
+    let mut dst = fs.create(to)?;
     let mut buf = vec![0u8; 1 << 20];
     let mut n = 0u64;
     loop {
@@ -274,29 +293,16 @@ fn copy_file(from: &Path, to: &Path) -> std::io::Result<u64> {
         dst.write_all(&buf[..k])?;
         n += k as u64;
     }
-    dst.sync_all()?;
+    dst.sync()?;
     Ok(n)
 }
 
-fn write_synced(path: &Path, data: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-    f.write_all(data).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir).and_then(|f| f.sync_all()).map_err(io(dir))
-}
-
-/// Fsyncs every directory under `dir` (the files were fsynced as they were written).
-fn sync_tree(dir: &Path) -> Result<()> {
-    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
-        let entry = entry.map_err(io(dir))?;
-        if entry.file_type().map_err(io(dir))?.is_dir() {
-            sync_tree(&entry.path())?;
+/// Makes every name under `dir` durable (the files were fsynced as they were written).
+fn sync_tree(fs: &dyn Fs, dir: &Path) -> Result<()> {
+    for entry in fs.list_dir(dir).map_err(io(dir))? {
+        if fs.is_dir(&entry) {
+            sync_tree(fs, &entry)?;
         }
     }
-    sync_dir(dir)
+    fs.sync_dir(dir).map_err(io(dir))
 }

@@ -811,13 +811,8 @@ pub fn is_engine_statement(s: &Statement) -> bool {
 
 /// Parses SQL in the PostgreSQL dialect with DataFusion's parser.
 pub fn parse(sql: &str) -> Result<Vec<DFStatement>> {
-    // Before anything recurses over the statement (see trafficdb_udfs::nesting).
-    trafficdb_udfs::nesting::check(sql).map_err(|e| Error::invalid(SqlState::StatementTooComplex, e.message))?;
-    // Gap-filling queries become plain SQL first (see trafficdb_udfs::gapfill).
-    let gapfill =
-        trafficdb_udfs::gapfill::rewrite_sql(sql).map_err(|e| Error::invalid(SqlState::InvalidParameter, e.message))?;
-    let sql = gapfill.as_deref().unwrap_or(sql);
-    let stmts = DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {})
+    let sql = crate::rewrite::prepare(sql)?;
+    let stmts = DFParser::parse_sql_with_dialect(&sql, &PostgreSqlDialect {})
         .map_err(|e| Error::invalid(SqlState::Syntax, e.to_string()))?;
     Ok(stmts.into_iter().collect())
 }

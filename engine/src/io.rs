@@ -32,6 +32,8 @@ pub trait Fs: Send + Sync + fmt::Debug + 'static {
     fn exists(&self, path: &Path) -> bool;
     fn is_dir(&self, path: &Path) -> bool;
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// Opens a file to read it in pieces, from its start (a backup copies files so).
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn io::Read + Send>>;
     /// Maps a sealed file read-only. The caller promises never to modify the file afterwards.
     fn map(&self, path: &Path) -> io::Result<Mapped>;
     /// Creates (or truncates) a file for writing.
@@ -39,6 +41,8 @@ pub trait Fs: Send + Sync + fmt::Debug + 'static {
     /// Opens an existing file for appending.
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn File>>;
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// A second name for the file `from` (same file system only); durable as a rename is.
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()>;
     fn remove_file(&self, path: &Path) -> io::Result<()>;
     fn remove_dir_all(&self, path: &Path) -> io::Result<()>;
     /// Makes the names in a directory durable (after create, rename, remove).
@@ -140,6 +144,10 @@ impl Fs for RealFs {
         std::fs::read(path)
     }
 
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn io::Read + Send>> {
+        Ok(Box::new(std::fs::File::open(path)?))
+    }
+
     fn map(&self, path: &Path) -> io::Result<Mapped> {
         let file = std::fs::File::open(path)?;
         let len = file.metadata()?.len();
@@ -167,6 +175,10 @@ impl Fs for RealFs {
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         std::fs::rename(from, to)
+    }
+
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::hard_link(from, to)
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {

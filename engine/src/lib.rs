@@ -18,7 +18,8 @@
 //!
 //! Imports point down this list (`scripts/module-circles.py` checks there is no circle):
 //!
-//! - [`database`]: the embedded API and the SQL front: parses statements, answers the engine's own
+//! - [`database`]: the embedded API and the SQL front: parses statements (after [`rewrite`], the
+//!   one list of text rewrites, which the server's parsers call too), answers the engine's own
 //!   (DDL with options, materialized views, `CALL`s), hands the rest to DataFusion; [`rollup`] and
 //!   [`alert`] are the background work it drives.
 //! - [`query`]: DataFusion over stored tables: `query::scan` (the scan, pruning), `query::latest`
@@ -46,6 +47,7 @@ pub mod error;
 pub mod io;
 pub mod metrics;
 pub mod query;
+pub mod rewrite;
 pub mod rollup;
 pub mod segment;
 pub mod types;

@@ -11,8 +11,10 @@
 //!   [`pgwire::startup`] (startup and authentication exchange), [`pgwire::session`] (one connection:
 //!   simple and extended protocol, statement timeout, memory pool), [`pgwire::router`] (where each
 //!   statement goes), [`pgwire::gate`] (the role check), [`pgwire::copy`], [`pgwire::catalog`] and
-//!   [`pgwire::compat`] (what PostgreSQL clients expect to find), [`pgwire::rewrite`] (statements
-//!   answered by an equivalent one), [`pgwire::results`] (errors and command tags).
+//!   [`pgwire::compat`] (what PostgreSQL clients expect to find), [`pgwire::rewrite`] (parsed
+//!   statements on PostgreSQL's catalog answered by an equivalent one; text rewrites before parsing
+//!   are the engine's, `trafficdb::rewrite`, applied by its `prepare`, the front door both protocols
+//!   call), [`pgwire::results`] (errors and command tags).
 //! - [`http`]: the HTTP listener: health, metrics, status, line-protocol writes, predictions; Basic
 //!   authentication against the same users.
 //! - [`ingest`]: protocol-free ingest: the line protocol parser, batching into tables, deduplication.

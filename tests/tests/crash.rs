@@ -154,3 +154,89 @@ fn crash_at_every_file_operation_loses_no_acknowledged_row() {
         }
     }
 }
+
+/// The source of the backup crash tests: segments in two partitions (one compacted from two flushes)
+/// and rows only in the log; the durable image, as a stopped process leaves it.
+fn backup_source(rt: &tokio::runtime::Runtime) -> (SimFs, Vec<i64>) {
+    let fs = SimFs::new();
+    let engine = Engine::open_with(Arc::new(fs.clone()), PathBuf::from("/db"), options(), None).expect("open");
+    let db = rt.block_on(Database::from_engine(engine)).expect("session");
+    rt.block_on(db.sql(EVENTS_DDL)).expect("create");
+    for (first, flush) in [(0, true), (40, true), (5_000, true), (9_000, false)] {
+        db.append("events", &events_batch(first, 40)).expect("append");
+        if flush {
+            db.flush().expect("flush");
+        }
+    }
+    db.engine().compact().expect("compact");
+    let ids = rt.block_on(all_ids(&db));
+    (fs.crash(0), ids)
+}
+
+fn ids_at(fs: SimFs, dir: &str, rt: &tokio::runtime::Runtime) -> Vec<i64> {
+    let engine = Engine::open_with(Arc::new(fs), PathBuf::from(dir), options(), None).expect("open the restored copy");
+    let db = rt.block_on(Database::from_engine(engine)).expect("session");
+    rt.block_on(all_ids(&db))
+}
+
+/// A backup cut short at any file operation is refused by a restore (it has no `BACKUP` file) or, when
+/// its manifest survived, restores every row; a restore cut short leaves no catalog (the directory is
+/// not the backup's database) or the whole database.
+#[test]
+fn backup_and_restore_cut_short_at_every_file_operation() {
+    use trafficdb::backup::{BackupOptions, backup_with, restore_with};
+    let rt = runtime();
+    let (source, ids) = backup_source(&rt);
+    assert_eq!(ids.len(), 160);
+    let (src, bak, dst) = (std::path::Path::new("/db"), std::path::Path::new("/bak"), std::path::Path::new("/restored"));
+    let none = |_: u64, _: u64| {};
+
+    let mut complete = None;
+    for link in [false, true] {
+        let mut n = 1;
+        loop {
+            let fs = source.crash(0);
+            fs.fail_after(n);
+            let result = backup_with(&fs, src, bak, BackupOptions { link }, &none);
+            let finished = !fs.is_dead();
+            assert_eq!(result.is_ok(), finished, "backup (link {link}) at operation {n}: {result:?}");
+            for seed in [n, n * 31 + 7] {
+                let after = fs.crash(seed);
+                match restore_with(&after, bak, dst, &none) {
+                    Ok(_) => assert_eq!(ids_at(after, "/restored", &rt), ids, "backup cut at operation {n}, seed {seed}"),
+                    Err(e) => {
+                        assert!(!finished, "a finished backup must restore: {e}");
+                        assert!(e.to_string().contains("not a complete backup"), "operation {n}: {e}");
+                    }
+                }
+            }
+            if finished {
+                assert!(n > 10, "a backup should do real I/O, did {n} operations");
+                complete = Some(fs.crash(0));
+                break;
+            }
+            n += 1;
+        }
+    }
+
+    let complete = complete.expect("a finished backup");
+    let mut n = 1;
+    loop {
+        let fs = complete.crash(0);
+        fs.fail_after(n);
+        let finished = restore_with(&fs, bak, dst, &none).is_ok();
+        assert_eq!(finished, !fs.is_dead(), "restore at operation {n}");
+        for seed in [n, n * 31 + 7] {
+            let after = fs.crash(seed);
+            if trafficdb::io::Fs::exists(&after, &dst.join("catalog")) {
+                assert_eq!(ids_at(after, "/restored", &rt), ids, "restore cut at operation {n}, seed {seed}");
+            } else {
+                assert!(!finished, "a finished restore left no catalog");
+            }
+        }
+        if finished {
+            break;
+        }
+        n += 1;
+    }
+}

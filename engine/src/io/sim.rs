@@ -221,6 +221,10 @@ impl Fs for SimFs {
         Ok(s.inodes[ino].written.clone())
     }
 
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn io::Read + Send>> {
+        self.read(path).map(|bytes| Box::new(io::Cursor::new(bytes)) as Box<dyn io::Read + Send>)
+    }
+
     fn map(&self, path: &Path) -> io::Result<Mapped> {
         self.read(path).map(Mapped::from_vec)
     }
@@ -250,6 +254,19 @@ impl Fs for SimFs {
         }
         let ino = s.inode(from)?;
         s.names.remove(from);
+        s.names.insert(to.to_path_buf(), ino);
+        Ok(())
+    }
+
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut s = self.lock();
+        if s.tick()? {
+            return Err(dead());
+        }
+        let ino = s.inode(from)?;
+        if s.names.contains_key(to) {
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{}", to.display())));
+        }
         s.names.insert(to.to_path_buf(), ino);
         Ok(())
     }

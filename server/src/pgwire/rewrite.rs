@@ -1,6 +1,6 @@
 //! Statements clients send that the engine would plan wrongly or not at all, answered by an
-//! equivalent statement: text rewrites before parsing ([`rewrite_sql`]) and syntax-tree substitutions
-//! after ([`substitute`]): functions of PostgreSQL's catalog answered by a query, pg_type's regproc
+//! equivalent statement: syntax-tree substitutions after parsing ([`substitute`]; the text rewrites
+//! before parsing are the engine's, `trafficdb::rewrite`): functions of PostgreSQL's catalog answered by a query, pg_type's regproc
 //! columns compared with OIDs, `U&'...'` strings, PostgreSQL's `(composite).field`, `SHOW
 //! server_version`.
 
@@ -10,133 +10,6 @@ use datafusion::sql::sqlparser::ast::{self, Expr, Statement, visit_expressions, 
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 
 use crate::pgwire::compat::{PG_VERSION, version_num};
-
-/// Grafana's "schemas on the search path" subquery (its query builder's table and column lists,
-/// `postgresMetaQuery.ts`). It reads `current_setting('search_path')` through array subscripts of
-/// functions in FROM, which the engine does not plan, and datafusion-postgres's parser replaces it
-/// with `''` (so no schema is on the path: every table comes back schema-qualified and an
-/// unqualified table has no columns). The membership test is answered with the schemas on the path
-/// instead, as an array comparison (the query also sorts by it, where the engine takes no subquery).
-const GRAFANA_SEARCH_PATH: &str = r#"IN (
-          SELECT
-            CASE WHEN trim(s[i]) = '"$user"' THEN user ELSE trim(s[i]) END
-          FROM
-            generate_series(
-              array_lower(string_to_array(current_setting('search_path'),','),1),
-              array_upper(string_to_array(current_setting('search_path'),','),1)
-            ) as i,
-            string_to_array(current_setting('search_path'),',') s
-          )"#;
-const SEARCH_PATH_SCHEMAS: &str = "= ANY(current_schemas(false))";
-
-/// Rewrites a statement text before it is parsed and planned: gap-filling queries
-/// (`time_bucket_gapfill`, see `trafficdb_udfs::gapfill`), Grafana's search-path query
-/// ([`rewrite_search_path`]) and scalar subqueries in select lists ([`keep_scalar_subqueries`]).
-/// `None` when nothing changes.
-pub fn rewrite_sql(sql: &str) -> Result<Option<String>, trafficdb::Error> {
-    let gapfill = trafficdb_udfs::gapfill::rewrite_sql(sql)
-        .map_err(|e| trafficdb::Error::invalid(trafficdb::SqlState::InvalidParameter, e.message))?;
-    let text = gapfill.as_deref().unwrap_or(sql);
-    let search_path = rewrite_search_path(text);
-    let text = search_path.as_deref().unwrap_or(text);
-    Ok(keep_scalar_subqueries(text).or(search_path).or(gapfill))
-}
-
-/// Scalar subqueries in the select lists of statements that read no catalog table, parenthesised
-/// once more; `None` when there are none.
-///
-/// The PostgreSQL compatibility parser (datafusion-pg-catalog's `RemoveSubqueryFromProjection`, which
-/// cannot be turned off) answers a correlated subquery in a select list with NULL and cuts an
-/// uncorrelated one to its first row. That serves catalog queries of clients (psql's `\d`) whose
-/// subqueries the planner could not run; on users' own tables it gives wrong answers where DataFusion
-/// gives the right ones (it decorrelates them). The rule looks only at subqueries that are a whole
-/// select item, so `((SELECT ...))` keeps its meaning and escapes it. Upstream, the rule belongs to
-/// the catalog queries alone (docs/server.md).
-pub fn keep_scalar_subqueries(sql: &str) -> Option<String> {
-    use datafusion::sql::sqlparser::ast::{SelectItem, SetExpr, VisitorMut, visit_relations};
-    // Most statements hold one SELECT at most.
-    let lower = sql.to_ascii_lowercase();
-    lower.matches("select").nth(1)?;
-    let mut stmts = datafusion::sql::sqlparser::parser::Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
-    struct Wrap(bool);
-    impl VisitorMut for Wrap {
-        type Break = ();
-        fn pre_visit_query(&mut self, q: &mut ast::Query) -> ControlFlow<()> {
-            if let SetExpr::Select(s) = q.body.as_mut() {
-                for item in &mut s.projection {
-                    if let SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } = item
-                        && matches!(e, Expr::Subquery(_))
-                    {
-                        *e = Expr::Nested(Box::new(e.clone()));
-                        self.0 = true;
-                    }
-                }
-            }
-            ControlFlow::Continue(())
-        }
-    }
-    let mut wrap = Wrap(false);
-    for s in &mut stmts {
-        let catalog = visit_relations(&*s, |name: &ast::ObjectName| {
-            let parts: Vec<String> =
-                name.0.iter().map(|p| p.to_string().trim_matches('"').to_ascii_lowercase()).collect();
-            let first = parts.first().map(String::as_str).unwrap_or("");
-            let last = parts.last().map(String::as_str).unwrap_or("");
-            if first == "pg_catalog" || first == "information_schema" || last.starts_with("pg_") {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            }
-        });
-        if catalog.is_continue() {
-            let _ = ast::VisitMut::visit(s, &mut wrap);
-        }
-    }
-    wrap.0.then(|| stmts.iter().map(|s| s.to_string()).collect::<Vec<_>>().join("; "))
-}
-
-/// The text of `sql` with the statement parts the SQL parser would otherwise mistranslate (see
-/// [`GRAFANA_SEARCH_PATH`]) replaced; `None` when there are none. Runs before parsing, on text.
-pub fn rewrite_search_path(sql: &str) -> Option<String> {
-    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
-    // Most statements: one substring search.
-    if !sql.contains("current_setting('search_path')") {
-        return None;
-    }
-    let dialect = PostgreSqlDialect {};
-    let tokens = Tokenizer::new(&dialect, sql).tokenize().ok()?;
-    let pattern: Vec<String> = Tokenizer::new(&dialect, GRAFANA_SEARCH_PATH)
-        .tokenize()
-        .ok()?
-        .iter()
-        .filter(|t| !matches!(t, Token::Whitespace(_)))
-        .map(|t| t.to_string().to_ascii_lowercase())
-        .collect();
-    // Indexes of the significant tokens, to match the pattern whatever the spacing.
-    let significant: Vec<usize> =
-        tokens.iter().enumerate().filter(|(_, t)| !matches!(t, Token::Whitespace(_))).map(|(i, _)| i).collect();
-    let mut out = String::with_capacity(sql.len());
-    let (mut next, mut k, mut found) = (0, 0, false);
-    while k < significant.len() {
-        let matches = significant.len() - k >= pattern.len()
-            && pattern.iter().zip(&significant[k..]).all(|(p, &i)| tokens[i].to_string().to_ascii_lowercase() == *p);
-        if matches {
-            let (start, end) = (significant[k], significant[k + pattern.len() - 1]);
-            tokens[next..start].iter().for_each(|t| out.push_str(&t.to_string()));
-            out.push_str(SEARCH_PATH_SCHEMAS);
-            next = end + 1;
-            k += pattern.len();
-            found = true;
-        } else {
-            k += 1;
-        }
-    }
-    if !found {
-        return None;
-    }
-    tokens[next..].iter().for_each(|t| out.push_str(&t.to_string()));
-    Some(out)
-}
 
 /// A statement to run instead of `s`, when `s` is one the engine cannot plan but PostgreSQL answers
 /// with something equivalent here.
@@ -380,40 +253,12 @@ mod tests {
     }
 
     #[test]
-    fn scalar_subqueries_of_user_queries_escape_the_compatibility_rule() {
-        use super::keep_scalar_subqueries as keep;
-        assert_eq!(
-            keep("SELECT host, (SELECT dc FROM dim WHERE dim.host = m.host) AS dc FROM m").as_deref(),
-            Some("SELECT host, ((SELECT dc FROM dim WHERE dim.host = m.host)) AS dc FROM m")
-        );
-        // Catalog queries keep the rule; statements without a scalar subquery are left alone.
-        assert_eq!(keep("SELECT (SELECT 1 FROM pg_catalog.pg_attrdef d WHERE d.adrelid = a.attrelid) FROM a"), None);
-        assert_eq!(keep("SELECT x FROM m WHERE x IN (SELECT y FROM n)"), None);
-        assert_eq!(keep("SELECT 1"), None);
-        // What the compatibility parser makes of it: the subquery survives.
+    fn scalar_subqueries_kept_survive_the_compatibility_parser() {
         let parser = datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser::new();
-        let sql = keep("SELECT (SELECT dc FROM dim WHERE dim.host = m.host) FROM m").expect("rewritten");
+        let sql = trafficdb::rewrite::keep_scalar_subqueries("SELECT (SELECT dc FROM dim WHERE dim.host = m.host) FROM m")
+            .expect("rewritten");
         let parsed = parser.parse(&sql).expect("parses");
         assert!(parsed[0].to_string().contains("dim.host = m.host"), "{}", parsed[0]);
-    }
-
-    #[test]
-    fn grafana_search_path_subquery_is_answered_with_the_schemas_on_the_path() {
-        let sql = "SELECT quote_ident(table_name) FROM information_schema.tables WHERE quote_ident(table_schema) IN (
-              SELECT CASE WHEN trim(s[i]) = '\"$user\"' THEN user ELSE trim(s[i]) END
-              FROM generate_series(
-                  array_lower(string_to_array(current_setting('search_path'),','),1),
-                  array_upper(string_to_array(current_setting('search_path'),','),1)) as i,
-                string_to_array(current_setting('search_path'),',') s
-              ) ORDER BY 1";
-        assert_eq!(
-            super::rewrite_search_path(sql).as_deref(),
-            Some(
-                "SELECT quote_ident(table_name) FROM information_schema.tables WHERE quote_ident(table_schema) = ANY(current_schemas(false)) ORDER BY 1"
-            )
-        );
-        assert_eq!(super::rewrite_search_path("SELECT current_setting('search_path')"), None);
-        assert_eq!(super::rewrite_search_path("SELECT 1"), None);
     }
 
     fn rewritten(sql: &str) -> Option<String> {

@@ -25,7 +25,7 @@ use pgwire::api::results::{DescribeResponse, DescribeStatementResponse, FieldInf
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::{Entry, PortalStore};
 use pgwire::api::{ClientInfo, ClientPortalStore, DEFAULT_NAME, PgWireConnectionState, Type, copy};
-use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::extendedquery::{Describe, Execute, PortalSuspended, TARGET_TYPE_BYTE_STATEMENT};
 use pgwire::messages::response::EmptyQueryResponse;
@@ -33,6 +33,7 @@ use pgwire::messages::startup::SecretKey;
 use tokio::sync::watch;
 
 use crate::ops::metrics::ServerMetrics;
+use crate::pgwire::results::pg_error;
 use tokio::time::Instant;
 use trafficdb::SqlState;
 
@@ -243,10 +244,9 @@ impl SimpleQueryHandler for Session {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        too_complex(query)?;
+        let query = trafficdb::rewrite::prepare(query).map_err(pg_error)?;
         let mut limits = self.limits(client);
-        let rewritten = crate::pgwire::rewrite::rewrite_sql(query).map_err(|e| PgWireError::ApiError(Box::new(e)))?;
-        let query = rewritten.as_deref().unwrap_or(query);
+        let query = query.as_ref();
         let responses = limits.bound(SimpleQueryHandler::do_query(&self.inner, client, query)).await?;
         Ok(responses.into_iter().map(|r| limits.clone().guard_response(r)).collect())
     }
@@ -459,17 +459,10 @@ where
     })
 }
 
-/// Refuses a statement nested too deeply to plan without overflowing a thread's stack (54001), before
-/// anything parses it (see `trafficdb_udfs::nesting`).
-fn too_complex(sql: &str) -> PgWireResult<()> {
-    trafficdb_udfs::nesting::check(sql)
-        .map_err(|e| PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), e.code.code().into(), e.message))))
-}
-
 type DfParser = <DfSessionService as ExtendedQueryHandler>::QueryParser;
 
 /// datafusion-postgres's parser for the extended protocol, given the text after
-/// [`crate::pgwire::rewrite::rewrite_sql`] (as the simple protocol is).
+/// [`trafficdb::rewrite::prepare`] (as the simple protocol is).
 pub struct Parser {
     inner: Arc<DfParser>,
 }
@@ -482,9 +475,8 @@ impl QueryParser for Parser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        too_complex(sql)?;
-        let rewritten = crate::pgwire::rewrite::rewrite_sql(sql).map_err(|e| PgWireError::ApiError(Box::new(e)))?;
-        let parsed = self.inner.parse_sql(client, rewritten.as_deref().unwrap_or(sql), types).await?;
+        let sql = trafficdb::rewrite::prepare(sql).map_err(pg_error)?;
+        let parsed = self.inner.parse_sql(client, &sql, types).await?;
         Ok(match parsed {
             Some((text, Some((statement, plan)))) => {
                 let plan = untyped_nulls_as_text(plan).map_err(|e| PgWireError::ApiError(Box::new(e)))?;
