@@ -188,7 +188,7 @@ pub fn backup_with(
         crate::io::write_atomic(fs, &catalog_path, &catalog_bytes).map_err(io(&catalog_path))?;
         let manifest = Manifest {
             format: 1,
-            created_us: crate::engine::now_us(),
+            created_us: crate::clock::wall_now_us(),
             source: src.display().to_string(),
             catalog_version: catalog.version,
             segments: wanted.len(),

@@ -68,9 +68,9 @@ pub struct Database {
     schema: Arc<EngineSchema>,
     models: Arc<Registry>,
     /// One rollup refresh at a time; when each rollup was last refreshed.
-    rollups: tokio::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    rollups: tokio::sync::Mutex<std::collections::HashMap<String, std::time::Duration>>,
     /// One alert evaluation at a time; when each rule was last evaluated.
-    alerts: tokio::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    alerts: tokio::sync::Mutex<std::collections::HashMap<String, std::time::Duration>>,
     /// What bounds each alert rule's query: see [`Database::set_background_limits`].
     background: parking_lot::Mutex<BackgroundLimits>,
     /// Transitions of rules with a webhook, waiting for the server to deliver them.
@@ -282,7 +282,7 @@ impl Database {
                         "refresh_continuous_aggregate takes the name of a materialized view: CALL refresh_continuous_aggregate('name')",
                     )
                 })?;
-                self.refresh_rollup(&name, crate::engine::now_us()).await?;
+                self.refresh_rollup(&name, self.engine.now_us()).await?;
                 Ok(Some(Output::Done("CALL".into())))
             }
             Statement::Call(f) if f.name.to_string().eq_ignore_ascii_case("evaluate_alerts") => {
@@ -530,7 +530,7 @@ impl Database {
             watermark_us: None,
         });
         crate::rollup::save(&self.engine, &all)?;
-        self.refresh_rollup(&name, crate::engine::now_us()).await
+        self.refresh_rollup(&name, self.engine.now_us()).await
     }
 
     async fn drop_rollup(&self, name: &str, if_exists: bool) -> Result<()> {
@@ -565,7 +565,7 @@ impl Database {
             (Some(w), None) => Some(w),
         }
         .map(|t| crate::rollup::floor(t, r.bucket_us));
-        last.insert(name.to_string(), std::time::Instant::now());
+        last.insert(name.to_string(), self.engine.options().clock.elapsed());
         let Some(from) = from.filter(|f| *f < to) else {
             self.engine.restore_changes(&src, name, changed);
             return Ok(());
@@ -614,14 +614,14 @@ impl Database {
 
     /// Refreshes the rollups whose refresh interval has passed; the server calls it every second.
     pub async fn refresh_due_rollups(&self) -> Result<usize> {
-        let now = crate::engine::now_us();
+        let (now, now_since) = (self.engine.now_us(), self.engine.options().clock.elapsed());
         let due: Vec<String> = {
             let last = self.rollups.lock().await;
             crate::rollup::load(&self.engine)
                 .into_iter()
                 .filter(|r| {
                     last.get(&r.name)
-                        .is_none_or(|t| t.elapsed() >= std::time::Duration::from_micros(r.refresh_us as u64))
+                        .is_none_or(|t| now_since.saturating_sub(*t) >= std::time::Duration::from_micros(r.refresh_us as u64))
                 })
                 .map(|r| r.name)
                 .collect()
@@ -688,7 +688,7 @@ impl Database {
                 rules.push(alert::Rule { name, query, every_us, webhook: hooks[r].clone().filter(|h| !h.is_empty()) });
             }
         }
-        let now_us = crate::engine::now_us();
+        let (now_us, now_since) = (self.engine.now_us(), self.engine.options().clock.elapsed());
         let mut state = alert::load(&self.engine);
         let mut events = Vec::new();
         let due: Vec<&alert::Rule> = rules
@@ -698,7 +698,7 @@ impl Database {
                 Some(name) => rule.name == name,
                 None => last
                     .get(&rule.name)
-                    .is_none_or(|t| t.elapsed() >= std::time::Duration::from_micros(rule.every_us as u64)),
+                    .is_none_or(|t| now_since.saturating_sub(*t) >= std::time::Duration::from_micros(rule.every_us as u64)),
             })
             .collect();
         // The due rules run at once, each under the timeout and in a memory pool of its own: a slow or
@@ -719,7 +719,7 @@ impl Database {
         });
         let results = futures::future::join_all(runs).await;
         for (rule, result) in due.into_iter().zip(results) {
-            last.insert(rule.name.clone(), std::time::Instant::now());
+            last.insert(rule.name.clone(), self.engine.options().clock.elapsed());
             let batch = match result {
                 Ok(b) => b,
                 Err(e) if only.is_some_and(|n| n == rule.name) => return Err(e),

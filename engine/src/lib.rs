@@ -30,7 +30,8 @@
 //! - [`backup`]: online backup and restore of a data directory.
 //! - [`wal`], [`segment`] (with `segment::codec`), [`catalog`]: the on-disk formats, over `bytes`
 //!   (little-endian helpers) and [`io`] (the file system seam, with a simulated file system for crash
-//!   tests); [`types`] (schemas, coercion, value formatting), [`metrics`], [`error`] (errors and their
+//!   tests) and [`clock`] (the time seam: every time-driven decision reads `Options::clock`, so tests
+//!   move a manual clock instead of sleeping); [`types`] (schemas, coercion, value formatting), [`metrics`], [`error`] (errors and their
 //!   SQLSTATE).
 //!
 //! What to touch together: a format change means [`segment`] or [`wal`], `docs/storage.md` and the
@@ -41,6 +42,7 @@ pub mod alert;
 pub mod backup;
 pub(crate) mod bytes;
 pub mod catalog;
+pub mod clock;
 pub mod database;
 pub mod engine;
 pub mod error;

@@ -4,6 +4,7 @@
 
 mod alerts;
 mod backup;
+mod clock;
 mod common;
 mod concurrency;
 mod corruption;

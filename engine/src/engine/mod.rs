@@ -34,12 +34,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam::channel::Sender;
 use parking_lot::{Mutex, RwLock};
 
 use crate::catalog::{Catalog, CatalogData, segment_path};
+use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result, SqlState};
 use crate::io::{Fs, RealFs};
 use crate::segment::{Segment, WriteOptions};
@@ -71,6 +72,8 @@ pub struct Options {
     /// How often the background thread looks for work.
     pub background_tick: Duration,
     pub segment: WriteOptions,
+    /// Where time-driven work reads the time (see [`crate::clock`]).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for Options {
@@ -84,6 +87,7 @@ impl Default for Options {
             background: true,
             background_tick: Duration::from_millis(500),
             segment: WriteOptions::default(),
+            clock: Arc::new(SystemClock::default()),
         }
     }
 }
@@ -111,7 +115,7 @@ pub struct Engine {
     gate: RwLock<()>,
     maintenance: Mutex<()>,
     mem_bytes: AtomicUsize,
-    mem_since: Mutex<Option<Instant>>,
+    mem_since: Mutex<Option<Duration>>,
     next_txn: AtomicU64,
     next_segment_id: AtomicU64,
     closed: AtomicBool,
@@ -244,7 +248,7 @@ impl Engine {
             gate: RwLock::new(()),
             maintenance: Mutex::new(()),
             mem_bytes: AtomicUsize::new(mem_bytes),
-            mem_since: Mutex::new(if mem_bytes > 0 { Some(Instant::now()) } else { None }),
+            mem_since: Mutex::new(if mem_bytes > 0 { Some(options.clock.elapsed()) } else { None }),
             next_txn: AtomicU64::new(1),
             closed: AtomicBool::new(false),
             worker: Mutex::new(None),
@@ -261,6 +265,11 @@ impl Engine {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The wall-clock time of the engine's clock, microseconds since the Unix epoch.
+    pub fn now_us(&self) -> i64 {
+        self.options.clock.now_us()
     }
 
     pub fn options(&self) -> &Options {
@@ -405,6 +414,4 @@ pub fn undefined_table(name: &str) -> Error {
     Error::invalid(SqlState::UndefinedTable, format!("relation \"{name}\" does not exist"))
 }
 
-pub(crate) fn now_us() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
-}
+

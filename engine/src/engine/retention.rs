@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::types::coerce_batch;
 
 use super::table::{SegmentHandle, Table, partition_max_ts, read_all, sort_by_time};
-use super::{Engine, Swap, now_us, undefined_table};
+use super::{Engine, Swap, undefined_table};
 
 /// A row of a sealed segment, as [`Engine::rewrite`] names it: the segment's index in the list its
 /// decision was given (high 32 bits) and the row's offset in the segment (low 32 bits).
@@ -88,7 +88,7 @@ impl Engine {
     /// measured from the earlier of the clock and the table's newest row, so one row stamped far in the
     /// future cannot expire a table, and a database of old data is not wiped on open.
     pub fn enforce_retention(&self) -> Result<usize> {
-        self.enforce_retention_at(now_us())
+        self.enforce_retention_at(self.now_us())
     }
 
     /// [`Engine::enforce_retention`] with the clock given (for tests).

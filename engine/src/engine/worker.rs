@@ -2,7 +2,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam::channel::bounded;
 
@@ -16,19 +16,21 @@ impl Engine {
         let (tx, rx) = bounded::<WorkerMsg>(16);
         let weak: Weak<Engine> = Arc::downgrade(engine);
         let tick = engine.options.background_tick;
+        let clock = engine.options.clock.clone();
         let handle = std::thread::Builder::new()
             .name("trafficdb-background".into())
             .spawn(move || {
-                let mut last_retention = Instant::now();
+                let mut last_retention = clock.elapsed();
                 loop {
                     match rx.recv_timeout(tick) {
                         Ok(WorkerMsg::Stop) | Err(crossbeam::channel::RecvTimeoutError::Disconnected) => break,
                         Ok(WorkerMsg::Nudge) | Err(crossbeam::channel::RecvTimeoutError::Timeout) => {}
                     }
                     let Some(engine) = weak.upgrade() else { break };
-                    let retention_due = last_retention.elapsed() >= Duration::from_secs(60);
+                    let now = clock.elapsed();
+                    let retention_due = now.saturating_sub(last_retention) >= Duration::from_secs(60);
                     if retention_due {
-                        last_retention = Instant::now();
+                        last_retention = now;
                     }
                     engine.background_round(retention_due);
                 }

@@ -56,7 +56,7 @@ impl Engine {
                 d.partitions.entry(k).or_default().mem.push(b);
             }
             // Counted under the gate, so a concurrent freeze cannot reset the count in between.
-            self.mem_since.lock().get_or_insert_with(Instant::now);
+            self.mem_since.lock().get_or_insert_with(|| self.options.clock.elapsed());
             self.mem_bytes.fetch_add(bytes, Ordering::AcqRel) + bytes
         };
         self.stats.rows_appended.fetch_add(rows, Ordering::Relaxed);
@@ -79,6 +79,6 @@ impl Engine {
 
     pub(super) fn needs_flush(&self) -> bool {
         self.mem_bytes.load(Ordering::Acquire) >= self.options.flush_bytes
-            || self.mem_since.lock().is_some_and(|t| t.elapsed() >= self.options.flush_interval)
+            || self.mem_since.lock().is_some_and(|t| self.options.clock.elapsed().saturating_sub(t) >= self.options.flush_interval)
     }
 }

@@ -650,8 +650,9 @@ pub async fn write(
     may_create: bool,
     dedup: &crate::ingest::dedup::Dedup,
 ) -> Result<Report, trafficdb::Error> {
-    let now_us = chrono::Utc::now().timestamp_micros();
     let engine = db.engine().clone();
+    // Lines without a timestamp take the database clock's time (see trafficdb::clock).
+    let now_us = engine.now_us();
     let (tables, mut report) =
         tokio::task::spawn_blocking(move || parse(&engine, &body, precision, now_us, may_create))
             .await
