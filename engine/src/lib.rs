@@ -31,8 +31,8 @@
 //! - [`wal`], [`segment`] (with `segment::codec`), [`catalog`]: the on-disk formats, over `bytes`
 //!   (little-endian helpers) and [`io`] (the file system seam, with a simulated file system for crash
 //!   tests) and [`clock`] (the time seam: every time-driven decision reads `Options::clock`, so tests
-//!   move a manual clock instead of sleeping); [`types`] (schemas, coercion, value formatting), [`metrics`], [`error`] (errors and their
-//!   SQLSTATE).
+//!   move a manual clock instead of sleeping); [`types`] (schemas, coercion, value formatting),
+//!   [`metrics`], [`error`] (errors and their SQLSTATE).
 //!
 //! What to touch together: a format change means [`segment`] or [`wal`], `docs/storage.md` and the
 //! crash / corruption tests; a new statement the engine answers, [`database`] and the server's
