@@ -245,8 +245,7 @@ pub fn restore_with(fs: &dyn Fs, from: &Path, to: &Path, progress: &dyn Fn(u64, 
     for (seq, _) in list_wal_files(fs, &from.join("wal"))? {
         files.push(wal_path(Path::new("wal"), seq));
     }
-    let total: u64 =
-        files.iter().map(|f| fs.file_len(&from.join(f))).sum::<u64>() + catalog_bytes.len() as u64;
+    let total: u64 = files.iter().map(|f| fs.file_len(&from.join(f))).sum::<u64>() + catalog_bytes.len() as u64;
     let mut done = 0;
     fs.create_dir_all(&to.join("wal")).map_err(io(to))?;
     fs.create_dir_all(&to.join("tables")).map_err(io(to))?;

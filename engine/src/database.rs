@@ -620,8 +620,9 @@ impl Database {
             crate::rollup::load(&self.engine)
                 .into_iter()
                 .filter(|r| {
-                    last.get(&r.name)
-                        .is_none_or(|t| now_since.saturating_sub(*t) >= std::time::Duration::from_micros(r.refresh_us as u64))
+                    last.get(&r.name).is_none_or(|t| {
+                        now_since.saturating_sub(*t) >= std::time::Duration::from_micros(r.refresh_us as u64)
+                    })
                 })
                 .map(|r| r.name)
                 .collect()
@@ -696,9 +697,9 @@ impl Database {
             .filter(|rule| match only {
                 Some("") => true,
                 Some(name) => rule.name == name,
-                None => last
-                    .get(&rule.name)
-                    .is_none_or(|t| now_since.saturating_sub(*t) >= std::time::Duration::from_micros(rule.every_us as u64)),
+                None => last.get(&rule.name).is_none_or(|t| {
+                    now_since.saturating_sub(*t) >= std::time::Duration::from_micros(rule.every_us as u64)
+                }),
             })
             .collect();
         // The due rules run at once, each under the timeout and in a memory pool of its own: a slow or

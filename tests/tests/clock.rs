@@ -25,7 +25,9 @@ fn a_memtable_is_flushed_once_its_oldest_row_is_older_than_the_interval() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(ONE_AM_US));
     let interval = Duration::from_secs(30);
-    let db = rt.block_on(trafficdb::Database::open_with(dir.path(), Options { flush_interval: interval, ..options(&clock) })).unwrap();
+    let db = rt
+        .block_on(trafficdb::Database::open_with(dir.path(), Options { flush_interval: interval, ..options(&clock) }))
+        .unwrap();
     rt.block_on(db.sql(EVENTS_DDL)).unwrap();
     let flushes = || db.engine().stats.flushes.load(Ordering::Acquire);
     let before = flushes();

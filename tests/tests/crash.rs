@@ -188,7 +188,8 @@ fn backup_and_restore_cut_short_at_every_file_operation() {
     let rt = runtime();
     let (source, ids) = backup_source(&rt);
     assert_eq!(ids.len(), 160);
-    let (src, bak, dst) = (std::path::Path::new("/db"), std::path::Path::new("/bak"), std::path::Path::new("/restored"));
+    let (src, bak, dst) =
+        (std::path::Path::new("/db"), std::path::Path::new("/bak"), std::path::Path::new("/restored"));
     let none = |_: u64, _: u64| {};
 
     let mut complete = None;
@@ -203,7 +204,9 @@ fn backup_and_restore_cut_short_at_every_file_operation() {
             for seed in [n, n * 31 + 7] {
                 let after = fs.crash(seed);
                 match restore_with(&after, bak, dst, &none) {
-                    Ok(_) => assert_eq!(ids_at(after, "/restored", &rt), ids, "backup cut at operation {n}, seed {seed}"),
+                    Ok(_) => {
+                        assert_eq!(ids_at(after, "/restored", &rt), ids, "backup cut at operation {n}, seed {seed}")
+                    }
                     Err(e) => {
                         assert!(!finished, "a finished backup must restore: {e}");
                         assert!(e.to_string().contains("not a complete backup"), "operation {n}: {e}");

@@ -413,5 +413,3 @@ fn remove_orphans(fs: &dyn Fs, dir: &Path, data: &CatalogData) -> Result<()> {
 pub fn undefined_table(name: &str) -> Error {
     Error::invalid(SqlState::UndefinedTable, format!("relation \"{name}\" does not exist"))
 }
-
-

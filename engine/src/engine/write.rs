@@ -79,6 +79,9 @@ impl Engine {
 
     pub(super) fn needs_flush(&self) -> bool {
         self.mem_bytes.load(Ordering::Acquire) >= self.options.flush_bytes
-            || self.mem_since.lock().is_some_and(|t| self.options.clock.elapsed().saturating_sub(t) >= self.options.flush_interval)
+            || self
+                .mem_since
+                .lock()
+                .is_some_and(|t| self.options.clock.elapsed().saturating_sub(t) >= self.options.flush_interval)
     }
 }

@@ -5,6 +5,8 @@
 //! against the same SCRAM or MD5 verifiers as the PostgreSQL port); with `trust` none are asked for.
 //! The listener speaks plain HTTP: keep it on loopback, or behind a TLS-terminating proxy.
 
+pub mod errors;
+
 use std::sync::Arc;
 
 use axum::Router;
@@ -21,6 +23,7 @@ use trafficdb_udfs::SqlError;
 use std::collections::HashMap;
 
 use crate::config::{AuthMode, ServerConfig};
+use crate::http::errors::Shape;
 use crate::ingest::dedup::Dedup;
 use crate::ingest::line_protocol::Precision;
 use crate::ops::metrics::ServerMetrics;
@@ -199,16 +202,14 @@ fn percent_decode(s: &str) -> String {
 /// Line-protocol bodies may expand to at most this many bytes when gzipped.
 pub const MAX_DECODED_BYTES: u64 = 256 << 20;
 
-fn write_error(status: StatusCode, code: &str, sqlstate: &str, message: String) -> Response {
-    let body = json!({ "code": code, "message": message, "sqlstate": sqlstate });
-    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+fn write_error(status: StatusCode, sqlstate: &str, message: impl Into<String>) -> Response {
+    errors::error(Shape::Write, status, sqlstate, message)
 }
 
 async fn write(app: App, caller: Caller, query: HashMap<String, String>, headers: HeaderMap, body: Bytes) -> Response {
     if caller.role < Role::Writer {
         return write_error(
             StatusCode::FORBIDDEN,
-            "forbidden",
             SqlState::InsufficientPrivilege.code(),
             format!(
                 "permission denied: user \"{}\" has role {}, writes need role writer",
@@ -224,7 +225,6 @@ async fn write(app: App, caller: Caller, query: HashMap<String, String>, headers
             None => {
                 return write_error(
                     StatusCode::BAD_REQUEST,
-                    "invalid",
                     SqlState::InvalidParameter.code(),
                     format!("invalid precision \"{p}\" (ns, us, ms, s; /write also n, u, m, h)"),
                 );
@@ -237,7 +237,6 @@ async fn write(app: App, caller: Caller, query: HashMap<String, String>, headers
         Some(other) => {
             return write_error(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported media type",
                 SqlState::NotSupported.code(),
                 format!("Content-Encoding \"{other}\" is not supported (gzip or identity)"),
             );
@@ -266,7 +265,7 @@ async fn write(app: App, caller: Caller, query: HashMap<String, String>, headers
                 "partial write: {} of {} lines refused, {} rows written; line {}: {}",
                 report.failed, report.points, report.written, first.line, first.message
             );
-            let errors: Vec<Value> = report
+            let failures: Vec<Value> = report
                 .failures
                 .iter()
                 .map(|f| json!({ "line": f.line, "sqlstate": f.sqlstate, "message": f.message }))
@@ -278,16 +277,16 @@ async fn write(app: App, caller: Caller, query: HashMap<String, String>, headers
                 "line": first.line,
                 "written": report.written,
                 "failed": report.failed,
-                "errors": errors,
+                "errors": failures,
             });
-            (StatusCode::BAD_REQUEST, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+            errors::with_json(StatusCode::BAD_REQUEST, body)
         }
         Err(e) if e.sqlstate() == SqlState::InvalidText.code() => {
-            write_error(StatusCode::BAD_REQUEST, "invalid", SqlState::InvalidText.code(), e.to_string())
+            write_error(StatusCode::BAD_REQUEST, SqlState::InvalidText.code(), e.to_string())
         }
         Err(e) => {
             tracing::error!("line-protocol write failed: {e}");
-            write_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error", e.sqlstate(), e.to_string())
+            write_error(StatusCode::INTERNAL_SERVER_ERROR, e.sqlstate(), e.to_string())
         }
     }
 }
@@ -297,7 +296,7 @@ async fn decode_body(body: Bytes, gzip: bool) -> Result<Bytes, Response> {
     if !gzip {
         return Ok(body);
     }
-    let bad = |m: String| write_error(StatusCode::BAD_REQUEST, "invalid", SqlState::InvalidText.code(), m);
+    let bad = |m: String| write_error(StatusCode::BAD_REQUEST, SqlState::InvalidText.code(), m);
     let r = tokio::task::spawn_blocking(move || {
         use std::io::Read;
         let mut out = Vec::with_capacity(body.len() * 4);
@@ -307,7 +306,6 @@ async fn decode_body(body: Bytes, gzip: bool) -> Result<Bytes, Response> {
     match r {
         Ok(Ok(b)) if b.len() as u64 > MAX_DECODED_BYTES => Err(write_error(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "request too large",
             SqlState::ProgramLimitExceeded.code(),
             format!("the body expands to more than {MAX_DECODED_BYTES} bytes"),
         )),
@@ -412,8 +410,7 @@ fn status_json(engine: &trafficdb::Engine, metrics: &ServerMetrics) -> Value {
 }
 
 fn error(status: StatusCode, sqlstate: &str, message: impl Into<String>) -> Response {
-    let body = json!({ "error": message.into(), "sqlstate": sqlstate });
-    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    errors::error(Shape::Api, status, sqlstate, message)
 }
 
 /// Who sent a request.

@@ -20,7 +20,7 @@ use datafusion_postgres::hooks::cursor::CursorStatementHook;
 use datafusion_postgres::hooks::set_show::SetShowHook;
 use datafusion_postgres::hooks::transactions::TransactionStatementHook;
 use pgwire::api::{ClientInfo, ErrorHandler, PgWireServerHandlers, RandomPidSecretKeyGenerator};
-use pgwire::error::{ErrorInfo, PgWireError};
+use pgwire::error::PgWireError;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use trafficdb::Database;
@@ -29,6 +29,7 @@ use crate::config::ServerConfig;
 use crate::ops::metrics::ServerMetrics;
 use crate::ops::stats::{Slot, Stats};
 use crate::pgwire::copy::Copier;
+use crate::pgwire::results;
 use crate::pgwire::router::{Planned, Router};
 use crate::pgwire::session::{Cancels, Session, connection_context};
 use crate::pgwire::startup::{Authenticator, Parameters};
@@ -247,16 +248,17 @@ impl ErrorHandler for SqlStateErrors {
         C: ClientInfo,
     {
         let PgWireError::ApiError(inner) = error else { return };
-        let (code, message) = if let Some(df) = inner.downcast_ref::<DataFusionError>() {
-            (trafficdb::error::datafusion_sqlstate(df), trafficdb::error::datafusion_message(df))
+        let built = if let Some(df) = inner.downcast_ref::<DataFusionError>() {
+            results::datafusion_error(df)
         } else if let Some(e) = inner.downcast_ref::<trafficdb::Error>() {
-            (e.sqlstate(), e.to_string())
+            results::pg_error_ref(e)
         } else if inner.downcast_ref::<datafusion::sql::sqlparser::parser::ParserError>().is_some() {
-            (SqlState::Syntax.code(), inner.to_string())
+            results::user_error(SqlState::Syntax, inner.to_string())
         } else {
+            // Errors of the protocol libraries (parameter decoding, encoding) keep their text.
             return;
         };
-        tracing::debug!("query failed ({code}): {message}");
-        *error = PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), code.into(), message)));
+        tracing::debug!("query failed: {built}");
+        *error = built;
     }
 }

@@ -255,8 +255,9 @@ mod tests {
     #[test]
     fn scalar_subqueries_kept_survive_the_compatibility_parser() {
         let parser = datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser::new();
-        let sql = trafficdb::rewrite::keep_scalar_subqueries("SELECT (SELECT dc FROM dim WHERE dim.host = m.host) FROM m")
-            .expect("rewritten");
+        let sql =
+            trafficdb::rewrite::keep_scalar_subqueries("SELECT (SELECT dc FROM dim WHERE dim.host = m.host) FROM m")
+                .expect("rewritten");
         let parsed = parser.parse(&sql).expect("parses");
         assert!(parsed[0].to_string().contains("dim.host = m.host"), "{}", parsed[0]);
     }
