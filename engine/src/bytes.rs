@@ -4,6 +4,10 @@
 
 pub(crate) type DecodeResult<T> = std::result::Result<T, String>;
 
+/// Whether the formats' checksums are checked: always, except in fuzz builds (cargo-fuzz sets
+/// `cfg(fuzzing)`), where mutated bytes must reach the decoders behind the checksums.
+pub(crate) const VERIFY_CHECKSUMS: bool = !cfg!(fuzzing);
+
 /// Appends little-endian fixed-width values.
 pub(crate) trait PutLe {
     fn put_u8(&mut self, v: u8);

@@ -3,5 +3,6 @@
 //! HTTP routes call [`batch::write`]; nothing here knows HTTP.
 
 pub mod batch;
+pub mod copy_format;
 pub mod dedup;
 pub mod line_protocol;
