@@ -120,8 +120,14 @@ impl Catalog {
     pub fn commit<T>(&mut self, change: impl FnOnce(&mut CatalogData) -> Result<T>) -> Result<T> {
         let mut next = self.data.clone();
         let out = change(&mut next)?;
+        // An invariant, checked in every build: a change never sets the version itself.
+        if next.version != self.data.version {
+            return Err(Error::Internal(format!(
+                "a catalog change set the version to {} (it is {})",
+                next.version, self.data.version
+            )));
+        }
         next.version += 1;
-        debug_assert!(next.version > self.data.version, "a catalog change must not rewind its version");
         let bytes = encode(&next)?;
         write_atomic(self.fs.as_ref(), &self.path, &bytes).map_err(|e| Error::io(&self.path, e))?;
         self.data = next;
