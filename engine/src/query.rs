@@ -148,6 +148,7 @@ impl TableProvider for StoredTable {
             counts,
             fetch: limit,
             target_partitions: state.config().target_partitions(),
+            filters: Vec::new(),
             dynamic: Vec::new(),
             newest_first: false,
             latest: None,

@@ -29,13 +29,13 @@ impl Fixture {
 const TABLE: &str = "CREATE TABLE t (ts TIMESTAMP NOT NULL, host TEXT, path TEXT, code SMALLINT, n INT, \
     big BIGINT, r REAL, d DOUBLE PRECISION, ok BOOLEAN, at TIMESTAMPTZ) WITH (time_column = 'ts', partition = '1 day')";
 const ROWS: &str = "INSERT INTO t SELECT \
-    CAST('2024-01-01' AS TIMESTAMP) + v * INTERVAL '1 second', \
+    CAST(to_timestamp_seconds(1704067200 + v) AS TIMESTAMP), \
     CASE WHEN v % 7 = 0 THEN NULL ELSE 'host-' || (v % 5) END, \
     '/p/' || v || repeat('x', CAST(v % 9 AS INT)), \
     CASE WHEN v % 11 = 0 THEN NULL ELSE CAST(v % 600 AS SMALLINT) END, \
     CAST(v * 7 AS INT), v * v * 1000003, CAST(v AS REAL) / 3, \
     CASE WHEN v % 13 = 0 THEN NULL ELSE v * 0.25 END, v % 3 = 0, \
-    CAST('2024-01-01 00:00:00+00' AS TIMESTAMPTZ) + v * INTERVAL '1 minute' \
+    CAST(to_timestamp_seconds(1704067200 + v * 60) AS TIMESTAMP) \
     FROM generate_series(0, 2999) AS g(v)";
 
 pub static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {

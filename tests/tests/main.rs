@@ -12,6 +12,7 @@ mod crash;
 mod generator;
 mod http;
 mod kill;
+mod pushdown;
 mod schema;
 mod security;
 mod server;

@@ -151,7 +151,9 @@ fn rewrite(plan: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan>> {
     }
     let key = scan.projected_schema.index_of(&key_name).ok()?;
     let time = scan.projected_schema.index_of(&time_name).ok()?;
+    // Rows the scan filters itself would have to be filtered before the newest per key is chosen.
     if scan.fetch.is_some()
+        || !scan.filters.is_empty()
         || !matches!(
             scan.projected_schema.field(key).data_type(),
             DataType::Utf8

@@ -23,7 +23,7 @@ use datafusion::common::{Column, DataFusionError, Result, ScalarValue, Statistic
 use datafusion::datasource::source::DataSource;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::projection::ProjectionExprs;
-use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
+use datafusion::physical_expr::{DynamicFilterTracking, EquivalenceProperties, Partitioning, PhysicalExpr};
 use datafusion::physical_expr_common::physical_expr::{snapshot_generation, snapshot_physical_expr};
 use datafusion::physical_expr_common::sort_expr::PhysicalSortExpr;
 use datafusion::physical_optimizer::pruning::{PruningPredicate, PruningPredicateBuilder};
@@ -195,7 +195,12 @@ pub(crate) struct TableScanSource {
     pub counts: PlanCounts,
     pub fetch: Option<usize>,
     pub target_partitions: usize,
-    /// Filters pushed down by DataFusion at run time (TopK thresholds, join filters).
+    /// Filters the scan evaluates on every row it emits (over the table schema), so DataFusion
+    /// drops them above the scan (pushed down `Exact`).
+    pub filters: Vec<Arc<dyn PhysicalExpr>>,
+    /// Filters pushed down by DataFusion that only narrow the scan (run-time ones: TopK thresholds,
+    /// join filters; and any the scan cannot evaluate exactly): they prune and filter rows early, and
+    /// run again above the scan.
     pub dynamic: Vec<Arc<dyn PhysicalExpr>>,
     pub newest_first: bool,
     /// Latest-per-key mode (see `query::latest`).
@@ -289,16 +294,18 @@ impl UnitIter {
         (i < self.src.units.len()).then_some(i)
     }
 
-    /// True if the dynamic filters, as they stand now, rule the unit out.
+    /// Brings the row filter (the scan's filters and the dynamic ones as they stand now) up to date;
+    /// true if it rules the unit out.
     fn dynamically_pruned(&mut self, unit: &Unit) -> bool {
-        if self.src.dynamic.is_empty() || matches!(unit, Unit::Mem { .. }) {
+        if self.src.dynamic.is_empty() && self.src.filters.is_empty() {
             return false;
         }
         let generation: u64 =
             self.src.dynamic.iter().map(snapshot_generation).fold(0, |a, g| a.wrapping_mul(31).wrapping_add(g));
         if self.dyn_pruner.as_ref().is_none_or(|(g, _, _)| *g != generation) {
-            let exprs: Vec<Arc<dyn PhysicalExpr>> =
-                self.src.dynamic.iter().filter_map(|e| snapshot_physical_expr(e.clone()).ok()).collect();
+            let exprs: Vec<Arc<dyn PhysicalExpr>> = (self.src.filters.iter().cloned())
+                .chain(self.src.dynamic.iter().filter_map(|e| snapshot_physical_expr(e.clone()).ok()))
+                .collect();
             let conjunction = exprs.into_iter().reduce(|a, b| {
                 Arc::new(datafusion::physical_plan::expressions::BinaryExpr::new(
                     a,
@@ -310,12 +317,32 @@ impl UnitIter {
             let rows = conjunction.and_then(|e| RowFilter::new(e, &self.src.schema));
             self.dyn_pruner = Some((generation, pred, rows));
         }
+        if matches!(unit, Unit::Mem { .. }) {
+            return false;
+        }
         match &self.dyn_pruner {
             Some((_, Some(pred), _)) => {
                 !prune_units(pred, &self.src.def, &self.src.schema, std::slice::from_ref(unit))[0]
             }
             _ => false,
         }
+    }
+
+    /// The projection of a memtable batch, its rows filtered by the row filter (if any).
+    fn read_mem(&self, batch: &RecordBatch) -> Result<Option<RecordBatch>> {
+        let filter = match &self.dyn_pruner {
+            Some((_, _, Some(f))) if self.src.latest.is_none() => f,
+            _ => return Ok(Some(batch.project(&self.src.projection)?)),
+        };
+        let input = batch.project(&filter.columns)?;
+        let mask = filter.predicate.evaluate(&input)?.into_array(batch.num_rows())?;
+        let mask = mask.as_boolean_opt().ok_or_else(|| DataFusionError::Internal("filter is not boolean".into()))?;
+        let mask = if mask.null_count() > 0 { prep_null_mask_filter(mask) } else { mask.clone() };
+        if mask.true_count() == 0 {
+            return Ok(None);
+        }
+        let projected = batch.project(&self.src.projection)?;
+        Ok(Some(datafusion::arrow::compute::filter_record_batch(&projected, &mask)?))
     }
 
     /// Decodes the projection of a row group. With a row filter, the columns it reads are decoded first
@@ -399,8 +426,9 @@ impl UnitIter {
 }
 
 /// The pushed-down filters as a row filter inside the scan: the predicate rewritten over just the
-/// columns it reads (in table order). Rows it rejects are never materialised; the filter above the
-/// scan still runs (the pushdown is inexact), so this only has to keep every row that may match.
+/// columns it reads (in table order). Rows it rejects are never materialised. It is evaluated on every
+/// row the scan emits (row groups and memtable batches), except in latest-per-key mode, which takes
+/// no filters of its own.
 #[derive(Debug)]
 struct RowFilter {
     predicate: Arc<dyn PhysicalExpr>,
@@ -522,9 +550,10 @@ impl Iterator for UnitIter {
                 }
                 Unit::Mem { batch } => {
                     self.metrics.mem.add(1);
-                    match batch.project(&self.src.projection) {
-                        Ok(b) => b,
-                        Err(e) => return Some(Err(e.into())),
+                    match self.read_mem(batch) {
+                        Ok(Some(b)) => b,
+                        Ok(None) => continue,
+                        Err(e) => return Some(Err(e)),
                     }
                 }
             };
@@ -591,6 +620,10 @@ impl DataSource for TableScanSource {
                 if let Some(m) = self.latest {
                     write!(f, ", latest_per_key={}", self.projected_schema.field(m.key).name())?;
                 }
+                if !self.filters.is_empty() {
+                    let d: Vec<String> = self.filters.iter().map(|e| e.to_string()).collect();
+                    write!(f, ", filters=[{}]", d.join(", "))?;
+                }
                 if !self.dynamic.is_empty() {
                     let d: Vec<String> = self.dynamic.iter().map(|e| e.to_string()).collect();
                     write!(f, ", runtime_filters=[{}]", d.join(", "))?;
@@ -640,16 +673,32 @@ impl DataSource for TableScanSource {
         filters: Vec<Arc<dyn PhysicalExpr>>,
         _config: &ConfigOptions,
     ) -> Result<FilterPushdownPropagation<Arc<dyn DataSource>>> {
-        // The filters are used to skip row groups; rows are still filtered above the scan (Inexact).
-        let n = filters.len();
+        // A filter the row filter evaluates completely is taken over (`Yes`: DataFusion drops it above
+        // the scan): a fixed one, over stored columns, not volatile, on a scan that emits every row it
+        // reads through the row filter (no row limit of its own, not latest-per-key). Others only
+        // narrow the scan (`No`: evaluated again above it).
         let mut s = self.clone();
-        // Dynamic filters refer to the projected schema; keep those whose columns map onto the table.
+        let mut pushed = Vec::with_capacity(filters.len());
         for f in filters {
-            if let Some(mapped) = remap_to_table(&f, &self.projected_schema, &self.schema) {
+            // Filters refer to the projected schema; keep those whose columns map onto the table.
+            let Some(mapped) = remap_to_table(&f, &self.projected_schema, &self.schema) else {
+                pushed.push(PushedDown::No);
+                continue;
+            };
+            let exact = self.fetch.is_none()
+                && self.latest.is_none()
+                && !DynamicFilterTracking::classify(&mapped).contains_dynamic_filter()
+                && RowFilter::new(mapped.clone(), &self.schema).is_some();
+            if exact {
+                s.filters.push(mapped);
+                s.exact_rows = false;
+                pushed.push(PushedDown::Yes);
+            } else {
                 s.dynamic.push(mapped);
+                pushed.push(PushedDown::No);
             }
         }
-        let mut prop = FilterPushdownPropagation::with_parent_pushdown_result(vec![PushedDown::No; n]);
+        let mut prop = FilterPushdownPropagation::with_parent_pushdown_result(pushed);
         prop.updated_node = Some(Arc::new(s) as Arc<dyn DataSource>);
         Ok(prop)
     }
@@ -685,7 +734,7 @@ impl DataSource for TableScanSource {
         &self,
         f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
-        for e in &self.dynamic {
+        for e in self.filters.iter().chain(&self.dynamic) {
             if f(e)? == TreeNodeRecursion::Stop {
                 return Ok(TreeNodeRecursion::Stop);
             }
