@@ -153,6 +153,7 @@ impl TableProvider for StoredTable {
             newest_first: false,
             latest: None,
             exact_rows: filters.is_empty(),
+            column_stats: Default::default(),
             metrics: ExecutionPlanMetricsSet::new(),
         };
         Ok(DataSourceExec::from_data_source(source))

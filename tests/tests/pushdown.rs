@@ -1,7 +1,8 @@
 //! Filters the scan evaluates itself (pushed down `Exact`, so DataFusion drops them above the scan)
 //! give the rows DataFusion's own filter gives: random predicates over a stored table (sealed
 //! segments in several partitions and memtable rows, NULLs in every column) against the same rows in
-//! a DataFusion memory table, with aggregates, group-bys and newest-first limits above them.
+//! a DataFusion memory table, with aggregates, group-bys and newest-first limits above them; and
+//! `count`, `min`, `max` of an unfiltered table answered from statistics, against the same reference.
 
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::prelude::SessionContext;
@@ -84,26 +85,60 @@ async fn answer(ctx: &SessionContext, sql: &str) -> Result<Vec<String>, String> 
     Ok(out)
 }
 
+/// The table in trafficdb (three sealed segments, memtable rows newer and older) and in DataFusion.
+async fn both(dir: &std::path::Path) -> (trafficdb::Database, SessionContext) {
+    let db = trafficdb::Database::open(dir).await.unwrap();
+    db.sql(&format!("CREATE TABLE t ({COLUMNS}) WITH (time_column = 'ts', partition = '6 hours')")).await.unwrap();
+    let reference = SessionContext::new();
+    reference.sql(&format!("CREATE TABLE t ({COLUMNS})")).await.unwrap().collect().await.unwrap();
+    for (first, n, flush) in
+        [(0, 900, true), (900, 1500, true), (2400, 700, true), (3100, 400, false), (-300, 200, false)]
+    {
+        let sql = insert(first, n);
+        db.sql(&sql).await.unwrap();
+        reference.sql(&sql).await.unwrap().collect().await.unwrap();
+        if flush {
+            db.flush().unwrap();
+        }
+    }
+    (db, reference)
+}
+
+#[test]
+fn count_min_max_of_a_whole_table_come_from_statistics() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let (db, reference) = both(dir.path()).await;
+        let sql = "SELECT count(*), count(host), count(code), min(ts), max(ts), min(host), max(host), min(code), \
+                   max(code), min(ok), max(ok) FROM t";
+        let plan = answer(db.session(), &format!("EXPLAIN {sql}")).await.unwrap().join("\n");
+        assert!(!plan.contains("TrafficScan"), "answered without a scan: {plan}");
+        assert_eq!(answer(db.session(), sql).await, answer(&reference, sql).await);
+        // Floating-point bounds and filtered tables are scanned; the answers agree all the same.
+        for sql in ["SELECT min(ms), max(ms), count(ms) FROM t", "SELECT max(ts), count(*) FROM t WHERE code > 100"] {
+            let plan = answer(db.session(), &format!("EXPLAIN {sql}")).await.unwrap().join("\n");
+            assert!(plan.contains("TrafficScan"), "{plan}");
+            assert_eq!(answer(db.session(), sql).await, answer(&reference, sql).await, "{sql}");
+        }
+        // After a DELETE the statistics are the new rows'.
+        for d in [
+            "DELETE FROM t WHERE code > 400 OR host = 'h5'",
+            "DELETE FROM t WHERE ts > CAST('2024-01-02' AS TIMESTAMP)",
+        ] {
+            db.sql(d).await.unwrap();
+            reference.sql(d).await.unwrap().collect().await.unwrap();
+            assert_eq!(answer(db.session(), sql).await, answer(&reference, sql).await, "after {d}");
+        }
+    });
+}
+
 #[test]
 fn filters_taken_over_by_the_scan_give_datafusions_rows() {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
     rt.block_on(async {
-        let db = trafficdb::Database::open(dir.path()).await.unwrap();
-        db.sql(&format!("CREATE TABLE t ({COLUMNS}) WITH (time_column = 'ts', partition = '6 hours')")).await.unwrap();
-        let reference = SessionContext::new();
-        reference.sql(&format!("CREATE TABLE t ({COLUMNS})")).await.unwrap().collect().await.unwrap();
-        // Three sealed segments, then rows left in the memtables (newer and older).
-        for (first, n, flush) in
-            [(0, 900, true), (900, 1500, true), (2400, 700, true), (3100, 400, false), (-300, 200, false)]
-        {
-            let sql = insert(first, n);
-            db.sql(&sql).await.unwrap();
-            reference.sql(&sql).await.unwrap().collect().await.unwrap();
-            if flush {
-                db.flush().unwrap();
-            }
-        }
+        let (db, reference) = both(dir.path()).await;
         let ours = db.session();
         let explain = answer(ours, "EXPLAIN SELECT count(*) FROM t WHERE code > 3").await.unwrap().join("\n");
         assert!(explain.contains("filters=[") && !explain.contains("FilterExec"), "{explain}");

@@ -19,7 +19,7 @@ use datafusion::common::config::ConfigOptions;
 use datafusion::common::pruning::PruningStatistics;
 use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{Column, DataFusionError, Result, ScalarValue, Statistics};
+use datafusion::common::{Column, ColumnStatistics, DataFusionError, Result, ScalarValue, Statistics};
 use datafusion::datasource::source::DataSource;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::projection::ProjectionExprs;
@@ -207,6 +207,9 @@ pub(crate) struct TableScanSource {
     pub latest: Option<LatestMode>,
     /// True when the plan-time filters are empty, so the row count is exact.
     pub exact_rows: bool,
+    /// The projected columns' statistics over every unit, computed once (see
+    /// [`TableScanSource::column_statistics`]).
+    pub column_stats: Arc<std::sync::OnceLock<Vec<ColumnStatistics>>>,
     pub metrics: ExecutionPlanMetricsSet,
 }
 
@@ -255,6 +258,94 @@ impl TableScanSource {
 
     fn time_col(&self) -> Option<usize> {
         self.def.time_column()
+    }
+
+    /// Null count, minimum and maximum of each projected column over every unit, exact where every unit
+    /// knows them: a row group from its chunk's statistics (exact values, when stored), a memtable batch
+    /// by reading it. DataFusion then answers `count`, `min` and `max` of an unfiltered table from them
+    /// without scanning. Floating-point columns report no minimum or maximum (the segment statistics do
+    /// not order NaN and signed zeros as the aggregates do).
+    fn column_statistics(&self) -> &[ColumnStatistics] {
+        self.column_stats.get_or_init(|| self.projection.iter().map(|&c| self.column_stats_of(c)).collect())
+    }
+
+    fn column_stats_of(&self, c: usize) -> ColumnStatistics {
+        use datafusion::functions_aggregate::min_max::{MaxAccumulator, MinAccumulator};
+        use datafusion::logical_expr::Accumulator;
+        let target = self.schema.field(c).data_type();
+        let mut known = matches!(
+            target,
+            DataType::Int8
+                | DataType::Int16
+                | DataType::Int32
+                | DataType::Int64
+                | DataType::Timestamp(..)
+                | DataType::Boolean
+                | DataType::Utf8
+        );
+        let mut nulls = 0usize;
+        let mut bounds: Option<(ScalarValue, ScalarValue)> = None;
+        let mut widen = |lo: ScalarValue, hi: ScalarValue| {
+            if lo.is_null() || hi.is_null() {
+                return;
+            }
+            bounds = Some(match bounds.take() {
+                None => (lo, hi),
+                Some((a, b)) => (if lo < a { lo } else { a }, if hi > b { hi } else { b }),
+            });
+        };
+        for u in self.units.iter() {
+            match u {
+                Unit::RowGroup { seg, rg } => {
+                    let meta = &seg.segment.footer.row_groups[*rg];
+                    let chunk = &meta.chunks[c];
+                    nulls += chunk.null_count as usize;
+                    if !known || chunk.null_count >= meta.rows {
+                        continue;
+                    }
+                    let (lo, hi) = match &chunk.stat {
+                        Stat::Int { min, max } => (ScalarValue::Int64(Some(*min)), ScalarValue::Int64(Some(*max))),
+                        Stat::Text { min, max } => (ScalarValue::from(min.as_str()), ScalarValue::from(max.as_str())),
+                        _ => {
+                            known = false;
+                            continue;
+                        }
+                    };
+                    match (lo.cast_to(target), hi.cast_to(target)) {
+                        (Ok(lo), Ok(hi)) => widen(lo, hi),
+                        _ => known = false,
+                    }
+                }
+                Unit::Mem { batch } => {
+                    let a = batch.column(c);
+                    nulls += a.null_count();
+                    if !known || a.null_count() == a.len() {
+                        continue;
+                    }
+                    let mut lo = MinAccumulator::try_new(target).ok();
+                    let mut hi = MaxAccumulator::try_new(target).ok();
+                    let (Some(lo), Some(hi)) = (lo.as_mut(), hi.as_mut()) else {
+                        known = false;
+                        continue;
+                    };
+                    let values = [a.clone()];
+                    match (
+                        lo.update_batch(&values).and_then(|()| lo.evaluate()),
+                        hi.update_batch(&values).and_then(|()| hi.evaluate()),
+                    ) {
+                        (Ok(lo), Ok(hi)) => widen(lo, hi),
+                        _ => known = false,
+                    }
+                }
+            }
+        }
+        let mut s = ColumnStatistics::new_unknown();
+        s.null_count = Precision::Exact(nulls);
+        if let (true, Some((lo, hi))) = (known, bounds) {
+            s.min_value = Precision::Exact(lo);
+            s.max_value = Precision::Exact(hi);
+        }
+        s
     }
 }
 
@@ -645,7 +736,12 @@ impl DataSource for TableScanSource {
         let mut s = Statistics::new_unknown(&self.projected_schema);
         if partition.is_none() && self.fetch.is_none() {
             let rows: usize = self.units.iter().map(Unit::rows).sum();
-            s.num_rows = if self.exact_rows { Precision::Exact(rows) } else { Precision::Inexact(rows) };
+            s.num_rows = Precision::Exact(rows);
+            s.column_statistics = self.column_statistics().to_vec();
+            if !self.exact_rows {
+                // Filters drop rows: bounds, not values.
+                s = s.to_inexact();
+            }
         }
         Ok(Arc::new(s))
     }
