@@ -134,6 +134,33 @@ fn count_min_max_of_a_whole_table_come_from_statistics() {
 }
 
 #[test]
+fn bounds_from_scalar_subqueries_prune() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let (db, reference) = both(dir.path()).await;
+        for sql in [
+            "SELECT count(*), min(ts), max(code) FROM t WHERE ts >= (SELECT max(ts) FROM t) - INTERVAL '1 hour'",
+            "SELECT host, count(*) FROM t WHERE ts < (SELECT min(ts) FROM t WHERE host = 'h2') + INTERVAL '3 hours' \
+             AND code > (SELECT avg(code) FROM t) GROUP BY host ORDER BY host",
+            "SELECT count(*) FROM t WHERE ts > (SELECT max(ts) FROM t WHERE code > 1000)",
+        ] {
+            assert_eq!(answer(db.session(), sql).await, answer(&reference, sql).await, "{sql}");
+        }
+        // The newest hour: the older row groups are skipped once the subquery has run (its value is
+        // in the pruning predicate at run time).
+        let sql = "EXPLAIN ANALYZE SELECT count(*) FROM t WHERE ts >= (SELECT max(ts) FROM t) - INTERVAL '1 hour'";
+        let plan = answer(db.session(), sql).await.unwrap().join("\n");
+        let pruned: usize = plan
+            .split("row_groups_pruned_at_run_time=")
+            .skip(1)
+            .filter_map(|s| s.split(|c: char| !c.is_ascii_digit()).next()?.parse::<usize>().ok())
+            .sum();
+        assert!(pruned >= 2, "{plan}");
+    });
+}
+
+#[test]
 fn filters_taken_over_by_the_scan_give_datafusions_rows() {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
