@@ -40,7 +40,7 @@ impl Rng {
 
 fn predicate(r: &mut Rng, depth: u32) -> String {
     let op = || ["=", "<>", "<", "<=", ">", ">="];
-    if depth < 2 && r.next() % 3 == 0 {
+    if depth < 2 && r.next().is_multiple_of(3) {
         let (a, b) = (predicate(r, depth + 1), predicate(r, depth + 1));
         return match r.next() % 3 {
             0 => format!("({a} AND {b})"),
