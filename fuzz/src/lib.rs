@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
 
 use trafficdb::io::sim::SimFs;
-use trafficdb::io::{File, Fs};
+use trafficdb::io::Fs;
 use trafficdb::{Database, Engine, Options};
 
 pub struct Fixture {
