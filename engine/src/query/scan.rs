@@ -213,6 +213,10 @@ pub(crate) struct TableScanSource {
     pub metrics: ExecutionPlanMetricsSet,
 }
 
+/// The most memtable values (rows times projected columns) read to give a scan's minimum and maximum
+/// statistics (a few milliseconds of work).
+const MEMTABLE_STATS_CELLS: usize = 4 << 20;
+
 /// The cursor shared by the partitions of one execution.
 struct SharedCursor(AtomicUsize);
 
@@ -264,12 +268,18 @@ impl TableScanSource {
     /// knows them: a row group from its chunk's statistics (exact values, when stored), a memtable batch
     /// by reading it. DataFusion then answers `count`, `min` and `max` of an unfiltered table from them
     /// without scanning. Floating-point columns report no minimum or maximum (the segment statistics do
-    /// not order NaN and signed zeros as the aggregates do).
+    /// not order NaN and signed zeros as the aggregates do), nor does any column when reading the
+    /// memtables would cost more than [`MEMTABLE_STATS_CELLS`] values (statistics are asked for while a
+    /// plan is made, also for `SELECT * ... LIMIT 10`).
     fn column_statistics(&self) -> &[ColumnStatistics] {
-        self.column_stats.get_or_init(|| self.projection.iter().map(|&c| self.column_stats_of(c)).collect())
+        self.column_stats.get_or_init(|| {
+            let mem_rows: usize = self.units.iter().filter(|u| matches!(u, Unit::Mem { .. })).map(Unit::rows).sum();
+            let read_memtables = mem_rows.saturating_mul(self.projection.len()) <= MEMTABLE_STATS_CELLS;
+            self.projection.iter().map(|&c| self.column_stats_of(c, read_memtables)).collect()
+        })
     }
 
-    fn column_stats_of(&self, c: usize) -> ColumnStatistics {
+    fn column_stats_of(&self, c: usize, read_memtables: bool) -> ColumnStatistics {
         use datafusion::functions_aggregate::min_max::{MaxAccumulator, MinAccumulator};
         use datafusion::logical_expr::Accumulator;
         let target = self.schema.field(c).data_type();
@@ -320,6 +330,10 @@ impl TableScanSource {
                     let a = batch.column(c);
                     nulls += a.null_count();
                     if !known || a.null_count() == a.len() {
+                        continue;
+                    }
+                    if !read_memtables {
+                        known = false;
                         continue;
                     }
                     let mut lo = MinAccumulator::try_new(target).ok();
