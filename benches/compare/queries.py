@@ -1,4 +1,5 @@
-"""W3 of the benchmark suite (shared/bench/SUITE.md): the query shapes Q01-Q14, recast onto the columns of
+"""W3 of the benchmark suite (shared/bench/SUITE.md): the query shapes Q01-Q14 (and U01-U08, shapes users send
+that the suite lacks), recast onto the columns of
 trafficdb's load-balancer tables, with a fresh random instance per repetition drawn from a seeded PRNG (as
 TSBS does).
 
@@ -84,6 +85,35 @@ FROM (SELECT backend, date_trunc('minute', ts) AS minute, count(*) AS n_5xx FROM
       GROUP BY backend, date_trunc('minute', ts)) e
 JOIN lb_targets m ON m.backend = e.backend AND date_trunc('minute', m.ts) = e.minute
 GROUP BY e.backend, e.minute, e.n_5xx ORDER BY e.n_5xx DESC, e.backend, e.minute LIMIT 20"""),
+    # Shapes users send that the suite above lacks (what Power BI, Grafana and on-call engineers write).
+    "U01": ("Power BI folded query: requests per backend, nested derived tables", True, """
+SELECT "backend", "n" FROM (SELECT "backend", count(1) AS "n" FROM (SELECT "_"."backend" AS "backend"
+FROM (SELECT "backend", "lb_status" FROM "lb_requests" AS "$Table") AS "_" WHERE NOT "_"."backend" IS NULL) AS "_"
+GROUP BY "backend") AS "_" ORDER BY "backend" ASC"""),
+    "U02": ("newest 100 timed-out requests, tie-breaker", True, """
+SELECT ts, lb, backend, request_id, total_ms FROM lb_requests WHERE timed_out
+ORDER BY ts DESC, request_id LIMIT 100"""),
+    "U03": ("requests per LB of backends by name prefix (LIKE), whole span", True, """
+SELECT lb, count(*) AS n FROM lb_requests WHERE backend LIKE '{bprefix}%' GROUP BY lb ORDER BY lb"""),
+    "U04": ("per-second counts in the newest hour, bound from a subquery", True, """
+SELECT date_trunc('second', ts) AS s, count(*) AS n FROM lb_requests
+WHERE ts >= (SELECT max(ts) FROM lb_requests) - INTERVAL '1 hour' GROUP BY date_trunc('second', ts) ORDER BY s"""),
+    "U05": ("top 10 paths by 5xx share, 12 h", True, """
+SELECT path_template, count(*) AS n, avg(CASE WHEN lb_status >= 500 THEN 1.0 ELSE 0.0 END) AS share_5xx
+FROM lb_requests WHERE ts >= TIMESTAMP '{h12_start}' AND ts < TIMESTAMP '{h12_end}'
+GROUP BY path_template ORDER BY share_5xx DESC, path_template LIMIT 10"""),
+    "U06": ("backend-hours over 1 % errors (HAVING), whole span", True, """
+SELECT backend, date_trunc('hour', ts) AS hour, count(*) AS n, sum(CASE WHEN lb_status >= 500 THEN 1 ELSE 0 END) AS errors
+FROM lb_requests GROUP BY backend, date_trunc('hour', ts)
+HAVING sum(CASE WHEN lb_status >= 500 THEN 1 ELSE 0 END) * 100 > count(*) ORDER BY backend, hour"""),
+    "U07": ("distinct clients per LB per hour, 12 h", True, """
+SELECT lb, date_trunc('hour', ts) AS hour, count(DISTINCT client_id) AS clients FROM lb_requests
+WHERE ts >= TIMESTAMP '{h12_start}' AND ts < TIMESTAMP '{h12_end}' GROUP BY lb, date_trunc('hour', ts) ORDER BY lb, hour"""),
+    "U08": ("requests during each target's unhealthy span (range join), 12 h", True, """
+SELECT u.target, count(*) AS n FROM (SELECT target, min(ts) AS started_at, max(ts) AS ended_at FROM lb_targets
+WHERE NOT healthy AND ts >= TIMESTAMP '{h12_start}' AND ts < TIMESTAMP '{h12_end}' GROUP BY target) u
+JOIN lb_requests r ON r.target = u.target AND r.ts BETWEEN u.started_at AND u.ended_at
+GROUP BY u.target ORDER BY u.target"""),
 }
 
 
@@ -106,6 +136,7 @@ def instance(rng, dims):
     p["b8"] = _lit(rng.sample(dims["backends"], min(8, len(dims["backends"]))))
     p["t8"] = _lit(rng.sample(dims["targets"], min(8, len(dims["targets"]))))
     p["lb1"] = _lit([rng.choice(dims["lbs"])])
+    p["bprefix"] = rng.choice(dims["backends"])[:3].replace("'", "''").replace("%", "").replace("_", "")
     for h in (1, 2, 8, 12):
         p[f"h{h}_start"], p[f"h{h}_end"] = _window(rng, h, span)
     before = DAY0 + dt.timedelta(seconds=rng.randrange(3600, int(span * 3600)))
