@@ -256,6 +256,7 @@ impl TableScanSource {
             latest: LatestState::default(),
             metrics,
             dictionary_filters: true,
+            rest: None,
         };
         Box::pin(RecordBatchStreamAdapter::new(self.projected_schema.clone(), futures::stream::iter(iter)))
     }
@@ -384,7 +385,16 @@ struct UnitIter {
     metrics: ScanMetrics,
     /// Whether the row filter reads text columns in dictionary form (see `read_row_group`).
     dictionary_filters: bool,
+    /// The older rows of a row group whose newest rows were emitted first (see [`NEWEST_SLICE`]):
+    /// the unit's index and the rows still to read.
+    rest: Option<(usize, BooleanArray)>,
 }
+
+/// Newest first under run-time filters (a TopK's threshold), a large row group is read in two steps:
+/// its newest rows (they are last: rows reach a segment sorted by time) are emitted first, so the
+/// TopK above can set its threshold, and the rest is read through the updated filter, which decodes
+/// the filter's columns and only the rows that pass it.
+const NEWEST_SLICE: usize = 8192;
 
 impl UnitIter {
     fn next_index(&mut self) -> Option<usize> {
@@ -453,15 +463,31 @@ impl UnitIter {
     /// Decodes the projection of a row group. With a row filter, the columns it reads are decoded first
     /// and the filter evaluated; a row group with no matching row is skipped (`None`), and the other
     /// columns are decoded for the matching rows only.
-    fn read_row_group(&mut self, seg: &SegmentHandle, rg: usize) -> Result<Option<RecordBatch>> {
+    fn read_row_group(
+        &mut self,
+        seg: &SegmentHandle,
+        rg: usize,
+        restrict: Option<&BooleanArray>,
+    ) -> Result<Option<RecordBatch>> {
         let src = &self.src;
-        let filter = match &self.dyn_pruner {
-            Some((_, _, Some(f))) if src.latest.is_none() => f,
-            _ => return Ok(Some(seg.segment.read(rg, &src.projection, &src.projected_schema)?)),
-        };
         let rows = seg.segment.footer.row_groups[rg].rows as usize;
         let read = |c: usize, sel: Option<&BooleanArray>| {
             seg.segment.read_column(rg, c, src.schema.field(c).data_type(), sel).map_err(DataFusionError::from)
+        };
+        let filter = match &self.dyn_pruner {
+            Some((_, _, Some(f))) if src.latest.is_none() => f,
+            _ => {
+                let Some(r) = restrict else {
+                    return Ok(Some(seg.segment.read(rg, &src.projection, &src.projected_schema)?));
+                };
+                let kept = r.true_count();
+                if kept == 0 {
+                    return Ok(None);
+                }
+                let arrays = src.projection.iter().map(|&c| read(c, Some(r))).collect::<Result<Vec<_>>>()?;
+                let options = RecordBatchOptions::new().with_row_count(Some(kept));
+                return Ok(Some(RecordBatch::try_new_with_options(src.projected_schema.clone(), arrays, &options)?));
+            }
         };
         // Text columns are read in their stored dictionary form where they have one, so `backend = 'x'`
         // compares a few dictionary entries instead of a string per row (only for the predicates of
@@ -502,6 +528,10 @@ impl UnitIter {
                 }
             },
             false => evaluate(false)?,
+        };
+        let mask = match restrict {
+            Some(r) => datafusion::arrow::compute::and(&mask, r)?,
+            None => mask,
         };
         let kept = mask.true_count();
         if kept == 0 {
@@ -622,7 +652,10 @@ impl Iterator for UnitIter {
             if self.src.fetch.is_some_and(|f| self.emitted >= f) {
                 return None;
             }
-            let i = self.next_index()?;
+            let (i, mut restrict) = match self.rest.take() {
+                Some((i, rest)) => (i, Some(rest)),
+                None => (self.next_index()?, None),
+            };
             let unit = self.src.units[i].clone();
             if self.dynamically_pruned(&unit) {
                 self.metrics.pruned.add(1);
@@ -646,8 +679,21 @@ impl Iterator for UnitIter {
             }
             let batch = match &unit {
                 Unit::RowGroup { seg, rg } => {
-                    self.metrics.scanned.add(1);
-                    match self.read_row_group(seg, *rg) {
+                    let rows = seg.segment.footer.row_groups[*rg].rows as usize;
+                    if restrict.is_none() {
+                        self.metrics.scanned.add(1);
+                    }
+                    if restrict.is_none()
+                        && self.src.newest_first
+                        && self.src.latest.is_none()
+                        && !self.src.dynamic.is_empty()
+                        && rows > 2 * NEWEST_SLICE
+                    {
+                        let cut = rows - NEWEST_SLICE;
+                        self.rest = Some((i, BooleanArray::from_iter((0..rows).map(|r| Some(r < cut)))));
+                        restrict = Some(BooleanArray::from_iter((0..rows).map(|r| Some(r >= cut))));
+                    }
+                    match self.read_row_group(seg, *rg, restrict.as_ref()) {
                         Ok(Some(b)) => b,
                         Ok(None) => continue,
                         Err(e) => return Some(Err(e)),
