@@ -71,6 +71,22 @@ fn predicate(r: &mut Rng, depth: u32) -> String {
     }
 }
 
+/// The sum of an `EXPLAIN ANALYZE` metric over the plan's nodes (printed as `name=8.19 K`).
+fn metric(plan: &str, name: &str) -> f64 {
+    plan.split(&format!("{name}="))
+        .skip(1)
+        .filter_map(|s| {
+            let v = s.split([',', ']']).next()?.trim();
+            let (n, scale) = match v.split_once(' ') {
+                Some((n, "K")) => (n, 1e3),
+                Some((n, "M")) => (n, 1e6),
+                _ => (v, 1.0),
+            };
+            Some(n.parse::<f64>().ok()? * scale)
+        })
+        .sum()
+}
+
 async fn answer(ctx: &SessionContext, sql: &str) -> Result<Vec<String>, String> {
     let batches = ctx.sql(sql).await.map_err(|e| e.to_string())?.collect().await.map_err(|e| e.to_string())?;
     let options = FormatOptions::default().with_null("NULL");
@@ -151,12 +167,8 @@ fn bounds_from_scalar_subqueries_prune() {
         // in the pruning predicate at run time).
         let sql = "EXPLAIN ANALYZE SELECT count(*) FROM t WHERE ts >= (SELECT max(ts) FROM t) - INTERVAL '1 hour'";
         let plan = answer(db.session(), sql).await.unwrap().join("\n");
-        let pruned: usize = plan
-            .split("row_groups_pruned_at_run_time=")
-            .skip(1)
-            .filter_map(|s| s.split(|c: char| !c.is_ascii_digit()).next()?.parse::<usize>().ok())
-            .sum();
-        assert!(pruned >= 2, "{plan}");
+        let pruned = metric(&plan, "row_groups_pruned_at_run_time");
+        assert!(pruned >= 2.0, "{plan}");
     });
 }
 
@@ -218,20 +230,7 @@ fn newest_first_reads_large_row_groups_newest_slice_first() {
         }
         let plan = answer(db.session(), "EXPLAIN ANALYZE SELECT * FROM t ORDER BY ts DESC LIMIT 100").await.unwrap();
         let plan = plan.join("\n");
-        // Metrics print as "rows_decoded=8.19 K".
-        let decoded: f64 = plan
-            .split("rows_decoded=")
-            .skip(1)
-            .filter_map(|s| {
-                let v = s.split([',', ']']).next()?.trim();
-                let (n, scale) = match v.split_once(' ') {
-                    Some((n, "K")) => (n, 1e3),
-                    Some((n, "M")) => (n, 1e6),
-                    _ => (v, 1.0),
-                };
-                Some(n.parse::<f64>().ok()? * scale)
-            })
-            .sum();
+        let decoded = metric(&plan, "rows_decoded");
         assert!(decoded > 0.0 && decoded < 21_600.0, "decoded {decoded} rows: {plan}");
     });
 }

@@ -451,10 +451,7 @@ impl UnitIter {
             Some((_, _, Some(f))) if self.src.latest.is_none() => f,
             _ => return Ok(Some(batch.project(&self.src.projection)?)),
         };
-        let input = batch.project(&filter.columns)?;
-        let mask = filter.predicate.evaluate(&input)?.into_array(batch.num_rows())?;
-        let mask = mask.as_boolean_opt().ok_or_else(|| DataFusionError::Internal("filter is not boolean".into()))?;
-        let mask = if mask.null_count() > 0 { prep_null_mask_filter(mask) } else { mask.clone() };
+        let mask = filter.mask(&batch.project(&filter.columns)?)?;
         if mask.true_count() == 0 {
             return Ok(None);
         }
@@ -515,10 +512,7 @@ impl UnitIter {
                 columns,
                 &RecordBatchOptions::new().with_row_count(Some(rows)),
             )?;
-            let mask = filter.predicate.evaluate(&input)?.into_array(rows)?;
-            let mask =
-                mask.as_boolean_opt().ok_or_else(|| DataFusionError::Internal("filter is not boolean".into()))?;
-            let mask = if mask.null_count() > 0 { prep_null_mask_filter(mask) } else { mask.clone() };
+            let mask = filter.mask(&input)?;
             Ok((input, mask))
         };
         let (input, mask) = match filter.dictionary && self.dictionary_filters {
@@ -609,6 +603,13 @@ fn takes_dictionaries(expr: &Arc<dyn PhysicalExpr>) -> bool {
 }
 
 impl RowFilter {
+    /// The rows of `input` (the filter's columns) that pass: NULL counts as false, as in `WHERE`.
+    fn mask(&self, input: &RecordBatch) -> Result<BooleanArray> {
+        let mask = self.predicate.evaluate(input)?.into_array(input.num_rows())?;
+        let mask = mask.as_boolean_opt().ok_or_else(|| DataFusionError::Internal("filter is not boolean".into()))?;
+        Ok(if mask.null_count() > 0 { prep_null_mask_filter(mask) } else { mask.clone() })
+    }
+
     /// `None` for predicates that must not run twice (volatile ones, such as `random()`).
     fn new(expr: Arc<dyn PhysicalExpr>, table: &SchemaRef) -> Option<RowFilter> {
         use datafusion::common::tree_node::{Transformed, TreeNode};
