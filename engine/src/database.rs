@@ -146,6 +146,7 @@ impl Database {
             .with_analyzer_rules(analyzer_rules)
             .with_optimizer_rules(trafficdb_udfs::in_list::optimizer_rules())
             .with_physical_optimizer_rule(Arc::new(crate::query::latest::LatestPerKey))
+            .with_physical_optimizer_rule(Arc::new(crate::query::symbols::SymbolGroupBy))
             .with_query_planner(Arc::new(crate::query::dml::EngineQueryPlanner))
             .build();
         // Our SQL functions (time series, anomaly detection, models), before the views that use them.

@@ -6,6 +6,7 @@ pub mod dml;
 pub(crate) mod key_max;
 pub mod latest;
 pub(crate) mod scan;
+pub mod symbols;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -154,6 +155,7 @@ impl TableProvider for StoredTable {
             latest: None,
             exact_rows: filters.is_empty(),
             column_stats: Default::default(),
+            symbols: Vec::new(),
             metrics: ExecutionPlanMetricsSet::new(),
         };
         Ok(DataSourceExec::from_data_source(source))

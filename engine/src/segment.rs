@@ -489,6 +489,47 @@ impl Segment {
         self.read_chunk(&meta.chunks[col], self.footer.columns[col].ty, meta.rows as usize, target, None, true)
     }
 
+    /// True when text column `col` of row group `rg` is stored as a dictionary (few distinct values):
+    /// only the first bytes of the chunk are decompressed.
+    pub fn text_is_dictionary(&self, rg: usize, col: usize) -> Result<bool> {
+        use std::io::Read;
+        let meta = &self.footer.row_groups[rg];
+        let chunk = &meta.chunks[col];
+        if self.footer.columns[col].ty.physical() != Physical::Text {
+            return Ok(false);
+        }
+        let corrupt = |reason: String| Error::corrupt(&self.path, chunk.offset, reason);
+        let stored = &self.data[chunk.offset as usize..(chunk.offset + chunk.len as u64) as usize];
+        // The validity flag, the validity bits when present, and the text encoding's kind byte.
+        let mut head = vec![0u8; 2 + (meta.rows as usize).div_ceil(8)];
+        let want = match chunk.compression {
+            COMPRESSION_NONE => {
+                let n = head.len().min(stored.len());
+                head[..n].copy_from_slice(&stored[..n]);
+                n
+            }
+            _ => {
+                let mut d = zstd::stream::read::Decoder::new(stored).map_err(|e| corrupt(format!("zstd: {e}")))?;
+                let mut n = 0;
+                while n < head.len() {
+                    match d.read(&mut head[n..]).map_err(|e| corrupt(format!("zstd: {e}")))? {
+                        0 => break,
+                        k => n += k,
+                    }
+                }
+                n
+            }
+        };
+        let kind_at = match head.first() {
+            Some(1) => 1 + (meta.rows as usize).div_ceil(8),
+            _ => 1,
+        };
+        match head.get(kind_at) {
+            Some(_) if kind_at < want => Ok(codec::peek_is_dictionary(&Reader::new(&head[kind_at..want]))),
+            _ => Ok(false),
+        }
+    }
+
     fn read_chunk(
         &self,
         chunk: &ChunkMeta,

@@ -234,3 +234,56 @@ fn newest_first_reads_large_row_groups_newest_slice_first() {
         assert!(decoded > 0.0 && decoded < 21_600.0, "decoded {decoded} rows: {plan}");
     });
 }
+
+/// Grouping by low-cardinality text runs on integer codes (`query::symbols`): the groups are
+/// DataFusion's, over row groups stored as dictionaries, a plain (high-cardinality) row group and
+/// memtable rows, with NULL keys, filters on the key itself, HAVING, top-N and keys the aggregates
+/// also read (those stay text).
+#[test]
+fn group_by_text_on_codes_gives_datafusions_groups() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let db = trafficdb::Database::open(dir.path()).await.unwrap();
+        let columns = "ts TIMESTAMP NOT NULL, k TEXT, g TEXT, n INT";
+        db.sql(&format!("CREATE TABLE s ({columns}) WITH (time_column = 'ts', partition = '6 hours')")).await.unwrap();
+        let reference = SessionContext::new();
+        reference.sql(&format!("CREATE TABLE s ({columns})")).await.unwrap().collect().await.unwrap();
+        let rows = |first: i64, n: i64, k: &str| {
+            format!(
+                "INSERT INTO s SELECT CAST(to_timestamp_seconds(1704067200 + v * 11) AS TIMESTAMP), \
+                 CASE WHEN v % 17 = 0 THEN NULL ELSE {k} END, 'g' || (v % 3), CAST(v % 101 AS INT) \
+                 FROM generate_series({first}, {}) AS g(v)",
+                first + n - 1
+            )
+        };
+        for (sql, flush) in [
+            (rows(0, 3000, "'k' || (v % 5)"), true),
+            (rows(3000, 1000, "'unique-' || v"), true),
+            (rows(4000, 600, "'k' || (v % 7)"), false),
+        ] {
+            db.sql(&sql).await.unwrap();
+            reference.sql(&sql).await.unwrap().collect().await.unwrap();
+            if flush {
+                db.flush().unwrap();
+            }
+        }
+        let plan = answer(db.session(), "EXPLAIN SELECT k, count(*) FROM s GROUP BY k").await.unwrap().join("\n");
+        assert!(plan.contains("symbols=[k]") && plan.contains("symbol_text("), "{plan}");
+        for sql in [
+            "SELECT k, count(*), sum(n) FROM s GROUP BY k ORDER BY k",
+            "SELECT g, k, count(*) FROM s GROUP BY g, k ORDER BY g, k",
+            "SELECT k, date_trunc('hour', ts) AS h, min(n) FROM s WHERE g <> 'g1' GROUP BY k, h ORDER BY k, h",
+            "SELECT k, count(*) FROM s WHERE k LIKE 'k%' GROUP BY k HAVING count(*) > 100 ORDER BY count(*) DESC, k",
+            "SELECT k, count(*) FROM s WHERE k = 'k3' OR k IS NULL OR n > 99 GROUP BY k ORDER BY k",
+            "SELECT k, max(k), count(*) FROM s GROUP BY k ORDER BY k",
+            "SELECT g, count(DISTINCT k), count(k) FROM s GROUP BY g ORDER BY g",
+            "SELECT k, count(*) FROM s GROUP BY k ORDER BY count(*) DESC, k LIMIT 3",
+            "SELECT count(*) FROM (SELECT k, g FROM s GROUP BY k, g) AS x",
+            "SELECT upper(k) AS u, count(*) FROM s WHERE ts < CAST('2024-01-01 10:00:00' AS TIMESTAMP) GROUP BY k \
+             ORDER BY u",
+        ] {
+            assert_eq!(answer(db.session(), sql).await, answer(&reference, sql).await, "{sql}");
+        }
+    });
+}

@@ -34,6 +34,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayFormatType, SortOrderPushdownResult};
 
 use super::key_max::{KeyMax, LatestMode, LatestState, key_max, take_rows};
+use super::symbols::Symbols;
 use crate::engine::SegmentHandle;
 use crate::segment::Stat;
 use crate::types::TableDef;
@@ -210,6 +211,9 @@ pub(crate) struct TableScanSource {
     /// The projected columns' statistics over every unit, computed once (see
     /// [`TableScanSource::column_statistics`]).
     pub column_stats: Arc<std::sync::OnceLock<Vec<ColumnStatistics>>>,
+    /// Text columns emitted as `Int32` codes, by projected position (empty: none); see
+    /// `query::symbols`.
+    pub symbols: Vec<Option<Arc<Symbols>>>,
     pub metrics: ExecutionPlanMetricsSet,
 }
 
@@ -231,6 +235,25 @@ impl TableScanSource {
         self.newest_first = true;
         self.latest = Some(mode);
         self
+    }
+
+    fn symbols_at(&self, position: usize) -> Option<&Arc<Symbols>> {
+        self.symbols.get(position).and_then(Option::as_ref)
+    }
+
+    /// A batch of the projection with its symbol columns (if any) turned into codes.
+    fn encode_symbols(&self, batch: RecordBatch) -> Result<RecordBatch> {
+        if self.symbols.is_empty() {
+            return Ok(batch);
+        }
+        let arrays = (batch.columns().iter().enumerate())
+            .map(|(i, a)| match self.symbols_at(i) {
+                Some(s) => s.encode(a),
+                None => Ok(a.clone()),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+        Ok(RecordBatch::try_new_with_options(self.projected_schema.clone(), arrays, &options)?)
     }
 
     fn n_partitions(&self) -> usize {
@@ -449,14 +472,14 @@ impl UnitIter {
     fn read_mem(&self, batch: &RecordBatch) -> Result<Option<RecordBatch>> {
         let filter = match &self.dyn_pruner {
             Some((_, _, Some(f))) if self.src.latest.is_none() => f,
-            _ => return Ok(Some(batch.project(&self.src.projection)?)),
+            _ => return Ok(Some(self.src.encode_symbols(batch.project(&self.src.projection)?)?)),
         };
         let mask = filter.mask(&batch.project(&filter.columns)?)?;
         if mask.true_count() == 0 {
             return Ok(None);
         }
         let projected = batch.project(&self.src.projection)?;
-        Ok(Some(datafusion::arrow::compute::filter_record_batch(&projected, &mask)?))
+        Ok(Some(self.src.encode_symbols(datafusion::arrow::compute::filter_record_batch(&projected, &mask)?)?))
     }
 
     /// Decodes the projection of a row group. With a row filter, the columns it reads are decoded first
@@ -473,17 +496,30 @@ impl UnitIter {
         let read = |c: usize, sel: Option<&BooleanArray>| {
             seg.segment.read_column(rg, c, src.schema.field(c).data_type(), sel).map_err(DataFusionError::from)
         };
+        // Column `c` at projected position `i`: a symbol column from its stored dictionary, as codes.
+        let read_out = |i: usize, c: usize, sel: Option<&BooleanArray>| match src.symbols_at(i) {
+            Some(s) => {
+                let codes = s.encode(&seg.segment.read_column_encoded(rg, c, src.schema.field(c).data_type())?)?;
+                Ok(match sel {
+                    Some(m) => arrow_filter(&codes, m)?,
+                    None => codes,
+                })
+            }
+            None => read(c, sel),
+        };
         let filter = match &self.dyn_pruner {
             Some((_, _, Some(f))) if src.latest.is_none() => f,
             _ => {
-                let Some(r) = restrict else {
+                if restrict.is_none() && src.symbols.is_empty() {
                     return Ok(Some(seg.segment.read(rg, &src.projection, &src.projected_schema)?));
-                };
-                let kept = r.true_count();
+                }
+                let kept = restrict.map_or(rows, |r| r.true_count());
                 if kept == 0 {
                     return Ok(None);
                 }
-                let arrays = src.projection.iter().map(|&c| read(c, Some(r))).collect::<Result<Vec<_>>>()?;
+                let arrays = (src.projection.iter().enumerate())
+                    .map(|(i, &c)| read_out(i, c, restrict))
+                    .collect::<Result<Vec<_>>>()?;
                 let options = RecordBatchOptions::new().with_row_count(Some(kept));
                 return Ok(Some(RecordBatch::try_new_with_options(src.projected_schema.clone(), arrays, &options)?));
             }
@@ -535,20 +571,23 @@ impl UnitIter {
             return Ok(None);
         }
         let sel = (kept < rows).then_some(&mask);
-        let arrays = src
-            .projection
-            .iter()
-            .map(|&c| match filter.columns.iter().position(|&f| f == c) {
-                Some(i) => {
+        let arrays = (src.projection.iter().enumerate())
+            .map(|(i, &c)| match filter.columns.iter().position(|&f| f == c) {
+                Some(k) => {
                     let a = match sel {
-                        Some(m) => arrow_filter(input.column(i), m)?,
-                        None => input.column(i).clone(),
+                        Some(m) => arrow_filter(input.column(k), m)?,
+                        None => input.column(k).clone(),
                     };
-                    // A dictionary read for the filter becomes plain text again, for the kept rows only.
+                    // A dictionary read for the filter becomes codes, or plain text again, for the
+                    // kept rows only.
                     let target = src.schema.field(c).data_type();
-                    if a.data_type() == target { Ok(a) } else { Ok(cast(&a, target)?) }
+                    match src.symbols_at(i) {
+                        Some(s) => s.encode(&a),
+                        None if a.data_type() == target => Ok(a),
+                        None => Ok(cast(&a, target)?),
+                    }
                 }
-                None => read(c, sel),
+                None => read_out(i, c, sel),
             })
             .collect::<Result<Vec<_>>>()?;
         let options = RecordBatchOptions::new().with_row_count(Some(kept));
@@ -566,7 +605,7 @@ struct RowFilter {
     /// Table column indexes the predicate reads.
     columns: Vec<usize>,
     schema: SchemaRef,
-    /// The predicate is built only of comparisons, AND / OR / NOT, IN lists and NULL tests over
+    /// The predicate is built only of comparisons, AND / OR / NOT, IN lists, LIKE and NULL tests over
     /// columns and literals, which evaluate dictionary-encoded text exactly as plain text. Anything else
     /// (functions, casts, arithmetic, a join's key struct) reads plain text: some of DataFusion's kernels
     /// reject dictionaries, and some panic on them.
@@ -576,7 +615,9 @@ struct RowFilter {
 /// See [`RowFilter::dictionary`].
 fn takes_dictionaries(expr: &Arc<dyn PhysicalExpr>) -> bool {
     use datafusion::logical_expr::Operator as Op;
-    use datafusion::physical_plan::expressions::{BinaryExpr, InListExpr, IsNotNullExpr, IsNullExpr, Literal, NotExpr};
+    use datafusion::physical_plan::expressions::{
+        BinaryExpr, InListExpr, IsNotNullExpr, IsNullExpr, LikeExpr, Literal, NotExpr,
+    };
     let node_ok = if let Some(b) = expr.downcast_ref::<BinaryExpr>() {
         matches!(
             b.op(),
@@ -595,6 +636,8 @@ fn takes_dictionaries(expr: &Arc<dyn PhysicalExpr>) -> bool {
         expr.downcast_ref::<ColumnExpr>().is_some()
             || expr.downcast_ref::<Literal>().is_some()
             || expr.downcast_ref::<InListExpr>().is_some()
+            // arrow's LIKE matches a dictionary's entries once each
+            || expr.downcast_ref::<LikeExpr>().is_some()
             || expr.downcast_ref::<IsNullExpr>().is_some()
             || expr.downcast_ref::<IsNotNullExpr>().is_some()
             || expr.downcast_ref::<NotExpr>().is_some()
@@ -772,6 +815,11 @@ impl DataSource for TableScanSource {
                 if self.newest_first {
                     write!(f, ", order=newest_first")?;
                 }
+                let symbols: Vec<&str> =
+                    (cols.iter().enumerate()).filter(|&(i, _)| self.symbols_at(i).is_some()).map(|(_, c)| *c).collect();
+                if !symbols.is_empty() {
+                    write!(f, ", symbols=[{}]", symbols.join(", "))?;
+                }
                 if let Some(m) = self.latest {
                     write!(f, ", latest_per_key={}", self.projected_schema.field(m.key).name())?;
                 }
@@ -802,6 +850,12 @@ impl DataSource for TableScanSource {
             let rows: usize = self.units.iter().map(Unit::rows).sum();
             s.num_rows = Precision::Exact(rows);
             s.column_statistics = self.column_statistics().to_vec();
+            // Codes have no order of their own: only the NULL count carries over.
+            for (i, c) in s.column_statistics.iter_mut().enumerate() {
+                if self.symbols_at(i).is_some() {
+                    *c = ColumnStatistics { null_count: c.null_count, ..ColumnStatistics::new_unknown() };
+                }
+            }
             if !self.exact_rows {
                 // Filters drop rows: bounds, not values.
                 s = s.to_inexact();
