@@ -287,3 +287,46 @@ fn group_by_text_on_codes_gives_datafusions_groups() {
         }
     });
 }
+
+/// A bound on a truncated time bounds the time itself: `date_trunc('hour', ts) = x` in a WHERE
+/// prunes row groups when the plan is made, and a join on truncated times prunes with the bounds the
+/// join's build side pushes down at run time; the rows are DataFusion's.
+#[test]
+fn bounds_on_truncated_times_prune() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let (db, reference) = both(dir.path()).await;
+        for sql in [
+            "SELECT count(*), min(ts), max(ts) FROM t WHERE date_trunc('hour', ts) = CAST('2024-01-01 05:00:00' AS TIMESTAMP)",
+            "SELECT count(*) FROM t WHERE date_trunc('minute', ts) >= CAST('2024-01-01 20:00:00' AS TIMESTAMP) \
+             AND date_trunc('day', ts) < CAST('2024-01-02' AS TIMESTAMP)",
+            "SELECT count(*) FROM t WHERE CAST('2024-01-01 03:00:00' AS TIMESTAMP) > date_trunc('hour', ts)",
+            "SELECT count(*) FROM t WHERE date_trunc('month', ts) <= CAST('2024-01-01' AS TIMESTAMP)",
+            "SELECT e.host, e.h, e.n, count(*) FROM (SELECT host, date_trunc('hour', ts) AS h, count(*) AS n FROM t \
+             WHERE ts >= CAST('2024-01-01 10:00:00' AS TIMESTAMP) AND ts < CAST('2024-01-01 12:00:00' AS TIMESTAMP) \
+             GROUP BY host, date_trunc('hour', ts)) e JOIN t m ON m.host = e.host AND date_trunc('hour', m.ts) = e.h \
+             GROUP BY e.host, e.h, e.n ORDER BY e.host, e.h",
+        ] {
+            assert_eq!(answer(db.session(), sql).await, answer(&reference, sql).await, "{sql}");
+        }
+        let plan = answer(
+            db.session(),
+            "EXPLAIN SELECT count(*) FROM t WHERE date_trunc('hour', ts) = CAST('2024-01-01 05:00:00' AS TIMESTAMP)",
+        )
+        .await
+        .unwrap()
+        .join("\n");
+        assert!(plan.contains("row_groups=1/"), "{plan}");
+        let plan = answer(
+            db.session(),
+            "EXPLAIN ANALYZE SELECT count(*) FROM (SELECT date_trunc('hour', ts) AS h FROM t \
+             WHERE ts >= CAST('2024-01-01 10:00:00' AS TIMESTAMP) AND ts < CAST('2024-01-01 11:00:00' AS TIMESTAMP) \
+             GROUP BY 1) e JOIN t m ON date_trunc('hour', m.ts) = e.h",
+        )
+        .await
+        .unwrap()
+        .join("\n");
+        assert!(metric(&plan, "row_groups_pruned_at_run_time") >= 2.0, "{plan}");
+    });
+}

@@ -22,6 +22,7 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Column, ColumnStatistics, DataFusionError, Result, ScalarValue, Statistics};
 use datafusion::datasource::source::DataSource;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::ScalarFunctionExpr;
 use datafusion::physical_expr::projection::ProjectionExprs;
 use datafusion::physical_expr::{DynamicFilterTracking, EquivalenceProperties, Partitioning, PhysicalExpr};
 use datafusion::physical_expr_common::physical_expr::{snapshot_generation, snapshot_physical_expr};
@@ -138,10 +139,82 @@ impl PruningStatistics for RowGroupStats<'_> {
     }
 }
 
-/// Builds a pruning predicate, or `None` when the expression cannot prune anything.
+/// Builds a pruning predicate, or `None` when the expression cannot prune anything. Bounds on a
+/// truncated time (`date_trunc('minute', ts) >= x`, as a join on minutes pushes down) also bound the
+/// time itself (see [`with_time_bounds`]).
 pub(crate) fn pruning_predicate(expr: &Arc<dyn PhysicalExpr>, schema: &SchemaRef) -> Option<PruningPredicate> {
-    let p = PruningPredicateBuilder::new().with_file_schema(schema.clone()).try_build(expr.clone()).ok()?;
+    let expr = with_time_bounds(expr.clone());
+    let p = PruningPredicateBuilder::new().with_file_schema(schema.clone()).try_build(expr).ok()?;
     if p.always_true() { None } else { Some(p) }
+}
+
+/// The longest span `date_trunc(unit, t)` maps to one value (a day or a week may have an extra hour
+/// in a time zone with daylight saving time); `None` for units of varying length.
+fn trunc_width_us(unit: &str) -> Option<i64> {
+    const S: i64 = 1_000_000;
+    Some(match unit.to_ascii_lowercase().as_str() {
+        "microsecond" | "microseconds" => 1,
+        "millisecond" | "milliseconds" => 1_000,
+        "second" | "seconds" => S,
+        "minute" | "minutes" => 60 * S,
+        "hour" | "hours" => 3_600 * S,
+        "day" | "days" => 25 * 3_600 * S,
+        "week" | "weeks" => (7 * 24 + 1) * 3_600 * S,
+        _ => return None,
+    })
+}
+
+/// Adds to every comparison of `date_trunc(unit, c)` with a timestamp literal the bound it implies on
+/// `c` itself, which min / max statistics can test: since `date_trunc(unit, c) <= c <
+/// date_trunc(unit, c) + width`, `date_trunc(unit, c) >= x` implies `c >= x`, and `date_trunc(unit,
+/// c) <= x` implies `c < x + width`. The comparison stays: the result is only used to prune.
+fn with_time_bounds(expr: Arc<dyn PhysicalExpr>) -> Arc<dyn PhysicalExpr> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::logical_expr::Operator as Op;
+    use datafusion::physical_plan::expressions::{BinaryExpr, Literal};
+    let implied = |b: &BinaryExpr| -> Option<Arc<dyn PhysicalExpr>> {
+        // Normalise to `date_trunc(..) op literal`.
+        let (f, op, lit) = match (b.left().downcast_ref::<ScalarFunctionExpr>(), b.right().downcast_ref::<Literal>()) {
+            (Some(f), Some(l)) => (f, *b.op(), l),
+            _ => (b.right().downcast_ref::<ScalarFunctionExpr>()?, b.op().swap()?, b.left().downcast_ref::<Literal>()?),
+        };
+        if f.name() != "date_trunc" {
+            return None;
+        }
+        let [unit, column] = f.args() else { return None };
+        let unit = match unit.downcast_ref::<Literal>()?.value() {
+            ScalarValue::Utf8(Some(u)) | ScalarValue::Utf8View(Some(u)) | ScalarValue::LargeUtf8(Some(u)) => u.clone(),
+            _ => return None,
+        };
+        column.downcast_ref::<ColumnExpr>()?;
+        let ScalarValue::TimestampMicrosecond(Some(x), tz) = lit.value() else { return None };
+        let at = |v: i64| {
+            Arc::new(Literal::new(ScalarValue::TimestampMicrosecond(Some(v), tz.clone()))) as Arc<dyn PhysicalExpr>
+        };
+        let cmp = |op: Op, v: i64| Arc::new(BinaryExpr::new(column.clone(), op, at(v))) as Arc<dyn PhysicalExpr>;
+        let width = trunc_width_us(&unit);
+        match op {
+            Op::Gt | Op::GtEq => Some(cmp(Op::GtEq, *x)),
+            Op::Lt | Op::LtEq => Some(cmp(Op::Lt, x.checked_add(width?)?)),
+            Op::Eq => {
+                let upper = cmp(Op::Lt, x.checked_add(width?)?);
+                Some(Arc::new(BinaryExpr::new(cmp(Op::GtEq, *x), Op::And, upper)))
+            }
+            _ => None,
+        }
+    };
+    expr.clone()
+        .transform_up(|e| {
+            let Some(b) = e.downcast_ref::<BinaryExpr>() else { return Ok(Transformed::no(e)) };
+            match implied(b) {
+                Some(bound) => {
+                    Ok(Transformed::yes(Arc::new(BinaryExpr::new(e.clone(), Op::And, bound)) as Arc<dyn PhysicalExpr>))
+                }
+                None => Ok(Transformed::no(e)),
+            }
+        })
+        .map(|t| t.data)
+        .unwrap_or(expr)
 }
 
 /// Which of the row groups may hold rows matching `pred`.
@@ -878,8 +951,26 @@ impl DataSource for TableScanSource {
         self.metrics.clone()
     }
 
-    fn try_swapping_with_projection(&self, _projection: &ProjectionExprs) -> Result<Option<Arc<dyn DataSource>>> {
-        Ok(None)
+    /// A projection of some of the scan's columns, unrenamed, becomes the scan's own: columns read only
+    /// by the scan's filters are then not decoded for output (the filters read the table's columns).
+    fn try_swapping_with_projection(&self, projection: &ProjectionExprs) -> Result<Option<Arc<dyn DataSource>>> {
+        if self.latest.is_some() || !self.symbols.is_empty() {
+            return Ok(None);
+        }
+        let mut columns = Vec::with_capacity(projection.as_ref().len());
+        for p in projection.iter() {
+            let Some(c) = p.expr.downcast_ref::<ColumnExpr>() else { return Ok(None) };
+            let Some(&col) = self.projection.get(c.index()) else { return Ok(None) };
+            if p.alias != c.name() || columns.contains(&col) {
+                return Ok(None);
+            }
+            columns.push(col);
+        }
+        let mut s = self.clone();
+        s.projected_schema = Arc::new(self.schema.project(&columns)?);
+        s.projection = columns;
+        s.column_stats = Default::default();
+        Ok(Some(Arc::new(s)))
     }
 
     fn try_pushdown_filters(
