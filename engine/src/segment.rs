@@ -113,31 +113,36 @@ pub fn write_segment(
     out.extend_from_slice(MAGIC);
     out.put_u32(FORMAT_VERSION);
     out.put_u32(0);
-    let mut row_groups = Vec::new();
     let rows = batch.num_rows();
-    let mut start = 0;
-    while start < rows {
-        let len = (rows - start).min(MAX_ROW_GROUP_ROWS);
+    // Every chunk is encoded and compressed on its own, on all cores; then written in order.
+    let groups: Vec<(usize, usize)> =
+        (0..rows).step_by(MAX_ROW_GROUP_ROWS).map(|start| (start, (rows - start).min(MAX_ROW_GROUP_ROWS))).collect();
+    let jobs: Vec<(usize, usize)> = (0..groups.len()).flat_map(|g| (0..columns.len()).map(move |c| (g, c))).collect();
+    let encoded = parallel_map(&jobs, |&(g, c)| {
+        let (start, len) = groups[g];
+        let (raw, null_count, stat) = encode_chunk(columns[c].ty, &batch.column(c).slice(start, len))?;
+        let (compression, stored) = compress(raw.as_slice(), options);
+        Ok::<_, Error>((raw.len(), compression, stored, null_count, stat))
+    });
+    let mut encoded = encoded.into_iter();
+    let mut row_groups = Vec::with_capacity(groups.len());
+    for &(_, len) in &groups {
         let mut chunks = Vec::with_capacity(columns.len());
-        for (i, col) in columns.iter().enumerate() {
-            let array = batch.column(i).slice(start, len);
-            let (raw, null_count, stat) = encode_chunk(col.ty, &array)?;
-            let (compression, stored) = compress(raw.as_slice(), options);
-            let offset = out.len() as u64;
-            let crc = crc32fast::hash(&stored);
+        for _ in columns {
+            let Some(chunk) = encoded.next() else { break };
+            let (raw_len, compression, stored, null_count, stat) = chunk?;
             chunks.push(ChunkMeta {
-                offset,
+                offset: out.len() as u64,
                 len: u32::try_from(stored.len()).map_err(|_| chunk_too_large(path))?,
-                raw_len: u32::try_from(raw.len()).map_err(|_| chunk_too_large(path))?,
+                raw_len: u32::try_from(raw_len).map_err(|_| chunk_too_large(path))?,
                 compression,
-                crc,
+                crc: crc32fast::hash(&stored),
                 null_count: null_count as u32,
                 stat,
             });
             out.extend_from_slice(&stored);
         }
         row_groups.push(RowGroupMeta { rows: len as u32, chunks });
-        start += len;
     }
     let footer = Footer { columns: columns.to_vec(), row_groups };
     let footer_bytes = encode_footer(&footer);
@@ -164,6 +169,35 @@ pub fn write_segment(
         None => (None, None),
     };
     Ok(WrittenSegment { rows: rows as u64, bytes: out.len() as u64, min_ts, max_ts })
+}
+
+/// `f` of every item, in order, computed on up to all cores (threads pull the next item in turn).
+fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(items.len());
+    if workers <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(item) = items.get(i) else { return done };
+            done.push((i, f(item)));
+        }
+    };
+    let mut all: Vec<(usize, R)> = std::thread::scope(|s| {
+        let helpers: Vec<_> = (1..workers).map(|_| s.spawn(work)).collect();
+        let mut all = work();
+        for h in helpers {
+            // A panic in a helper is the caller's panic.
+            all.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+        }
+        all
+    });
+    all.sort_unstable_by_key(|(i, _)| *i);
+    all.into_iter().map(|(_, r)| r).collect()
 }
 
 fn chunk_too_large(path: &Path) -> Error {

@@ -1,9 +1,13 @@
-//! `trafficdb import`: Parquet files appended to a table. A reader thread decodes the files while the
-//! caller's thread appends, so decoding and the WAL's fsyncs overlap.
+//! `trafficdb import`: Parquet files appended to a table. A reader thread decodes the files while two
+//! threads append, so decoding, encoding for the WAL and the WAL's fsyncs overlap. Each batch is its
+//! own transaction; on an error the batches appended before it stay.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
+
+use parking_lot::Mutex;
 
 use anyhow::Context;
 use datafusion::arrow::array::RecordBatch;
@@ -12,6 +16,8 @@ use trafficdb::Database;
 
 /// Rows per decoded batch: one append (and one fsync) each.
 const BATCH_ROWS: usize = 131_072;
+/// Threads appending decoded batches.
+const APPENDERS: usize = 2;
 
 /// A decoded batch with where it came from, or the error that stopped the reader.
 type Piece = anyhow::Result<(PathBuf, u64, RecordBatch)>;
@@ -31,29 +37,41 @@ pub fn run(db: &Database, table: &str, files: &[PathBuf]) -> anyhow::Result<u64>
             }
         }
     });
-    let mut appended = 0u64;
-    let mut result = Ok(());
-    for piece in rx {
-        let r = piece.and_then(|(file, first_row, batch)| {
-            db.append(table, &batch).with_context(|| {
-                format!("{}: rows {}-{}", file.display(), first_row + 1, first_row + batch.num_rows() as u64)
-            })
-        });
-        match r {
-            Ok(n) => {
-                appended += n;
-                bar.set_position(appended);
-            }
-            Err(e) => {
-                result = Err(e);
-                break;
-            }
+    // Two appenders: while one waits for its batch's fsync, the other encodes the next (the WAL's
+    // group commit writes both together).
+    let rx = Mutex::new(rx);
+    let appended = AtomicU64::new(0);
+    let failed: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..APPENDERS {
+            s.spawn(|| {
+                while failed.lock().is_none() {
+                    let Ok(piece) = rx.lock().recv() else { return };
+                    let r = piece.and_then(|(file, first_row, batch)| {
+                        db.append(table, &batch).with_context(|| {
+                            let last = first_row + batch.num_rows() as u64;
+                            format!("{}: rows {}-{last}", file.display(), first_row + 1)
+                        })
+                    });
+                    match r {
+                        Ok(n) => bar.set_position(appended.fetch_add(n, Ordering::Relaxed) + n),
+                        Err(e) => {
+                            failed.lock().get_or_insert(e);
+                        }
+                    }
+                }
+            });
         }
-    }
+    });
     bar.finish_and_clear();
     // The reader stops at its next send once the receiver is gone.
+    drop(rx);
     let _ = reader.join();
-    result.map(|()| appended).map_err(|e| e.context(format!("import stopped after {appended} rows were appended")))
+    let appended = appended.into_inner();
+    match failed.into_inner() {
+        None => Ok(appended),
+        Some(e) => Err(e.context(format!("import stopped after {appended} rows were appended"))),
+    }
 }
 
 fn rows_in(path: &Path) -> anyhow::Result<u64> {

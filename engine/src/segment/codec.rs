@@ -364,10 +364,11 @@ fn read_dictionary(r: &mut Reader<'_>, n: usize) -> DecodeResult<TextDictionary>
     let bytes = r.take(total as usize)?.to_vec();
     let mut wide = Vec::with_capacity(n);
     decode_ints(r, n, &mut wide)?;
-    let mut codes = Vec::with_capacity(n);
-    for c in wide {
-        codes.push(i32::try_from(c).ok().filter(|&c| (c as usize) < k).ok_or("dictionary code out of range")?);
+    // Checked in one pass, narrowed in another: both loops vectorise.
+    if wide.iter().any(|&c| c as u64 >= k as u64) {
+        return Err("dictionary code out of range".into());
     }
+    let codes = wide.iter().map(|&c| c as i32).collect();
     Ok(TextDictionary { offsets, bytes, codes })
 }
 
