@@ -1,7 +1,6 @@
 //! The `trafficdb` binary.
 
 mod format;
-mod import;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -483,7 +482,15 @@ async fn import(args: ImportArgs) -> anyhow::Result<()> {
         anyhow::bail!("table \"{}\" does not exist in {}", args.table, args.data_dir.display());
     }
     let started = std::time::Instant::now();
-    let r = tokio::task::block_in_place(|| import::run(&db, &args.table, &args.files));
+    let r = tokio::task::block_in_place(|| {
+        let bar = progress_bar(0);
+        let r = trafficdb_server::ingest::import::run(&db, &args.table, &args.files, &|done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        });
+        bar.finish_and_clear();
+        r
+    });
     // Flushed either way: what was appended is kept, and the directory is left closed cleanly.
     db.close()?;
     let rows = r?;

@@ -11,6 +11,7 @@ mod corruption;
 mod crash;
 mod generator;
 mod http;
+mod import;
 mod kill;
 mod pushdown;
 mod schema;

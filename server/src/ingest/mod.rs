@@ -5,4 +5,5 @@
 pub mod batch;
 pub mod copy_format;
 pub mod dedup;
+pub mod import;
 pub mod line_protocol;

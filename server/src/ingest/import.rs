@@ -1,6 +1,8 @@
 //! `trafficdb import`: Parquet files appended to a table. A reader thread decodes the files while two
 //! threads append, so decoding, encoding for the WAL and the WAL's fsyncs overlap. Each batch is its
-//! own transaction; on an error the batches appended before it stay.
+//! own transaction. The reader casts each batch to the table's types before passing it on, so a bad
+//! file or value stops the import after exactly the batches before it; should the database itself
+//! fail an append, the batch the other thread was appending may still land, and the count says so.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -13,6 +15,8 @@ use anyhow::Context;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use trafficdb::Database;
+use trafficdb::engine::Table;
+use trafficdb::types::coerce_batch;
 
 /// Rows per decoded batch: one append (and one fsync) each.
 const BATCH_ROWS: usize = 131_072;
@@ -24,14 +28,16 @@ type Piece = anyhow::Result<(PathBuf, u64, RecordBatch)>;
 
 /// Appends every row of `files` to `table`; returns the rows appended. On an error, the rows appended
 /// before it stay, and the error says how many there were.
-pub fn run(db: &Database, table: &str, files: &[PathBuf]) -> anyhow::Result<u64> {
+/// `progress` is called with the rows appended so far and the rows in all the files.
+pub fn run(db: &Database, table: &str, files: &[PathBuf], progress: &(dyn Fn(u64, u64) + Sync)) -> anyhow::Result<u64> {
     let total: u64 = files.iter().map(|f| rows_in(f)).collect::<anyhow::Result<Vec<_>>>()?.iter().sum();
-    let bar = crate::progress_bar(total);
+    progress(0, total);
+    let t = db.engine().table(table).ok_or_else(|| anyhow::anyhow!("table \"{table}\" does not exist"))?;
     let (tx, rx) = mpsc::sync_channel::<Piece>(2);
     let files = files.to_vec();
     let reader = std::thread::spawn(move || {
         for f in files {
-            if let Err(e) = read(&f, &tx) {
+            if let Err(e) = read(&f, &t, &tx) {
                 let _ = tx.send(Err(e));
                 return;
             }
@@ -54,7 +60,7 @@ pub fn run(db: &Database, table: &str, files: &[PathBuf]) -> anyhow::Result<u64>
                         })
                     });
                     match r {
-                        Ok(n) => bar.set_position(appended.fetch_add(n, Ordering::Relaxed) + n),
+                        Ok(n) => progress(appended.fetch_add(n, Ordering::Relaxed) + n, total),
                         Err(e) => {
                             failed.lock().get_or_insert(e);
                         }
@@ -63,7 +69,6 @@ pub fn run(db: &Database, table: &str, files: &[PathBuf]) -> anyhow::Result<u64>
             });
         }
     });
-    bar.finish_and_clear();
     // The reader stops at its next send once the receiver is gone.
     drop(rx);
     let _ = reader.join();
@@ -80,7 +85,9 @@ fn rows_in(path: &Path) -> anyhow::Result<u64> {
     Ok(b.metadata().file_metadata().num_rows().max(0) as u64)
 }
 
-fn read(path: &Path, tx: &mpsc::SyncSender<Piece>) -> anyhow::Result<()> {
+/// Decodes `path` and casts its batches to the table's types, in order: a bad value stops the import
+/// here, before any later batch reaches an appender.
+fn read(path: &Path, table: &Table, tx: &mpsc::SyncSender<Piece>) -> anyhow::Result<()> {
     let file = File::open(path).with_context(|| format!("{}", path.display()))?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
         .and_then(|b| b.with_batch_size(BATCH_ROWS).build())
@@ -89,6 +96,8 @@ fn read(path: &Path, tx: &mpsc::SyncSender<Piece>) -> anyhow::Result<()> {
     for batch in reader {
         let batch = batch.with_context(|| format!("{}: after row {row}", path.display()))?;
         let n = batch.num_rows() as u64;
+        let batch = coerce_batch(&table.def, &table.schema, &batch)
+            .with_context(|| format!("{}: rows {}-{}", path.display(), row + 1, row + n))?;
         if tx.send(Ok((path.to_path_buf(), row, batch))).is_err() {
             return Ok(());
         }
