@@ -23,7 +23,8 @@
 //!   (DDL with options, materialized views, `CALL`s), hands the rest to DataFusion; [`rollup`] and
 //!   [`alert`] are the background work it drives.
 //! - [`query`]: DataFusion over stored tables: `query::scan` (the scan, pruning), `query::latest`
-//!   (the latest-per-key rule) over `query::key_max`, `query::dml` (DELETE / UPDATE /
+//!   (the latest-per-key rule) over `query::key_max`, `query::symbols` (group-bys on text codes,
+//!   `query::codes` the code tables the scan and the rule share), `query::dml` (DELETE / UPDATE /
 //!   RETURNING planned as queries, executed by [`engine::Engine::rewrite`]).
 //! - [`engine`]: one module per lifecycle step (see its documentation, which also gives the lock
 //!   order: `maintenance` → `gate` → `catalog` → `tables` → a table's `data`).

@@ -34,8 +34,8 @@ use datafusion::physical_plan::metrics::{Count, ExecutionPlanMetricsSet, MetricB
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayFormatType, SortOrderPushdownResult};
 
+use super::codes::Symbols;
 use super::key_max::{KeyMax, LatestMode, LatestState, key_max, take_rows};
-use super::symbols::Symbols;
 use crate::engine::SegmentHandle;
 use crate::segment::Stat;
 use crate::types::TableDef;
