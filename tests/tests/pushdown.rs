@@ -280,6 +280,10 @@ fn group_by_text_on_codes_gives_datafusions_groups() {
             "SELECT g, count(DISTINCT k), count(k) FROM s GROUP BY g ORDER BY g",
             "SELECT k, count(*) FROM s GROUP BY k ORDER BY count(*) DESC, k LIMIT 3",
             "SELECT count(*) FROM (SELECT k, g FROM s GROUP BY k, g) AS x",
+            // A top-N on the key itself (DataFusion bounds the aggregate to the first keys in order).
+            "SELECT k FROM s GROUP BY k ORDER BY k LIMIT 2",
+            "SELECT DISTINCT k FROM s ORDER BY k DESC LIMIT 3",
+            "SELECT k, max(n) FROM s GROUP BY k ORDER BY max(n) DESC, k LIMIT 2",
             "SELECT upper(k) AS u, count(*) FROM s WHERE ts < CAST('2024-01-01 10:00:00' AS TIMESTAMP) GROUP BY k \
              ORDER BY u",
         ] {

@@ -12,9 +12,10 @@
 //! so the groups are exactly those of the text.
 //!
 //! A column qualifies when it is a plain column reference among the group keys, no aggregate argument,
-//! ordering or `FILTER` reads it, and the scan's first row group stores it as a dictionary (the
-//! cardinality test: the writer stores a chunk as a dictionary when at most half its values, and no
-//! more than 65,536, are distinct).
+//! ordering or `FILTER` reads it, the aggregate keeps no top-N in key order (codes are not in the
+//! text's order), and the scan's first row group stores it as a dictionary (the cardinality test: the
+//! writer stores a chunk as a dictionary when at most half its values, and no more than 65,536, are
+//! distinct).
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -122,6 +123,9 @@ fn rewrite(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan
     if !matches!(agg.mode(), AggregateMode::Partial | AggregateMode::Single | AggregateMode::SinglePartitioned)
         || !agg.group_expr().is_single()
         || agg.input_order_mode() != &datafusion::physical_plan::InputOrderMode::Linear
+        // A top-N aggregate (`GROUP BY k ORDER BY k LIMIT n`) keeps the first keys in order: codes are
+        // not in the text's order.
+        || agg.limit_options().is_some_and(|l| l.descending().is_some())
     {
         return Ok(None);
     }
