@@ -13,9 +13,9 @@
 //!
 //! A column qualifies when it is a plain column reference among the group keys, no aggregate argument,
 //! ordering or `FILTER` reads it, the aggregate keeps no top-N in key order (codes are not in the
-//! text's order), and the scan's first row group stores it as a dictionary (the cardinality test: the
-//! writer stores a chunk as a dictionary when at most half its values, and no more than 65,536, are
-//! distinct).
+//! text's order), and the scan's largest row group stores it as a dictionary (the cardinality test:
+//! the writer stores a chunk as a dictionary when at most half its values, and no more than 65,536,
+//! are distinct; a chunk of 256 values or fewer always is).
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -163,10 +163,13 @@ fn rewrite(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan
     for f in agg.filter_expr().iter().flatten() {
         note(f)?;
     }
-    let sample = scan.units.iter().find_map(|u| match u {
-        Unit::RowGroup { seg, rg } => Some((seg.clone(), *rg)),
-        Unit::Mem { .. } => None,
-    });
+    // The largest row group: a small one (a flush of a few rows) is a dictionary whatever the column.
+    let sample = (scan.units.iter())
+        .filter_map(|u| match u {
+            Unit::RowGroup { seg, rg } => Some((seg, *rg)),
+            Unit::Mem { .. } => None,
+        })
+        .max_by_key(|(seg, rg)| seg.segment.footer.row_groups[*rg].rows);
     let Some((seg, rg)) = sample else { return Ok(None) };
     let mut picked = Vec::new();
     for (i, (e, _)) in agg.group_expr().expr().iter().enumerate() {
