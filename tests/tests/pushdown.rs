@@ -284,6 +284,11 @@ fn group_by_text_on_codes_gives_datafusions_groups() {
             "SELECT k FROM s GROUP BY k ORDER BY k LIMIT 2",
             "SELECT DISTINCT k FROM s ORDER BY k DESC LIMIT 3",
             "SELECT k, max(n) FROM s GROUP BY k ORDER BY max(n) DESC, k LIMIT 2",
+            // Group keys that are expressions of the key keep it text; a key named twice.
+            "SELECT k, upper(k), count(*) FROM s GROUP BY k, upper(k) ORDER BY k",
+            "SELECT g, CASE WHEN k LIKE 'k%' THEN 'k' ELSE 'other' END AS c, count(*) FROM s GROUP BY g, k, 2 \
+             ORDER BY g, c, count(*)",
+            "SELECT k, count(*) FROM s GROUP BY k, k ORDER BY k",
             "SELECT upper(k) AS u, count(*) FROM s WHERE ts < CAST('2024-01-01 10:00:00' AS TIMESTAMP) GROUP BY k \
              ORDER BY u",
         ] {

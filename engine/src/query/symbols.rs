@@ -12,10 +12,11 @@
 //! so the groups are exactly those of the text.
 //!
 //! A column qualifies when it is a plain column reference among the group keys, no aggregate argument,
-//! ordering or `FILTER` reads it, the aggregate keeps no top-N in key order (codes are not in the
-//! text's order), and the scan's largest row group stores it as a dictionary (the cardinality test:
-//! the writer stores a chunk as a dictionary when at most half its values, and no more than 65,536,
-//! are distinct; a chunk of 256 values or fewer always is).
+//! ordering, `FILTER` or other group key (`upper(k)`) reads it, the aggregate keeps no top-N in key
+//! order (codes are not in the text's order), and the scan's largest row group stores it as a
+//! dictionary (the cardinality test: the writer stores a chunk as a dictionary when at most half its
+//! values, and no more than 65,536, are distinct; a chunk of 256 values or fewer always is). Should
+//! DataFusion refuse the aggregate over codes, the plan stays as it was.
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -163,6 +164,12 @@ fn rewrite(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan
     for f in agg.filter_expr().iter().flatten() {
         note(f)?;
     }
+    // So do the columns of group keys that are expressions (`upper(k)`, `CASE ... k ...`).
+    for (e, _) in agg.group_expr().expr() {
+        if e.downcast_ref::<Column>().is_none() {
+            note(e)?;
+        }
+    }
     // The largest row group: a small one (a flush of a few rows) is a dictionary whatever the column.
     let sample = (scan.units.iter())
         .filter_map(|u| match u {
@@ -204,16 +211,18 @@ fn rewrite(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan
         input = Arc::new(CooperativeExec::new(input));
     }
     let schema = input.schema();
-    let grouped = AggregateExec::try_new(
+    // A plan DataFusion will not build over codes keeps its text.
+    let Ok(grouped) = AggregateExec::try_new(
         *agg.mode(),
         agg.group_expr().clone(),
         agg.aggr_expr().to_vec(),
         agg.filter_expr().to_vec(),
         input,
         schema,
-    )?
-    .with_limit_options(agg.limit_options());
-    let grouped: Arc<dyn ExecutionPlan> = Arc::new(grouped);
+    ) else {
+        return Ok(None);
+    };
+    let grouped: Arc<dyn ExecutionPlan> = Arc::new(grouped.with_limit_options(agg.limit_options()));
     // Back to text right above the aggregate: the same names, types and order as before.
     let out = grouped.schema();
     let exprs = out
@@ -230,9 +239,8 @@ fn rewrite(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan
             ProjectionExpr::new(expr, f.name().clone())
         })
         .collect::<Vec<_>>();
-    let projected = Arc::new(ProjectionExec::try_new(exprs, grouped)?);
-    if projected.schema().fields() != plan.schema().fields() {
-        return Ok(None);
+    match ProjectionExec::try_new(exprs, grouped) {
+        Ok(p) if p.schema().fields() == plan.schema().fields() => Ok(Some(Arc::new(p))),
+        _ => Ok(None),
     }
-    Ok(Some(projected))
 }
