@@ -148,6 +148,58 @@ pub(crate) fn pruning_predicate(expr: &Arc<dyn PhysicalExpr>, schema: &SchemaRef
     if p.always_true() { None } else { Some(p) }
 }
 
+/// A pruning predicate that rules out exactly the row groups in which every row passes `filter`, by
+/// their statistics: `filter` must be a conjunction of range comparisons of an integer or time column
+/// with a literal (`column < literal`, `<=`, `>`, `>=`), and the
+/// predicate is the negation of each comparison, or'ed, or'ed with each column being NULL (a NULL
+/// fails a comparison). A row group it prunes can skip the row filter (`ts` in a range that covers
+/// the row group: its times are not even decoded). `None` when `filter` has another shape.
+fn covering_predicate(filter: &Arc<dyn PhysicalExpr>, schema: &SchemaRef) -> Option<PruningPredicate> {
+    use datafusion::logical_expr::Operator as Op;
+    use datafusion::physical_plan::expressions::{BinaryExpr, IsNullExpr, Literal};
+    fn conjuncts(e: &Arc<dyn PhysicalExpr>, out: &mut Vec<Arc<dyn PhysicalExpr>>) {
+        match e.downcast_ref::<BinaryExpr>() {
+            Some(b) if *b.op() == Op::And => {
+                conjuncts(b.left(), out);
+                conjuncts(b.right(), out);
+            }
+            _ => out.push(e.clone()),
+        }
+    }
+    let mut parts = Vec::new();
+    conjuncts(filter, &mut parts);
+    let mut negated: Vec<Arc<dyn PhysicalExpr>> = Vec::new();
+    let mut columns: Vec<Arc<dyn PhysicalExpr>> = Vec::new();
+    for p in &parts {
+        let b = p.downcast_ref::<BinaryExpr>()?;
+        let (column, literal) = (b.left().downcast_ref::<ColumnExpr>()?, b.right().downcast_ref::<Literal>()?);
+        // Integers and times only: float statistics do not order NaN as the comparison does.
+        let integral = matches!(
+            schema.fields().get(column.index())?.data_type(),
+            DataType::Int16 | DataType::Int32 | DataType::Int64 | DataType::Timestamp(..)
+        );
+        if literal.value().is_null() || !integral {
+            return None;
+        }
+        let op = match b.op() {
+            Op::Lt => Op::GtEq,
+            Op::LtEq => Op::Gt,
+            Op::Gt => Op::LtEq,
+            Op::GtEq => Op::Lt,
+            _ => return None,
+        };
+        negated.push(Arc::new(BinaryExpr::new(b.left().clone(), op, b.right().clone())));
+        if !columns.iter().any(|c| c.downcast_ref::<ColumnExpr>().is_some_and(|k| k.index() == column.index())) {
+            columns.push(b.left().clone());
+        }
+    }
+    let any = (negated.into_iter())
+        .chain(columns.into_iter().map(|c| Arc::new(IsNullExpr::new(c)) as Arc<dyn PhysicalExpr>))
+        .reduce(|a, b| Arc::new(BinaryExpr::new(a, Op::Or, b)) as Arc<dyn PhysicalExpr>)?;
+    let p = PruningPredicateBuilder::new().with_file_schema(schema.clone()).try_build(any).ok()?;
+    if p.always_true() { None } else { Some(p) }
+}
+
 /// The longest span `date_trunc(unit, t)` maps to one value (a day or a week may have an extra hour
 /// in a time zone with daylight saving time); `None` for units of varying length.
 fn trunc_width_us(unit: &str) -> Option<i64> {
@@ -341,6 +393,7 @@ impl TableScanSource {
             mem: MetricBuilder::new(&self.metrics).counter("memtable_batches_scanned", partition),
             rows: MetricBuilder::new(&self.metrics).counter("rows_decoded", partition),
             filtered: MetricBuilder::new(&self.metrics).counter("row_groups_without_matching_rows", partition),
+            covered: MetricBuilder::new(&self.metrics).counter("row_groups_matched_by_statistics", partition),
         };
         let iter = UnitIter {
             src: self.clone(),
@@ -349,6 +402,7 @@ impl TableScanSource {
             shared,
             emitted: 0,
             dyn_pruner: None,
+            covered: None,
             latest: LatestState::default(),
             metrics,
             dictionary_filters: true,
@@ -467,6 +521,8 @@ struct ScanMetrics {
     rows: Count,
     /// Row groups decoded for the filter's columns only: no row matched.
     filtered: Count,
+    /// Row groups read without the row filter: their statistics prove every row passes it.
+    covered: Count,
 }
 
 struct UnitIter {
@@ -477,6 +533,9 @@ struct UnitIter {
     emitted: usize,
     /// The pruning predicate and the row filter built from the dynamic filters at a given generation.
     dyn_pruner: Option<(u64, Option<PruningPredicate>, Option<RowFilter>)>,
+    /// For the same generation: a predicate that prunes exactly the row groups whose statistics prove
+    /// every row passes the row filter (see [`covering_predicate`]); those are read without it.
+    covered: Option<PruningPredicate>,
     latest: LatestState,
     metrics: ScanMetrics,
     /// Whether the row filter reads text columns in dictionary form (see `read_row_group`).
@@ -527,6 +586,7 @@ impl UnitIter {
                 )) as Arc<dyn PhysicalExpr>
             });
             let pred = conjunction.as_ref().and_then(|e| pruning_predicate(e, &self.src.schema));
+            self.covered = conjunction.as_ref().and_then(|e| covering_predicate(e, &self.src.schema));
             let rows = conjunction.and_then(|e| RowFilter::new(e, &self.src.schema));
             self.dyn_pruner = Some((generation, pred, rows));
         }
@@ -580,8 +640,14 @@ impl UnitIter {
             }
             None => read(c, sel),
         };
+        let covered = self.covered.as_ref().is_some_and(|c| {
+            !prune_row_groups(c, &src.def, &src.schema, vec![(seg, rg)]).first().copied().unwrap_or(true)
+        });
+        if covered {
+            self.metrics.covered.add(1);
+        }
         let filter = match &self.dyn_pruner {
-            Some((_, _, Some(f))) if src.latest.is_none() => f,
+            Some((_, _, Some(f))) if src.latest.is_none() && !covered => f,
             _ => {
                 if restrict.is_none() && src.symbols.is_empty() {
                     return Ok(Some(seg.segment.read(rg, &src.projection, &src.projected_schema)?));
