@@ -327,6 +327,7 @@ fn row_groups_inside_a_range_skip_the_row_filter() {
              GROUP BY host ORDER BY host",
             "SELECT count(*), min(code) FROM t WHERE code >= 0 AND code <= 499",
             "SELECT count(*) FROM t WHERE ts <= CAST('2024-01-01 05:59:59' AS TIMESTAMP) AND ms > 3",
+            "SELECT count(*), count(host) FROM t WHERE NOT host IS NULL AND ts IS NOT NULL",
         ] {
             assert_eq!(answer(db.session(), sql).await, answer(&reference, sql).await, "{sql}");
         }
@@ -339,6 +340,15 @@ fn row_groups_inside_a_range_skip_the_row_filter() {
         .unwrap()
         .join("\n");
         assert!(metric(&plan, "row_groups_matched_by_statistics") >= 2.0, "{plan}");
+        // `ts` is NOT NULL: every row group passes `ts IS NOT NULL`; `host` has NULLs in each.
+        let plan = answer(db.session(), "EXPLAIN ANALYZE SELECT count(*) FROM t WHERE ts IS NOT NULL AND code > 0")
+            .await
+            .unwrap()
+            .join("\n");
+        assert_eq!(metric(&plan, "row_groups_matched_by_statistics"), 0.0, "{plan}");
+        let plan = answer(db.session(), "EXPLAIN ANALYZE SELECT sum(code) FROM t WHERE NOT ts IS NULL").await.unwrap();
+        let plan = plan.join("\n");
+        assert!(metric(&plan, "row_groups_matched_by_statistics") >= 3.0, "{plan}");
         // `code` has NULLs in every row group: a range on it proves nothing.
         let plan = answer(db.session(), "EXPLAIN ANALYZE SELECT count(*) FROM t WHERE code >= 0 AND code <= 499")
             .await
