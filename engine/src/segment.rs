@@ -535,33 +535,20 @@ impl Segment {
         let corrupt = |reason: String| Error::corrupt(&self.path, chunk.offset, reason);
         let stored = &self.data[chunk.offset as usize..(chunk.offset + chunk.len as u64) as usize];
         // The validity flag, the validity bits when present, and the text encoding's kind byte.
-        let mut head = vec![0u8; 2 + (meta.rows as usize).div_ceil(8)];
-        let want = match chunk.compression {
-            COMPRESSION_NONE => {
-                let n = head.len().min(stored.len());
-                head[..n].copy_from_slice(&stored[..n]);
-                n
-            }
+        let len = 2 + (meta.rows as usize).div_ceil(8);
+        let mut head = Vec::with_capacity(len);
+        match chunk.compression {
+            COMPRESSION_NONE => head.extend_from_slice(&stored[..len.min(stored.len())]),
             _ => {
-                let mut d = zstd::stream::read::Decoder::new(stored).map_err(|e| corrupt(format!("zstd: {e}")))?;
-                let mut n = 0;
-                while n < head.len() {
-                    match d.read(&mut head[n..]).map_err(|e| corrupt(format!("zstd: {e}")))? {
-                        0 => break,
-                        k => n += k,
-                    }
-                }
-                n
+                let d = zstd::stream::read::Decoder::new(stored).map_err(|e| corrupt(format!("zstd: {e}")))?;
+                d.take(len as u64).read_to_end(&mut head).map_err(|e| corrupt(format!("zstd: {e}")))?;
             }
-        };
+        }
         let kind_at = match head.first() {
             Some(1) => 1 + (meta.rows as usize).div_ceil(8),
             _ => 1,
         };
-        match head.get(kind_at) {
-            Some(_) if kind_at < want => Ok(codec::peek_is_dictionary(&Reader::new(&head[kind_at..want]))),
-            _ => Ok(false),
-        }
+        Ok(head.get(kind_at..).is_some_and(|kind| codec::peek_is_dictionary(&Reader::new(kind))))
     }
 
     fn read_chunk(

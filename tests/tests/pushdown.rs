@@ -101,6 +101,11 @@ async fn answer(ctx: &SessionContext, sql: &str) -> Result<Vec<String>, String> 
     Ok(out)
 }
 
+/// The plan `EXPLAIN [ANALYZE]` gives, one string.
+async fn plan_of(ctx: &SessionContext, sql: &str) -> String {
+    answer(ctx, sql).await.unwrap().join("\n")
+}
+
 /// The table in trafficdb (three sealed segments, memtable rows newer and older) and in DataFusion.
 async fn both(dir: &std::path::Path) -> (trafficdb::Database, SessionContext) {
     let db = trafficdb::Database::open(dir).await.unwrap();
@@ -128,12 +133,12 @@ fn count_min_max_of_a_whole_table_come_from_statistics() {
         let (db, reference) = both(dir.path()).await;
         let sql = "SELECT count(*), count(host), count(code), min(ts), max(ts), min(host), max(host), min(code), \
                    max(code), min(ok), max(ok) FROM t";
-        let plan = answer(db.session(), &format!("EXPLAIN {sql}")).await.unwrap().join("\n");
+        let plan = plan_of(db.session(), &format!("EXPLAIN {sql}")).await;
         assert!(!plan.contains("TrafficScan"), "answered without a scan: {plan}");
         assert_eq!(answer(db.session(), sql).await, answer(&reference, sql).await);
         // Floating-point bounds and filtered tables are scanned; the answers agree all the same.
         for sql in ["SELECT min(ms), max(ms), count(ms) FROM t", "SELECT max(ts), count(*) FROM t WHERE code > 100"] {
-            let plan = answer(db.session(), &format!("EXPLAIN {sql}")).await.unwrap().join("\n");
+            let plan = plan_of(db.session(), &format!("EXPLAIN {sql}")).await;
             assert!(plan.contains("TrafficScan"), "{plan}");
             assert_eq!(answer(db.session(), sql).await, answer(&reference, sql).await, "{sql}");
         }
@@ -166,7 +171,7 @@ fn bounds_from_scalar_subqueries_prune() {
         // The newest hour: the older row groups are skipped once the subquery has run (its value is
         // in the pruning predicate at run time).
         let sql = "EXPLAIN ANALYZE SELECT count(*) FROM t WHERE ts >= (SELECT max(ts) FROM t) - INTERVAL '1 hour'";
-        let plan = answer(db.session(), sql).await.unwrap().join("\n");
+        let plan = plan_of(db.session(), sql).await;
         let pruned = metric(&plan, "row_groups_pruned_at_run_time");
         assert!(pruned >= 2.0, "{plan}");
     });
@@ -179,7 +184,7 @@ fn filters_taken_over_by_the_scan_give_datafusions_rows() {
     rt.block_on(async {
         let (db, reference) = both(dir.path()).await;
         let ours = db.session();
-        let explain = answer(ours, "EXPLAIN SELECT count(*) FROM t WHERE code > 3").await.unwrap().join("\n");
+        let explain = plan_of(ours, "EXPLAIN SELECT count(*) FROM t WHERE code > 3").await;
         assert!(explain.contains("filters=[") && !explain.contains("FilterExec"), "{explain}");
         let mut r = Rng(0x9E37_79B9_7F4A_7C15);
         let (mut compared, mut with_rows) = (0, 0);
@@ -228,8 +233,7 @@ fn newest_first_reads_large_row_groups_newest_slice_first() {
         ] {
             assert_eq!(answer(db.session(), sql).await, answer(&reference, sql).await, "{sql}");
         }
-        let plan = answer(db.session(), "EXPLAIN ANALYZE SELECT * FROM t ORDER BY ts DESC LIMIT 100").await.unwrap();
-        let plan = plan.join("\n");
+        let plan = plan_of(db.session(), "EXPLAIN ANALYZE SELECT * FROM t ORDER BY ts DESC LIMIT 100").await;
         let decoded = metric(&plan, "rows_decoded");
         assert!(decoded > 0.0 && decoded < 21_600.0, "decoded {decoded} rows: {plan}");
     });
@@ -268,7 +272,7 @@ fn group_by_text_on_codes_gives_datafusions_groups() {
                 db.flush().unwrap();
             }
         }
-        let plan = answer(db.session(), "EXPLAIN SELECT k, count(*) FROM s GROUP BY k").await.unwrap().join("\n");
+        let plan = plan_of(db.session(), "EXPLAIN SELECT k, count(*) FROM s GROUP BY k").await;
         assert!(plan.contains("symbols=[k]") && plan.contains("symbol_text("), "{plan}");
         for sql in [
             "SELECT k, count(*), sum(n) FROM s GROUP BY k ORDER BY k",
@@ -307,7 +311,7 @@ fn group_by_text_on_codes_gives_datafusions_groups() {
             .unwrap();
             db.flush().unwrap();
         }
-        let plan = answer(db.session(), "EXPLAIN SELECT id, count(*) FROM u GROUP BY id").await.unwrap().join("\n");
+        let plan = plan_of(db.session(), "EXPLAIN SELECT id, count(*) FROM u GROUP BY id").await;
         assert!(!plan.contains("symbols="), "{plan}");
     });
 }
@@ -331,29 +335,22 @@ fn row_groups_inside_a_range_skip_the_row_filter() {
         ] {
             assert_eq!(answer(db.session(), sql).await, answer(&reference, sql).await, "{sql}");
         }
-        let plan = answer(
+        let plan = plan_of(
             db.session(),
             "EXPLAIN ANALYZE SELECT count(*), sum(code) FROM t WHERE ts >= CAST('2024-01-01 06:00:00' AS TIMESTAMP) \
              AND ts < CAST('2024-01-02 06:00:00' AS TIMESTAMP)",
         )
-        .await
-        .unwrap()
-        .join("\n");
+        .await;
         assert!(metric(&plan, "row_groups_matched_by_statistics") >= 2.0, "{plan}");
         // `ts` is NOT NULL: every row group passes `ts IS NOT NULL`; `host` has NULLs in each.
-        let plan = answer(db.session(), "EXPLAIN ANALYZE SELECT count(*) FROM t WHERE ts IS NOT NULL AND code > 0")
-            .await
-            .unwrap()
-            .join("\n");
+        let plan =
+            plan_of(db.session(), "EXPLAIN ANALYZE SELECT count(*) FROM t WHERE ts IS NOT NULL AND code > 0").await;
         assert_eq!(metric(&plan, "row_groups_matched_by_statistics"), 0.0, "{plan}");
-        let plan = answer(db.session(), "EXPLAIN ANALYZE SELECT sum(code) FROM t WHERE NOT ts IS NULL").await.unwrap();
-        let plan = plan.join("\n");
+        let plan = plan_of(db.session(), "EXPLAIN ANALYZE SELECT sum(code) FROM t WHERE NOT ts IS NULL").await;
         assert!(metric(&plan, "row_groups_matched_by_statistics") >= 3.0, "{plan}");
         // `code` has NULLs in every row group: a range on it proves nothing.
-        let plan = answer(db.session(), "EXPLAIN ANALYZE SELECT count(*) FROM t WHERE code >= 0 AND code <= 499")
-            .await
-            .unwrap()
-            .join("\n");
+        let plan =
+            plan_of(db.session(), "EXPLAIN ANALYZE SELECT count(*) FROM t WHERE code >= 0 AND code <= 499").await;
         assert_eq!(metric(&plan, "row_groups_matched_by_statistics"), 0.0, "{plan}");
     });
 }
@@ -380,23 +377,18 @@ fn bounds_on_truncated_times_prune() {
         ] {
             assert_eq!(answer(db.session(), sql).await, answer(&reference, sql).await, "{sql}");
         }
-        let plan = answer(
+        let plan = plan_of(
             db.session(),
             "EXPLAIN SELECT count(*) FROM t WHERE date_trunc('hour', ts) = CAST('2024-01-01 05:00:00' AS TIMESTAMP)",
-        )
-        .await
-        .unwrap()
-        .join("\n");
+        ).await;
         assert!(plan.contains("row_groups=1/"), "{plan}");
-        let plan = answer(
+        let plan = plan_of(
             db.session(),
             "EXPLAIN ANALYZE SELECT count(*) FROM (SELECT date_trunc('hour', ts) AS h FROM t \
              WHERE ts >= CAST('2024-01-01 10:00:00' AS TIMESTAMP) AND ts < CAST('2024-01-01 11:00:00' AS TIMESTAMP) \
              GROUP BY 1) e JOIN t m ON date_trunc('hour', m.ts) = e.h",
         )
-        .await
-        .unwrap()
-        .join("\n");
+        .await;
         assert!(metric(&plan, "row_groups_pruned_at_run_time") >= 2.0, "{plan}");
     });
 }

@@ -143,7 +143,10 @@ impl PruningStatistics for RowGroupStats<'_> {
 /// truncated time (`date_trunc('minute', ts) >= x`, as a join on minutes pushes down) also bound the
 /// time itself (see [`with_time_bounds`]).
 pub(crate) fn pruning_predicate(expr: &Arc<dyn PhysicalExpr>, schema: &SchemaRef) -> Option<PruningPredicate> {
-    let expr = with_time_bounds(expr.clone());
+    build_pruning(with_time_bounds(expr.clone()), schema)
+}
+
+fn build_pruning(expr: Arc<dyn PhysicalExpr>, schema: &SchemaRef) -> Option<PruningPredicate> {
     let p = PruningPredicateBuilder::new().with_file_schema(schema.clone()).try_build(expr).ok()?;
     if p.always_true() { None } else { Some(p) }
 }
@@ -157,20 +160,9 @@ pub(crate) fn pruning_predicate(expr: &Arc<dyn PhysicalExpr>, schema: &SchemaRef
 fn covering_predicate(filter: &Arc<dyn PhysicalExpr>, schema: &SchemaRef) -> Option<PruningPredicate> {
     use datafusion::logical_expr::Operator as Op;
     use datafusion::physical_plan::expressions::{BinaryExpr, IsNotNullExpr, IsNullExpr, Literal};
-    fn conjuncts(e: &Arc<dyn PhysicalExpr>, out: &mut Vec<Arc<dyn PhysicalExpr>>) {
-        match e.downcast_ref::<BinaryExpr>() {
-            Some(b) if *b.op() == Op::And => {
-                conjuncts(b.left(), out);
-                conjuncts(b.right(), out);
-            }
-            _ => out.push(e.clone()),
-        }
-    }
-    let mut parts = Vec::new();
-    conjuncts(filter, &mut parts);
     let mut negated: Vec<Arc<dyn PhysicalExpr>> = Vec::new();
     let mut columns: Vec<Arc<dyn PhysicalExpr>> = Vec::new();
-    for p in &parts {
+    for p in datafusion::physical_expr::split_conjunction(filter) {
         // `column IS NOT NULL` (Power BI puts one in every query): proven by a null count of 0.
         if let Some(n) = p.downcast_ref::<IsNotNullExpr>()
             && n.arg().downcast_ref::<ColumnExpr>().is_some()
@@ -203,8 +195,7 @@ fn covering_predicate(filter: &Arc<dyn PhysicalExpr>, schema: &SchemaRef) -> Opt
     let any = (negated.into_iter())
         .chain(columns.into_iter().map(|c| Arc::new(IsNullExpr::new(c)) as Arc<dyn PhysicalExpr>))
         .reduce(|a, b| Arc::new(BinaryExpr::new(a, Op::Or, b)) as Arc<dyn PhysicalExpr>)?;
-    let p = PruningPredicateBuilder::new().with_file_schema(schema.clone()).try_build(any).ok()?;
-    if p.always_true() { None } else { Some(p) }
+    build_pruning(any, schema)
 }
 
 /// The longest span `date_trunc(unit, t)` maps to one value (a day or a week may have an extra hour
@@ -585,13 +576,7 @@ impl UnitIter {
             let exprs: Vec<Arc<dyn PhysicalExpr>> = (self.src.filters.iter().cloned())
                 .chain(self.src.dynamic.iter().filter_map(|e| snapshot_physical_expr(e.clone()).ok()))
                 .collect();
-            let conjunction = exprs.into_iter().reduce(|a, b| {
-                Arc::new(datafusion::physical_plan::expressions::BinaryExpr::new(
-                    a,
-                    datafusion::logical_expr::Operator::And,
-                    b,
-                )) as Arc<dyn PhysicalExpr>
-            });
+            let conjunction = datafusion::physical_expr::conjunction_opt(exprs);
             let pred = conjunction.as_ref().and_then(|e| pruning_predicate(e, &self.src.schema));
             self.covered = conjunction.as_ref().and_then(|e| covering_predicate(e, &self.src.schema));
             let rows = conjunction.and_then(|e| RowFilter::new(e, &self.src.schema));
