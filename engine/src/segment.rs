@@ -20,7 +20,7 @@ use datafusion::arrow::array::{
     Int64Array, PrimitiveArray, RecordBatch, RecordBatchOptions, StringArray,
 };
 use datafusion::arrow::buffer::{BooleanBuffer, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
-use datafusion::arrow::compute::{cast, filter};
+use datafusion::arrow::compute::{cast, concat, filter};
 use datafusion::arrow::datatypes::{
     DataType, Float32Type, Float64Type, Int32Type, Int64Type, SchemaRef, TimestampMicrosecondType,
 };
@@ -99,40 +99,106 @@ pub struct WrittenSegment {
     pub max_ts: Option<i64>,
 }
 
-/// Writes `batch` (already in the table's schema and sort order) to `path` and fsyncs it.
-/// The file's name is not durable until the caller syncs the directory.
+/// Writes `batches` (already in the table's schema, and in sort order one after another) to `path` as
+/// one segment and fsyncs it. Row groups of [`MAX_ROW_GROUP_ROWS`] are cut across the batches, so
+/// the caller need not concatenate them. The file's name is not durable until the caller syncs the
+/// directory.
 pub fn write_segment(
     fs: &dyn Fs,
     path: &Path,
     columns: &[ColumnDef],
     time_column: Option<usize>,
-    batch: &RecordBatch,
+    batches: &[RecordBatch],
     options: WriteOptions,
 ) -> Result<WrittenSegment> {
-    let mut out = Vec::with_capacity(batch.get_array_memory_size() / 4 + 1024);
-    out.extend_from_slice(MAGIC);
-    out.put_u32(FORMAT_VERSION);
-    out.put_u32(0);
-    let rows = batch.num_rows();
-    // Every chunk is encoded and compressed on its own, on all cores; then written in order.
-    let groups: Vec<(usize, usize)> =
-        (0..rows).step_by(MAX_ROW_GROUP_ROWS).map(|start| (start, (rows - start).min(MAX_ROW_GROUP_ROWS))).collect();
-    let jobs: Vec<(usize, usize)> = (0..groups.len()).flat_map(|g| (0..columns.len()).map(move |c| (g, c))).collect();
-    let encoded = parallel_map(&jobs, |&(g, c)| {
-        let (start, len) = groups[g];
-        let (raw, null_count, stat) = encode_chunk(columns[c].ty, &batch.column(c).slice(start, len))?;
-        let (compression, stored) = compress(raw.as_slice(), options);
-        Ok::<_, Error>((raw.len(), compression, stored, null_count, stat))
-    });
-    let mut encoded = encoded.into_iter();
-    let mut row_groups = Vec::with_capacity(groups.len());
-    for &(_, len) in &groups {
+    let mut w = SegmentWriter::create(fs, path, columns, time_column, options)?;
+    for group in row_groups(batches) {
+        let pieces: Vec<RecordBatch> = group.iter().map(|&(b, start, len)| batches[b].slice(start, len)).collect();
+        w.write_row_group(&pieces)?;
+    }
+    w.finish()
+}
+
+/// A segment written a row group at a time: memory holds one row group, not the segment.
+pub struct SegmentWriter {
+    path: PathBuf,
+    file: Box<dyn crate::io::File>,
+    columns: Vec<ColumnDef>,
+    time_column: Option<usize>,
+    options: WriteOptions,
+    offset: u64,
+    row_groups: Vec<RowGroupMeta>,
+    rows: u64,
+    max_ts: Option<i64>,
+}
+
+impl SegmentWriter {
+    /// Creates the file at `path` and writes the header.
+    pub fn create(
+        fs: &dyn Fs,
+        path: &Path,
+        columns: &[ColumnDef],
+        time_column: Option<usize>,
+        options: WriteOptions,
+    ) -> Result<SegmentWriter> {
+        let mut file = fs.create(path).map_err(|e| Error::io(path, e))?;
+        let mut header = Vec::with_capacity(16);
+        header.extend_from_slice(MAGIC);
+        header.put_u32(FORMAT_VERSION);
+        header.put_u32(0);
+        file.write_all(&header).map_err(|e| Error::io(path, e))?;
+        Ok(SegmentWriter {
+            path: path.to_path_buf(),
+            file,
+            columns: columns.to_vec(),
+            time_column,
+            options,
+            offset: header.len() as u64,
+            row_groups: Vec::new(),
+            rows: 0,
+            max_ts: None,
+        })
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// The latest time written so far (time-series tables).
+    pub fn max_ts(&self) -> Option<i64> {
+        self.max_ts
+    }
+
+    /// Appends one row group: `batches` one after another, at most [`MAX_ROW_GROUP_ROWS`] rows in all,
+    /// in time order and not before the rows already written. Its chunks are encoded and compressed
+    /// on all cores.
+    pub fn write_row_group(&mut self, batches: &[RecordBatch]) -> Result<()> {
+        let len: usize = batches.iter().map(|b| b.num_rows()).sum();
+        if len == 0 {
+            return Ok(());
+        }
+        if len > MAX_ROW_GROUP_ROWS {
+            return Err(Error::Internal(format!("a row group of {len} rows for {}", self.path.display())));
+        }
+        let columns = &self.columns;
+        let options = self.options;
+        let encoded = parallel_map(&(0..columns.len()).collect::<Vec<_>>(), |&c| {
+            let pieces: Vec<&dyn Array> = batches.iter().map(|b| b.column(c).as_ref()).collect();
+            let column = match pieces.as_slice() {
+                [_] => batches[0].column(c).clone(),
+                _ => concat(&pieces)?,
+            };
+            let (raw, null_count, stat) = encode_chunk(columns[c].ty, &column)?;
+            let (compression, stored) = compress(raw.as_slice(), options);
+            Ok::<_, Error>((raw.len(), compression, stored, null_count, stat))
+        });
+        let path = &self.path;
+        let mut out = Vec::new();
         let mut chunks = Vec::with_capacity(columns.len());
-        for _ in columns {
-            let Some(chunk) = encoded.next() else { break };
+        for chunk in encoded {
             let (raw_len, compression, stored, null_count, stat) = chunk?;
             chunks.push(ChunkMeta {
-                offset: out.len() as u64,
+                offset: self.offset + out.len() as u64,
                 len: u32::try_from(stored.len()).map_err(|_| chunk_too_large(path))?,
                 raw_len: u32::try_from(raw_len).map_err(|_| chunk_too_large(path))?,
                 compression,
@@ -142,33 +208,64 @@ pub fn write_segment(
             });
             out.extend_from_slice(&stored);
         }
-        row_groups.push(RowGroupMeta { rows: len as u32, chunks });
+        if let Some(t) = self.time_column
+            && let Stat::Int { min, max } = chunks[t].stat
+        {
+            if self.max_ts.is_some_and(|m| min < m) {
+                return Err(Error::Internal(format!("rows reached {} out of time order", path.display())));
+            }
+            self.max_ts = Some(max);
+        }
+        self.file.write_all(&out).map_err(|e| Error::io(path, e))?;
+        self.offset += out.len() as u64;
+        self.rows += len as u64;
+        self.row_groups.push(RowGroupMeta { rows: len as u32, chunks });
+        Ok(())
     }
-    let footer = Footer { columns: columns.to_vec(), row_groups };
-    let footer_bytes = encode_footer(&footer);
-    out.extend_from_slice(&footer_bytes);
-    out.put_u32(footer_bytes.len() as u32);
-    out.put_u32(crc32fast::hash(&footer_bytes));
-    out.extend_from_slice(FOOTER_MAGIC);
 
-    let mut f = fs.create(path).map_err(|e| Error::io(path, e))?;
-    f.write_all(&out).map_err(|e| Error::io(path, e))?;
-    f.sync().map_err(|e| Error::io(path, e))?;
-
-    let (min_ts, max_ts) = match time_column {
-        Some(t) => footer
-            .row_groups
-            .iter()
-            .filter_map(|rg| match rg.chunks[t].stat {
-                Stat::Int { min, max } => Some((min, max)),
+    /// Writes the footer and fsyncs the file.
+    pub fn finish(mut self) -> Result<WrittenSegment> {
+        let min_ts = match self.time_column {
+            Some(t) => self.row_groups.first().and_then(|rg| match rg.chunks[t].stat {
+                Stat::Int { min, .. } => Some(min),
                 _ => None,
-            })
-            .fold((None, None), |(lo, hi): (Option<i64>, Option<i64>), (a, b)| {
-                (Some(lo.map_or(a, |l| l.min(a))), Some(hi.map_or(b, |h| h.max(b))))
             }),
-        None => (None, None),
-    };
-    Ok(WrittenSegment { rows: rows as u64, bytes: out.len() as u64, min_ts, max_ts })
+            None => None,
+        };
+        let footer = Footer { columns: self.columns, row_groups: self.row_groups };
+        let footer_bytes = encode_footer(&footer);
+        let mut out = footer_bytes.clone();
+        out.put_u32(footer_bytes.len() as u32);
+        out.put_u32(crc32fast::hash(&footer_bytes));
+        out.extend_from_slice(FOOTER_MAGIC);
+        let path = &self.path;
+        self.file.write_all(&out).map_err(|e| Error::io(path, e))?;
+        self.file.sync().map_err(|e| Error::io(path, e))?;
+        Ok(WrittenSegment { rows: self.rows, bytes: self.offset + out.len() as u64, min_ts, max_ts: self.max_ts })
+    }
+}
+
+/// Row groups over `batches`: each a list of (batch, first row, rows) pieces adding up to
+/// [`MAX_ROW_GROUP_ROWS`] rows (the last one fewer).
+fn row_groups(batches: &[RecordBatch]) -> Vec<Vec<(usize, usize, usize)>> {
+    let mut groups = Vec::new();
+    let (mut current, mut filled) = (Vec::new(), 0);
+    for (b, batch) in batches.iter().enumerate() {
+        let mut start = 0;
+        while start < batch.num_rows() {
+            let len = (batch.num_rows() - start).min(MAX_ROW_GROUP_ROWS - filled);
+            current.push((b, start, len));
+            (start, filled) = (start + len, filled + len);
+            if filled == MAX_ROW_GROUP_ROWS {
+                groups.push(std::mem::take(&mut current));
+                filled = 0;
+            }
+        }
+    }
+    if !current.is_empty() {
+        groups.push(current);
+    }
+    groups
 }
 
 /// `f` of every item, in order, computed on up to all cores (threads pull the next item in turn).

@@ -25,7 +25,8 @@ fuzz_target!(|data: &[u8]| {
     let columns: Vec<String> = table.def.columns.iter().map(|c| c.name.clone()).collect();
     let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(256 << 20));
     let memory = MemoryConsumer::new("fuzz").register(&pool);
-    let mut decoder = CopyDecoder::new(table, columns, format, memory);
+    let load = FIXTURE.engine().bulk_load(&table).expect("bulk load");
+    let mut decoder = CopyDecoder::new(load, columns, format, memory);
     for piece in rest.chunks(*chunk as usize + 1) {
         decoder.feed(piece);
     }

@@ -9,11 +9,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use trafficdb::Output;
 
-/// mimalloc keeps freed memory for reuse: the large Arrow buffers of scans and ingest are not unmapped
-/// and faulted in again for every batch, as with the system allocator.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "trafficdb",

@@ -1,5 +1,5 @@
-//! Crash tests on the simulated file system: the workload (appends, flushes, compactions, and deletes and
-//! updates whose rows a query chooses) is cut short at every mutating file operation in turn, the
+//! Crash tests on the simulated file system: the workload (appends, bulk loads, flushes, compactions, and
+//! deletes and updates whose rows a query chooses) is cut short at every mutating file operation in turn, the
 //! machine "loses power" (only fsynced bytes and synced names survive, plus a random part of unsynced
 //! tails), and the directory is reopened.
 //! Every acknowledged row must be there and nothing else; an operation in flight when the crash came
@@ -16,6 +16,17 @@ use crate::common::{EVENTS_DDL, all_ids, events_batch, runtime};
 
 fn options() -> Options {
     Options { background: false, compaction_min_segments: 2, ..Options::default() }
+}
+
+/// Appends rows `first..first + n` as a bulk load of two segments published together: the later half
+/// is written first, so the earlier one cannot follow it in the same segment.
+fn bulk_append(db: &Database, first: i64, n: i64) -> trafficdb::Result<u64> {
+    let t = db.engine().table("events").expect("the events table");
+    let mut load = db.engine().bulk_load(&t)?;
+    load.push(&events_batch(first + n / 2, n - n / 2))?;
+    load.write_pending()?;
+    load.push(&events_batch(first, n / 2))?;
+    load.commit()
 }
 
 /// What the workload has had acknowledged, and what was in flight when it stopped.
@@ -50,7 +61,9 @@ fn workload(fs: &SimFs, rt: &tokio::runtime::Runtime) -> Model {
     for step in 0..STEPS {
         let first = step * BATCH;
         let ids: BTreeSet<i64> = (first..first + BATCH).collect();
-        match db.append("events", &events_batch(first, BATCH)) {
+        let appended =
+            if step % 6 == 0 { bulk_append(&db, first, BATCH) } else { db.append("events", &events_batch(first, BATCH)) };
+        match appended {
             Ok(_) => m.ids.extend(ids),
             Err(_) => {
                 m.pending_add = ids;

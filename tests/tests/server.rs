@@ -209,6 +209,47 @@ fn tokio_postgres_talks_to_the_server() {
         let n: i64 = client.query_one("SELECT count(*) FROM events WHERE id >= 20", &[]).await.expect("count").get(0);
         assert_eq!(n, 0, "a failed COPY must write nothing");
 
+        // A COPY of more than a row group (65,536 rows) writes segments as it goes. A bad last line
+        // still leaves nothing, not even a file; a good one is all there, in segments.
+        client
+            .batch_execute(
+                "CREATE TABLE bulk (ts TIMESTAMP NOT NULL, id BIGINT NOT NULL, backend TEXT) \
+                 WITH (time_column = 'ts', partition = '1 hour')",
+            )
+            .await
+            .expect("create bulk");
+        let lines = |bad_last: bool| {
+            let mut text = String::new();
+            for i in 0..100_000u32 {
+                let (s, ms) = (i / 1000, i % 1000);
+                text.push_str(&format!("2024-01-02 00:{:02}:{:02}.{ms:03}\t{i}\tb{}\n", s / 60, s % 60, i % 7));
+            }
+            if bad_last {
+                text.push_str("2024-01-02 00:59:00\tnot a number\tb\n");
+            }
+            bytes::Bytes::from(text)
+        };
+        let files = |dir: &str| std::fs::read_dir(tmp.path().join(dir)).map_or(0, |d| d.count());
+        for bad_last in [true, false] {
+            let sink = client.copy_in("COPY bulk FROM STDIN").await.expect("copy in bulk");
+            futures::pin_mut!(sink);
+            let data = lines(bad_last);
+            for chunk in data.chunks(1 << 20) {
+                sink.send(data.slice_ref(chunk)).await.expect("send");
+            }
+            let done = sink.finish().await;
+            let n: i64 = client.query_one("SELECT count(*) FROM bulk", &[]).await.expect("count").get(0);
+            if bad_last {
+                assert_eq!(done.expect_err("bad last line").code(), Some(&SqlState::INVALID_TEXT_REPRESENTATION));
+                assert_eq!(n, 0, "a failed bulk COPY must write nothing");
+            } else {
+                assert_eq!(done.expect("bulk copy"), 100_000);
+                let sum: i64 = client.query_one("SELECT sum(id) FROM bulk", &[]).await.expect("sum").get(0);
+                assert_eq!((n, sum), (100_000, 99_999 * 100_000 / 2));
+            }
+            assert_eq!(files("staging"), 0, "a bulk COPY leaves nothing in staging/");
+        }
+
         // COPY TO STDOUT.
         let out = client
             .copy_out("COPY (SELECT id, backend FROM events WHERE id >= 10 ORDER BY id) TO STDOUT WITH (FORMAT csv)")

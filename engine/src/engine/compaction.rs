@@ -52,10 +52,9 @@ impl Engine {
                 .collect();
             for (key, segs) in candidates {
                 for group in merge_groups(segs, self.options.compaction_max_rows) {
-                    let batch = read_all(&t, &group)?;
-                    let batch = sort_by_time(&batch, &t.def)?;
+                    let batch = sort_by_time(read_all(&t, &group)?, &t.schema, &t.def)?;
                     let new = self.write_segment(&t, key, &batch)?;
-                    self.swap_segments(&t, vec![Swap { key, old: group, new: vec![new] }])?;
+                    self.swap_segments(&t, vec![Swap { key, old: group, new: vec![new] }], None)?;
                     merges += 1;
                     self.stats.compactions.fetch_add(1, Ordering::Relaxed);
                 }

@@ -1,20 +1,20 @@
 //! Flush: memtables to sealed segments, the WAL rotated under the gate so that every row of an
 //! older WAL file is in a frozen memtable.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::compute::concat_batches;
 
 use crate::catalog::{SegmentEntry, segment_path};
 use crate::error::{Error, Result};
-use crate::segment::{Segment, write_segment};
+use crate::segment::{Segment, WrittenSegment, write_segment};
 use crate::wal::list_wal_files;
 
 use super::Engine;
-use super::table::{SegmentHandle, Table, record_changes, sort_by_time, time_values};
+use super::table::{SegmentHandle, Table, record_changes, sort_by_time, sorted_by_time};
 
 impl Engine {
     /// Writes every memtable to sealed segments and drops the WAL they came from.
@@ -65,10 +65,10 @@ impl Engine {
                 .map(|(k, p)| (*k, p.frozen.clone()))
                 .collect();
             for (key, batches) in frozen {
-                let batch = concat_batches(&t.schema, &batches)?;
-                let batch = sort_by_time(&batch, &t.def)?;
-                let handle = self.write_segment(t, key, &batch)?;
-                written.push((t.clone(), key, handle, batches.len()));
+                let n = batches.len();
+                let batches = sort_by_time(batches, &t.schema, &t.def)?;
+                let handle = self.write_segment(t, key, &batches)?;
+                written.push((t.clone(), key, handle, n));
             }
         }
         // 3. Commit: the segments enter the catalog and the old WAL is no longer needed.
@@ -111,21 +111,26 @@ impl Engine {
     }
 
     /// Writes one sealed segment for `batch` (sorted) and makes its name durable.
-    pub(super) fn write_segment(&self, t: &Table, key: i64, batch: &RecordBatch) -> Result<Arc<SegmentHandle>> {
-        // An invariant, checked in every build (one pass over the times, next to encoding them): a
-        // segment's zone map and the newest-first scans rely on it.
-        if !t.def.time_column().is_none_or(|c| time_values(batch, c).is_sorted()) {
-            return Err(Error::Internal(format!("rows of table {} reached a segment unsorted by time", t.def.name)));
-        }
+    pub(super) fn write_segment(&self, t: &Table, key: i64, batches: &[RecordBatch]) -> Result<Arc<SegmentHandle>> {
         let id = self.next_segment_id.fetch_add(1, Ordering::AcqRel);
         let path = segment_path(&self.dir, t.id, key, id);
         let parent = path.parent().expect("segment paths have a parent");
         self.fs.create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-        let w =
-            write_segment(self.fs.as_ref(), &path, &t.def.columns, t.def.time_column(), batch, self.options.segment)?;
+        let w = self.encode_segment(t, &path, batches)?;
         self.fs.sync_dir(parent).map_err(|e| Error::io(parent, e))?;
         let segment = Segment::open(self.fs.as_ref(), &path)?;
         let entry = SegmentEntry { id, rows: w.rows, bytes: w.bytes, min_ts: w.min_ts, max_ts: w.max_ts };
         Ok(Arc::new(SegmentHandle { entry, segment }))
+    }
+
+    /// Writes `batches` (in time order, one after another) as a segment file at `path` and fsyncs it;
+    /// the name is the caller's to make durable.
+    pub(super) fn encode_segment(&self, t: &Table, path: &Path, batches: &[RecordBatch]) -> Result<WrittenSegment> {
+        // An invariant, checked in every build (one pass over the times, next to encoding them): a
+        // segment's zone map and the newest-first scans rely on it.
+        if !sorted_by_time(batches, &t.def) {
+            return Err(Error::Internal(format!("rows of table {} reached a segment unsorted by time", t.def.name)));
+        }
+        write_segment(self.fs.as_ref(), path, &t.def.columns, t.def.time_column(), batches, self.options.segment)
     }
 }

@@ -15,10 +15,12 @@
 //!
 //! One module per lifecycle step, each adding methods to [`Engine`] (this module knows them only as
 //! `mod` lines): [`table`] (tables, partitions, snapshots and the row helpers the steps share),
-//! `ddl` (tables, views, catalog objects), `write` (the write path), `flush`, `compaction`,
+//! `ddl` (tables, views, catalog objects), `write` (the write path), `bulk` (large loads written
+//! straight to segments), `flush`, `compaction`,
 //! `retention` (retention, TRUNCATE, the rewrites of DELETE and UPDATE), `changes` (change
 //! tracking for rollups), `status` (status and metrics), `worker` (the background thread).
 
+mod bulk;
 mod changes;
 mod compaction;
 mod ddl;
@@ -47,9 +49,10 @@ use crate::segment::{Segment, WriteOptions};
 use crate::types::{TableDef, coerce_batch};
 use crate::wal::{Wal, list_wal_files, replay};
 
+pub use bulk::BulkLoad;
 pub use retention::{Rewrite, Rewritten, RowId};
 pub use status::TableStatus;
-use table::record_changes;
+use table::{min_opt, record_changes};
 pub use table::{PartitionSnapshot, SegmentHandle, Table, TableSnapshot};
 
 /// Engine settings.
@@ -181,7 +184,8 @@ impl Engine {
     ) -> Result<Arc<Engine>> {
         let wal_dir = dir.join("wal");
         let tables_dir = dir.join("tables");
-        for d in [&dir, &wal_dir, &tables_dir] {
+        let staging_dir = dir.join(bulk::STAGING_DIR);
+        for d in [&dir, &wal_dir, &tables_dir, &staging_dir] {
             fs.create_dir_all(d).map_err(|e| Error::io(d, e))?;
         }
         let catalog = Catalog::open(fs.clone(), &dir)?;
@@ -297,13 +301,18 @@ impl Engine {
     }
 
     /// Swaps segments in and out of partitions with one catalog commit (so the change is atomic), then
-    /// publishes it to readers and removes the old files.
-    fn swap_segments(&self, t: &Arc<Table>, swaps: Vec<Swap>) -> Result<()> {
+    /// publishes it to readers and removes the old files. `changed_from` (new rows from that time on)
+    /// is recorded for the table's watchers in the same commit.
+    fn swap_segments(&self, t: &Arc<Table>, swaps: Vec<Swap>, changed_from: Option<i64>) -> Result<()> {
         let next_id = self.next_segment_id.load(Ordering::Acquire);
         let is_old = |swap: &Swap, id: u64| swap.old.iter().any(|o| o.entry.id == id);
         self.catalog.lock().commit(|c| {
             if let Some(e) = c.table_mut(t.id) {
-                if record_changes(e, &t.changes.lock()) {
+                let mut changes = t.changes.lock().clone();
+                if let Some(from) = changed_from {
+                    changes.values_mut().for_each(|v| *v = min_opt(*v, Some(from)));
+                }
+                if record_changes(e, &changes) {
                     e.watch_epoch += 1;
                 }
                 for swap in &swaps {
@@ -374,11 +383,15 @@ fn check_segment_columns(segment: &Segment, def: &TableDef) -> Result<()> {
     }
 }
 
-/// Removes files the catalog does not reference: segments of a flush or compaction that crashed before
-/// its commit, tables dropped before their files were removed, temporary catalog files.
+/// Removes files the catalog does not reference: segments of a flush, compaction or bulk load that
+/// crashed before its commit, tables dropped before their files were removed, temporary catalog files.
 fn remove_orphans(fs: &dyn Fs, dir: &Path, data: &CatalogData) -> Result<()> {
     let tables_dir = dir.join("tables");
     let io = |p: &Path, e| Error::io(p, e);
+    let staging_dir = dir.join(bulk::STAGING_DIR);
+    for f in fs.list_dir(&staging_dir).map_err(|e| io(&staging_dir, e))? {
+        fs.remove_file(&f).map_err(|e| io(&f, e))?;
+    }
     for tdir in fs.list_dir(&tables_dir).map_err(|e| io(&tables_dir, e))? {
         let id = tdir.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<u64>().ok());
         let Some(entry) = id.and_then(|id| data.tables.iter().find(|t| t.id == id)) else {

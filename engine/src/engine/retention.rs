@@ -117,7 +117,7 @@ impl Engine {
             }
             let keys: Vec<i64> = expired.iter().map(|(k, _)| *k).collect();
             tracing::info!("retention: dropping partitions {keys:?} of {} (newest row at {newest} us)", t.name());
-            self.swap_segments(&t, expired.into_iter().map(|(key, old)| Swap { key, old, new: Vec::new() }).collect())?;
+            self.swap_segments(&t, expired.into_iter().map(|(key, old)| Swap { key, old, new: Vec::new() }).collect(), None)?;
             for key in keys {
                 let pdir = self.dir.join("tables").join(t.id.to_string()).join(key.to_string());
                 let _ = self.fs.remove_dir_all(&pdir);
@@ -146,7 +146,7 @@ impl Engine {
             }
         }
         if !swaps.is_empty() {
-            self.swap_segments(table, swaps)?;
+            self.swap_segments(table, swaps, None)?;
         }
         Ok(rows)
     }
@@ -197,7 +197,7 @@ impl Engine {
         let mut changed = 0u64;
         for (si, picked) in by_segment {
             let (key, seg) = &keyed[si];
-            let batch = read_all(table, std::slice::from_ref(seg))?;
+            let batch = concat_batches(&table.schema, &read_all(table, std::slice::from_ref(seg))?)?;
             if picked.last().is_some_and(|(r, _)| *r as usize >= batch.num_rows()) {
                 return Err(Error::Internal(format!("row id past the end of segment {}", seg.entry.id)));
             }
@@ -239,17 +239,17 @@ impl Engine {
             let new = if rest.num_rows() == 0 {
                 Vec::new()
             } else {
-                let rest = if values.is_some() { sort_by_time(&rest, &table.def)? } else { rest };
+                let rest = if values.is_some() { sort_by_time(vec![rest], &table.schema, &table.def)? } else { vec![rest] };
                 vec![self.write_segment(table, *key, &rest)?]
             };
             swaps.push(Swap { key: *key, old: vec![seg.clone()], new });
         }
         for (key, batches) in moved {
-            let batch = sort_by_time(&concat_batches(&table.schema, &batches)?, &table.def)?;
+            let batch = sort_by_time(batches, &table.schema, &table.def)?;
             swaps.push(Swap { key, old: Vec::new(), new: vec![self.write_segment(table, key, &batch)?] });
         }
         if !swaps.is_empty() {
-            self.swap_segments(table, swaps)?;
+            self.swap_segments(table, swaps, None)?;
         }
         Ok(Rewritten { rows: changed, returned })
     }

@@ -171,22 +171,45 @@ pub(super) fn time_bounds(batch: &RecordBatch, col: usize) -> (Option<i64>, Opti
     }
 }
 
-/// Sorts a batch by its time column (stable, so equal timestamps keep arrival order).
-pub(super) fn sort_by_time(batch: &RecordBatch, def: &TableDef) -> Result<RecordBatch> {
-    let Some(t) = def.time_column() else { return Ok(batch.clone()) };
-    let idx = sort_to_indices(batch.column(t), Some(SortOptions { descending: false, nulls_first: false }), None)?;
-    if idx.values().iter().enumerate().all(|(i, &v)| i as u32 == v) {
-        return Ok(batch.clone());
+/// The time column's values, without copying.
+fn time_slice(batch: &RecordBatch, col: usize) -> &[i64] {
+    let a = batch.column(col);
+    match a.as_primitive_opt::<TimestampMicrosecondType>() {
+        Some(p) => p.values(),
+        None => a.as_primitive::<Int64Type>().values(),
     }
-    Ok(take_record_batch(batch, &idx)?)
+}
+
+/// True when `batches`, one after another, are in time order.
+pub(super) fn sorted_by_time(batches: &[RecordBatch], def: &TableDef) -> bool {
+    let Some(t) = def.time_column() else { return true };
+    let mut last = i64::MIN;
+    batches.iter().all(|b| {
+        let v = time_slice(b, t);
+        let ok = v.first().is_none_or(|&f| f >= last) && v.is_sorted();
+        last = v.last().copied().unwrap_or(last);
+        ok
+    })
+}
+
+/// Puts rows in time order (stable, so equal timestamps keep arrival order): batches already in order
+/// are returned as they are, others are concatenated and sorted.
+pub(super) fn sort_by_time(batches: Vec<RecordBatch>, schema: &SchemaRef, def: &TableDef) -> Result<Vec<RecordBatch>> {
+    let Some(t) = def.time_column() else { return Ok(batches) };
+    if sorted_by_time(&batches, def) {
+        return Ok(batches);
+    }
+    let batch = concat_batches(schema, &batches)?;
+    let idx = sort_to_indices(batch.column(t), Some(SortOptions { descending: false, nulls_first: false }), None)?;
+    Ok(vec![take_record_batch(&batch, &idx)?])
 }
 
 pub(super) fn partition_max_ts(p: &Partition) -> Option<i64> {
     p.segments.iter().filter_map(|s| s.entry.max_ts).max()
 }
 
-/// Reads every row of the given segments (all columns) into one batch.
-pub(super) fn read_all(t: &Table, segs: &[Arc<SegmentHandle>]) -> Result<RecordBatch> {
+/// Reads every row of the given segments (all columns), a batch per row group.
+pub(super) fn read_all(t: &Table, segs: &[Arc<SegmentHandle>]) -> Result<Vec<RecordBatch>> {
     let projection: Vec<usize> = (0..t.schema.fields().len()).collect();
     let mut batches = Vec::new();
     for s in segs {
@@ -194,7 +217,7 @@ pub(super) fn read_all(t: &Table, segs: &[Arc<SegmentHandle>]) -> Result<RecordB
             batches.push(s.segment.read(rg, &projection, &t.schema)?);
         }
     }
-    Ok(concat_batches(&t.schema, &batches)?)
+    Ok(batches)
 }
 
 /// Merges the in-memory changes into a catalog entry's; true if that changed anything.

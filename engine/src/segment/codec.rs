@@ -287,14 +287,16 @@ pub(crate) fn encode_text<'a>(values: impl Iterator<Item = &'a str> + Clone, n: 
     let mut order: Vec<&str> = Vec::new();
     let mut codes = Vec::with_capacity(n);
     let mut use_dict = true;
-    for v in values.clone() {
+    for (i, v) in values.clone().enumerate() {
         let next = order.len() as i64;
         let code = *dict.entry(v).or_insert_with(|| {
             order.push(v);
             next
         });
         codes.push(code);
-        if order.len() > 65_536 || (order.len() > 256 && order.len() * 2 > n) {
+        // Mostly distinct values (ids) are stored plain: found by the first 4,096 rows, not after
+        // hashing half the chunk.
+        if order.len() > 65_536 || (order.len() > 256 && order.len() * 2 > n) || (i == 4095 && order.len() > 2048) {
             use_dict = false;
             break;
         }

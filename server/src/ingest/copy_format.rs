@@ -1,6 +1,6 @@
 //! COPY text and CSV, decoded without the protocol: [`Format`] (the options), [`CopyDecoder`]
-//! (bytes in pieces of any size in, batches of a table's types out, every value checked, the line of
-//! each error named). The PostgreSQL server's `COPY ... FROM STDIN` feeds it CopyData messages
+//! (bytes in pieces of any size in, batches of a table's types out into a bulk load, every value
+//! checked, the line of each error named). The PostgreSQL server's `COPY ... FROM STDIN` feeds it CopyData messages
 //! (`crate::pgwire::copy`); the fuzz target `copy` feeds it anything.
 
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use datafusion::arrow::array::{ArrayRef, RecordBatch, StringBuilder};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::execution::memory_pool::MemoryReservation;
 use datafusion::sql::sqlparser::ast::{CopyLegacyCsvOption, CopyLegacyOption, CopyOption};
-use trafficdb::engine::Table;
+use trafficdb::engine::{BulkLoad, Table};
 use trafficdb::{Error, SqlState};
 
 /// Rows per Arrow batch built from COPY input.
@@ -106,13 +106,15 @@ impl Format {
 /// The decoder of one COPY FROM: bytes in, in pieces of any size, batches of the table's types out.
 pub struct CopyDecoder {
     table: Arc<Table>,
+    /// Where the rows go: written to segments as they fill, published when the COPY ends.
+    load: BulkLoad,
     /// Names of the columns the input holds, in input order.
     columns: Vec<String>,
     format: Format,
     buf: Vec<u8>,
     /// Where the search for the end of the record at the start of `buf` has got.
     scan: Scan,
-    /// The rows held until the COPY ends, accounted in the session's memory pool.
+    /// The rows the load holds in memory, accounted in the session's memory pool.
     memory: MemoryReservation,
     /// Lines consumed so far (for error messages).
     line: usize,
@@ -124,22 +126,21 @@ pub struct CopyDecoder {
     pending_rows: usize,
     /// Line number of the first pending row.
     pending_first_line: usize,
-    batches: Vec<RecordBatch>,
-    rows: u64,
     error: Option<CopyError>,
     finished: bool,
 }
 
 impl CopyDecoder {
-    /// A decoder of `format` for the `columns` of `table` (names, in input order), holding its rows in
-    /// `memory` until [`CopyDecoder::finish`].
-    pub fn new(table: Arc<Table>, columns: Vec<String>, format: Format, memory: MemoryReservation) -> CopyDecoder {
+    /// A decoder of `format` for the `columns` of the load's table (names, in input order), pushing
+    /// its rows into `load` and accounting what the load holds in `memory`.
+    pub fn new(load: BulkLoad, columns: Vec<String>, format: Format, memory: MemoryReservation) -> CopyDecoder {
         CopyDecoder {
+            table: load.table().clone(),
+            load,
             builders: (0..columns.len()).map(|_| StringBuilder::new()).collect(),
             scratch: Vec::new(),
             spans: Vec::new(),
             skip_header: format.header,
-            table,
             columns,
             format,
             buf: Vec::new(),
@@ -148,8 +149,6 @@ impl CopyDecoder {
             line: 0,
             pending_rows: 0,
             pending_first_line: 1,
-            batches: Vec::new(),
-            rows: 0,
             error: None,
             finished: false,
         }
@@ -163,9 +162,8 @@ impl CopyDecoder {
         }
     }
 
-    /// The input has ended: the table, its rows as batches of the table's types, and their count; or
-    /// the first error.
-    pub fn finish(mut self) -> Result<(Arc<Table>, Vec<RecordBatch>, u64), CopyError> {
+    /// The input has ended: the load holding every row, to commit; or the first error.
+    pub fn finish(mut self) -> Result<BulkLoad, CopyError> {
         // A last line without a newline.
         if !self.buf.is_empty() && self.error.is_none() && !self.finished {
             self.buf.push(b'\n');
@@ -174,7 +172,7 @@ impl CopyDecoder {
         self.seal_batch();
         match self.error.take() {
             Some(e) => Err(e),
-            None => Ok((self.table.clone(), std::mem::take(&mut self.batches), self.rows)),
+            None => Ok(self.load),
         }
     }
 }
@@ -402,12 +400,18 @@ impl CopyDecoder {
         if self.pending_rows == 0 {
             self.pending_first_line = self.line;
         }
+        // The record's fields are checked as UTF-8 at once (a field that splits a character of it, as an
+        // escape may, is not UTF-8 on its own and is refused); one by one only to name a bad one.
+        let whole = std::str::from_utf8(&self.scratch).ok();
         for i in 0..n {
             match self.spans[i] {
                 None => self.builders[i].append_null(),
-                Some((start, end)) => match std::str::from_utf8(&self.scratch[start..end]) {
-                    Ok(s) => self.builders[i].append_value(s),
-                    Err(_) => {
+                Some((start, end)) => match whole.map_or_else(
+                    || std::str::from_utf8(&self.scratch[start..end]).ok(),
+                    |text| text.get(start..end),
+                ) {
+                    Some(s) => self.builders[i].append_value(s),
+                    None => {
                         return self.fail(
                             SqlState::CharacterNotInRepertoire,
                             format!("invalid byte sequence for encoding \"UTF8\" in column \"{}\"", self.columns[i]),
@@ -429,33 +433,24 @@ impl CopyDecoder {
         }
         let fields: Vec<Field> = self.columns.iter().map(|c| Field::new(c, DataType::Utf8, true)).collect();
         let arrays: Vec<ArrayRef> = self.builders.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef).collect();
-        let n = self.pending_rows;
         self.pending_rows = 0;
         let batch = match RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays) {
             Ok(b) => b,
             Err(e) => return self.fail(SqlState::Internal, e.to_string()),
         };
-        match trafficdb::types::coerce_batch_numbered(
-            &self.table.def,
-            &self.table.schema,
-            &batch,
-            self.pending_first_line,
-        ) {
-            Ok(b) => {
-                if let Err(e) = self.memory.try_grow(b.get_array_memory_size()) {
-                    let msg = format!(
-                        "COPY holds its rows until it ends, and these need more memory than the session may use \
-                         (query_memory_limit); send them in several COPY statements ({e})"
-                    );
-                    return self.fail(SqlState::OutOfMemory, msg);
-                }
-                self.rows += n as u64;
-                self.batches.push(b);
+        let coerced =
+            trafficdb::types::coerce_batch_numbered(&self.table.def, &self.table.schema, &batch, self.pending_first_line);
+        let pushed = coerced.and_then(|b| self.load.push(&b)).and_then(|()| {
+            // What the load holds counts against the session's memory; past that, it writes it out.
+            if self.memory.try_resize(self.load.pending_bytes()).is_err() {
+                self.load.write_pending()?;
+                self.memory.resize(0);
             }
-            Err(e) => {
-                let message = format!("{e}\nCONTEXT:  COPY {}", self.table.name());
-                self.error = Some(CopyError::Engine(e, message));
-            }
+            Ok(())
+        });
+        if let Err(e) = pushed {
+            let message = format!("{e}\nCONTEXT:  COPY {}", self.table.name());
+            self.error = Some(CopyError::Engine(e, message));
         }
     }
 }

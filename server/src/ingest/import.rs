@@ -1,15 +1,13 @@
-//! `trafficdb import`: Parquet files appended to a table. A reader thread decodes the files while two
-//! threads append, so decoding, encoding for the WAL and the WAL's fsyncs overlap. Each batch is its
-//! own transaction. The reader casts each batch to the table's types before passing it on, so a bad
-//! file or value stops the import after exactly the batches before it; should the database itself
-//! fail an append, the batch the other thread was appending may still land, and the count says so.
+//! `trafficdb import`: Parquet files appended to a table as a bulk load ([`trafficdb::engine::BulkLoad`]):
+//! rows go straight to segments, each published (durable and visible) as soon as it is written. A
+//! reader thread decodes the files and casts each batch to the table's types while this thread sorts
+//! and encodes segments, so a bad file or value stops the import after exactly the rows before it
+//! (they are committed); should the database itself fail a write, the segments published before stay,
+//! and the count says so.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-
-use parking_lot::Mutex;
 
 use anyhow::Context;
 use datafusion::arrow::array::RecordBatch;
@@ -18,10 +16,8 @@ use trafficdb::Database;
 use trafficdb::engine::Table;
 use trafficdb::types::coerce_batch;
 
-/// Rows per decoded batch: one append (and one fsync) each.
+/// Rows per decoded batch.
 const BATCH_ROWS: usize = 131_072;
-/// Threads appending decoded batches.
-const APPENDERS: usize = 2;
 
 /// A decoded batch with where it came from, or the error that stopped the reader.
 type Piece = anyhow::Result<(PathBuf, u64, RecordBatch)>;
@@ -33,6 +29,7 @@ pub fn run(db: &Database, table: &str, files: &[PathBuf], progress: &(dyn Fn(u64
     let total: u64 = files.iter().map(|f| rows_in(f)).collect::<anyhow::Result<Vec<_>>>()?.iter().sum();
     progress(0, total);
     let t = db.engine().table(table).ok_or_else(|| anyhow::anyhow!("table \"{table}\" does not exist"))?;
+    let mut load = db.engine().bulk_load(&t)?;
     let (tx, rx) = mpsc::sync_channel::<Piece>(2);
     let files = files.to_vec();
     let reader = std::thread::spawn(move || {
@@ -43,37 +40,39 @@ pub fn run(db: &Database, table: &str, files: &[PathBuf], progress: &(dyn Fn(u64
             }
         }
     });
-    // Two appenders: while one waits for its batch's fsync, the other encodes the next (the WAL's
-    // group commit writes both together).
-    let rx = Mutex::new(rx);
-    let appended = AtomicU64::new(0);
-    let failed: Mutex<Option<anyhow::Error>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..APPENDERS {
-            s.spawn(|| {
-                while failed.lock().is_none() {
-                    let Ok(piece) = rx.lock().recv() else { return };
-                    let r = piece.and_then(|(file, first_row, batch)| {
-                        db.append(table, &batch).with_context(|| {
-                            let last = first_row + batch.num_rows() as u64;
-                            format!("{}: rows {}-{last}", file.display(), first_row + 1)
-                        })
-                    });
-                    match r {
-                        Ok(n) => progress(appended.fetch_add(n, Ordering::Relaxed) + n, total),
-                        Err(e) => {
-                            failed.lock().get_or_insert(e);
-                        }
-                    }
-                }
-            });
+    // While this thread sorts and encodes a segment (on every core), the reader decodes the next rows.
+    // A bad file or value (the reader's error) stops the import after the rows before it, which are
+    // committed, as documented; after a failed write, only what was published before stays.
+    let mut stopped: Option<(anyhow::Error, bool)> = None;
+    for piece in rx.iter() {
+        let (file, first_row, batch) = match piece {
+            Ok(p) => p,
+            Err(e) => {
+                stopped = Some((e, true));
+                break;
+            }
+        };
+        let r = load.push(&batch).and_then(|()| load.publish());
+        if let Err(e) = r {
+            let last = first_row + batch.num_rows() as u64;
+            stopped = Some((anyhow::Error::from(e).context(format!("{}: rows {}-{last}", file.display(), first_row + 1)), false));
+            break;
         }
-    });
+        progress(load.rows(), total);
+    }
     // The reader stops at its next send once the receiver is gone.
     drop(rx);
     let _ = reader.join();
-    let appended = appended.into_inner();
-    match failed.into_inner() {
+    let error = match stopped {
+        None => load.commit().err().map(anyhow::Error::from),
+        Some((e, true)) => Some(match load.commit() {
+            Ok(_) => e,
+            Err(c) => e.context(c),
+        }),
+        Some((e, false)) => Some(e),
+    };
+    let appended = load.published();
+    match error {
         None => Ok(appended),
         Some(e) => Err(e.context(format!("import stopped after {appended} rows were appended"))),
     }

@@ -1,9 +1,10 @@
 //! `COPY t [(columns)] FROM STDIN` (text and CSV) and `COPY t | (query) TO STDOUT`.
 //!
 //! COPY FROM parses rows as they arrive into Arrow batches of the table's types (so a bad value is found
-//! at once and reported with its line and column; the decoding is `crate::ingest::copy_format`), keeps
-//! them, and appends them all as one transaction when the client sends CopyDone: a COPY is all rows or
-//! none, durable when `COPY n` is answered.
+//! at once and reported with its line and column; the decoding is `crate::ingest::copy_format`) and
+//! pushes them into a bulk load ([`trafficdb::engine::BulkLoad`]), which writes segments as it fills and
+//! publishes them as one transaction when the client sends CopyDone: a COPY is all rows or none,
+//! durable when `COPY n` is answered.
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -92,7 +93,8 @@ fn start_copy_in(
     let format = Format::from_options(options, legacy).map_err(pg_error)?;
     let ncols = columns.len();
     let memory = MemoryConsumer::new(format!("COPY {name} FROM STDIN")).register(&ctx.runtime_env().memory_pool);
-    let state = CopyDecoder::new(table, columns, format, memory);
+    let load = db.engine().bulk_load(&table).map_err(pg_error)?;
+    let state = CopyDecoder::new(load, columns, format, memory);
     let slot = client.session_extensions().get_or_insert_with(CopySlot::default);
     *slot.0.lock() = Some(state);
     Ok(Response::CopyIn(CopyResponse::new(0, ncols, futures::stream::empty())))
@@ -245,7 +247,12 @@ impl CopyHandler for Copier {
         let slot = client.session_extensions().get_or_insert_with(CopySlot::default);
         let mut guard = slot.0.lock();
         if let Some(state) = guard.as_mut() {
-            state.feed(&copy_data.data);
+            // Feeding may write a segment (sorting and encoding on every core): the runtime is told, so
+            // other connections' tasks move to another worker meanwhile.
+            match tokio::runtime::Handle::current().runtime_flavor() {
+                tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(|| state.feed(&copy_data.data)),
+                _ => state.feed(&copy_data.data),
+            }
         }
         Ok(())
     }
@@ -260,12 +267,11 @@ impl CopyHandler for Copier {
         let Some(state) = slot.0.lock().take() else {
             return Err(user_error(SqlState::ProtocolViolation, "CopyDone without a COPY in progress".into()));
         };
-        let (table, batches, rows) = state.finish().map_err(|e| match e {
+        let mut load = state.finish().map_err(|e| match e {
             CopyError::Own(code, message) => user_error(code, message),
             CopyError::Engine(e, message) => engine_error(&e, message),
         })?;
-        let engine = self.db.engine().clone();
-        tokio::task::spawn_blocking(move || engine.append(&table, &batches))
+        let rows = tokio::task::spawn_blocking(move || load.commit())
             .await
             .map_err(|e| user_error(SqlState::Internal, e.to_string()))?
             .map_err(pg_error)?;
