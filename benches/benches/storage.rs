@@ -89,7 +89,10 @@ fn segment_codec(c: &mut Criterion) {
         let path = tmp.path().join(format!("{name}.seg"));
         enc.throughput(Throughput::Elements(array.len() as u64));
         enc.bench_function(*name, |b| {
-            b.iter(|| write_segment(&fs, &path, &defs, None, std::slice::from_ref(&batch), WriteOptions::default()).expect("write"))
+            b.iter(|| {
+                write_segment(&fs, &path, &defs, None, std::slice::from_ref(&batch), WriteOptions::default())
+                    .expect("write")
+            })
         });
     }
     enc.finish();

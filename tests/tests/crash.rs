@@ -61,8 +61,11 @@ fn workload(fs: &SimFs, rt: &tokio::runtime::Runtime) -> Model {
     for step in 0..STEPS {
         let first = step * BATCH;
         let ids: BTreeSet<i64> = (first..first + BATCH).collect();
-        let appended =
-            if step % 6 == 0 { bulk_append(&db, first, BATCH) } else { db.append("events", &events_batch(first, BATCH)) };
+        let appended = if step % 6 == 0 {
+            bulk_append(&db, first, BATCH)
+        } else {
+            db.append("events", &events_batch(first, BATCH))
+        };
         match appended {
             Ok(_) => m.ids.extend(ids),
             Err(_) => {

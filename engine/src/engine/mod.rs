@@ -52,8 +52,8 @@ use crate::wal::{Wal, list_wal_files, replay};
 pub use bulk::BulkLoad;
 pub use retention::{Rewrite, Rewritten, RowId};
 pub use status::TableStatus;
-use table::{min_opt, record_changes};
 pub use table::{PartitionSnapshot, SegmentHandle, Table, TableSnapshot};
+use table::{min_opt, record_changes};
 
 /// Engine settings.
 #[derive(Debug, Clone)]

@@ -117,7 +117,11 @@ impl Engine {
             }
             let keys: Vec<i64> = expired.iter().map(|(k, _)| *k).collect();
             tracing::info!("retention: dropping partitions {keys:?} of {} (newest row at {newest} us)", t.name());
-            self.swap_segments(&t, expired.into_iter().map(|(key, old)| Swap { key, old, new: Vec::new() }).collect(), None)?;
+            self.swap_segments(
+                &t,
+                expired.into_iter().map(|(key, old)| Swap { key, old, new: Vec::new() }).collect(),
+                None,
+            )?;
             for key in keys {
                 let pdir = self.dir.join("tables").join(t.id.to_string()).join(key.to_string());
                 let _ = self.fs.remove_dir_all(&pdir);
@@ -239,7 +243,8 @@ impl Engine {
             let new = if rest.num_rows() == 0 {
                 Vec::new()
             } else {
-                let rest = if values.is_some() { sort_by_time(vec![rest], &table.schema, &table.def)? } else { vec![rest] };
+                let rest =
+                    if values.is_some() { sort_by_time(vec![rest], &table.schema, &table.def)? } else { vec![rest] };
                 vec![self.write_segment(table, *key, &rest)?]
             };
             swaps.push(Swap { key: *key, old: vec![seg.clone()], new });

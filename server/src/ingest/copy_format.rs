@@ -406,10 +406,9 @@ impl CopyDecoder {
         for i in 0..n {
             match self.spans[i] {
                 None => self.builders[i].append_null(),
-                Some((start, end)) => match whole.map_or_else(
-                    || std::str::from_utf8(&self.scratch[start..end]).ok(),
-                    |text| text.get(start..end),
-                ) {
+                Some((start, end)) => match whole
+                    .map_or_else(|| std::str::from_utf8(&self.scratch[start..end]).ok(), |text| text.get(start..end))
+                {
                     Some(s) => self.builders[i].append_value(s),
                     None => {
                         return self.fail(
@@ -438,8 +437,12 @@ impl CopyDecoder {
             Ok(b) => b,
             Err(e) => return self.fail(SqlState::Internal, e.to_string()),
         };
-        let coerced =
-            trafficdb::types::coerce_batch_numbered(&self.table.def, &self.table.schema, &batch, self.pending_first_line);
+        let coerced = trafficdb::types::coerce_batch_numbered(
+            &self.table.def,
+            &self.table.schema,
+            &batch,
+            self.pending_first_line,
+        );
         let pushed = coerced.and_then(|b| self.load.push(&b)).and_then(|()| {
             // What the load holds counts against the session's memory; past that, it writes it out.
             if self.memory.try_resize(self.load.pending_bytes()).is_err() {

@@ -55,7 +55,10 @@ pub fn run(db: &Database, table: &str, files: &[PathBuf], progress: &(dyn Fn(u64
         let r = load.push(&batch).and_then(|()| load.publish());
         if let Err(e) = r {
             let last = first_row + batch.num_rows() as u64;
-            stopped = Some((anyhow::Error::from(e).context(format!("{}: rows {}-{last}", file.display(), first_row + 1)), false));
+            stopped = Some((
+                anyhow::Error::from(e).context(format!("{}: rows {}-{last}", file.display(), first_row + 1)),
+                false,
+            ));
             break;
         }
         progress(load.rows(), total);

@@ -250,7 +250,9 @@ impl CopyHandler for Copier {
             // Feeding may write a segment (sorting and encoding on every core): the runtime is told, so
             // other connections' tasks move to another worker meanwhile.
             match tokio::runtime::Handle::current().runtime_flavor() {
-                tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(|| state.feed(&copy_data.data)),
+                tokio::runtime::RuntimeFlavor::MultiThread => {
+                    tokio::task::block_in_place(|| state.feed(&copy_data.data))
+                }
                 _ => state.feed(&copy_data.data),
             }
         }
