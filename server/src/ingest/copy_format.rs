@@ -190,6 +190,10 @@ fn text_field(raw: &[u8], null: &str, out: &mut Vec<u8>) -> Option<()> {
     if raw == null.as_bytes() {
         return None;
     }
+    if memchr::memchr(b'\\', raw).is_none() {
+        out.extend_from_slice(raw);
+        return Some(());
+    }
     let mut i = 0;
     while i < raw.len() {
         let b = raw[i];
@@ -260,6 +264,20 @@ pub(crate) fn next_record(format: &Format, buf: &[u8], scan: &mut Scan) -> Optio
     }
     let mut i = scan.pos;
     while i < buf.len() {
+        // Straight to the next byte that matters: a quote or a newline outside quotes, a quote or the
+        // escape inside them.
+        let next = if !scan.in_quotes {
+            memchr::memchr2(b'\n', format.quote, &buf[i..])
+        } else if format.escape != format.quote {
+            memchr::memchr2(format.quote, format.escape, &buf[i..])
+        } else {
+            memchr::memchr(format.quote, &buf[i..])
+        };
+        let Some(skip) = next else {
+            i = buf.len();
+            break;
+        };
+        i += skip;
         let c = buf[i];
         if scan.in_quotes {
             if c == format.escape && format.escape != format.quote {
@@ -339,7 +357,7 @@ impl CopyDecoder {
                     }
                 }
             }
-            let rest = rec[i..].iter().position(|&c| c == f.delimiter).map_or(rec.len(), |p| i + p);
+            let rest = memchr::memchr(f.delimiter, &rec[i..]).map_or(rec.len(), |p| i + p);
             scratch.extend_from_slice(&rec[i..rest]);
             i = rest;
             let null = !quoted && &scratch[start..] == f.null.as_bytes();
