@@ -377,10 +377,9 @@ fn encode_chunk(ty: ColumnType, array: &ArrayRef) -> Result<(Vec<u8>, usize, Sta
         }
         Physical::Text => {
             let s = array.as_string::<i32>();
-            codec::encode_text((0..s.len()).map(|i| if s.is_valid(i) { s.value(i) } else { "" }), s.len(), &mut out);
-            let valid = || (0..s.len()).filter(|&i| s.is_valid(i)).map(|i| s.value(i));
-            match (valid().min(), valid().max()) {
-                (Some(min), Some(max)) if min.len() <= MAX_TEXT_STAT && max.len() <= MAX_TEXT_STAT => {
+            let values = (0..s.len()).map(|i| s.is_valid(i).then(|| s.value(i)));
+            match codec::encode_text(values, s.len(), &mut out) {
+                Some((min, max)) if min.len() <= MAX_TEXT_STAT && max.len() <= MAX_TEXT_STAT => {
                     Stat::Text { min: min.to_string(), max: max.to_string() }
                 }
                 _ => Stat::None,
