@@ -6,8 +6,8 @@
 //!   planned and run by Apache DataFusion over the [`query`] providers.
 //! - [`query`] exposes each stored table as a DataFusion `TableProvider` reading a consistent
 //!   [`engine::TableSnapshot`], pruning partitions and row groups with the query's filters.
-//! - [`engine`] owns the write path (coerce, WAL with group commit, memtables), flush to sealed
-//!   segments, compaction, retention and deletes.
+//! - [`engine`] owns the write path (coerce, WAL with group commit, memtables), bulk loads (straight
+//!   to segments, [`engine::BulkLoad`]), flush to sealed segments, compaction, retention and deletes.
 //! - [`wal`], [`segment`] and [`catalog`] are the on-disk formats (byte layouts in `docs/storage.md`);
 //!   every file operation goes through the [`io`] seam so crash tests can simulate power loss.
 //!
