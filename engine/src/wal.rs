@@ -1,7 +1,8 @@
 //! The write-ahead log, with group commit.
 //!
 //! Files `wal/<seq>.wal`: a header (magic "TDBWAL01", version u32, reserved u32, seq u64), then records
-//! `len u32 | crc32 u32 | payload`. A payload is `txn u64 | flags u8 | table_id u64 | Arrow IPC stream`.
+//! `len u32 | crc32 u32 | payload`. A payload is `txn u64 | flags u8 | table_id u64 | Arrow IPC stream`,
+//! the stream zstd-compressed when flag [`FLAG_ZSTD`] is set (older logs have no compressed records).
 //! One append is one transaction: its records are written contiguously and the last carries flag
 //! [`FLAG_LAST`]; replay applies a transaction only when its last record is present, so a crash in the
 //! middle of an append leaves no part of it.
@@ -29,6 +30,10 @@ pub const WAL_MAGIC: &[u8; 8] = b"TDBWAL01";
 pub const WAL_VERSION: u32 = 1;
 const HEADER_LEN: usize = 24;
 pub const FLAG_LAST: u8 = 1;
+/// The record's Arrow IPC stream is one zstd frame.
+pub const FLAG_ZSTD: u8 = 2;
+/// zstd level of WAL records: the fastest that still shrinks Arrow IPC several times.
+const ZSTD_LEVEL: i32 = 1;
 /// Records larger than this are refused at replay as corrupt (the writer never produces them).
 const MAX_RECORD: usize = 1 << 31;
 /// How many bytes one group commit gathers at most before it writes.
@@ -56,15 +61,24 @@ pub fn encode_txn(txn: u64, table_id: u64, batches: &[RecordBatch]) -> Result<Ve
     let mut out = Vec::new();
     let nonempty: Vec<&RecordBatch> = batches.iter().filter(|b| b.num_rows() > 0).collect();
     for (i, batch) in nonempty.iter().enumerate() {
-        let mut payload = Vec::with_capacity(batch.get_array_memory_size() + 64);
-        payload.extend_from_slice(&txn.to_le_bytes());
-        payload.put_u8(if i + 1 == nonempty.len() { FLAG_LAST } else { 0 });
-        payload.put_u64(table_id);
+        let mut ipc = Vec::with_capacity(batch.get_array_memory_size() + 64);
         {
-            let mut w = StreamWriter::try_new(&mut payload, &batch.schema())?;
+            let mut w = StreamWriter::try_new(&mut ipc, &batch.schema())?;
             w.write(batch)?;
             w.finish()?;
         }
+        // Compressed when that is smaller, as it nearly always is (text columns shrink most).
+        let compressed = (ipc.len() <= MAX_RECORD)
+            .then(|| zstd::bulk::compress(&ipc, ZSTD_LEVEL).ok())
+            .flatten()
+            .filter(|c| c.len() < ipc.len());
+        let last = if i + 1 == nonempty.len() { FLAG_LAST } else { 0 };
+        let body = compressed.as_deref().unwrap_or(&ipc);
+        let mut payload = Vec::with_capacity(body.len() + 17);
+        payload.extend_from_slice(&txn.to_le_bytes());
+        payload.put_u8(if compressed.is_some() { last | FLAG_ZSTD } else { last });
+        payload.put_u64(table_id);
+        payload.extend_from_slice(body);
         out.put_u32(payload.len() as u32);
         out.put_u32(crc32fast::hash(&payload));
         out.extend_from_slice(&payload);
@@ -354,7 +368,10 @@ pub fn replay(
                 return Err(corrupt(pos, "WAL transaction interleaved with another"));
             }
             pending_txn = Some((txn, table_id));
-            let batches = decode_ipc(&payload[17..]).map_err(|e| corrupt(pos, &format!("undecodable record: {e}")))?;
+            let body = &payload[17..];
+            let batches =
+                if flags & FLAG_ZSTD != 0 { decompress(body).and_then(|b| decode_ipc(&b)) } else { decode_ipc(body) }
+                    .map_err(|e| corrupt(pos, &format!("undecodable record: {e}")))?;
             pending.extend(batches);
             pos = body_start + len;
             if flags & FLAG_LAST != 0 {
@@ -387,6 +404,20 @@ pub fn replay(
         }
     }
     Ok(stats)
+}
+
+/// A compressed record's Arrow IPC stream, at most [`MAX_RECORD`] bytes (the writer compresses no larger
+/// ones), read without trusting the size the frame declares.
+fn decompress(body: &[u8]) -> std::result::Result<Vec<u8>, String> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    zstd::stream::read::Decoder::new(body)
+        .and_then(|d| d.take(MAX_RECORD as u64 + 1).read_to_end(&mut out))
+        .map_err(|e| format!("zstd: {e}"))?;
+    if out.len() > MAX_RECORD {
+        return Err("a compressed record larger than any the writer makes".into());
+    }
+    Ok(out)
 }
 
 /// The batches of a record's Arrow IPC stream, or why they do not decode.
@@ -484,5 +515,56 @@ mod tests {
         }
         assert!(refused > 0);
         assert!(decode(&bytes[..bytes.len() - 9]).is_err(), "a stream cut short");
+    }
+
+    /// Records are written compressed, and a log of uncompressed records (as written before
+    /// compression) replays as it did.
+    #[test]
+    fn compressed_and_uncompressed_records_replay() {
+        use std::path::Path;
+
+        use crate::bytes::PutLe;
+        use crate::io::{Fs, sim::SimFs};
+
+        let n = 1000;
+        let ids: ArrayRef = Arc::new(Int64Array::from_iter_values(0..n));
+        let names: ArrayRef = Arc::new(StringArray::from_iter_values((0..n).map(|i| format!("backend-{}", i % 7))));
+        let batch = RecordBatch::try_from_iter([("id", ids), ("name", names)]).unwrap();
+        let new = super::encode_txn(1, 7, std::slice::from_ref(&batch)).unwrap();
+        // flags: after length (4), checksum (4) and txn (8)
+        assert_eq!(new[16], super::FLAG_LAST | super::FLAG_ZSTD);
+        let mut ipc = Vec::new();
+        let mut w = StreamWriter::try_new(&mut ipc, &batch.schema()).unwrap();
+        w.write(&batch).unwrap();
+        w.finish().unwrap();
+        drop(w);
+        assert!(new.len() * 3 < ipc.len(), "{} bytes compressed, {} as Arrow IPC", new.len(), ipc.len());
+        let mut payload = Vec::new();
+        payload.put_u64(2);
+        payload.put_u8(super::FLAG_LAST);
+        payload.put_u64(7);
+        payload.extend_from_slice(&ipc);
+        let mut old = Vec::new();
+        old.put_u32(payload.len() as u32);
+        old.put_u32(crc32fast::hash(&payload));
+        old.extend_from_slice(&payload);
+
+        let fs = SimFs::new();
+        let dir = Path::new("/wal");
+        fs.create_dir_all(dir).unwrap();
+        let mut f = super::create_file(&fs, dir, 1).unwrap();
+        f.write_all(&new).unwrap();
+        f.write_all(&old).unwrap();
+        f.sync().unwrap();
+        let mut got = Vec::new();
+        let stats = super::replay(&fs, dir, 0, |table, batches| {
+            got.push((table, batches));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!((stats.transactions, stats.rows), (2, 2 * n as u64));
+        for (table, batches) in got {
+            assert_eq!((table, batches), (7, vec![batch.clone()]));
+        }
     }
 }
