@@ -150,11 +150,11 @@ impl Table {
 }
 
 /// The time column's values as microseconds (the column is never NULL).
-pub(super) fn time_values(batch: &RecordBatch, col: usize) -> Vec<i64> {
+pub(super) fn time_values(batch: &RecordBatch, col: usize) -> &[i64] {
     let a = batch.column(col);
     match a.as_primitive_opt::<TimestampMicrosecondType>() {
-        Some(p) => p.values().to_vec(),
-        None => a.as_primitive::<Int64Type>().values().to_vec(),
+        Some(p) => p.values(),
+        None => a.as_primitive::<Int64Type>().values(),
     }
 }
 
@@ -171,21 +171,12 @@ pub(super) fn time_bounds(batch: &RecordBatch, col: usize) -> (Option<i64>, Opti
     }
 }
 
-/// The time column's values, without copying.
-fn time_slice(batch: &RecordBatch, col: usize) -> &[i64] {
-    let a = batch.column(col);
-    match a.as_primitive_opt::<TimestampMicrosecondType>() {
-        Some(p) => p.values(),
-        None => a.as_primitive::<Int64Type>().values(),
-    }
-}
-
 /// True when `batches`, one after another, are in time order.
 pub(super) fn sorted_by_time(batches: &[RecordBatch], def: &TableDef) -> bool {
     let Some(t) = def.time_column() else { return true };
     let mut last = i64::MIN;
     batches.iter().all(|b| {
-        let v = time_slice(b, t);
+        let v = time_values(b, t);
         let ok = v.first().is_none_or(|&f| f >= last) && v.is_sorted();
         last = v.last().copied().unwrap_or(last);
         ok
