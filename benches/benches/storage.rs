@@ -21,6 +21,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use trafficdb::io::RealFs;
 use trafficdb::segment::{Segment, WriteOptions, write_segment};
+use trafficdb::types::Layout;
 use trafficdb::{ColumnDef, ColumnType, Database, Options};
 use trafficdb_benches::{REQUESTS_DDL, RequestGen, START_US};
 
@@ -90,8 +91,16 @@ fn segment_codec(c: &mut Criterion) {
         enc.throughput(Throughput::Elements(array.len() as u64));
         enc.bench_function(*name, |b| {
             b.iter(|| {
-                write_segment(&fs, &path, &defs, None, std::slice::from_ref(&batch), WriteOptions::default())
-                    .expect("write")
+                write_segment(
+                    &fs,
+                    &path,
+                    &defs,
+                    None,
+                    Layout::TIME,
+                    std::slice::from_ref(&batch),
+                    WriteOptions::default(),
+                )
+                .expect("write")
             })
         });
     }

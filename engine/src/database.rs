@@ -415,7 +415,8 @@ impl Database {
                 (stored_columns(&schema)?, Some(batches))
             }
         };
-        let mut def = TableDef { name: name.clone(), columns, time: None, dedup_keys: Vec::new() };
+        let mut def =
+            TableDef { name: name.clone(), columns, time: None, dedup_keys: Vec::new(), sort_key: Vec::new() };
         let mut time_column = None;
         let mut partition = None;
         let mut retention = None;
@@ -425,13 +426,16 @@ impl Database {
                 "partition" | "partition_width" => partition = Some(parse_duration_us(&v)?),
                 "retention" => retention = Some(parse_duration_us(&v)?),
                 "dedup_keys" => {
-                    def.dedup_keys = v.split(',').map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect();
+                    def.dedup_keys = name_list(&v);
+                }
+                "sort_key" => {
+                    def.sort_key = name_list(&v);
                 }
                 other => {
                     return Err(Error::invalid(
                         SqlState::InvalidParameter,
                         format!(
-                            "unknown table option \"{other}\" (known: time_column, partition, retention, dedup_keys)"
+                            "unknown table option \"{other}\" (known: time_column, partition, retention, dedup_keys, sort_key)"
                         ),
                     ));
                 }
@@ -515,6 +519,7 @@ impl Database {
                 retention_us,
             }),
             dedup_keys: Vec::new(),
+            sort_key: Vec::new(),
         };
         self.engine.create_table(def, false)?;
         self.engine.watch(&src, &name)?;
@@ -941,6 +946,11 @@ fn call_text_argument(f: &ast::Function) -> Option<String> {
         },
         _ => None,
     }
+}
+
+/// A comma-separated list of column names, as table options give them.
+fn name_list(v: &str) -> Vec<String> {
+    v.split(',').map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect()
 }
 
 fn options_kv(options: &[SqlOption]) -> Result<Vec<(String, String)>> {

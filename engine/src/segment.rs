@@ -28,12 +28,12 @@ use datafusion::arrow::datatypes::{
 use crate::bytes::{PutLe, Reader};
 use crate::error::{Error, Result};
 use crate::io::{Fs, Mapped};
-use crate::types::{ColumnDef, ColumnType, Physical};
+use crate::types::{ColumnDef, ColumnType, Layout, Physical};
 
 pub const MAGIC: &[u8; 8] = b"TDBSEG01";
 pub const FOOTER_MAGIC: &[u8; 8] = b"TDBSEGFT";
 pub const FORMAT_VERSION: u32 = 1;
-/// Rows per row group, at most.
+/// Rows per row group, at most (a layout may use fewer: see [`Layout`]).
 pub const MAX_ROW_GROUP_ROWS: usize = 65_536;
 const HEADER_LEN: usize = 16;
 const TRAILER_LEN: usize = 16;
@@ -99,36 +99,38 @@ pub struct WrittenSegment {
     pub max_ts: Option<i64>,
 }
 
-/// Writes `batches` (already in the table's schema, and in sort order one after another) to `path` as
-/// one segment and fsyncs it. Row groups of [`MAX_ROW_GROUP_ROWS`] are cut across the batches, so
-/// the caller need not concatenate them. The file's name is not durable until the caller syncs the
+/// Writes `batches` (already in the table's schema, and in the table's storage order one after another:
+/// see [`Layout`]) to `path` as one segment and fsyncs it. Runs are cut across the batches, so the
+/// caller need not concatenate them. The file's name is not durable until the caller syncs the
 /// directory.
 pub fn write_segment(
     fs: &dyn Fs,
     path: &Path,
     columns: &[ColumnDef],
     time_column: Option<usize>,
+    layout: Layout,
     batches: &[RecordBatch],
     options: WriteOptions,
 ) -> Result<WrittenSegment> {
-    let mut w = SegmentWriter::create(fs, path, columns, time_column, options)?;
-    for group in row_groups(batches) {
-        let pieces: Vec<RecordBatch> = group.iter().map(|&(b, start, len)| batches[b].slice(start, len)).collect();
-        w.write_row_group(&pieces)?;
+    let mut w = SegmentWriter::create(fs, path, columns, time_column, layout, options)?;
+    for run in cut(batches, layout.run_rows) {
+        w.write_run(&run)?;
     }
     w.finish()
 }
 
-/// A segment written a row group at a time: memory holds one row group, not the segment.
+/// A segment written a run at a time: memory holds one run, not the segment.
 pub struct SegmentWriter {
     path: PathBuf,
     file: Box<dyn crate::io::File>,
     columns: Vec<ColumnDef>,
     time_column: Option<usize>,
+    layout: Layout,
     options: WriteOptions,
     offset: u64,
     row_groups: Vec<RowGroupMeta>,
     rows: u64,
+    min_ts: Option<i64>,
     max_ts: Option<i64>,
 }
 
@@ -139,6 +141,7 @@ impl SegmentWriter {
         path: &Path,
         columns: &[ColumnDef],
         time_column: Option<usize>,
+        layout: Layout,
         options: WriteOptions,
     ) -> Result<SegmentWriter> {
         let mut file = fs.create(path).map_err(|e| Error::io(path, e))?;
@@ -152,10 +155,12 @@ impl SegmentWriter {
             file,
             columns: columns.to_vec(),
             time_column,
+            layout,
             options,
             offset: header.len() as u64,
             row_groups: Vec::new(),
             rows: 0,
+            min_ts: None,
             max_ts: None,
         })
     }
@@ -169,16 +174,37 @@ impl SegmentWriter {
         self.max_ts
     }
 
-    /// Appends one row group: `batches` one after another, at most [`MAX_ROW_GROUP_ROWS`] rows in all,
-    /// in time order and not before the rows already written. Its chunks are encoded and compressed
-    /// on all cores.
-    pub fn write_row_group(&mut self, batches: &[RecordBatch]) -> Result<()> {
+    /// Appends one run (see [`Layout`]): `batches` one after another, at most the layout's run of rows,
+    /// in the table's storage order, and not before the rows already written. It is stored as row
+    /// groups of the layout's size.
+    pub fn write_run(&mut self, batches: &[RecordBatch]) -> Result<()> {
+        let len: usize = batches.iter().map(|b| b.num_rows()).sum();
+        if len > self.layout.run_rows {
+            return Err(Error::Internal(format!("a run of {len} rows for {}", self.path.display())));
+        }
+        let max_before = self.max_ts;
+        let mut run_min: Option<i64> = None;
+        for group in cut(batches, self.layout.group_rows) {
+            if let Some((min, max)) = self.write_row_group(&group)? {
+                run_min = Some(run_min.map_or(min, |m| m.min(min)));
+                self.min_ts = Some(self.min_ts.map_or(min, |m| m.min(min)));
+                self.max_ts = Some(self.max_ts.map_or(max, |m| m.max(max)));
+            }
+        }
+        if let (Some(before), Some(min)) = (max_before, run_min)
+            && min < before
+        {
+            return Err(Error::Internal(format!("rows reached {} out of time order", self.path.display())));
+        }
+        Ok(())
+    }
+
+    /// Appends one row group; returns its time bounds. Its chunks are encoded and compressed on all
+    /// cores.
+    fn write_row_group(&mut self, batches: &[RecordBatch]) -> Result<Option<(i64, i64)>> {
         let len: usize = batches.iter().map(|b| b.num_rows()).sum();
         if len == 0 {
-            return Ok(());
-        }
-        if len > MAX_ROW_GROUP_ROWS {
-            return Err(Error::Internal(format!("a row group of {len} rows for {}", self.path.display())));
+            return Ok(None);
         }
         let columns = &self.columns;
         let options = self.options;
@@ -208,30 +234,19 @@ impl SegmentWriter {
             });
             out.extend_from_slice(&stored);
         }
-        if let Some(t) = self.time_column
-            && let Stat::Int { min, max } = chunks[t].stat
-        {
-            if self.max_ts.is_some_and(|m| min < m) {
-                return Err(Error::Internal(format!("rows reached {} out of time order", path.display())));
-            }
-            self.max_ts = Some(max);
-        }
+        let bounds = match self.time_column.map(|t| &chunks[t].stat) {
+            Some(Stat::Int { min, max }) => Some((*min, *max)),
+            _ => None,
+        };
         self.file.write_all(&out).map_err(|e| Error::io(path, e))?;
         self.offset += out.len() as u64;
         self.rows += len as u64;
         self.row_groups.push(RowGroupMeta { rows: len as u32, chunks });
-        Ok(())
+        Ok(bounds)
     }
 
     /// Writes the footer and fsyncs the file.
     pub fn finish(mut self) -> Result<WrittenSegment> {
-        let min_ts = match self.time_column {
-            Some(t) => self.row_groups.first().and_then(|rg| match rg.chunks[t].stat {
-                Stat::Int { min, .. } => Some(min),
-                _ => None,
-            }),
-            None => None,
-        };
         let footer = Footer { columns: self.columns, row_groups: self.row_groups };
         let footer_bytes = encode_footer(&footer);
         let mut out = footer_bytes.clone();
@@ -241,35 +256,40 @@ impl SegmentWriter {
         let path = &self.path;
         self.file.write_all(&out).map_err(|e| Error::io(path, e))?;
         self.file.sync().map_err(|e| Error::io(path, e))?;
-        Ok(WrittenSegment { rows: self.rows, bytes: self.offset + out.len() as u64, min_ts, max_ts: self.max_ts })
+        Ok(WrittenSegment {
+            rows: self.rows,
+            bytes: self.offset + out.len() as u64,
+            min_ts: self.min_ts,
+            max_ts: self.max_ts,
+        })
     }
 }
 
-/// Row groups over `batches`: each a list of (batch, first row, rows) pieces adding up to
-/// [`MAX_ROW_GROUP_ROWS`] rows (the last one fewer).
-fn row_groups(batches: &[RecordBatch]) -> Vec<Vec<(usize, usize, usize)>> {
-    let mut groups = Vec::new();
+/// `batches`, one after another, cut into pieces of `n` rows (the last one fewer), each a list of slices
+/// (no copy).
+fn cut(batches: &[RecordBatch], n: usize) -> Vec<Vec<RecordBatch>> {
+    let mut pieces = Vec::new();
     let (mut current, mut filled) = (Vec::new(), 0);
-    for (b, batch) in batches.iter().enumerate() {
+    for batch in batches {
         let mut start = 0;
         while start < batch.num_rows() {
-            let len = (batch.num_rows() - start).min(MAX_ROW_GROUP_ROWS - filled);
-            current.push((b, start, len));
+            let len = (batch.num_rows() - start).min(n - filled);
+            current.push(batch.slice(start, len));
             (start, filled) = (start + len, filled + len);
-            if filled == MAX_ROW_GROUP_ROWS {
-                groups.push(std::mem::take(&mut current));
+            if filled == n {
+                pieces.push(std::mem::take(&mut current));
                 filled = 0;
             }
         }
     }
     if !current.is_empty() {
-        groups.push(current);
+        pieces.push(current);
     }
-    groups
+    pieces
 }
 
 /// `f` of every item, in order, computed on up to all cores (threads pull the next item in turn).
-fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+pub(crate) fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(items.len());
     if workers <= 1 {

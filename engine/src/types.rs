@@ -161,6 +161,11 @@ pub struct TableDef {
     /// (line-protocol writes: a resent batch is not stored twice). Empty: no such key.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dedup_keys: Vec<String>,
+    /// Columns that order rows inside a segment after time has cut them into runs (see
+    /// [`TableDef::layout`]): rows of one key sit together, so a filter on the key reads its own row
+    /// groups. Empty: rows are in time order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sort_key: Vec<String>,
 }
 
 impl TableDef {
@@ -216,7 +221,40 @@ impl TableDef {
         if !self.dedup_keys.is_empty() && self.time.is_none() {
             return Err(Error::invalid(SqlState::InvalidParameter, "dedup_keys needs a time column"));
         }
+        for (i, k) in self.sort_key.iter().enumerate() {
+            let Some(c) = self.column_index(k) else {
+                return Err(Error::invalid(
+                    SqlState::UndefinedColumn,
+                    format!("sort key \"{k}\" is not a column of \"{}\"", self.name),
+                ));
+            };
+            if Some(c) == self.time_column() {
+                return Err(Error::invalid(
+                    SqlState::InvalidParameter,
+                    format!("sort key \"{k}\" is the time column, which orders rows of one key already"),
+                ));
+            }
+            if self.sort_key[..i].contains(k) {
+                return Err(Error::invalid(
+                    SqlState::InvalidParameter,
+                    format!("sort key \"{k}\" named more than once"),
+                ));
+            }
+        }
+        if !self.sort_key.is_empty() && self.time.is_none() {
+            return Err(Error::invalid(SqlState::InvalidParameter, "sort_key needs a time column"));
+        }
         Ok(())
+    }
+
+    /// How rows are laid out in this table's segments.
+    pub fn layout(&self) -> Layout {
+        if self.sort_key.is_empty() { Layout::TIME } else { Layout::CLUSTERED }
+    }
+
+    /// The sort key's column indices.
+    pub fn sort_key_columns(&self) -> Vec<usize> {
+        self.sort_key.iter().filter_map(|k| self.column_index(k)).collect()
     }
 
     /// The Arrow schema of the table's batches. Every field is nullable at the Arrow level: NOT NULL is
@@ -238,6 +276,29 @@ impl TableDef {
 
     pub fn column_index(&self, name: &str) -> Option<usize> {
         self.columns.iter().position(|c| c.name == name)
+    }
+}
+
+/// How rows are laid out in a segment. Rows are cut, in time order, into runs of `run_rows`; inside a
+/// run they are sorted by the table's sort key, then by time (without a sort key they stay in time
+/// order), and stored as row groups of `group_rows`. Every row of a run is at or after every row of the
+/// runs before it, so a row group's time bounds are those of its run at worst, while its key bounds
+/// are narrow: a key filter reads about `group_rows` per run and key instead of every row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    pub run_rows: usize,
+    pub group_rows: usize,
+}
+
+impl Layout {
+    /// Time order: a run is a row group.
+    pub const TIME: Layout =
+        Layout { run_rows: crate::segment::MAX_ROW_GROUP_ROWS, group_rows: crate::segment::MAX_ROW_GROUP_ROWS };
+    /// Clustered by a sort key: runs of 32 row groups of 16,384 rows.
+    pub const CLUSTERED: Layout = Layout { run_rows: 524_288, group_rows: 16_384 };
+
+    pub fn clustered(&self) -> bool {
+        self.run_rows > self.group_rows
     }
 }
 

@@ -24,4 +24,4 @@ CREATE TABLE IF NOT EXISTS lb_requests (
                                                -- UO overflow, UT timeout, URX retry limit; NULL when none
     retry_after     INTEGER,                   -- Retry-After seconds sent with a 429 / 503; NULL when absent
     is_health_check BOOLEAN NOT NULL           -- health-check traffic, left out of the KPIs
-) WITH (time_column = 'ts', partition = '1 day', retention = '90 days');
+) WITH (time_column = 'ts', partition = '1 day', retention = '90 days', sort_key = 'lb, backend');

@@ -7,9 +7,10 @@ use trafficdb::arrow::array::{
 };
 use trafficdb::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 
-/// The DDL of the small time-series table most engine tests use.
+/// The DDL of the small time-series table most engine tests use (clustered by `backend` inside a
+/// partition).
 pub const EVENTS_DDL: &str = "CREATE TABLE events (ts TIMESTAMP NOT NULL, id BIGINT NOT NULL, backend TEXT, \
-     ms DOUBLE, ok BOOLEAN) WITH (time_column = 'ts', partition = '1 hour')";
+     ms DOUBLE, ok BOOLEAN) WITH (time_column = 'ts', partition = '1 hour', sort_key = 'backend')";
 
 /// Rows `first..first + n` of the `events` table: id = row number, ts advancing 1 s per row
 /// (so rows spread over several hourly partitions), a few NULLs.

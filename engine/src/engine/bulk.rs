@@ -1,12 +1,14 @@
 //! Bulk loads: a large append written straight to sealed segments and published with one catalog
 //! commit, past the WAL and the memtables.
 //!
-//! A [`BulkLoad`] gathers rows per partition. Each time a partition holds a row group's worth
-//! ([`MAX_ROW_GROUP_ROWS`]), they are sorted by time and appended as a row group to the partition's
-//! open segment, a file under `staging/` ([`SegmentWriter`]); a segment is closed (footer written,
-//! fsynced) when it reaches `compaction_max_rows`, or when the next row group would start before its
-//! last row (input out of time order: the next rows start a new segment). Memory holds about a row
-//! group per partition, whatever the size of the load.
+//! A [`BulkLoad`] gathers rows per partition. Each time a partition holds a run's worth (see
+//! [`Layout`]: a row group in time order, 32 smaller ones with a sort key), they are put in storage
+//! order and appended as a run to the partition's open segment, a file under `staging/`
+//! ([`SegmentWriter`]); a segment is closed (footer written, fsynced) when it reaches
+//! `compaction_max_rows`, or when the next run would start before its last row (input out of time
+//! order: the next rows start a new segment). Memory holds about a run per partition, and at most
+//! [`MAX_PENDING_ROWS`] in all (past that, the partition holding most is written as a shorter run),
+//! whatever the size of the load.
 //!
 //! Publishing moves the closed files into their partitions, syncs those directories, and adds them to
 //! the catalog in one commit, under the maintenance lock (so a flush, compaction, retention pass,
@@ -27,10 +29,10 @@ use datafusion::arrow::array::RecordBatch;
 
 use crate::catalog::{SegmentEntry, segment_path};
 use crate::error::{Error, Result};
-use crate::segment::{MAX_ROW_GROUP_ROWS, Segment, SegmentWriter, WrittenSegment};
-use crate::types::coerce_batch;
+use crate::segment::{Segment, SegmentWriter, WrittenSegment};
+use crate::types::{Layout, coerce_batch};
 
-use super::table::{SegmentHandle, Table, min_opt, sort_by_time, time_bounds};
+use super::table::{SegmentHandle, Table, min_opt, sort_by_time, storage_order, time_bounds};
 use super::{Engine, Swap, undefined_table};
 
 /// The directory (under the data directory) where bulk loads write segments before they are published.
@@ -39,10 +41,13 @@ pub(super) const STAGING_DIR: &str = "staging";
 /// At most this many segments are open at once; opening another closes the oldest.
 const MAX_OPEN: usize = 16;
 
+/// At most this many rows are held in memory across partitions, waiting to fill a run.
+const MAX_PENDING_ROWS: usize = 1 << 20;
+
 /// One partition's share of a load.
 #[derive(Default)]
 struct Part {
-    /// Rows not yet in a row group.
+    /// Rows not yet written.
     batches: Vec<RecordBatch>,
     rows: usize,
     bytes: usize,
@@ -102,52 +107,67 @@ impl BulkLoad {
         self.published
     }
 
-    /// Bytes of rows held in memory, not yet in a row group.
+    /// Bytes of rows held in memory, not yet written.
     pub fn pending_bytes(&self) -> usize {
         self.parts.values().map(|p| p.bytes).sum()
     }
 
-    /// Adds rows (cast to the table's types); writes row groups as partitions fill.
+    /// Adds rows (cast to the table's types); writes runs as partitions fill.
     pub fn push(&mut self, batch: &RecordBatch) -> Result<()> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
         let batch = coerce_batch(&self.table.def, &self.table.schema, batch)?;
         self.pushed += batch.num_rows() as u64;
+        let run_rows = self.layout().run_rows;
         for (key, piece) in self.table.split(batch)? {
             let p = self.parts.entry(key).or_default();
             p.rows += piece.num_rows();
             p.bytes += piece.get_array_memory_size();
             p.batches.push(piece);
-            while self.parts.get(&key).is_some_and(|p| p.rows >= MAX_ROW_GROUP_ROWS) {
-                self.write_group(key)?;
+            while self.parts.get(&key).is_some_and(|p| p.rows >= run_rows) {
+                self.write_run(key)?;
             }
+        }
+        while self.parts.values().map(|p| p.rows).sum::<usize>() > MAX_PENDING_ROWS {
+            let Some((&key, _)) = self.parts.iter().max_by_key(|(_, p)| p.rows) else { break };
+            self.write_run(key)?;
         }
         Ok(())
     }
 
-    /// Writes every partition's rows held in memory as row groups (to bound memory).
+    fn layout(&self) -> Layout {
+        self.table.def.layout()
+    }
+
+    /// Writes every partition's rows held in memory (to bound memory).
     pub fn write_pending(&mut self) -> Result<()> {
         let keys: Vec<i64> = self.parts.iter().filter(|(_, p)| p.rows > 0).map(|(k, _)| *k).collect();
         for key in keys {
             while self.parts.get(&key).is_some_and(|p| p.rows > 0) {
-                self.write_group(key)?;
+                self.write_run(key)?;
             }
         }
         Ok(())
     }
 
-    /// Sorts one partition's pending rows by time and writes the first row group's worth of them to its
+    /// Writes up to a run's worth of one partition's pending rows (the oldest, in storage order) to its
     /// open segment (a new one if it has none, or if they start before the segment's last row).
-    fn write_group(&mut self, key: i64) -> Result<()> {
+    fn write_run(&mut self, key: i64) -> Result<()> {
         let (schema, def) = (&self.table.schema, &self.table.def);
+        let run_rows = self.layout().run_rows;
         let Some(p) = self.parts.get_mut(&key) else { return Ok(()) };
-        let sorted = sort_by_time(std::mem::take(&mut p.batches), schema, def)?;
-        let (group, rest) = split_rows(sorted, MAX_ROW_GROUP_ROWS);
+        let mut pending = std::mem::take(&mut p.batches);
+        if p.rows > run_rows {
+            // Only the oldest run's worth is written: sort by time alone first.
+            pending = sort_by_time(pending, schema, def)?;
+        }
+        let (run, rest) = split_rows(pending, run_rows);
         p.rows = rest.iter().map(|b| b.num_rows()).sum();
         p.bytes = rest.iter().map(|b| b.get_array_memory_size()).sum();
         p.batches = rest;
-        let first = def.time_column().and_then(|t| group.first().and_then(|b| time_bounds(b, t).0));
+        let run = storage_order(run, schema, def)?;
+        let first = def.time_column().and_then(|t| run.iter().filter_map(|b| time_bounds(b, t).0).min());
         let behind = p.open.as_ref().is_some_and(|(_, _, w)| w.max_ts().zip(first).is_some_and(|(m, f)| f < m));
         if behind {
             self.close(key)?;
@@ -158,7 +178,7 @@ impl BulkLoad {
         let max_rows = self.engine.options.compaction_max_rows;
         let Some(p) = self.parts.get_mut(&key) else { return Ok(()) };
         let Some((_, _, w)) = p.open.as_mut() else { return Ok(()) };
-        w.write_row_group(&group)?;
+        w.write_run(&run)?;
         if w.rows() >= max_rows {
             self.close(key)?;
         }
@@ -180,6 +200,7 @@ impl BulkLoad {
             &path,
             &t.def.columns,
             t.def.time_column(),
+            t.def.layout(),
             engine.options.segment,
         )?;
         self.parts.entry(key).or_default().open = Some((id, path, w));
@@ -243,7 +264,7 @@ impl BulkLoad {
     }
 
     /// Makes every row pushed durable and visible, as one transaction, and returns how many rows the
-    /// load has made visible in all. A load that has written no row group is appended through the WAL.
+    /// load has made visible in all. A load that has written no run is appended through the WAL.
     pub fn commit(&mut self) -> Result<u64> {
         if self.staged.is_empty() && self.opened.is_empty() {
             let batches: Vec<RecordBatch> =

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use crate::error::Result;
 
-use super::table::{SegmentHandle, read_all, sort_by_time};
+use super::table::{SegmentHandle, read_all, storage_order};
 use super::{Engine, Swap};
 
 /// Small segments (in time order) cut into groups of at least two whose rows add up to at most about
@@ -52,7 +52,7 @@ impl Engine {
                 .collect();
             for (key, segs) in candidates {
                 for group in merge_groups(segs, self.options.compaction_max_rows) {
-                    let batch = sort_by_time(read_all(&t, &group)?, &t.schema, &t.def)?;
+                    let batch = storage_order(read_all(&t, &group)?, &t.schema, &t.def)?;
                     let new = self.write_segment(&t, key, &batch)?;
                     self.swap_segments(&t, vec![Swap { key, old: group, new: vec![new] }], None)?;
                     merges += 1;

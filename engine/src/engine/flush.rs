@@ -14,7 +14,7 @@ use crate::segment::{Segment, WrittenSegment, write_segment};
 use crate::wal::list_wal_files;
 
 use super::Engine;
-use super::table::{SegmentHandle, Table, record_changes, sort_by_time, sorted_by_time};
+use super::table::{SegmentHandle, Table, record_changes, sorted_by_time, storage_order};
 
 impl Engine {
     /// Writes every memtable to sealed segments and drops the WAL they came from.
@@ -66,7 +66,7 @@ impl Engine {
                 .collect();
             for (key, batches) in frozen {
                 let n = batches.len();
-                let batches = sort_by_time(batches, &t.schema, &t.def)?;
+                let batches = storage_order(batches, &t.schema, &t.def)?;
                 let handle = self.write_segment(t, key, &batches)?;
                 written.push((t.clone(), key, handle, n));
             }
@@ -110,7 +110,7 @@ impl Engine {
         Ok(())
     }
 
-    /// Writes one sealed segment for `batch` (sorted) and makes its name durable.
+    /// Writes one sealed segment for `batches` (in storage order) and makes its name durable.
     pub(super) fn write_segment(&self, t: &Table, key: i64, batches: &[RecordBatch]) -> Result<Arc<SegmentHandle>> {
         let id = self.next_segment_id.fetch_add(1, Ordering::AcqRel);
         let path = segment_path(&self.dir, t.id, key, id);
@@ -123,14 +123,17 @@ impl Engine {
         Ok(Arc::new(SegmentHandle { entry, segment }))
     }
 
-    /// Writes `batches` (in time order, one after another) as a segment file at `path` and fsyncs it;
-    /// the name is the caller's to make durable.
+    /// Writes `batches` (in storage order, one after another) as a segment file at `path` and fsyncs
+    /// it; the name is the caller's to make durable.
     pub(super) fn encode_segment(&self, t: &Table, path: &Path, batches: &[RecordBatch]) -> Result<WrittenSegment> {
-        // An invariant, checked in every build (one pass over the times, next to encoding them): a
-        // segment's zone map and the newest-first scans rely on it.
-        if !sorted_by_time(batches, &t.def) {
+        let layout = t.def.layout();
+        // An invariant, checked in every build (one pass over the times, next to encoding them): the
+        // row groups' time bounds and the newest-first scans rely on it. The writer checks that runs
+        // follow each other in time; rows in time order are checked here.
+        if !layout.clustered() && !sorted_by_time(batches, &t.def) {
             return Err(Error::Internal(format!("rows of table {} reached a segment unsorted by time", t.def.name)));
         }
-        write_segment(self.fs.as_ref(), path, &t.def.columns, t.def.time_column(), batches, self.options.segment)
+        let (columns, time) = (&t.def.columns, t.def.time_column());
+        write_segment(self.fs.as_ref(), path, columns, time, layout, batches, self.options.segment)
     }
 }

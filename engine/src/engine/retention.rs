@@ -11,7 +11,7 @@ use datafusion::arrow::compute::{concat_batches, filter_record_batch, take_recor
 use crate::error::{Error, Result};
 use crate::types::coerce_batch;
 
-use super::table::{SegmentHandle, Table, partition_max_ts, read_all, sort_by_time};
+use super::table::{SegmentHandle, Table, partition_max_ts, read_all, storage_order};
 use super::{Engine, Swap, undefined_table};
 
 /// A row of a sealed segment, as [`Engine::rewrite`] names it: the segment's index in the list its
@@ -243,14 +243,13 @@ impl Engine {
             let new = if rest.num_rows() == 0 {
                 Vec::new()
             } else {
-                let rest =
-                    if values.is_some() { sort_by_time(vec![rest], &table.schema, &table.def)? } else { vec![rest] };
+                let rest = storage_order(vec![rest], &table.schema, &table.def)?;
                 vec![self.write_segment(table, *key, &rest)?]
             };
             swaps.push(Swap { key: *key, old: vec![seg.clone()], new });
         }
         for (key, batches) in moved {
-            let batch = sort_by_time(batches, &table.schema, &table.def)?;
+            let batch = storage_order(batches, &table.schema, &table.def)?;
             swaps.push(Swap { key, old: Vec::new(), new: vec![self.write_segment(table, key, &batch)?] });
         }
         if !swaps.is_empty() {

@@ -544,9 +544,9 @@ struct UnitIter {
 }
 
 /// Newest first under run-time filters (a TopK's threshold), a large row group is read in two steps:
-/// its newest rows (they are last: rows reach a segment sorted by time) are emitted first, so the
-/// TopK above can set its threshold, and the rest is read through the updated filter, which decodes
-/// the filter's columns and only the rows that pass it. Not with filters of the scan's own: their
+/// its newest rows (they are last in a table without a sort key: see [`crate::types::Layout`]) are
+/// emitted first, so the TopK above can set its threshold, and the rest is read through the updated
+/// filter, which decodes the filter's columns and only the rows that pass it. Not with filters of the scan's own: their
 /// matches may be too sparse for the slice to fill the TopK, and the filter's columns would be
 /// decoded twice.
 const NEWEST_SLICE: usize = 8192;
@@ -865,6 +865,7 @@ impl Iterator for UnitIter {
                         && self.src.latest.is_none()
                         && self.src.filters.is_empty()
                         && !self.src.dynamic.is_empty()
+                        && !self.src.def.layout().clustered()
                         && rows > 2 * NEWEST_SLICE
                     {
                         let cut = rows - NEWEST_SLICE;
