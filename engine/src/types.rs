@@ -294,8 +294,8 @@ impl Layout {
     /// Time order: a run is a row group.
     pub const TIME: Layout =
         Layout { run_rows: crate::segment::MAX_ROW_GROUP_ROWS, group_rows: crate::segment::MAX_ROW_GROUP_ROWS };
-    /// Clustered by a sort key: runs of 32 row groups of 16,384 rows.
-    pub const CLUSTERED: Layout = Layout { run_rows: 524_288, group_rows: 16_384 };
+    /// Clustered by a sort key: runs of 16 row groups of 16,384 rows.
+    pub const CLUSTERED: Layout = Layout { run_rows: 262_144, group_rows: 16_384 };
 
     pub fn clustered(&self) -> bool {
         self.run_rows > self.group_rows

@@ -2,7 +2,7 @@
 //! commit, past the WAL and the memtables.
 //!
 //! A [`BulkLoad`] gathers rows per partition. Each time a partition holds a run's worth (see
-//! [`Layout`]: a row group in time order, 32 smaller ones with a sort key), they are put in storage
+//! [`Layout`]: a row group in time order, 16 smaller ones with a sort key), they are put in storage
 //! order and appended as a run to the partition's open segment, a file under `staging/`
 //! ([`SegmentWriter`]); a segment is closed (footer written, fsynced) when it reaches
 //! `compaction_max_rows`, or when the next run would start before its last row (input out of time

@@ -429,7 +429,8 @@ mod tests {
         let input = rows(Layout::CLUSTERED.run_rows * 2 + 1000, 7);
         let pieces = vec![input.slice(0, 300_000), input.slice(300_000, input.num_rows() - 300_000)];
         let runs = storage_order(pieces, &d.arrow_schema(), &d).unwrap();
-        assert_eq!(runs.iter().map(|r| r.num_rows()).collect::<Vec<_>>(), [524_288, 524_288, 1000]);
+        let run = Layout::CLUSTERED.run_rows;
+        assert_eq!(runs.iter().map(|r| r.num_rows()).collect::<Vec<_>>(), [run, run, 1000]);
         let mut last_max = i64::MIN;
         let mut all = Vec::new();
         for run in &runs {
