@@ -34,7 +34,7 @@ pub const MAGIC: &[u8; 8] = b"TDBSEG01";
 pub const FOOTER_MAGIC: &[u8; 8] = b"TDBSEGFT";
 pub const FORMAT_VERSION: u32 = 1;
 /// Rows per row group, at most (a layout may use fewer: see [`Layout`]).
-pub const MAX_ROW_GROUP_ROWS: usize = 65_536;
+pub const MAX_ROW_GROUP_ROWS: usize = Layout::TIME.group_rows;
 const HEADER_LEN: usize = 16;
 const TRAILER_LEN: usize = 16;
 const COMPRESSION_NONE: u8 = 0;

@@ -292,8 +292,7 @@ pub struct Layout {
 
 impl Layout {
     /// Time order: a run is a row group.
-    pub const TIME: Layout =
-        Layout { run_rows: crate::segment::MAX_ROW_GROUP_ROWS, group_rows: crate::segment::MAX_ROW_GROUP_ROWS };
+    pub const TIME: Layout = Layout { run_rows: 65_536, group_rows: 65_536 };
     /// Clustered by a sort key: runs of 16 row groups of 16,384 rows.
     pub const CLUSTERED: Layout = Layout { run_rows: 262_144, group_rows: 16_384 };
 
