@@ -32,8 +32,11 @@
 //! - [`wal`], [`segment`] (with `segment::codec`), [`catalog`]: the on-disk formats, over `bytes`
 //!   (little-endian helpers) and [`io`] (the file system seam, with a simulated file system for crash
 //!   tests) and [`clock`] (the time seam: every time-driven decision reads `Options::clock`, so tests
-//!   move a manual clock instead of sleeping); [`types`] (schemas, coercion, value formatting),
-//!   [`metrics`], [`error`] (errors and their SQLSTATE).
+//!   move a manual clock instead of sleeping); [`types`] (schemas, coercion, value formatting, the
+//!   storage layout a sort key chooses), [`metrics`], [`error`] (errors and their SQLSTATE).
+//!
+//! Every writer of segments (flush, compaction, bulk loads, rewrites) puts rows in the table's storage
+//! order through `engine::table::storage_order`, so a new writer must too.
 //!
 //! What to touch together: a format change means [`segment`] or [`wal`], `docs/storage.md` and the
 //! crash / corruption tests; a new statement the engine answers, [`database`] and the server's
