@@ -317,6 +317,23 @@ pub(crate) fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + 
     all.into_iter().map(|(_, r)| r).collect()
 }
 
+thread_local! {
+    /// One zstd decompression context per thread, reused: creating one per chunk was a twentieth of the
+    /// CPU of a scan of 16,384-row row groups.
+    static DCTX: std::cell::RefCell<zstd::zstd_safe::DCtx<'static>> =
+        std::cell::RefCell::new(zstd::zstd_safe::DCtx::create());
+}
+
+/// Runs `f` with this thread's decompression context, reset to start a frame.
+fn with_dctx<R>(f: impl FnOnce(&mut zstd::zstd_safe::DCtx<'static>) -> R) -> R {
+    DCTX.with(|cell| {
+        let mut ctx = cell.borrow_mut();
+        // Resetting a session cannot fail.
+        let _ = ctx.reset(zstd::zstd_safe::ResetDirective::SessionOnly);
+        f(&mut ctx)
+    })
+}
+
 fn chunk_too_large(path: &Path) -> Error {
     Error::invalid(
         crate::error::SqlState::InvalidParameter,
@@ -656,8 +673,11 @@ impl Segment {
         match chunk.compression {
             COMPRESSION_NONE => head.extend_from_slice(&stored[..len.min(stored.len())]),
             _ => {
-                let d = zstd::stream::read::Decoder::new(stored).map_err(|e| corrupt(format!("zstd: {e}")))?;
-                d.take(len as u64).read_to_end(&mut head).map_err(|e| corrupt(format!("zstd: {e}")))?;
+                with_dctx(|ctx| {
+                    let d = zstd::stream::read::Decoder::with_context(stored, ctx);
+                    d.take(len as u64).read_to_end(&mut head)
+                })
+                .map_err(|e| corrupt(format!("zstd: {e}")))?;
             }
         }
         let kind_at = match head.first() {
@@ -685,8 +705,11 @@ impl Segment {
         let raw: &[u8] = match chunk.compression {
             COMPRESSION_NONE => stored,
             _ => {
-                decompressed = zstd::bulk::decompress(stored, chunk.raw_len as usize)
-                    .map_err(|e| corrupt(format!("zstd: {e}")))?;
+                decompressed = with_dctx(|ctx| {
+                    let mut out = Vec::with_capacity(chunk.raw_len as usize);
+                    ctx.decompress(&mut out, stored).map(|_| out)
+                })
+                .map_err(|code| corrupt(format!("zstd: {}", zstd::zstd_safe::get_error_name(code))))?;
                 &decompressed
             }
         };
