@@ -61,10 +61,11 @@ enum Command {
     /// Append Parquet files to a table of a data directory, in-process (no server).
     ///
     /// Columns are matched by name and cast to the table's types as INSERT does; columns the table has
-    /// and the files lack are NULL. Rows are written straight to segments, sorted by time a row group
-    /// at a time, each segment durable and visible once written (every 1,048,576 rows of a partition);
-    /// a bad file or value stops the import with the file and row it was at, and the rows before it
-    /// stay (the message says how many). Time-ordered files make the fewest segments.
+    /// and the files lack are NULL. Rows are written straight to segments in the table's storage order
+    /// (time, then its sort key), a run at a time, each segment durable and visible once written
+    /// (every 1,048,576 rows of a partition); a bad file or value stops the import with the file and
+    /// row it was at, and the rows before it stay (the message says how many). Time-ordered files make
+    /// the fewest segments.
     #[command(after_help = "Examples:\n  trafficdb generate --rows 1000000 --days 1 --output ./gen\n  \
                       trafficdb import -d ./data lb_requests ./gen/lb_requests.parquet\n  \
                       trafficdb import -d ./data lb_targets ./gen/lb_targets.parquet")]
