@@ -401,6 +401,7 @@ impl TableScanSource {
             emitted: 0,
             dyn_pruner: None,
             covered: None,
+            ahead: (0, Vec::new()),
             latest: LatestState::default(),
             metrics,
             dictionary_filters: true,
@@ -534,6 +535,9 @@ struct UnitIter {
     /// For the same generation: a predicate that prunes exactly the row groups whose statistics prove
     /// every row passes the row filter (see [`covering_predicate`]); those are read without it.
     covered: Option<PruningPredicate>,
+    /// For the same generation: which units from a given index on may hold matching rows
+    /// (`dynamically_pruned` evaluates [`PRUNE_AHEAD`] units at a time).
+    ahead: (usize, Vec<bool>),
     latest: LatestState,
     metrics: ScanMetrics,
     /// Whether the row filter reads text columns in dictionary form (see `read_row_group`).
@@ -551,6 +555,9 @@ struct UnitIter {
 /// decoded twice.
 const NEWEST_SLICE: usize = 8192;
 
+/// Units whose statistics the run-time pruning evaluates in one go.
+const PRUNE_AHEAD: usize = 64;
+
 impl UnitIter {
     fn next_index(&mut self) -> Option<usize> {
         let i = match &self.shared {
@@ -565,8 +572,8 @@ impl UnitIter {
     }
 
     /// Brings the row filter (the scan's filters and the dynamic ones as they stand now) up to date;
-    /// true if it rules the unit out.
-    fn dynamically_pruned(&mut self, unit: &Unit) -> bool {
+    /// true if it rules unit `i` out.
+    fn dynamically_pruned(&mut self, i: usize) -> bool {
         if self.src.dynamic.is_empty() && self.src.filters.is_empty() {
             return false;
         }
@@ -581,16 +588,20 @@ impl UnitIter {
             self.covered = conjunction.as_ref().and_then(|e| covering_predicate(e, &self.src.schema));
             let rows = conjunction.and_then(|e| RowFilter::new(e, &self.src.schema));
             self.dyn_pruner = Some((generation, pred, rows));
+            self.ahead = (0, Vec::new());
         }
-        if matches!(unit, Unit::Mem { .. }) {
-            return false;
+        let Some((_, Some(pred), _)) = &self.dyn_pruner else { return false };
+        let (from, keep) = &self.ahead;
+        if let Some(&k) = i.checked_sub(*from).and_then(|j| keep.get(j)) {
+            return !k;
         }
-        match &self.dyn_pruner {
-            Some((_, Some(pred), _)) => {
-                !prune_units(pred, &self.src.def, &self.src.schema, std::slice::from_ref(unit))[0]
-            }
-            _ => false,
-        }
+        // The units from this one on, a window at a time: one evaluation of the predicate over many
+        // row groups' statistics costs about what one over a single row group does.
+        let units = &self.src.units[i..(i + PRUNE_AHEAD).min(self.src.units.len())];
+        let keep = prune_units(pred, &self.src.def, &self.src.schema, units);
+        let ruled_out = !keep[0];
+        self.ahead = (i, keep);
+        ruled_out
     }
 
     /// The projection of a memtable batch, its rows filtered by the row filter (if any).
@@ -833,11 +844,11 @@ impl Iterator for UnitIter {
                 Some((i, rest)) => (i, Some(rest)),
                 None => (self.next_index()?, None),
             };
-            let unit = self.src.units[i].clone();
-            if self.dynamically_pruned(&unit) {
+            if self.dynamically_pruned(i) {
                 self.metrics.pruned.add(1);
                 continue;
             }
+            let unit = self.src.units[i].clone();
             // Latest-per-key mode: skip units with nothing newer for any key, before decoding them.
             let mut chosen = None;
             if let Some(mode) = self.src.latest {
