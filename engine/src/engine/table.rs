@@ -239,17 +239,16 @@ fn key_order(
         Ok(interleave(&arrays, run)?)
     };
     let key_columns: Vec<ArrayRef> = keys.iter().map(|&k| gather(k)).collect::<Result<_>>()?;
-    let order = match packed_order(&key_columns)? {
+    let order = match packed_order(&key_columns, run.len())? {
         Some(order) => order,
         None => lexical_order(&key_columns, gather(time)?)?,
     };
     Ok(order.iter().map(|&i| run[i as usize]).collect())
 }
 
-/// The stable order of rows by `columns`, each replaced by its rank among its distinct values and all
-/// packed in a `u64`; `None` when the ranks do not fit.
-fn packed_order(columns: &[ArrayRef]) -> Result<Option<Vec<u32>>> {
-    let n = columns.first().map_or(0, |c| c.len());
+/// The stable order of `n` rows by `columns`, each replaced by its rank among its distinct values and
+/// all packed in a `u64`; `None` when the ranks do not fit.
+fn packed_order(columns: &[ArrayRef], n: usize) -> Result<Option<Vec<u32>>> {
     let mut composite = vec![0u64; n];
     let mut span: u64 = 1;
     for column in columns {
@@ -264,6 +263,7 @@ fn packed_order(columns: &[ArrayRef]) -> Result<Option<Vec<u32>>> {
     order.sort_by_key(|&i| composite[i as usize]);
     Ok(Some(order))
 }
+
 /// Each row's rank among the column's distinct values (NULL ranks last), and how many ranks there are.
 fn ranks(array: &ArrayRef) -> Result<(Vec<u32>, u64)> {
     let Some(text) = array.as_string_opt::<i32>() else {
@@ -451,7 +451,7 @@ mod tests {
     fn packed_key_order_is_the_comparison_order() {
         let batch = rows(5000, 11);
         let (keys, time) = (vec![batch.column(1).clone(), batch.column(2).clone()], batch.column(0).clone());
-        let packed = packed_order(&keys).unwrap().unwrap();
+        let packed = packed_order(&keys, batch.num_rows()).unwrap().unwrap();
         let compared = lexical_order(&keys, time).unwrap();
         let rows = collect(&batch);
         let at = |order: &[u32]| -> Vec<Row> {
