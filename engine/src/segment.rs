@@ -289,7 +289,7 @@ fn cut(batches: &[RecordBatch], n: usize) -> Vec<Vec<RecordBatch>> {
 }
 
 /// `f` of every item, in order, computed on up to all cores (threads pull the next item in turn).
-pub(crate) fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+pub fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(items.len());
     if workers <= 1 {

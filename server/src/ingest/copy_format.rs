@@ -4,9 +4,21 @@
 //! (`crate::pgwire::copy`); the fuzz target `copy` feeds it anything.
 
 use std::sync::Arc;
+use std::sync::mpsc::SyncSender;
+use std::thread::JoinHandle;
 
-use datafusion::arrow::array::{ArrayRef, RecordBatch, StringBuilder};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use chrono::{TimeZone, Utc};
+use datafusion::arrow::array::timezone::Tz;
+use datafusion::arrow::array::{
+    ArrayRef, ArrowPrimitiveType, BooleanBuilder, PrimitiveBuilder, RecordBatch, StringBuilder,
+    TimestampMicrosecondBuilder,
+};
+use datafusion::arrow::compute::kernels::cast::cast_single_string_to_boolean_default;
+use datafusion::arrow::compute::kernels::cast_utils::{Parser, string_to_datetime};
+use datafusion::arrow::datatypes::{
+    ArrowTimestampType, DataType, Field, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Schema, TimeUnit,
+    TimestampMicrosecondType,
+};
 use datafusion::execution::memory_pool::MemoryReservation;
 use datafusion::sql::sqlparser::ast::{CopyLegacyCsvOption, CopyLegacyOption, CopyOption};
 use trafficdb::engine::{BulkLoad, Table};
@@ -104,28 +116,31 @@ impl Format {
 }
 
 /// The decoder of one COPY FROM: bytes in, in pieces of any size, batches of the table's types out.
+///
+/// Records are found in order as the bytes arrive (a quoted CSV field may hold newlines); a batch of
+/// them is then split into fields and parsed in as many pieces as there are cores, and handed to the
+/// bulk load, which sorts and writes on a thread of its own.
 pub struct CopyDecoder {
     table: Arc<Table>,
     /// Where the rows go: written to segments as they fill, published when the COPY ends.
-    load: BulkLoad,
-    /// Names of the columns the input holds, in input order.
+    load: Loader,
+    /// Names of the columns the input holds, in input order, and the table's type of each.
     columns: Vec<String>,
+    types: Vec<DataType>,
     format: Format,
+    /// The records found and not yet parsed, then the bytes of the next ones.
     buf: Vec<u8>,
-    /// Where the search for the end of the record at the start of `buf` has got.
+    /// Where each record found and not yet parsed starts and ends in `buf`.
+    records: Vec<(usize, usize)>,
+    /// Where the next record starts in `buf`.
+    next: usize,
+    /// Where the search for the end of the next record has got.
     scan: Scan,
-    /// The rows the load holds in memory, accounted in the session's memory pool.
-    memory: MemoryReservation,
     /// Lines consumed so far (for error messages).
     line: usize,
     skip_header: bool,
-    builders: Vec<StringBuilder>,
-    /// The fields of the record being parsed (see `split`), reused from row to row.
-    scratch: Vec<u8>,
-    spans: Vec<Option<(usize, usize)>>,
-    pending_rows: usize,
-    /// Line number of the first pending row.
-    pending_first_line: usize,
+    /// Line number of the first record in `records`.
+    first_line: usize,
     error: Option<CopyError>,
     finished: bool,
 }
@@ -134,21 +149,23 @@ impl CopyDecoder {
     /// A decoder of `format` for the `columns` of the load's table (names, in input order), pushing
     /// its rows into `load` and accounting what the load holds in `memory`.
     pub fn new(load: BulkLoad, columns: Vec<String>, format: Format, memory: MemoryReservation) -> CopyDecoder {
+        let table = load.table().clone();
+        // A name the table lacks reaches the batch as text, and the batch's check names it.
+        let types =
+            columns.iter().map(|c| table.schema.field_with_name(c).map_or(DataType::Utf8, |f| f.data_type().clone()));
         CopyDecoder {
-            table: load.table().clone(),
-            load,
-            builders: (0..columns.len()).map(|_| StringBuilder::new()).collect(),
-            scratch: Vec::new(),
-            spans: Vec::new(),
+            types: types.collect(),
+            table,
+            load: Loader::start(load, memory),
             skip_header: format.header,
             columns,
             format,
             buf: Vec::new(),
+            records: Vec::new(),
+            next: 0,
             scan: Scan::default(),
-            memory,
             line: 0,
-            pending_rows: 0,
-            pending_first_line: 1,
+            first_line: 1,
             error: None,
             finished: false,
         }
@@ -156,23 +173,166 @@ impl CopyDecoder {
 
     /// Decodes the records `data` completes; after an error or the end marker (`\.`) it is ignored.
     pub fn feed(&mut self, data: &[u8]) {
+        if self.take(data) {
+            self.parse();
+        }
+    }
+
+    /// The first half of [`CopyDecoder::feed`], cheap: takes `data` in and finds the records it
+    /// completes, parsing none. `true` when a batch of them is ready for [`CopyDecoder::parse`].
+    pub fn take(&mut self, data: &[u8]) -> bool {
         if self.error.is_none() && !self.finished {
             self.buf.extend_from_slice(data);
-            self.consume();
+            self.find_records();
+        }
+        self.batch_full()
+    }
+
+    /// The second half of [`CopyDecoder::feed`]: parses the batches of records that are ready and
+    /// hands them to the load (on every core, and the load may be writing a run meanwhile).
+    pub fn parse(&mut self) {
+        while self.batch_full() && self.error.is_none() {
+            let buf = std::mem::take(&mut self.buf);
+            self.seal_batch(&buf);
+            self.buf = buf;
+            self.buf.drain(..self.next);
+            self.scan.pos -= self.next;
+            self.next = 0;
+            self.find_records();
         }
     }
 
     /// The input has ended: the load holding every row, to commit; or the first error.
     pub fn finish(mut self) -> Result<BulkLoad, CopyError> {
         // A last line without a newline.
-        if !self.buf.is_empty() && self.error.is_none() && !self.finished {
+        if self.buf.len() > self.next && self.error.is_none() && !self.finished {
             self.buf.push(b'\n');
-            self.consume();
+            self.find_records();
         }
-        self.seal_batch();
+        self.parse();
+        let buf = std::mem::take(&mut self.buf);
+        self.seal_batch(&buf);
+        let loaded = self.load.finish();
         match self.error.take() {
             Some(e) => Err(e),
-            None => Ok(self.load),
+            None => loaded.map_err(|e| engine_error(&self.table, e)),
+        }
+    }
+
+    /// Whether the records found make a batch.
+    fn batch_full(&self) -> bool {
+        self.records.len() >= BATCH_ROWS
+            || self.records.first().is_some_and(|&(start, _)| self.next - start >= BATCH_BYTES)
+    }
+
+    /// Finds the complete records in the buffer, up to a batch of them.
+    fn find_records(&mut self) {
+        while self.error.is_none() && !self.finished && !self.batch_full() {
+            let Some((end, next)) = next_record(&self.format, &self.buf, &mut self.scan) else {
+                if self.buf.len() - self.next > MAX_LINE {
+                    self.line += 1;
+                    self.error = Some(too_long(&self.table, self.line));
+                }
+                return;
+            };
+            self.scan = Scan { pos: next, in_quotes: false };
+            self.line += 1;
+            let (start, rec) = (self.next, &self.buf[self.next..end]);
+            self.next = next;
+            if !self.format.csv && (rec == b"\\." || rec == b"\\.\r") {
+                self.finished = true;
+                return;
+            }
+            if self.skip_header {
+                self.skip_header = false;
+                continue;
+            }
+            if self.records.is_empty() {
+                self.first_line = self.line;
+            }
+            self.records.push((start, end));
+        }
+    }
+
+    /// Parses the records found into batches of the table's types, every value checked (in a piece per
+    /// core), and hands them to the load.
+    fn seal_batch(&mut self, buf: &[u8]) {
+        let records = std::mem::take(&mut self.records);
+        if records.is_empty() || self.error.is_some() {
+            return;
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let piece = records.len().div_ceil(cores).max(MIN_PIECE_ROWS);
+        let pieces: Vec<(usize, &[(usize, usize)])> =
+            records.chunks(piece).enumerate().map(|(i, p)| (self.first_line + i * piece, p)).collect();
+        let parsed = trafficdb::segment::parallel_map(&pieces, |&(first_line, records)| {
+            let rows = Rows { format: &self.format, table: &self.table, columns: &self.columns, types: &self.types };
+            rows.parse(buf, records, first_line)
+        });
+        for batch in parsed {
+            let batch = match batch {
+                Ok(batch) => batch,
+                Err(e) => {
+                    self.error = Some(e);
+                    return;
+                }
+            };
+            if !self.load.push(batch) {
+                let e = self.load.finish().err().unwrap_or_else(|| Error::Internal("the COPY's load stopped".into()));
+                self.error = Some(engine_error(&self.table, e));
+                return;
+            }
+        }
+    }
+}
+
+/// The bulk load of a COPY, fed batches on a thread of its own: the next rows are received and parsed
+/// while a run is sorted and written.
+struct Loader {
+    batches: Option<SyncSender<RecordBatch>>,
+    thread: Option<JoinHandle<Result<BulkLoad, Error>>>,
+    /// Why the thread did not start.
+    failed: Option<Error>,
+}
+
+impl Loader {
+    /// `memory` accounts the rows the load holds, in the session's memory pool; past it, the load
+    /// writes them out.
+    fn start(mut load: BulkLoad, memory: MemoryReservation) -> Loader {
+        // One batch waits while the thread pushes another: the parser runs at most a batch ahead.
+        let (batches, received) = std::sync::mpsc::sync_channel::<RecordBatch>(1);
+        let thread = std::thread::Builder::new().name("copy-load".into()).spawn(move || {
+            for batch in received {
+                load.push(&batch)?;
+                if memory.try_resize(load.pending_bytes()).is_err() {
+                    load.write_pending()?;
+                    memory.resize(0);
+                }
+            }
+            Ok(load)
+        });
+        match thread {
+            Ok(thread) => Loader { batches: Some(batches), thread: Some(thread), failed: None },
+            Err(e) => Loader {
+                batches: None,
+                thread: None,
+                failed: Some(Error::Internal(format!("could not start the COPY's load: {e}"))),
+            },
+        }
+    }
+
+    /// Hands `batch` to the load; `false` when the load has stopped (on an error [`Loader::finish`]
+    /// returns).
+    fn push(&mut self, batch: RecordBatch) -> bool {
+        self.batches.as_ref().is_some_and(|b| b.send(batch).is_ok())
+    }
+
+    /// The load holding every batch pushed, or its error.
+    fn finish(&mut self) -> Result<BulkLoad, Error> {
+        self.batches = None;
+        match self.thread.take() {
+            Some(thread) => thread.join().unwrap_or_else(|_| Err(Error::Internal("the COPY's load panicked".into()))),
+            None => Err(self.failed.take().unwrap_or_else(|| Error::Internal("the COPY's load has ended".into()))),
         }
     }
 }
@@ -311,176 +471,297 @@ pub(crate) fn next_record(format: &Format, buf: &[u8], scan: &mut Scan) -> Optio
     None
 }
 
-impl CopyDecoder {
-    fn fail(&mut self, code: SqlState, msg: String) {
-        if self.error.is_none() {
-            self.error =
-                Some(CopyError::Own(code, format!("{msg}\nCONTEXT:  COPY {}, line {}", self.table.name(), self.line)));
-        }
-    }
+/// What parsing a piece of a COPY's records needs: how they are written, and the table's columns
+/// they fill.
+struct Rows<'a> {
+    format: &'a Format,
+    table: &'a Table,
+    columns: &'a [String],
+    types: &'a [DataType],
+}
 
-    /// Splits one record into fields, written one after another into `self.scratch`: `self.spans[i]` is
-    /// field i's byte range there, or `None` for NULL. Nothing is allocated per row.
-    fn split(&mut self, rec: &[u8]) {
-        let rec = rec.strip_suffix(b"\r").unwrap_or(rec);
-        let f = &self.format;
-        let (scratch, spans) = (&mut self.scratch, &mut self.spans);
-        scratch.clear();
-        spans.clear();
-        if !f.csv {
-            for raw in rec.split(|&c| c == f.delimiter) {
-                let start = scratch.len();
-                spans.push(text_field(raw, &f.null, scratch).map(|()| (start, scratch.len())));
-            }
-            return;
-        }
-        let mut i = 0;
-        loop {
-            let start = scratch.len();
-            let mut quoted = false;
-            if rec.get(i) == Some(&f.quote) {
-                quoted = true;
-                i += 1;
-                while i < rec.len() {
-                    let c = rec[i];
-                    if c == f.escape
-                        && rec.get(i + 1).is_some_and(|&n| n == f.quote || (f.escape != f.quote && n == f.escape))
-                    {
-                        scratch.push(rec[i + 1]);
-                        i += 2;
-                    } else if c == f.quote {
-                        i += 1;
-                        break;
-                    } else {
-                        scratch.push(c);
-                        i += 1;
-                    }
-                }
-            }
-            let rest = memchr::memchr(f.delimiter, &rec[i..]).map_or(rec.len(), |p| i + p);
-            scratch.extend_from_slice(&rec[i..rest]);
-            i = rest;
-            let null = !quoted && &scratch[start..] == f.null.as_bytes();
-            spans.push((!null).then_some((start, scratch.len())));
-            if i >= rec.len() {
+impl Rows<'_> {
+    /// The `records` of `buf` (the first at line `first_line`) as a batch of the table's types; or the
+    /// first error among them.
+    fn parse(&self, buf: &[u8], records: &[(usize, usize)], first_line: usize) -> Result<RecordBatch, CopyError> {
+        let width = self.columns.len();
+        let mut pending = Pending::new(width);
+        // A record with the wrong number of fields ends the piece; the error is reported unless the
+        // records before it hold one.
+        let mut malformed = None;
+        for (i, &(start, end)) in records.iter().enumerate() {
+            let line = first_line + i;
+            if end - start > MAX_LINE {
+                malformed = Some(too_long(self.table, line));
                 break;
             }
-            i += 1; // the delimiter
-        }
-    }
-
-    /// Parses every complete record in the buffer.
-    fn consume(&mut self) {
-        // The buffer is taken out while its records are parsed, so they need not be copied.
-        let buf = std::mem::take(&mut self.buf);
-        let mut start = 0;
-        while self.error.is_none() && !self.finished {
-            let Some((end, next)) = next_record(&self.format, &buf, &mut self.scan) else {
-                if buf.len() - start > MAX_LINE {
-                    self.line += 1;
-                    self.fail(
-                        SqlState::ProgramLimitExceeded,
-                        format!("a COPY line is longer than {} MiB", MAX_LINE >> 20),
-                    );
-                }
-                break;
-            };
-            self.scan = Scan { pos: next, in_quotes: false };
-            self.line += 1;
-            let rec = &buf[start..end];
-            start = next;
-            if !self.format.csv && (rec == b"\\." || rec == b"\\.\r") {
-                self.finished = true;
+            let bytes_before = pending.bytes.len();
+            let n = split(self.format, &buf[start..end], &mut pending);
+            if n != width {
+                pending.bytes.truncate(bytes_before);
+                pending.columns.iter_mut().for_each(|c| c.truncate(i));
+                let message = if n < width {
+                    format!("missing data for column \"{}\"", self.columns[n])
+                } else {
+                    "extra data after last expected column".to_string()
+                };
+                malformed = Some(own_error(self.table, line, SqlState::BadCopyFileFormat, message));
                 break;
             }
-            if self.skip_header {
-                self.skip_header = false;
-                continue;
-            }
-            self.push_record(rec);
         }
-        self.buf = buf;
-        self.buf.drain(..start);
-        self.scan.pos -= start.min(self.scan.pos);
-    }
-
-    fn push_record(&mut self, rec: &[u8]) {
-        self.split(rec);
-        let n = self.spans.len();
-        if n != self.columns.len() {
-            let msg = if n < self.columns.len() {
-                format!("missing data for column \"{}\"", self.columns[n])
-            } else {
-                "extra data after last expected column".to_string()
-            };
-            return self.fail(SqlState::BadCopyFileFormat, msg);
-        }
-        if self.pending_rows == 0 {
-            self.pending_first_line = self.line;
-        }
-        // The record's fields are checked as UTF-8 at once (a field that splits a character of it, as an
-        // escape may, is not UTF-8 on its own and is refused); one by one only to name a bad one.
-        let whole = std::str::from_utf8(&self.scratch).ok();
-        for i in 0..n {
-            match self.spans[i] {
-                None => self.builders[i].append_null(),
-                Some((start, end)) => match whole
-                    .map_or_else(|| std::str::from_utf8(&self.scratch[start..end]).ok(), |text| text.get(start..end))
-                {
-                    Some(s) => self.builders[i].append_value(s),
-                    None => {
-                        return self.fail(
-                            SqlState::CharacterNotInRepertoire,
-                            format!("invalid byte sequence for encoding \"UTF8\" in column \"{}\"", self.columns[i]),
-                        );
-                    }
-                },
-            }
-        }
-        self.pending_rows += 1;
-        if self.pending_rows >= BATCH_ROWS {
-            self.seal_batch();
+        let rows = pending.columns.first().map_or(0, Vec::len);
+        let batch = self.typed(&pending, rows, first_line)?;
+        match malformed {
+            Some(e) => Err(e),
+            None => Ok(batch),
         }
     }
 
-    /// Turns the pending rows into a batch of the table's types, checking every value.
-    fn seal_batch(&mut self) {
-        if self.pending_rows == 0 || self.error.is_some() {
-            return;
-        }
-        let fields: Vec<Field> = self.columns.iter().map(|c| Field::new(c, DataType::Utf8, true)).collect();
-        let arrays: Vec<ArrayRef> = self.builders.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef).collect();
-        self.pending_rows = 0;
-        let batch = match RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays) {
-            Ok(b) => b,
-            Err(e) => return self.fail(SqlState::Internal, e.to_string()),
+    /// The pending rows as a batch of the table's types.
+    fn typed(&self, pending: &Pending, rows: usize, first_line: usize) -> Result<RecordBatch, CopyError> {
+        // The fields are checked as UTF-8 at once (a field that splits a character of it, as an escape
+        // may, is not UTF-8 on its own and is refused); one by one only when the whole is not.
+        let whole = std::str::from_utf8(&pending.bytes).ok();
+        let text = |&(start, end): &(u32, u32)| -> Option<&str> {
+            let (start, end) = (start as usize, end as usize);
+            match whole {
+                Some(all) => all.get(start..end),
+                None => std::str::from_utf8(&pending.bytes[start..end]).ok(),
+            }
         };
-        let coerced = trafficdb::types::coerce_batch_numbered(
-            &self.table.def,
-            &self.table.schema,
-            &batch,
-            self.pending_first_line,
-        );
-        let pushed = coerced.and_then(|b| self.load.push(&b)).and_then(|()| {
-            // What the load holds counts against the session's memory; past that, it writes it out.
-            if self.memory.try_resize(self.load.pending_bytes()).is_err() {
-                self.load.write_pending()?;
-                self.memory.resize(0);
+        // The first field that is not UTF-8, in input order: the least row, then the least column.
+        let bad = pending
+            .columns
+            .iter()
+            .enumerate()
+            .filter_map(|(c, fields)| fields.iter().position(|f| *f != NULL_FIELD && text(f).is_none()).map(|r| (r, c)))
+            .min();
+        if let Some((row, c)) = bad {
+            let message = format!("invalid byte sequence for encoding \"UTF8\" in column \"{}\"", self.columns[c]);
+            return Err(own_error(self.table, first_line + row, SqlState::CharacterNotInRepertoire, message));
+        }
+        let mut fields = Vec::with_capacity(self.columns.len());
+        let mut arrays = Vec::with_capacity(self.columns.len());
+        for ((name, ty), column) in self.columns.iter().zip(self.types).zip(&pending.columns) {
+            let values = column.iter().map(|f| (*f != NULL_FIELD).then(|| text(f).unwrap_or_default()));
+            let text_bytes = values.clone().map(|v| v.map_or(0, str::len)).sum();
+            let (ty, array) = match typed_column(ty, values.clone(), rows, text_bytes) {
+                Some(array) => (ty.clone(), array),
+                // The check below names the value the cast refuses.
+                None => (DataType::Utf8, text_column(values, rows, text_bytes)),
+            };
+            fields.push(Field::new(name, ty, true));
+            arrays.push(array);
+        }
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
+            .map_err(|e| engine_error(self.table, Error::from(e)))?;
+        trafficdb::types::coerce_batch_numbered(&self.table.def, &self.table.schema, &batch, first_line)
+            .map_err(|e| engine_error(self.table, e))
+    }
+}
+
+/// Splits record `rec` into fields appended to `pending`: their text (unquoted, unescaped) one after
+/// another, and a range of it per field (field k in column k). Returns how many fields the record has.
+fn split(f: &Format, rec: &[u8], pending: &mut Pending) -> usize {
+    let rec = rec.strip_suffix(b"\r").unwrap_or(rec);
+    let Pending { bytes, columns } = pending;
+    let null = f.null.as_bytes();
+    let mut k = 0;
+    let mut push = |field: (u32, u32)| {
+        if let Some(column) = columns.get_mut(k) {
+            column.push(field);
+        }
+        k += 1;
+    };
+    let range = |start: usize, end: usize| (start as u32, end as u32);
+    // Most records quote and escape nothing: their fields are the record cut at each delimiter.
+    let plain = if f.csv { memchr::memchr(f.quote, rec).is_none() } else { memchr::memchr(b'\\', rec).is_none() };
+    if plain {
+        let base = bytes.len();
+        bytes.extend_from_slice(rec);
+        let mut start = 0;
+        for end in memchr::memchr_iter(f.delimiter, rec).chain(std::iter::once(rec.len())) {
+            push(if &rec[start..end] == null { NULL_FIELD } else { range(base + start, base + end) });
+            start = end + 1;
+        }
+        return k;
+    }
+    if !f.csv {
+        for raw in rec.split(|&c| c == f.delimiter) {
+            let start = bytes.len();
+            let field = text_field(raw, &f.null, bytes).map_or(NULL_FIELD, |()| range(start, bytes.len()));
+            push(field);
+        }
+        return k;
+    }
+    let mut i = 0;
+    loop {
+        let start = bytes.len();
+        let mut quoted = false;
+        if rec.get(i) == Some(&f.quote) {
+            quoted = true;
+            i += 1;
+            while i < rec.len() {
+                let c = rec[i];
+                if c == f.escape
+                    && rec.get(i + 1).is_some_and(|&n| n == f.quote || (f.escape != f.quote && n == f.escape))
+                {
+                    bytes.push(rec[i + 1]);
+                    i += 2;
+                } else if c == f.quote {
+                    i += 1;
+                    break;
+                } else {
+                    bytes.push(c);
+                    i += 1;
+                }
             }
-            Ok(())
-        });
-        if let Err(e) = pushed {
-            let message = format!("{e}\nCONTEXT:  COPY {}", self.table.name());
-            self.error = Some(CopyError::Engine(e, message));
+        }
+        let rest = memchr::memchr(f.delimiter, &rec[i..]).map_or(rec.len(), |p| i + p);
+        bytes.extend_from_slice(&rec[i..rest]);
+        i = rest;
+        let is_null = !quoted && &bytes[start..] == null;
+        push(if is_null { NULL_FIELD } else { range(start, bytes.len()) });
+        if i >= rec.len() {
+            return k;
+        }
+        i += 1; // the delimiter
+    }
+}
+
+fn own_error(table: &Table, line: usize, code: SqlState, message: String) -> CopyError {
+    CopyError::Own(code, format!("{message}\nCONTEXT:  COPY {}, line {line}", table.name()))
+}
+
+fn too_long(table: &Table, line: usize) -> CopyError {
+    own_error(table, line, SqlState::ProgramLimitExceeded, format!("a COPY line is longer than {} MiB", MAX_LINE >> 20))
+}
+
+fn engine_error(table: &Table, e: Error) -> CopyError {
+    let message = format!("{e}\nCONTEXT:  COPY {}", table.name());
+    CopyError::Engine(e, message)
+}
+
+/// Rows parsed and not yet in a batch: the text of each field (unquoted, unescaped) one after another in
+/// `bytes`, and where each is. Values become the table's types a column at a time.
+struct Pending {
+    bytes: Vec<u8>,
+    /// Field r of `columns[c]` is column c of row r: a range of `bytes`, or [`NULL_FIELD`].
+    columns: Vec<Vec<(u32, u32)>>,
+}
+
+impl Pending {
+    fn new(width: usize) -> Pending {
+        Pending { bytes: Vec::new(), columns: vec![Vec::new(); width] }
+    }
+}
+
+/// The range of a NULL field.
+const NULL_FIELD: (u32, u32) = (u32::MAX, u32::MAX);
+
+/// A batch is sealed once its records span this many bytes (ranges in a piece of it, records of at most
+/// [`MAX_LINE`], fit `u32`).
+const BATCH_BYTES: usize = 64 << 20;
+
+/// A batch is parsed in pieces of at least this many rows.
+const MIN_PIECE_ROWS: usize = 4096;
+
+fn text_column<'a>(values: impl Iterator<Item = Option<&'a str>>, rows: usize, text_bytes: usize) -> ArrayRef {
+    let mut b = StringBuilder::with_capacity(rows, text_bytes);
+    values.for_each(|v| b.append_option(v));
+    Arc::new(b.finish())
+}
+
+/// Column `values` as an array of `ty`, each value parsed by the function Arrow's cast from text
+/// calls for it, so the result is the cast's; `None` when a value does not parse or the type is not
+/// one a table holds (the column then goes to the cast as text, which names the value it refuses).
+fn typed_column<'a>(
+    ty: &DataType,
+    values: impl Iterator<Item = Option<&'a str>>,
+    rows: usize,
+    text_bytes: usize,
+) -> Option<ArrayRef> {
+    Some(match ty {
+        DataType::Utf8 => text_column(values, rows, text_bytes),
+        DataType::Int16 => primitive::<Int16Type>(values, rows)?,
+        DataType::Int32 => primitive::<Int32Type>(values, rows)?,
+        DataType::Int64 => primitive::<Int64Type>(values, rows)?,
+        DataType::Float32 => primitive::<Float32Type>(values, rows)?,
+        DataType::Float64 => primitive::<Float64Type>(values, rows)?,
+        DataType::Boolean => {
+            let mut b = BooleanBuilder::with_capacity(rows);
+            for v in values {
+                match v {
+                    None => b.append_null(),
+                    Some(s) => b.append_value(parse_bool(s)?),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        DataType::Timestamp(TimeUnit::Microsecond, None) => timestamps(values, rows, &Utc, None)?,
+        DataType::Timestamp(TimeUnit::Microsecond, Some(zone)) => {
+            timestamps(values, rows, &zone.parse::<Tz>().ok()?, Some(zone.clone()))?
+        }
+        _ => return None,
+    })
+}
+
+/// A boolean as Arrow's cast reads it (`cast_single_string_to_boolean_default`: `t`, `true`, `yes`,
+/// `on`, `1` and their prefixes, any case, around white space), without its allocation for the short
+/// words that are most of them.
+fn parse_bool(s: &str) -> Option<bool> {
+    let mut word = [0u8; 5];
+    if s.len() > word.len() || !s.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return cast_single_string_to_boolean_default(s);
+    }
+    let word = &mut word[..s.len()];
+    word.copy_from_slice(s.as_bytes());
+    word.make_ascii_lowercase();
+    match &*word {
+        b"t" | b"tr" | b"tru" | b"true" | b"y" | b"ye" | b"yes" | b"on" | b"1" => Some(true),
+        b"f" | b"fa" | b"fal" | b"fals" | b"false" | b"n" | b"no" | b"of" | b"off" | b"0" => Some(false),
+        _ => None,
+    }
+}
+
+fn primitive<'a, T: ArrowPrimitiveType + Parser>(
+    values: impl Iterator<Item = Option<&'a str>>,
+    rows: usize,
+) -> Option<ArrayRef> {
+    let mut b = PrimitiveBuilder::<T>::with_capacity(rows);
+    for v in values {
+        match v {
+            None => b.append_null(),
+            Some(s) => b.append_value(T::parse(s)?),
         }
     }
+    Some(Arc::new(b.finish()))
+}
+
+fn timestamps<'a, Z: TimeZone>(
+    values: impl Iterator<Item = Option<&'a str>>,
+    rows: usize,
+    zone: &Z,
+    name: Option<Arc<str>>,
+) -> Option<ArrayRef> {
+    let mut b = TimestampMicrosecondBuilder::with_capacity(rows);
+    for v in values {
+        match v {
+            None => b.append_null(),
+            Some(s) => {
+                let naive = string_to_datetime(zone, s).ok()?.naive_utc();
+                b.append_value(TimestampMicrosecondType::from_naive_datetime(naive, None)?);
+            }
+        }
+    }
+    Some(Arc::new(b.finish().with_timezone_opt(name)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The records of `chunks` as `CopyDecoder::consume` finds them, a chunk at a time.
+    /// The records of `chunks` as `CopyDecoder::find_records` finds them, a chunk at a time.
     fn records(format: &Format, chunks: &[&[u8]]) -> Vec<String> {
         let (mut buf, mut scan, mut out) = (Vec::new(), Scan::default(), Vec::new());
         for chunk in chunks {
@@ -515,5 +796,234 @@ mod tests {
         assert_eq!(records(&csv(b'\\'), &[input]).len(), 4);
         assert_eq!(records(&csv(b'"'), &[input]).len(), 3, "with \" as the escape, the last quote opens a field");
         assert_eq!(records(&text, &[input]).len(), 6);
+    }
+
+    /// What each value parses to on the way in is what Arrow's cast from text gives it: the same value,
+    /// or a refusal (then the cast, run on the column as text, names it).
+    #[test]
+    fn values_parse_as_the_cast_from_text_parses_them() {
+        use datafusion::arrow::array::StringArray;
+        use datafusion::arrow::compute::{CastOptions, cast_with_options};
+        let values = [
+            "0",
+            "1",
+            "-1",
+            "+7",
+            " 7",
+            "7 ",
+            "32767",
+            "32768",
+            "-32769",
+            "2147483648",
+            "9223372036854775807",
+            "9223372036854775808",
+            "1.5",
+            "-2e3",
+            "1e400",
+            "inf",
+            "-Infinity",
+            "NaN",
+            "nan",
+            ".5",
+            "5.",
+            "0x10",
+            "",
+            " ",
+            "t",
+            "T",
+            "tr",
+            "TRUE",
+            "yes",
+            "Y",
+            "on",
+            "ON",
+            "of",
+            "off",
+            "1",
+            "0",
+            " true ",
+            "true\t",
+            "maybe",
+            "truee",
+            "2024-01-01 00:00:00",
+            "2024-01-01T00:00:00.123456",
+            "2024-01-01 00:00:00.1234567",
+            "2024-02-29 23:59:59",
+            "2023-02-29 00:00:00",
+            "2024-01-01 24:00:00",
+            "2024-01-01",
+            "2024-01-01 00:00",
+            "2024-01-01 00:00:00Z",
+            "2024-01-01 00:00:00+02:00",
+            "2024-01-01T00:00:00-0530",
+            "1969-12-31 23:59:59.9",
+            "9999-12-31 23:59:59",
+            "10000-01-01 00:00:00",
+            "ä",
+            "é1",
+            "１",
+        ];
+        let types = [
+            DataType::Int16,
+            DataType::Int32,
+            DataType::Int64,
+            DataType::Float32,
+            DataType::Float64,
+            DataType::Boolean,
+            DataType::Utf8,
+            DataType::Timestamp(TimeUnit::Microsecond, None),
+            DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+        ];
+        let options = CastOptions { safe: false, ..Default::default() };
+        for ty in &types {
+            for v in values {
+                let cast = cast_with_options(&StringArray::from(vec![Some(v)]), ty, &options).ok();
+                let parsed = typed_column(ty, std::iter::once(Some(v)), 1, v.len());
+                match (&cast, &parsed) {
+                    (Some(c), Some(p)) => assert_eq!(c.as_ref(), p.as_ref(), "{v:?} as {ty}"),
+                    (None, None) => {}
+                    _ => panic!("{v:?} as {ty}: the cast gives {cast:?}, the parse {parsed:?}"),
+                }
+            }
+        }
+    }
+
+    /// A random COPY, in text or CSV, fed in random pieces: the table holds what the values give when
+    /// cast from text (the reference), or the COPY fails naming the one bad line.
+    #[test]
+    fn copies_hold_what_the_cast_of_their_values_gives() {
+        use datafusion::arrow::compute::concat_batches;
+        use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryConsumer, MemoryPool};
+        use rand::{Rng, SeedableRng, rngs::StdRng};
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+        let db = rt.block_on(trafficdb::Database::open(dir.path())).expect("open");
+        let texts = ["", "a,b", "say \"hi\"", "two\nlines", "back\\slash", "tab\there", "é ü", "\\N", "NULL", "x"];
+        let bools = ["t", "FALSE", "yes", "Off", "1", "0", " true ", "n"];
+        let floats = ["1.5", "-2e3", "inf", "NaN", "0.1", "-0", "1e-7"];
+        for case in 0..12u64 {
+            let mut rng = StdRng::seed_from_u64(case);
+            let table = format!("c{case}");
+            rt.block_on(db.sql(&format!(
+                "CREATE TABLE {table} (ts TIMESTAMP NOT NULL, i INT, b BIGINT, s SMALLINT, d DOUBLE, r REAL, \
+                 f BOOLEAN, txt TEXT, tz TIMESTAMPTZ) WITH (time_column = 'ts')"
+            )))
+            .expect("create");
+            let csv = case % 2 == 0;
+            // Over a batch of rows; over a piece of one (parsed on one core); any number.
+            let rows = match case {
+                0 | 1 => 70_000,
+                _ if case % 3 == 2 => rng.random_range(2 * MIN_PIECE_ROWS..12_000),
+                _ => rng.random_range(1..12_000),
+            };
+            // A bad value, in the first or the last of the pieces a batch is parsed in.
+            let bad = (case % 3 == 2).then(|| if case % 2 == 0 { rng.random_range(0..rows) } else { rows - 1 });
+            let mut values: Vec<Vec<Option<String>>> = Vec::new();
+            for r in 0..rows {
+                let ts = format!(
+                    "2024-01-01{}{:02}:{:02}:{:02}.{:06}",
+                    if r % 5 == 0 { 'T' } else { ' ' },
+                    r / 3_600_000 % 24,
+                    r / 60_000 % 60,
+                    r / 1000 % 60,
+                    r % 1000 * 997
+                );
+                let row = [
+                    ts,
+                    if Some(r) == bad { "x1".into() } else { rng.random::<i32>().to_string() },
+                    rng.random::<i64>().to_string(),
+                    rng.random::<i16>().to_string(),
+                    floats[rng.random_range(0..floats.len())].to_string(),
+                    floats[rng.random_range(0..floats.len())].to_string(),
+                    bools[rng.random_range(0..bools.len())].to_string(),
+                    texts[rng.random_range(0..texts.len())].to_string(),
+                    format!("2024-01-01 00:00:{:02}{}", r % 60, ["", "Z", "+02:00"][r % 3]),
+                ];
+                // A tenth of the values are NULL (not the time, nor the bad one).
+                let row: Vec<Option<String>> = row
+                    .into_iter()
+                    .enumerate()
+                    .map(|(c, v)| (c == 0 || (c == 1 && Some(r) == bad) || rng.random_range(0..10) > 0).then_some(v))
+                    .collect();
+                values.push(row);
+            }
+            let header = csv && case % 4 == 0;
+            let mut input = Vec::new();
+            if header {
+                input.extend_from_slice(b"ts,i,b,s,d,r,f,txt,tz\n");
+            }
+            for row in &values {
+                for (c, v) in row.iter().enumerate() {
+                    if c > 0 {
+                        input.push(if csv { b',' } else { b'\t' });
+                    }
+                    match (v, csv) {
+                        (None, true) => {}
+                        (None, false) => input.extend_from_slice(b"\\N"),
+                        (Some(v), true) if v.is_empty() || v.contains([',', '"', '\n', '\\']) || v == "\\N" => {
+                            input.push(b'"');
+                            input.extend_from_slice(v.replace('"', "\"\"").as_bytes());
+                            input.push(b'"');
+                        }
+                        (Some(v), true) => input.extend_from_slice(v.as_bytes()),
+                        (Some(v), false) => {
+                            let escaped = v.replace('\\', "\\\\").replace('\t', "\\t").replace('\n', "\\n");
+                            input.extend_from_slice(escaped.as_bytes());
+                        }
+                    }
+                }
+                input.extend_from_slice(if rng.random_range(0..4) == 0 { b"\r\n" } else { b"\n" });
+            }
+            let format = Format {
+                csv,
+                delimiter: if csv { b',' } else { b'\t' },
+                null: if csv { String::new() } else { "\\N".into() },
+                header,
+                quote: b'"',
+                escape: b'"',
+            };
+            let t = db.engine().table(&table).expect("table");
+            let columns: Vec<String> = t.def.columns.iter().map(|c| c.name.clone()).collect();
+            let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(1 << 30));
+            let memory = MemoryConsumer::new("test").register(&pool);
+            let mut decoder =
+                CopyDecoder::new(db.engine().bulk_load(&t).expect("load"), columns.clone(), format, memory);
+            let mut rest = &input[..];
+            while !rest.is_empty() {
+                let longest = if rng.random() { 16 } else { 200_000 };
+                let n = rng.random_range(1..=rest.len().min(longest));
+                decoder.feed(&rest[..n]);
+                rest = &rest[n..];
+            }
+            let loaded = decoder.finish();
+            if let Some(bad) = bad {
+                let Err(CopyError::Engine(e, message)) = loaded else { panic!("case {case}: the bad value passed") };
+                assert_eq!(e.sqlstate(), "22P02", "case {case}: {message}");
+                let line = bad + 1 + usize::from(header);
+                assert!(
+                    message.contains(&format!("line {line}:")) && message.contains("\"i\""),
+                    "case {case}, line {line}: {message}"
+                );
+                continue;
+            }
+            let mut load = loaded.unwrap_or_else(|e| panic!("case {case}: {e:?}"));
+            assert_eq!(load.commit().expect("commit"), rows as u64, "case {case}");
+            let fields: Vec<Field> = columns.iter().map(|c| Field::new(c, DataType::Utf8, true)).collect();
+            let text: Vec<ArrayRef> = (0..columns.len())
+                .map(|c| {
+                    Arc::new(values.iter().map(|r| r[c].clone()).collect::<datafusion::arrow::array::StringArray>())
+                        as ArrayRef
+                })
+                .collect();
+            let reference = RecordBatch::try_new(Arc::new(Schema::new(fields)), text).expect("text batch");
+            let expected =
+                trafficdb::types::coerce_batch_numbered(&t.def, &t.schema, &reference, 1).expect("reference cast");
+            let stored = rt.block_on(db.sql(&format!("SELECT * FROM {table} ORDER BY ts"))).expect("select");
+            let stored = concat_batches(&t.schema, &stored).expect("concat");
+            for (c, name) in columns.iter().enumerate() {
+                assert_eq!(stored.column(c).as_ref(), expected.column(c).as_ref(), "case {case}, column {name}");
+            }
+        }
     }
 }

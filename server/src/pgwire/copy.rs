@@ -246,14 +246,15 @@ impl CopyHandler for Copier {
     {
         let slot = client.session_extensions().get_or_insert_with(CopySlot::default);
         let mut guard = slot.0.lock();
-        if let Some(state) = guard.as_mut() {
-            // Feeding may write a segment (sorting and encoding on every core): the runtime is told, so
-            // other connections' tasks move to another worker meanwhile.
+        // Taking the data in only finds where records end; parsing a batch of them (on every core, and
+        // waiting while the load writes a run) is blocking work, and the runtime is told of it, so other
+        // connections' tasks move to another worker meanwhile.
+        if let Some(state) = guard.as_mut()
+            && state.take(&copy_data.data)
+        {
             match tokio::runtime::Handle::current().runtime_flavor() {
-                tokio::runtime::RuntimeFlavor::MultiThread => {
-                    tokio::task::block_in_place(|| state.feed(&copy_data.data))
-                }
-                _ => state.feed(&copy_data.data),
+                tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(|| state.parse()),
+                _ => state.parse(),
             }
         }
         Ok(())
