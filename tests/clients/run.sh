@@ -4,7 +4,8 @@
 # Npgsql 4.0.17 message sequence replayed over a raw socket (powerbi_replay.py), Grafana's PostgreSQL
 # data source queries (grafana.py), pgjdbc (JdbcClient.java) and node-postgres (node_client.js); then
 # README's first command, `serve --demo`, started twice on a new directory; then random DELETE and
-# UPDATE statements compared with PostgreSQL 15 (dml_diff.py).
+# UPDATE statements compared with PostgreSQL 15 (dml_diff.py), and the dialect corpus
+# (tests/pg_dialect) answered by both (pg_dialect.py).
 # Installs what is missing: psql, PostgreSQL 15, a JDK and pgjdbc, Node.js (Debian's
 # postgresql-client, postgresql-15, default-jdk-headless, libpostgresql-jdbc-java, nodejs, npm), the
 # Python packages (in a virtualenv under ~/.cache) and the npm packages (under ~/.cache/trafficdb-node).
@@ -111,6 +112,9 @@ done
 # (dml_diff.py starts its own PostgreSQL cluster and trafficdb server). DML_DIFF_SEED replays a run.
 "$venv/bin/python" "$here/dml_diff.py" "$bin" --seed "${DML_DIFF_SEED:-1}" --statements "${DML_DIFF_STATEMENTS:-3000}" \
     || failed=$((failed + 1))
+# The dialect corpus (tests/pg_dialect) against PostgreSQL 15, both protocols: under the floor of
+# equivalent / same-text / same-name answers per category (tests/pg_dialect/floor.json) fails.
+"$venv/bin/python" "$here/pg_dialect.py" "$bin" || failed=$((failed + 1))
 
 if [ "$demo_ok" = 1 ]; then
     echo "client psql (serve --demo with its retry model, then restarted): ok"
