@@ -5,6 +5,7 @@ pub mod compat;
 pub mod copy;
 pub mod gate;
 pub mod listener;
+pub mod names;
 pub mod results;
 pub mod rewrite;
 pub mod router;

@@ -12,8 +12,18 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use crate::pgwire::compat::{PG_VERSION, version_num};
 
 /// A statement to run instead of `s`, when `s` is one the engine cannot plan but PostgreSQL answers
-/// with something equivalent here.
+/// with something equivalent here, or one whose result PostgreSQL names otherwise
+/// ([`crate::pgwire::names`]).
 pub fn substitute(s: &Statement) -> Option<Statement> {
+    // Named first: a replaced function keeps the name of the one the client called.
+    let named = crate::pgwire::names::named(s);
+    match replace(named.as_ref().unwrap_or(s)) {
+        Some(replaced) => Some(replaced),
+        None => named,
+    }
+}
+
+fn replace(s: &Statement) -> Option<Statement> {
     if let Some(sql) = show_query(s) {
         return ast_of(&sql);
     }
@@ -219,7 +229,7 @@ fn show_query(s: &Statement) -> Option<String> {
 mod tests {
     #[test]
     fn regproc_columns_compared_with_oids_go_through_the_function_oid() {
-        let rewritten = |sql: &str| super::ast_of(sql).and_then(|s| super::substitute(&s)).map(|s| s.to_string());
+        let rewritten = |sql: &str| super::ast_of(sql).and_then(|s| super::replace(&s)).map(|s| s.to_string());
         // Npgsql 4.0's type loading joins pg_proc on the receive function.
         let sql = "SELECT a.typname FROM pg_type AS a JOIN pg_proc ON pg_proc.oid = a.typreceive \
                    LEFT JOIN pg_proc AS e ON a.typsend = e.oid WHERE pg_proc.proname = 'array_recv'";
@@ -239,7 +249,7 @@ mod tests {
     #[test]
     fn only_the_named_functions_are_replaced() {
         let s = super::ast_of("SELECT lower(relname), pg_table_size(oid) FROM pg_class").expect("parses");
-        let out = super::substitute(&s).map(|s| s.to_string()).unwrap_or_default();
+        let out = super::replace(&s).map(|s| s.to_string()).unwrap_or_default();
         assert!(out.starts_with("SELECT lower(relname), trafficdb_table_size("), "{out}");
     }
 
@@ -247,7 +257,7 @@ mod tests {
     fn unicode_escaped_strings_are_plain_strings() {
         let s = super::ast_of(r"SELECT 1 WHERE lower(x) = U&'caf\00e9' AND y = 'b'").expect("parses");
         assert_eq!(
-            super::substitute(&s).map(|s| s.to_string()).as_deref(),
+            super::replace(&s).map(|s| s.to_string()).as_deref(),
             Some("SELECT 1 WHERE lower(x) = 'café' AND y = 'b'")
         );
     }
@@ -263,7 +273,7 @@ mod tests {
     }
 
     fn rewritten(sql: &str) -> Option<String> {
-        super::substitute(&super::ast_of(sql).expect("parses")).map(|s| s.to_string())
+        super::replace(&super::ast_of(sql).expect("parses")).map(|s| s.to_string())
     }
 
     #[test]
