@@ -12,15 +12,12 @@ prints the seed, the statement number and the statement, so the run can be repla
 
 import argparse
 import datetime
-import os
 import random
-import shutil
 import sys
-import tempfile
 
 import psycopg
 
-from side_by_side import Reference, Trafficdb
+from side_by_side import servers
 
 
 TABLES = {
@@ -193,14 +190,9 @@ def main():
     args = ap.parse_args()
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     rng = random.Random(seed)
-    work = tempfile.mkdtemp()
-    os.chmod(work, 0o755)
-    pg = tdb = None
     failures = 0
     checked = 0
-    try:
-        pg = Reference(work)
-        tdb = Trafficdb(args.binary, work)
+    with servers(args.binary, "dml-diff-") as (pg, tdb):
         ref, sut = pg.connect(), tdb.connect()
         next_id = [0]
         for name, (tdb_ddl, pg_ddl) in TABLES.items():
@@ -255,12 +247,6 @@ def main():
                     rows = ref.execute(f"SELECT * FROM {table}").fetchall()
                     if rows:
                         sut.execute(insert_sql(table, rows))
-    finally:
-        if tdb:
-            tdb.stop()
-        if pg:
-            pg.stop()
-        shutil.rmtree(work, ignore_errors=True)
     ok = failures == 0
     print(f"dml_diff (seed {seed}): {checked} statements against PostgreSQL 15, {failures} differences")
     print(f"test result: {'ok' if ok else 'FAILED'}. {1 if ok else 0} passed; {0 if ok else 1} failed")

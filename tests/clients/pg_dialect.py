@@ -25,14 +25,12 @@ import json
 import math
 import os
 import re
-import shutil
 import sys
-import tempfile
 
 import psycopg
 from psycopg.pq import DiagnosticField, ExecStatus
 
-from side_by_side import Reference, Trafficdb
+from side_by_side import servers
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CORPUS = os.path.join(HERE, "..", "pg_dialect")
@@ -190,14 +188,9 @@ def main():
     floor_path = os.path.join(CORPUS, "floor.json")
     floor = json.load(open(floor_path)) if os.path.exists(floor_path) else {}
 
-    work = tempfile.mkdtemp(prefix="pg-dialect-")
-    os.chmod(work, 0o755)
-    pg = tdb = None
     report = []
     totals = {}
-    try:
-        pg = Reference(work)
-        tdb = Trafficdb(args.binary, work)
+    with servers(args.binary, "pg-dialect-") as (pg, tdb):
         for name in files:
             category = name[:-4]
             setup, statements = parse_file(os.path.join(CORPUS, name))
@@ -242,12 +235,6 @@ def main():
             pconn.close()
             tconn.close()
             totals[category] = counts
-    finally:
-        if tdb:
-            tdb.stop()
-        if pg:
-            pg.stop()
-        shutil.rmtree(work, ignore_errors=True)
 
     if args.report:
         with open(args.report, "w", encoding="utf-8") as f:

@@ -1,10 +1,12 @@
 """A throwaway PostgreSQL 15 cluster and a trafficdb server, side by side on free loopback ports, for the
 differential tests (dml_diff.py, pg_dialect.py)."""
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 
 import psycopg
@@ -77,3 +79,22 @@ class Trafficdb:
     def stop(self):
         self.proc.terminate()
         self.proc.wait(30)
+
+
+@contextlib.contextmanager
+def servers(binary, prefix):
+    """A PostgreSQL 15 cluster and a trafficdb server (`binary`) in a scratch directory, both stopped
+    and the directory removed on the way out."""
+    work = tempfile.mkdtemp(prefix=prefix)
+    os.chmod(work, 0o755)
+    pg = tdb = None
+    try:
+        pg = Reference(work)
+        tdb = Trafficdb(binary, work)
+        yield pg, tdb
+    finally:
+        if tdb:
+            tdb.stop()
+        if pg:
+            pg.stop()
+        shutil.rmtree(work, ignore_errors=True)
