@@ -544,11 +544,10 @@ impl Rows<'_> {
         let mut arrays = Vec::with_capacity(self.columns.len());
         for ((name, ty), column) in self.columns.iter().zip(self.types).zip(&pending.columns) {
             let values = column.iter().map(|f| (*f != NULL_FIELD).then(|| text(f).unwrap_or_default()));
-            let text_bytes = values.clone().map(|v| v.map_or(0, str::len)).sum();
-            let (ty, array) = match typed_column(ty, values.clone(), rows, text_bytes) {
+            let (ty, array) = match typed_column(ty, values.clone(), rows) {
                 Some(array) => (ty.clone(), array),
                 // The check below names the value the cast refuses.
-                None => (DataType::Utf8, text_column(values, rows, text_bytes)),
+                None => (DataType::Utf8, text_column(values, rows)),
             };
             fields.push(Field::new(name, ty, true));
             arrays.push(array);
@@ -666,7 +665,9 @@ const BATCH_BYTES: usize = 64 << 20;
 /// A batch is parsed in pieces of at least this many rows.
 const MIN_PIECE_ROWS: usize = 4096;
 
-fn text_column<'a>(values: impl Iterator<Item = Option<&'a str>>, rows: usize, text_bytes: usize) -> ArrayRef {
+/// `values` as text, its buffer sized by a first pass over them.
+fn text_column<'a>(values: impl Iterator<Item = Option<&'a str>> + Clone, rows: usize) -> ArrayRef {
+    let text_bytes = values.clone().map(|v| v.map_or(0, str::len)).sum();
     let mut b = StringBuilder::with_capacity(rows, text_bytes);
     values.for_each(|v| b.append_option(v));
     Arc::new(b.finish())
@@ -677,12 +678,11 @@ fn text_column<'a>(values: impl Iterator<Item = Option<&'a str>>, rows: usize, t
 /// one a table holds (the column then goes to the cast as text, which names the value it refuses).
 fn typed_column<'a>(
     ty: &DataType,
-    values: impl Iterator<Item = Option<&'a str>>,
+    values: impl Iterator<Item = Option<&'a str>> + Clone,
     rows: usize,
-    text_bytes: usize,
 ) -> Option<ArrayRef> {
     Some(match ty {
-        DataType::Utf8 => text_column(values, rows, text_bytes),
+        DataType::Utf8 => text_column(values, rows),
         DataType::Int16 => primitive::<Int16Type>(values, rows)?,
         DataType::Int32 => primitive::<Int32Type>(values, rows)?,
         DataType::Int64 => primitive::<Int64Type>(values, rows)?,
@@ -878,7 +878,7 @@ mod tests {
         for ty in &types {
             for v in values {
                 let cast = cast_with_options(&StringArray::from(vec![Some(v)]), ty, &options).ok();
-                let parsed = typed_column(ty, std::iter::once(Some(v)), 1, v.len());
+                let parsed = typed_column(ty, std::iter::once(Some(v)), 1);
                 match (&cast, &parsed) {
                     (Some(c), Some(p)) => assert_eq!(c.as_ref(), p.as_ref(), "{v:?} as {ty}"),
                     (None, None) => {}
