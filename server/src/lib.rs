@@ -14,8 +14,9 @@
 //!   [`pgwire::compat`] (what PostgreSQL clients expect to find), [`pgwire::rewrite`] (parsed
 //!   statements on PostgreSQL's catalog answered by an equivalent one; text rewrites before parsing
 //!   are the engine's, `trafficdb::rewrite`, applied by its `prepare`, the front door both protocols
-//!   call), [`pgwire::names`] (results' columns named as PostgreSQL names them), [`pgwire::results`]
-//!   (errors and command tags).
+//!   call), [`pgwire::names`] (results' columns named as PostgreSQL names them), [`pgwire::output`]
+//!   (result values in PostgreSQL's output formats) and [`pgwire::casts`] (casts to and from text
+//!   by PostgreSQL's rules), [`pgwire::results`] (errors and command tags).
 //! - [`http`]: the HTTP listener: health, metrics, status, line-protocol writes, predictions; Basic
 //!   authentication against the same users.
 //! - [`ingest`]: protocol-free ingest: the line protocol parser, batching into tables, deduplication.

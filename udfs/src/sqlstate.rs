@@ -13,6 +13,8 @@ pub enum SqlState {
     DataException,
     /// 22008 datetime_field_overflow
     DatetimeFieldOverflow,
+    /// 22007 invalid_datetime_format
+    InvalidDatetimeFormat,
     /// 22021 character_not_in_repertoire
     CharacterNotInRepertoire,
     /// 22023 invalid_parameter_value
@@ -85,6 +87,7 @@ impl SqlState {
             SqlState::CardinalityViolation => "21000",
             SqlState::DataException => "22000",
             SqlState::DatetimeFieldOverflow => "22008",
+            SqlState::InvalidDatetimeFormat => "22007",
             SqlState::CharacterNotInRepertoire => "22021",
             SqlState::InvalidParameter => "22023",
             SqlState::InvalidText => "22P02",

@@ -1,6 +1,8 @@
-//! Functions of PostgreSQL that clients' catalog queries call and the query engine lacks (the
-//! statements answered by an equivalent one are in [`crate::pgwire::rewrite`]).
+//! Functions of PostgreSQL that clients' catalog queries call and the query engine lacks, and the
+//! settings `SHOW` reads (the statements answered by an equivalent one are in
+//! [`crate::pgwire::rewrite`]).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -12,6 +14,13 @@ use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, create_udf,
 };
 use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::DFParser;
+use datafusion::sql::sqlparser::ast::Statement;
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use pgwire::error::PgWireResult;
+use trafficdb::SqlState;
+
+use crate::pgwire::results::user_error;
 
 /// The PostgreSQL version clients are told (ParameterStatus `server_version` says the same).
 pub const PG_VERSION: &str = "16.6";
@@ -334,6 +343,62 @@ impl ScalarUDFImpl for CurrentSetting {
     }
 }
 
+/// The settings a session may change (`SET`, or a startup parameter); `SHOW` reads the session's
+/// value of these first.
+const SESSION_SETTINGS: &[&str] = &[
+    "application_name",
+    "bytea_output",
+    "client_encoding",
+    "datestyle",
+    "extra_float_digits",
+    "intervalstyle",
+    "search_path",
+    "timezone",
+];
+
+/// `SHOW name` as PostgreSQL answers it: one text column named as PostgreSQL names the setting, with
+/// the session's value (its `SET` or startup parameter) or the server's; 42704 for a name PostgreSQL
+/// does not know either. `None` for what is answered elsewhere: `statement_timeout` (the session's
+/// limit), DataFusion's settings, `SHOW ALL`.
+pub fn show_query(s: &Statement, session: &HashMap<String, String>) -> Option<PgWireResult<Statement>> {
+    let Statement::ShowVariable { variable } = s else { return None };
+    let words = variable.iter().map(|i| i.value.to_ascii_lowercase()).collect::<Vec<_>>().join(" ");
+    let name = match words.as_str() {
+        "time zone" => "timezone",
+        "transaction isolation level" => "transaction_isolation",
+        "all" | "statement_timeout" => return None,
+        n if n.starts_with("datafusion.") => return None,
+        n => n,
+    };
+    let in_session = SESSION_SETTINGS
+        .contains(&name)
+        .then(|| session.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone()))
+        .flatten();
+    let Some(value) = in_session.or_else(|| setting(name)) else {
+        return Some(Err(user_error(
+            SqlState::UndefinedObject,
+            format!("unrecognized configuration parameter \"{name}\""),
+        )));
+    };
+    let column = match name {
+        "datestyle" => "DateStyle",
+        "timezone" => "TimeZone",
+        "intervalstyle" => "IntervalStyle",
+        n => n,
+    };
+    let sql = format!("SELECT '{}' AS \"{column}\"", value.replace('\'', "''"));
+    Some(
+        DFParser::parse_sql_with_dialect(&sql, &PostgreSqlDialect {})
+            .ok()
+            .and_then(|mut v| v.pop_front())
+            .and_then(|s| match s {
+                datafusion::sql::parser::Statement::Statement(s) => Some(*s),
+                _ => None,
+            })
+            .ok_or_else(|| user_error(SqlState::Internal, format!("SHOW {name} did not make a query"))),
+    )
+}
+
 /// The value `current_setting` answers for `name` (case-insensitive), as PostgreSQL spells it.
 fn setting(name: &str) -> Option<String> {
     let defaults = pgwire::api::auth::DefaultServerParameterProvider::default();
@@ -353,6 +418,11 @@ fn setting(name: &str) -> Option<String> {
         "max_index_keys" => "32".to_string(),
         "block_size" => "8192".to_string(),
         "lc_collate" | "lc_ctype" => "C".to_string(),
+        "application_name" => String::new(),
+        "extra_float_digits" => "1".to_string(),
+        "bytea_output" => "hex".to_string(),
+        "default_transaction_read_only" | "transaction_read_only" => on(false),
+        "max_connections" => "100".to_string(),
         _ => return None,
     })
 }

@@ -10,7 +10,6 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::DataType;
 use datafusion::execution::memory_pool::MemoryConsumer;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{CopyLegacyOption, CopyOption, CopySource, CopyTarget, Statement};
@@ -27,6 +26,7 @@ use trafficdb::Database;
 
 use crate::ingest::copy_format::{CopyDecoder, CopyError, Format};
 use crate::pgwire::gate::Gate;
+use crate::pgwire::output::{Settings, TextColumn};
 use crate::pgwire::results::{engine_error, pg_error, user_error};
 use trafficdb::SqlState;
 
@@ -100,8 +100,14 @@ fn start_copy_in(
     Ok(Response::CopyIn(CopyResponse::new(0, ncols, futures::stream::empty())))
 }
 
-/// Formats values as COPY text or CSV.
-fn encode_rows(batches: &[RecordBatch], format: &Format, header: Option<&[String]>) -> PgWireResult<Vec<CopyData>> {
+/// Formats values as COPY text or CSV: each value in its type's PostgreSQL output format
+/// ([`crate::pgwire::output`]), then escaped or quoted.
+fn encode_rows(
+    batches: &[RecordBatch],
+    format: &Format,
+    header: Option<&[String]>,
+    settings: &Settings,
+) -> PgWireResult<Vec<CopyData>> {
     let options = trafficdb::types::display_options("");
     let delim = format.delimiter as char;
     let escape_text = |s: &str, out: &mut String| {
@@ -152,23 +158,30 @@ fn encode_rows(batches: &[RecordBatch], format: &Format, header: Option<&[String
         line.push('\n');
         line
     });
+    let mut value = bytes::BytesMut::new();
     for b in batches {
+        // Arrow's display for the types without a PostgreSQL output function here.
         let fmts =
             trafficdb::types::formatters(b, &options).map_err(|e| user_error(SqlState::Internal, e.to_string()))?;
+        let texts: Vec<Option<TextColumn<'_>>> =
+            b.columns().iter().map(|c| TextColumn::new(c.as_ref(), settings)).collect();
         for r in 0..b.num_rows() {
             let mut line = pending_header.take().unwrap_or_default();
-            for (i, (f, col)) in fmts.iter().zip(b.columns()).enumerate() {
+            for (i, ((f, text), col)) in fmts.iter().zip(&texts).zip(b.columns()).enumerate() {
                 if i > 0 {
                     line.push(delim);
                 }
-                if col.is_null(r) {
+                if col.is_null(r) || text.as_ref().is_some_and(|t| t.is_null(r)) {
                     line.push_str(&format.null);
                     continue;
                 }
-                let v = if col.data_type() == &DataType::Boolean {
-                    if f.value(r).to_string() == "true" { "t".to_string() } else { "f".to_string() }
-                } else {
-                    f.value(r).to_string()
+                let v = match text {
+                    Some(t) => {
+                        value.clear();
+                        t.write(r, &mut value)?;
+                        String::from_utf8_lossy(&value).into_owned()
+                    }
+                    None => f.value(r).to_string(),
                 };
                 if format.csv { csv_field(&v, &mut line) } else { escape_text(&v, &mut line) }
             }
@@ -217,12 +230,12 @@ async fn copy_out(
     let ncols = names.len();
     let df = ctx.execute_logical_plan(plan).await.map_err(|e| PgWireError::ApiError(Box::new(e)))?;
     let batches = df.execute_stream().await.map_err(|e| PgWireError::ApiError(Box::new(e)))?;
-    let header = if format.header { encode_rows(&[], &format, Some(&names))? } else { Vec::new() };
+    let settings = Settings::from_metadata(client.metadata());
+    let header = if format.header { encode_rows(&[], &format, Some(&names), &settings)? } else { Vec::new() };
     let rows = batches.flat_map(move |batch| {
         let lines = match batch {
-            Ok(b) => {
-                encode_rows(&[b], &format, None).map_or_else(|e| vec![Err(e)], |v| v.into_iter().map(Ok).collect())
-            }
+            Ok(b) => encode_rows(&[b], &format, None, &settings)
+                .map_or_else(|e| vec![Err(e)], |v| v.into_iter().map(Ok).collect()),
             Err(e) => vec![Err(PgWireError::ApiError(Box::new(e)))],
         };
         futures::stream::iter(lines)

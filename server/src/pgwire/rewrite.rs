@@ -1,15 +1,13 @@
 //! Statements clients send that the engine would plan wrongly or not at all, answered by an
 //! equivalent statement: syntax-tree substitutions after parsing ([`substitute`]; the text rewrites
 //! before parsing are the engine's, `trafficdb::rewrite`): functions of PostgreSQL's catalog answered by a query, pg_type's regproc
-//! columns compared with OIDs, `U&'...'` strings, PostgreSQL's `(composite).field`, `SHOW
-//! server_version`.
+//! columns compared with OIDs, `U&'...'` strings, PostgreSQL's `(composite).field`,
+//! `INTERVAL '...'` literals in PostgreSQL's interval syntax.
 
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{self, Expr, Statement, visit_expressions, visit_expressions_mut};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-
-use crate::pgwire::compat::{PG_VERSION, version_num};
 
 /// A statement to run instead of `s`, when `s` is one the engine cannot plan but PostgreSQL answers
 /// with something equivalent here, or one whose result PostgreSQL names otherwise
@@ -24,9 +22,6 @@ pub fn substitute(s: &Statement) -> Option<Statement> {
 }
 
 fn replace(s: &Statement) -> Option<Statement> {
-    if let Some(sql) = show_query(s) {
-        return ast_of(&sql);
-    }
     // Most statements call none of the functions below and compare no regproc column: look before
     // copying the statement.
     let found = visit_expressions(s, |e: &Expr| match e {
@@ -36,6 +31,7 @@ fn replace(s: &Statement) -> Option<Statement> {
         Expr::CompoundFieldAccess { root, access_chain } if is_composite_field(root, access_chain) => {
             ControlFlow::Break(())
         }
+        Expr::Interval(iv) if interval_text(iv).is_some() => ControlFlow::Break(()),
         _ => ControlFlow::Continue(()),
     });
     if found.is_continue() {
@@ -68,6 +64,11 @@ fn replace(s: &Statement) -> Option<Statement> {
         {
             v.value = ast::Value::SingleQuotedString(std::mem::take(text));
         }
+        if let Expr::Interval(iv) = e
+            && let Some(text) = interval_text(iv)
+        {
+            *iv.value = Expr::Value(ast::Value::SingleQuotedString(text).into());
+        }
         if let Some(left) = regproc_comparison(e)
             && let Expr::BinaryOp { left: l, right: r, .. } = e
         {
@@ -79,6 +80,21 @@ fn replace(s: &Statement) -> Option<Statement> {
         ControlFlow::<()>::Continue(())
     });
     Some(s)
+}
+
+/// An `INTERVAL '...'` literal (no unit after it) read by PostgreSQL's rules
+/// ([`crate::pgwire::casts::parse_interval`]: `'1 day 02:00:00'`, `'-1 days +02:00:00'`), written
+/// back in the `<number> <unit>` form the planner reads; `None` when it is one already or does not
+/// read.
+fn interval_text(iv: &ast::Interval) -> Option<String> {
+    if iv.leading_field.is_some() || iv.last_field.is_some() || iv.fractional_seconds_precision.is_some() {
+        return None;
+    }
+    let Expr::Value(v) = iv.value.as_ref() else { return None };
+    let ast::Value::SingleQuotedString(text) = &v.value else { return None };
+    let (months, days, micros) = crate::pgwire::casts::parse_interval(text)?;
+    let canonical = format!("{months} mons {days} days {micros} microseconds");
+    (canonical != *text).then_some(canonical)
 }
 
 /// pg_type's regproc columns: the functions that read, write and analyse a type's values.
@@ -210,19 +226,6 @@ fn replacement(f: &ast::Function) -> Option<Expr> {
 
 fn ast_of(sql: &str) -> Option<Statement> {
     datafusion::sql::sqlparser::parser::Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?.pop()
-}
-
-/// `SHOW server_version` / `server_version_num` answered as queries (so both protocols and every
-/// result format work).
-fn show_query(s: &Statement) -> Option<String> {
-    let Statement::ShowVariable { variable } = s else { return None };
-    let name = variable.iter().map(|i| i.value.to_ascii_lowercase()).collect::<Vec<_>>().join(" ");
-    let num = version_num();
-    match name.as_str() {
-        "server_version" => Some(format!("SELECT '{PG_VERSION}' AS server_version")),
-        "server_version_num" => Some(format!("SELECT '{num}' AS server_version_num")),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

@@ -34,6 +34,7 @@ use trafficdb::{Database, Output};
 use crate::config::ServerConfig;
 use crate::pgwire::gate::{Gate, plan_of, session_role};
 use crate::pgwire::results::{api_error, internal, pg_error, returning_tag, user_error};
+use crate::pgwire::{compat, output};
 use crate::security::audit::Audit;
 use crate::security::roles::Role;
 use crate::security::settings;
@@ -60,7 +61,12 @@ impl Router {
 
     /// Runs a plan of [`trafficdb::Database::plan_dml`] (parameters bound): the command tag for a
     /// write, the rows (in text) for RETURNING or EXPLAIN.
-    async fn run_dml(&self, ctx: &SessionContext, plan: LogicalPlan) -> PgWireResult<Response> {
+    async fn run_dml(
+        &self,
+        ctx: &SessionContext,
+        plan: LogicalPlan,
+        client: &(dyn ClientInfo + Send + Sync),
+    ) -> PgWireResult<Response> {
         if matches!(trafficdb::query::dml::plan_op(&plan), Some((_, false))) {
             return match trafficdb::database::run_plan(ctx, plan).await {
                 Ok(Output::Done(tag)) => Ok(Response::Execution(Tag::new(&tag))),
@@ -70,12 +76,7 @@ impl Router {
         }
         let command = returning_tag(&plan);
         let df = ctx.execute_logical_plan(plan).await.map_err(api_error)?;
-        let mut q = datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe(
-            df,
-            &pgwire::api::portal::Format::UnifiedText,
-            None,
-        )
-        .await?;
+        let mut q = output::encode(df, &output::result_format(), client.metadata()).await?;
         if let Some(c) = command {
             q.command_tag = c.to_string();
         }
@@ -142,19 +143,23 @@ impl Router {
     ) -> PgWireResult<Response> {
         let plan = plan_of(ctx, statement.clone()).await?;
         self.gate.plan(client, &plan, statement, true)?;
+        self.run_checked(plan, ctx, client).await
+    }
+
+    /// Runs a checked plan: the `INSERT 0 n` of an insert, the rows of anything else in the formats
+    /// the client asked for.
+    async fn run_checked(
+        &self,
+        plan: LogicalPlan,
+        ctx: &SessionContext,
+        client: &(dyn ClientInfo + Send + Sync),
+    ) -> PgWireResult<Response> {
         let insert = matches!(&plan, LogicalPlan::Dml(DmlStatement { op: WriteOp::Insert(_), .. }));
         let df = ctx.execute_logical_plan(plan).await.map_err(api_error)?;
         if insert {
             return inserted(df).await;
         }
-        let options = Arc::new(pgwire::types::format::FormatOptions::from_client_metadata(client.metadata()));
-        let rows = datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe(
-            df,
-            &pgwire::api::portal::Format::UnifiedText,
-            Some(options),
-        )
-        .await?;
-        Ok(Response::Query(rows))
+        Ok(Response::Query(output::encode(df, &output::result_format(), client.metadata()).await?))
     }
 
     /// Plans `statement` from its parse and checks the plan (Parse in the extended protocol).
@@ -191,8 +196,7 @@ impl Router {
                 .ok_or_else(|| user_error(SqlState::Syntax, "DECLARE CURSOR needs a FOR query".into()))?;
             let plan = self.gate.checked_query_plan(ctx, query, s, client).await?;
             let df = ctx.execute_logical_plan(plan).await.map_err(api_error)?;
-            let rows =
-                datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe(df, &Format::UnifiedText, None).await?;
+            let rows = output::encode(df, &Format::UnifiedText, client.metadata()).await?;
             let stored = Arc::new(StoredStatement::new(name.value.clone(), (query.to_string(), None), vec![]));
             let portal = Portal::new_cursor(name.value.clone(), stored);
             portal.start(rows).await;
@@ -404,6 +408,12 @@ impl QueryHook for Router {
         if let Some(r) = self.run_statement_level(statement, ctx, client).await {
             return Some(r);
         }
+        if let Some(show) = compat::show_query(statement, client.metadata()) {
+            return Some(match show {
+                Ok(query) => self.run_planned(&query, ctx, client).await,
+                Err(e) => Err(e),
+            });
+        }
         let statement = substituted(statement);
         if trafficdb::query::dml::is_dml(&statement) {
             let r = async {
@@ -411,7 +421,7 @@ impl QueryHook for Router {
                 let plan = self.db.plan_dml(&ctx.state(), &stmt).await.map_err(pg_error)?;
                 let plan = plan.ok_or_else(|| internal("a write without a plan"))?;
                 self.gate.plan(client, &plan, &statement, true)?;
-                self.run_dml(ctx, plan).await
+                self.run_dml(ctx, plan, client).await
             };
             return Some(r.await);
         }
@@ -445,6 +455,12 @@ impl QueryHook for Router {
         }
         if matches!(statement, Statement::Reset(_)) {
             return Some(Ok(empty_plan()));
+        }
+        if let Some(show) = compat::show_query(statement, client.metadata()) {
+            return Some(match show {
+                Ok(query) => self.parse_planned(&query, ctx, client).await,
+                Err(e) => Err(e),
+            });
         }
         let statement = substituted(statement);
         if trafficdb::query::dml::is_dml(&statement) {
@@ -494,16 +510,15 @@ impl QueryHook for Router {
                 Ok(p) => p,
                 Err(e) => return Some(Err(api_error(e))),
             };
-            return Some(self.run_dml(ctx, bound).await);
+            return Some(self.run_dml(ctx, bound, client).await);
         }
         if runs_without_plan(statement) {
             return Some(self.run(&substituted(statement), ctx, client).await);
         }
-        // datafusion-postgres's SHOW would answer the original; the substitute (one text column) runs here.
-        if matches!(statement, Statement::ShowVariable { .. })
-            && let std::borrow::Cow::Owned(replaced) = substituted(statement)
-        {
-            return Some(self.run_planned(&replaced, ctx, client).await);
+        // datafusion-postgres's SHOW would answer the original; the query made of it at Parse (one
+        // text column) runs here.
+        if compat::show_query(statement, client.metadata()).is_some() {
+            return Some(self.run_checked(plan.clone(), ctx, client).await);
         }
         None
     }
@@ -539,16 +554,21 @@ impl QueryHook for Planned {
         &self,
         statement: &Statement,
         plan: &LogicalPlan,
-        _params: &ParamValues,
-        _ctx: &SessionContext,
+        params: &ParamValues,
+        ctx: &SessionContext,
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
         if for_library_hooks(statement) {
             return None;
         }
-        // The plan made (and checked) at Parse runs as datafusion-postgres runs it; checked again and
-        // recorded here.
-        self.0.gate.plan(client, plan, statement, true).err().map(Err)
+        // The plan made (and checked) at Parse, checked again and recorded here, runs with its
+        // parameters bound.
+        let r = async {
+            self.0.gate.plan(client, plan, statement, true)?;
+            let bound = plan.clone().replace_params_with_values(params).map_err(api_error)?;
+            self.0.run_checked(bound, ctx, client).await
+        };
+        Some(r.await)
     }
 }
 

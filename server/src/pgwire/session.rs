@@ -43,6 +43,15 @@ pub const STATEMENT_TIMEOUT_KEY: &str = "statement_timeout_ms";
 /// A session context for one connection: the shared catalog, functions and settings, and a memory
 /// pool of `limit` bytes (0: unlimited) that this connection's queries draw from.
 pub fn connection_context(base: &SessionContext, limit: u64) -> SessionContext {
+    let ctx = with_memory_limit(base, limit);
+    // Casts by PostgreSQL's rules (after type coercion, which adds casts of its own); the embedded
+    // library keeps DataFusion's.
+    ctx.add_analyzer_rule(Arc::new(crate::pgwire::casts::PgTextCasts));
+    ctx
+}
+
+/// A context of the base's state, with a memory pool of its own when `limit` is set.
+fn with_memory_limit(base: &SessionContext, limit: u64) -> SessionContext {
     let mut state = base.state();
     // `information_schema` is PostgreSQL's (see crate::pgwire::catalog), not DataFusion's.
     state.config_mut().options_mut().catalog.information_schema = false;
@@ -274,7 +283,9 @@ impl ExtendedQueryHandler for Session {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let mut limits = self.limits(client);
-        let response = limits.bound(ExtendedQueryHandler::do_query(&self.inner, client, portal, max_rows)).await?;
+        let run = ExtendedQueryHandler::do_query(&self.inner, client, portal, max_rows);
+        let format = portal.result_column_format.clone();
+        let response = limits.bound(crate::pgwire::output::RESULT_FORMAT.scope(format, run)).await?;
         Ok(limits.guard_response(response))
     }
 

@@ -1,0 +1,569 @@
+//! Casts to text that write what PostgreSQL's output functions write.
+//!
+//! In PostgreSQL, `x::text`, `'a' || x` and `concat(x)` give the text `x`'s type's output function
+//! writes: `1e+20` and `Infinity` for a float8, `2024-01-01 00:00:00` for a timestamp, `1 day
+//! 02:00:00` for an interval, `{1,2}` for an array. DataFusion's cast to text writes Arrow's forms
+//! (`1e20`, `inf`, `2024-01-01T00:00:00`, `[1, 2]`), so a value read back, compared or concatenated as
+//! text differs. The [`PgTextCasts`] analyzer rule, run after type coercion (so the casts coercion
+//! adds are caught too) in every connection's session, replaces each cast to text from those types
+//! with [`PgText`], which writes through [`crate::pgwire::output`]. The embedded library keeps
+//! DataFusion's casts.
+//!
+//! Booleans keep DataFusion's cast: PostgreSQL's `true::text` is `true` as well (its `t` is the
+//! output function's, which `concat` uses; that difference is not kept).
+//!
+//! A float or numeric cast to an integer is rounded first, as PostgreSQL does (`3.7::int` is 4,
+//! `2.5::float8::int` is 2: floats half to even, numerics half away from zero; Arrow truncates), and
+//! `round(float8)` rounds half to even ([`PgRound`]).
+//!
+//! The other way, text cast to `interval` is read by PostgreSQL's interval input rules
+//! ([`parse_interval`], through [`PgInterval`]): `1 day 02:00:00`, `-1 days +02:00:00`, `@ 3 hours
+//! ago`, `1-2`, `P1DT2H` and the unit words, so every interval the server writes reads back. Arrow's
+//! reader takes only `<number> <unit>` pairs.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, IntervalMonthDayNanoBuilder, StringBuilder};
+use datafusion::arrow::datatypes::{DataType, IntervalMonthDayNano, IntervalUnit};
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{DataFusionError, ExprSchema, Result};
+use datafusion::logical_expr::expr::{Cast, ScalarFunction, TryCast};
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, ExprSchemable, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    Volatility,
+};
+use datafusion::optimizer::AnalyzerRule;
+
+use crate::pgwire::output::{Settings, TextColumn};
+use trafficdb::SqlState;
+use trafficdb_udfs::SqlError;
+
+/// Whether PostgreSQL's text of a `t` value differs from Arrow's cast.
+fn written_by_postgres(t: &DataType) -> bool {
+    use DataType as D;
+    matches!(
+        t,
+        D::Float32
+            | D::Float64
+            | D::Date32
+            | D::Date64
+            | D::Time32(_)
+            | D::Time64(_)
+            | D::Timestamp(..)
+            | D::Interval(_)
+            | D::Duration(_)
+            | D::List(_)
+            | D::LargeList(_)
+            | D::FixedSizeList(..)
+            | D::Struct(_)
+            | D::Binary
+            | D::LargeBinary
+            | D::BinaryView
+    )
+}
+
+/// `pg_text(x)`: `x` as PostgreSQL's output function writes it.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct PgText {
+    signature: Signature,
+}
+
+impl Default for PgText {
+    fn default() -> PgText {
+        PgText { signature: Signature::any(1, Volatility::Immutable) }
+    }
+}
+
+impl ScalarUDFImpl for PgText {
+    fn name(&self) -> &str {
+        "pg_text"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let scalar = matches!(args.args[0], ColumnarValue::Scalar(_));
+        let input = args.args[0].to_array(args.number_rows)?;
+        let out = text_of(input.as_ref())?;
+        if scalar {
+            return Ok(ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&out, 0)?));
+        }
+        Ok(ColumnarValue::Array(out))
+    }
+}
+
+/// The values of `input` as text; Arrow's cast for a type without an output function here.
+fn text_of(input: &dyn Array) -> Result<ArrayRef> {
+    let settings = Settings::default();
+    let Some(column) = TextColumn::new(input, &settings) else {
+        return Ok(datafusion::arrow::compute::cast(input, &DataType::Utf8)?);
+    };
+    let mut out = StringBuilder::with_capacity(input.len(), input.len() * 8);
+    let mut value = BytesMut::new();
+    for row in 0..input.len() {
+        if column.is_null(row) {
+            out.append_null();
+            continue;
+        }
+        value.clear();
+        column.write(row, &mut value).map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        out.append_value(String::from_utf8_lossy(&value));
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+/// `pg_interval(text)`: text read as a PostgreSQL interval ([`parse_interval`]).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct PgInterval {
+    signature: Signature,
+}
+
+impl Default for PgInterval {
+    fn default() -> PgInterval {
+        PgInterval { signature: Signature::string(1, Volatility::Immutable) }
+    }
+}
+
+impl ScalarUDFImpl for PgInterval {
+    fn name(&self) -> &str {
+        "pg_interval"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Interval(IntervalUnit::MonthDayNano))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let scalar = matches!(args.args[0], ColumnarValue::Scalar(_));
+        let input = args.args[0].to_array(args.number_rows)?;
+        let input = datafusion::arrow::compute::cast(&input, &DataType::Utf8)?;
+        let mut out = IntervalMonthDayNanoBuilder::with_capacity(input.len());
+        for value in input.as_string::<i32>() {
+            match value {
+                None => out.append_null(),
+                Some(text) => {
+                    let (months, days, micros) = parse_interval(text).ok_or_else(|| {
+                        DataFusionError::External(Box::new(SqlError {
+                            code: SqlState::InvalidDatetimeFormat,
+                            message: format!("invalid input syntax for type interval: \"{text}\""),
+                        }))
+                    })?;
+                    out.append_value(IntervalMonthDayNano::new(months, days, micros * 1000));
+                }
+            }
+        }
+        let out: ArrayRef = Arc::new(out.finish());
+        if scalar {
+            return Ok(ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&out, 0)?));
+        }
+        Ok(ColumnarValue::Array(out))
+    }
+}
+
+/// Text as PostgreSQL's `interval_in` reads it (IntervalStyle `postgres`, the verbose `@ ... ago`
+/// form, SQL standard `Y-M` and `D H:M:S`, ISO 8601 `P...`): months, days and microseconds, or
+/// `None` when PostgreSQL refuses it too. Fractions spill into the smaller fields as PostgreSQL's do:
+/// `1.5 months` is 1 month 15 days, `1.5 days` 1 day 12 hours.
+pub fn parse_interval(text: &str) -> Option<(i32, i32, i64)> {
+    let lower = text.trim().to_ascii_lowercase();
+    if let Some(iso) = lower.strip_prefix('p') {
+        return iso_interval(iso);
+    }
+    let body = lower.strip_prefix('@').unwrap_or(&lower);
+    let mut words: Vec<&str> = body.split_whitespace().collect();
+    let ago = words.last() == Some(&"ago");
+    if ago {
+        words.pop();
+    }
+    // A word may hold a number and its unit together (`2h`, `-1day`).
+    let mut tokens = Vec::new();
+    for w in words {
+        let unit_at = w.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(w.len());
+        if unit_at > 0 {
+            tokens.push(&w[..unit_at]);
+        }
+        if unit_at < w.len() {
+            tokens.push(&w[unit_at..]);
+        }
+    }
+    if tokens.is_empty() {
+        return None;
+    }
+    let mut acc = Fields::default();
+    let mut seen = 0u32;
+    let mut i = 0;
+    while i < tokens.len() {
+        let t = tokens[i];
+        if t.contains(':') {
+            acc.micros += clock_micros(t)? as f64;
+            seen = once(seen, 1 << 20)?;
+            i += 1;
+            continue;
+        }
+        // SQL standard year-month: `1-2`, `-1-2`.
+        if let Some((y, m)) = t.strip_prefix(['-', '+']).unwrap_or(t).split_once('-') {
+            let sign = if t.starts_with('-') { -1.0 } else { 1.0 };
+            let (y, m): (i64, i64) = (y.parse().ok()?, m.parse().ok()?);
+            acc.months += sign * (y * 12 + m) as f64;
+            seen = once(seen, 1 << 21)?;
+            i += 1;
+            continue;
+        }
+        let value: f64 = number(t)?;
+        match tokens.get(i + 1).and_then(|u| unit(u)) {
+            Some((factor, bit)) => {
+                seen = once(seen, bit)?;
+                acc.add(value, factor);
+                i += 2;
+            }
+            // A number without a unit: days before a time of day (`1 02:00:00`), seconds otherwise.
+            None if tokens.get(i + 1).is_some_and(|n| n.contains(':')) => {
+                seen = once(seen, 1 << 3)?;
+                acc.add(value, Unit::Days(1.0));
+                i += 1;
+            }
+            None if i + 1 == tokens.len() => {
+                seen = once(seen, 1 << 6)?;
+                acc.add(value, Unit::Micros(1e6));
+                i += 1;
+            }
+            None => return None,
+        }
+    }
+    let _ = seen;
+    acc.finish(if ago { -1.0 } else { 1.0 })
+}
+
+/// ISO 8601 durations after the `P`: `1Y2M3DT4H5M6.5S`, `T1H`, `2W`.
+fn iso_interval(s: &str) -> Option<(i32, i32, i64)> {
+    let mut acc = Fields::default();
+    let mut time = false;
+    let mut rest = s;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix('t') {
+            time = true;
+            rest = r;
+            continue;
+        }
+        let end = rest.find(|c: char| c.is_ascii_alphabetic())?;
+        let value = number(&rest[..end])?;
+        let factor = match (&rest[end..end + 1], time) {
+            ("y", false) => Unit::Months(12.0),
+            ("m", false) => Unit::Months(1.0),
+            ("w", false) => Unit::Days(7.0),
+            ("d", false) => Unit::Days(1.0),
+            ("h", true) => Unit::Micros(3.6e9),
+            ("m", true) => Unit::Micros(6e7),
+            ("s", true) => Unit::Micros(1e6),
+            _ => return None,
+        };
+        acc.add(value, factor);
+        rest = &rest[end + 1..];
+    }
+    acc.finish(1.0)
+}
+
+/// A field's size: in months, days, or microseconds.
+#[derive(Clone, Copy)]
+enum Unit {
+    Months(f64),
+    Days(f64),
+    Micros(f64),
+}
+
+/// `unit`'s size and a bit that marks it given (PostgreSQL refuses a unit given twice).
+fn unit(word: &str) -> Option<(Unit, u32)> {
+    Some(match word {
+        "millennium" | "millennia" | "millenniums" | "mil" | "mils" => (Unit::Months(12_000.0), 1 << 10),
+        "century" | "centuries" | "cent" | "c" => (Unit::Months(1200.0), 1 << 11),
+        "decade" | "decades" | "dec" | "decs" => (Unit::Months(120.0), 1 << 12),
+        "year" | "years" | "yr" | "yrs" | "y" => (Unit::Months(12.0), 1 << 0),
+        "month" | "months" | "mon" | "mons" => (Unit::Months(1.0), 1 << 1),
+        "week" | "weeks" | "w" => (Unit::Days(7.0), 1 << 2),
+        "day" | "days" | "d" => (Unit::Days(1.0), 1 << 3),
+        "hour" | "hours" | "hr" | "hrs" | "h" => (Unit::Micros(3.6e9), 1 << 4),
+        "minute" | "minutes" | "min" | "mins" | "m" => (Unit::Micros(6e7), 1 << 5),
+        "second" | "seconds" | "sec" | "secs" | "s" => (Unit::Micros(1e6), 1 << 6),
+        "millisecond" | "milliseconds" | "msec" | "msecs" | "ms" => (Unit::Micros(1e3), 1 << 7),
+        "microsecond" | "microseconds" | "usec" | "usecs" | "us" => (Unit::Micros(1.0), 1 << 8),
+        _ => return None,
+    })
+}
+
+fn once(seen: u32, bit: u32) -> Option<u32> {
+    (seen & bit == 0).then_some(seen | bit)
+}
+
+/// A signed decimal number (`+2`, `-1.5`, `.5`); no exponent, as PostgreSQL's interval fields.
+fn number(t: &str) -> Option<f64> {
+    let digits = t.strip_prefix(['+', '-']).unwrap_or(t);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit() || b == b'.') || digits == "." {
+        return None;
+    }
+    t.parse().ok()
+}
+
+/// `[+-]h:m[:s[.f]]`, or `m:s.f` (two fields with a fraction), in microseconds.
+fn clock_micros(t: &str) -> Option<i64> {
+    let (sign, body) = match t.as_bytes().first() {
+        Some(b'-') => (-1.0, &t[1..]),
+        Some(b'+') => (1.0, &t[1..]),
+        _ => (1.0, t),
+    };
+    let parts: Vec<&str> = body.split(':').collect();
+    let int = |p: &str| -> Option<f64> {
+        (!p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())).then(|| p.parse().ok()).flatten()
+    };
+    let seconds = match parts.as_slice() {
+        [m, s] if s.contains('.') => int(m)? * 60.0 + number(s)?,
+        [h, m] => int(h)? * 3600.0 + int(m)? * 60.0,
+        [h, m, s] => int(h)? * 3600.0 + int(m)? * 60.0 + number(s)?,
+        _ => return None,
+    };
+    if seconds.is_nan() || parts.get(1).is_some_and(|m| int(m).is_none_or(|v| v >= 60.0) && !m.contains('.')) {
+        return None;
+    }
+    Some((sign * seconds * 1e6).round() as i64)
+}
+
+/// Months, days and microseconds summed as PostgreSQL sums an interval's fields.
+#[derive(Default)]
+struct Fields {
+    months: f64,
+    days: f64,
+    micros: f64,
+}
+
+impl Fields {
+    fn add(&mut self, value: f64, unit: Unit) {
+        match unit {
+            Unit::Months(m) => {
+                let months = value * m;
+                let whole = months.trunc();
+                // A fraction of a year stays in months (rounded); of a month, it spills into days.
+                if m >= 12.0 {
+                    self.months += months.round();
+                } else {
+                    self.months += whole;
+                    self.add(months - whole, Unit::Days(30.0));
+                }
+            }
+            Unit::Days(d) => {
+                let days = value * d;
+                let whole = days.trunc();
+                self.days += whole;
+                self.micros += (days - whole) * 86_400e6;
+            }
+            Unit::Micros(u) => self.micros += value * u,
+        }
+    }
+
+    fn finish(self, sign: f64) -> Option<(i32, i32, i64)> {
+        let months = sign * self.months;
+        let days = sign * self.days;
+        let micros = (sign * self.micros).round();
+        let fits = |v: f64, max: f64| v.is_finite() && v.abs() <= max;
+        if !fits(months, i32::MAX as f64) || !fits(days, i32::MAX as f64) || !fits(micros, 9.2e18) {
+            return None;
+        }
+        Some((months as i32, days as i32, micros as i64))
+    }
+}
+
+/// `pg_round(x)`: a float rounded half to even (`rint`, PostgreSQL's `round(float8)` and its casts
+/// of floats to integers); `pg_round_numeric(x)`, a numeric, or a float that PostgreSQL would have
+/// read as a numeric (a literal such as `2.5`, which DataFusion types float8), half away from zero.
+/// The type stays.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct PgRound {
+    signature: Signature,
+    numeric: bool,
+}
+
+impl PgRound {
+    fn new(numeric: bool) -> PgRound {
+        PgRound { signature: Signature::any(1, Volatility::Immutable), numeric }
+    }
+}
+
+impl ScalarUDFImpl for PgRound {
+    fn name(&self) -> &str {
+        if self.numeric { "pg_round_numeric" } else { "pg_round" }
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, types: &[DataType]) -> Result<DataType> {
+        Ok(types[0].clone())
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        use datafusion::arrow::array::PrimitiveArray;
+        use datafusion::arrow::datatypes::{Decimal128Type, Float32Type, Float64Type};
+        let scalar = matches!(args.args[0], ColumnarValue::Scalar(_));
+        let input = args.args[0].to_array(args.number_rows)?;
+        let out: ArrayRef = match input.data_type() {
+            DataType::Float64 if self.numeric => {
+                Arc::new(input.as_primitive::<Float64Type>().unary::<_, Float64Type>(f64::round))
+            }
+            DataType::Float64 => {
+                Arc::new(input.as_primitive::<Float64Type>().unary::<_, Float64Type>(f64::round_ties_even))
+            }
+            DataType::Float32 => {
+                Arc::new(input.as_primitive::<Float32Type>().unary::<_, Float32Type>(f32::round_ties_even))
+            }
+            DataType::Decimal128(p, scale) if *scale > 0 => {
+                let unit = 10i128.pow(*scale as u32);
+                let a: PrimitiveArray<Decimal128Type> = input.as_primitive::<Decimal128Type>().unary(|v| {
+                    let (q, r) = (v / unit, v % unit);
+                    let q = if 2 * r.abs() >= unit { q + v.signum() } else { q };
+                    q * unit
+                });
+                Arc::new(a.with_precision_and_scale(*p, *scale)?)
+            }
+            _ => input,
+        };
+        if scalar {
+            return Ok(ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&out, 0)?));
+        }
+        Ok(ColumnarValue::Array(out))
+    }
+}
+
+/// Replaces the casts to text of [`written_by_postgres`] types with [`PgText`], and the casts of
+/// text to an interval with [`PgInterval`]; see the module.
+#[derive(Debug, Default)]
+pub struct PgTextCasts;
+
+impl AnalyzerRule for PgTextCasts {
+    fn name(&self) -> &str {
+        "pg_text_casts"
+    }
+
+    fn analyze(&self, plan: LogicalPlan, _config: &datafusion::common::config::ConfigOptions) -> Result<LogicalPlan> {
+        let text = Arc::new(ScalarUDF::from(PgText::default()));
+        let interval = Arc::new(ScalarUDF::from(PgInterval::default()));
+        let rounded = Arc::new(ScalarUDF::from(PgRound::new(false)));
+        let rounded_numeric = Arc::new(ScalarUDF::from(PgRound::new(true)));
+        // A float literal was a numeric in PostgreSQL: it rounds half away from zero.
+        let rounding =
+            |arg: &Expr| if matches!(arg, Expr::Literal(..)) { rounded_numeric.clone() } else { rounded.clone() };
+        plan.transform_up_with_subqueries(|p| {
+            let schema = datafusion::logical_expr::utils::merge_schema(&p.inputs());
+            // Output names stay what they were (an ORDER BY or a view may refer to them).
+            let names = datafusion::logical_expr::expr_rewriter::NamePreserver::new(&p);
+            p.map_expressions(|e| {
+                let saved = names.save(&e);
+                let out = e.transform_up(|e| {
+                    // round(float8) rounds half to even (C's rint), as the cast to an integer does.
+                    if let Expr::ScalarFunction(f) = &e
+                        && f.name() == "round"
+                        && f.args.len() == 1
+                        && matches!(
+                            f.args[0].get_type(&schema as &dyn ExprSchema),
+                            Ok(DataType::Float32 | DataType::Float64)
+                        )
+                    {
+                        let round = rounding(&f.args[0]);
+                        return Ok(Transformed::yes(Expr::ScalarFunction(ScalarFunction::new_udf(
+                            round,
+                            f.args.clone(),
+                        ))));
+                    }
+                    let (expr, target) = match &e {
+                        Expr::Cast(Cast { expr, field }) | Expr::TryCast(TryCast { expr, field }) => {
+                            (expr, field.data_type())
+                        }
+                        _ => return Ok(Transformed::no(e)),
+                    };
+                    let is_text = |t: &DataType| matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
+                    let call = |f: &Arc<ScalarUDF>| {
+                        Expr::ScalarFunction(ScalarFunction::new_udf(f.clone(), vec![(**expr).clone()]))
+                    };
+                    let source = match expr.get_type(&schema as &dyn ExprSchema) {
+                        Ok(t) => t,
+                        Err(_) => return Ok(Transformed::no(e)),
+                    };
+                    if is_text(target) && written_by_postgres(&source) {
+                        let out = call(&text);
+                        let out = if target == &DataType::Utf8 { out } else { out.cast_to(target, &schema)? };
+                        return Ok(Transformed::yes(out));
+                    }
+                    if is_text(&source) && target == &DataType::Interval(IntervalUnit::MonthDayNano) {
+                        return Ok(Transformed::yes(call(&interval)));
+                    }
+                    // PostgreSQL rounds a float or numeric cast to an integer; Arrow truncates.
+                    if target.is_integer() && (source.is_floating() || matches!(source, DataType::Decimal128(..))) {
+                        let mut cast = e.clone();
+                        if let Expr::Cast(Cast { expr, .. }) | Expr::TryCast(TryCast { expr, .. }) = &mut cast {
+                            **expr = call(&rounding(expr));
+                        }
+                        return Ok(Transformed::yes(cast));
+                    }
+                    Ok(Transformed::no(e))
+                })?;
+                Ok(out.update_data(|e| saved.restore(e)))
+            })
+        })
+        .map(|t| t.data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_interval;
+
+    #[test]
+    fn intervals_read_as_postgresql_reads_them() {
+        const H: i64 = 3_600_000_000;
+        // (text, PostgreSQL 15's months, days, microseconds)
+        type Fields = Option<(i32, i32, i64)>;
+        let cases: &[(&str, Fields)] = &[
+            ("1 day 02:00:00", Some((0, 1, 2 * H))),
+            ("-1 days +02:00:00", Some((0, -1, 2 * H))),
+            ("1 year 2 mons 3 days 04:05:06.5", Some((14, 3, 4 * H + 306_500_000))),
+            ("00:00:00", Some((0, 0, 0))),
+            ("-00:00:01.5", Some((0, 0, -1_500_000))),
+            ("100:00:00", Some((0, 0, 100 * H))),
+            ("@ 3 hours ago", Some((0, 0, -3 * H))),
+            ("1 hour", Some((0, 0, H))),
+            ("2h", Some((0, 0, 2 * H))),
+            ("1.5 months", Some((1, 15, 0))),
+            ("1.5 days", Some((0, 1, 12 * H))),
+            ("1.5 years", Some((18, 0, 0))),
+            ("1 week", Some((0, 7, 0))),
+            ("90 seconds", Some((0, 0, 90_000_000))),
+            ("10", Some((0, 0, 10_000_000))),
+            ("1 02:00:00", Some((0, 1, 2 * H))),
+            ("1-2", Some((14, 0, 0))),
+            ("P1Y2M3DT4H5M6S", Some((14, 3, 4 * H + 306_000_000))),
+            ("PT1H30M", Some((0, 0, H + 1_800_000_000))),
+            ("1 decade", Some((120, 0, 0))),
+            ("500 ms", Some((0, 0, 500_000))),
+            ("1 day 1 day", None),
+            ("1 fortnight", None),
+            ("", None),
+            ("abc", None),
+            ("1:60", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_interval(text), *want, "{text}");
+        }
+    }
+}
