@@ -9,7 +9,7 @@
 //! - Functions: [`time`] (time buckets, first / last, rates), [`gapfill`], [`aggregate`],
 //!   [`sketch`] (mergeable percentile sketches), [`anomaly`] and [`detect`] (anomaly scores and
 //!   `detect_anomalies`), [`model`] with [`logistic`] (the retry model: train, evaluate, predict,
-//!   registry), [`computed`].
+//!   registry), [`computed`], [`pg`] (PostgreSQL's functions DataFusion lacks).
 //! - Plumbing the functions share: `lazy` (table functions that do their work at execution, on a
 //!   blocking thread, under the statement's timeout), [`access`] (the least access a plan needs:
 //!   read, write or admin), [`bounded`] (wrappers that refuse results past 256 MiB), [`nesting`]
@@ -30,6 +30,7 @@ mod lazy;
 pub mod logistic;
 pub mod model;
 pub mod nesting;
+pub mod pg;
 pub mod sketch;
 pub mod sqlstate;
 pub mod subquery;
@@ -107,5 +108,6 @@ pub fn install(state: &mut SessionState, models: &Arc<model::Registry>) -> dataf
     state.register_expr_planner(Arc::new(time::DateTimeArithmetic))?;
     model::sql::install(state, models)?;
     bounded::install(state)?;
+    pg::install(state)?;
     Ok(())
 }

@@ -11,6 +11,12 @@ pub enum SqlState {
     CardinalityViolation,
     /// 22000 data_exception
     DataException,
+    /// 22003 numeric_value_out_of_range
+    NumericValueOutOfRange,
+    /// 22012 division_by_zero
+    DivisionByZero,
+    /// 2201B invalid_regular_expression
+    InvalidRegularExpression,
     /// 22008 datetime_field_overflow
     DatetimeFieldOverflow,
     /// 22007 invalid_datetime_format
@@ -86,6 +92,9 @@ impl SqlState {
             SqlState::ProtocolViolation => "08P01",
             SqlState::CardinalityViolation => "21000",
             SqlState::DataException => "22000",
+            SqlState::NumericValueOutOfRange => "22003",
+            SqlState::DivisionByZero => "22012",
+            SqlState::InvalidRegularExpression => "2201B",
             SqlState::DatetimeFieldOverflow => "22008",
             SqlState::InvalidDatetimeFormat => "22007",
             SqlState::CharacterNotInRepertoire => "22021",

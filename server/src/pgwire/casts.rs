@@ -446,6 +446,217 @@ impl ScalarUDFImpl for PgRound {
     }
 }
 
+/// PostgreSQL's arithmetic of dates and times where DataFusion's differs: `timestamp - timestamp`
+/// counts whole days (`2 days 01:30:00`, not `49:30:00`; so `extract(day ...)` of it is 2), and
+/// `date ± interval` is a timestamp (`DATE '2024-01-01' + INTERVAL '36 hours'` is noon of the 2nd,
+/// not the 2nd).
+fn datetime_arithmetic(e: &Expr, schema: &dyn ExprSchema, justify: &Arc<ScalarUDF>) -> Result<Option<Expr>> {
+    use datafusion::logical_expr::{BinaryExpr, Operator};
+    // DataFusion writes `timestamp - timestamp` as a duration cast to an interval.
+    if let Expr::Cast(Cast { expr, field }) = e
+        && field.data_type() == &DataType::Interval(IntervalUnit::MonthDayNano)
+        && let Expr::BinaryExpr(BinaryExpr { left, op: Operator::Minus, right }) = expr.as_ref()
+        && matches!(left.get_type(schema), Ok(DataType::Timestamp(..)))
+        && matches!(right.get_type(schema), Ok(DataType::Timestamp(..)))
+    {
+        return Ok(Some(Expr::ScalarFunction(ScalarFunction::new_udf(justify.clone(), vec![e.clone()]))));
+    }
+    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = e else { return Ok(None) };
+    if !matches!(op, Operator::Plus | Operator::Minus) {
+        return Ok(None);
+    }
+    let (l, r) = match (left.get_type(schema), right.get_type(schema)) {
+        (Ok(l), Ok(r)) => (l, r),
+        _ => return Ok(None),
+    };
+    if *op == Operator::Minus && matches!(l, DataType::Timestamp(..)) && matches!(r, DataType::Timestamp(..)) {
+        if e.get_type(schema)? == DataType::Interval(IntervalUnit::MonthDayNano) {
+            return Ok(Some(Expr::ScalarFunction(ScalarFunction::new_udf(justify.clone(), vec![e.clone()]))));
+        }
+        return Ok(None);
+    }
+    // `date + 7` is a date: the integer DataFusion made an interval of keeps it one.
+    fn from_integer(x: &Expr, schema: &dyn ExprSchema) -> bool {
+        match x {
+            Expr::Cast(Cast { expr, .. }) => {
+                expr.get_type(schema).is_ok_and(|t| t.is_integer()) || from_integer(expr, schema)
+            }
+            _ => false,
+        }
+    }
+    if from_integer(left, schema) || from_integer(right, schema) {
+        return Ok(None);
+    }
+    let timestamp = DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Nanosecond, None);
+    let as_timestamp = |x: &Expr| Expr::Cast(Cast::new(Box::new(x.clone()), timestamp.clone()));
+    match (&l, &r) {
+        (DataType::Date32 | DataType::Date64, DataType::Interval(_)) => {
+            Ok(Some(Expr::BinaryExpr(BinaryExpr::new(Box::new(as_timestamp(left)), *op, right.clone()))))
+        }
+        (DataType::Interval(_), DataType::Date32 | DataType::Date64) if *op == Operator::Plus => {
+            Ok(Some(Expr::BinaryExpr(BinaryExpr::new(left.clone(), *op, Box::new(as_timestamp(right))))))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// `to_char(ts, 'YYYY-MM-DD HH24:MI:SS')` and `to_date(text, 'YYYY-MM-DD')` with PostgreSQL's
+/// template patterns: the pattern written in the strftime form DataFusion's functions read. A
+/// pattern with a `%` in it is taken as strftime's already.
+fn postgres_pattern(e: &Expr) -> Option<Expr> {
+    let Expr::ScalarFunction(f) = e else { return None };
+    if !matches!(f.name(), "to_char" | "to_date" | "to_timestamp") || f.args.len() != 2 {
+        return None;
+    }
+    let Expr::Literal(datafusion::common::ScalarValue::Utf8(Some(pattern)), meta) = &f.args[1] else { return None };
+    if pattern.contains('%') {
+        return None;
+    }
+    let mut f = f.clone();
+    f.args[1] = Expr::Literal(datafusion::common::ScalarValue::Utf8(Some(strftime_of(pattern))), meta.clone());
+    Some(Expr::ScalarFunction(f))
+}
+
+/// A PostgreSQL date/time template (`YYYY-MM-DD HH24:MI:SS.MS`, `DD Mon YYYY`, `"text"`) in strftime's
+/// form.
+pub fn strftime_of(pattern: &str) -> String {
+    // Longest first, as PostgreSQL matches them.
+    const TOKENS: &[(&str, &str)] = &[
+        ("YYYY", "%Y"),
+        ("HH24", "%H"),
+        ("HH12", "%I"),
+        ("Month", "%B"),
+        ("MONTH", "%B"),
+        ("month", "%B"),
+        ("Day", "%A"),
+        ("DAY", "%A"),
+        ("day", "%A"),
+        ("Mon", "%b"),
+        ("MON", "%b"),
+        ("mon", "%b"),
+        ("Dy", "%a"),
+        ("DY", "%a"),
+        ("dy", "%a"),
+        ("YY", "%y"),
+        ("MM", "%m"),
+        ("DDD", "%j"),
+        ("DD", "%d"),
+        ("HH", "%I"),
+        ("MI", "%M"),
+        ("SS", "%S"),
+        ("MS", "%3f"),
+        ("US", "%6f"),
+        ("AM", "%p"),
+        ("PM", "%p"),
+        ("am", "%P"),
+        ("pm", "%P"),
+        ("TZ", "%Z"),
+        ("tz", "%Z"),
+        ("OF", "%:z"),
+        ("Q", "%q"),
+    ];
+    let mut out = String::new();
+    let mut rest = pattern;
+    'outer: while let Some(c) = rest.chars().next() {
+        if c == '"' {
+            let end = rest[1..].find('"').map_or(rest.len(), |i| i + 2);
+            out.push_str(&rest[1..end.saturating_sub(1).max(1)].replace('%', "%%"));
+            rest = &rest[end.min(rest.len())..];
+            continue;
+        }
+        // `FM` (fill mode) only drops padding, which these fields have none of to drop.
+        if let Some(r) = rest.strip_prefix("FM") {
+            rest = r;
+            continue;
+        }
+        for (token, strftime) in TOKENS {
+            if let Some(r) = rest.strip_prefix(token) {
+                out.push_str(strftime);
+                rest = r;
+                continue 'outer;
+            }
+        }
+        if c == '%' {
+            out.push('%');
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
+/// `pg_timestamp(text)`: text read as PostgreSQL reads a timestamp, then as Arrow's cast reads it:
+/// `2024-02-29 04:00` (no seconds), `20240229 040506`, `epoch`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct PgTimestamp {
+    signature: Signature,
+    target: DataType,
+}
+
+impl PgTimestamp {
+    fn new(target: DataType) -> PgTimestamp {
+        PgTimestamp { signature: Signature::string(1, Volatility::Immutable), target }
+    }
+}
+
+impl ScalarUDFImpl for PgTimestamp {
+    fn name(&self) -> &str {
+        "pg_timestamp"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(self.target.clone())
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let scalar = matches!(args.args[0], ColumnarValue::Scalar(_));
+        let input = args.args[0].to_array(args.number_rows)?;
+        let input = datafusion::arrow::compute::cast(&input, &DataType::Utf8)?;
+        let normal: datafusion::arrow::array::StringArray =
+            input.as_string::<i32>().iter().map(|v| v.map(timestamp_text)).collect();
+        let out = datafusion::arrow::compute::cast(&normal, &self.target)?;
+        if scalar {
+            return Ok(ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&out, 0)?));
+        }
+        Ok(ColumnarValue::Array(out))
+    }
+}
+
+/// Timestamp text in the forms PostgreSQL reads and Arrow does not, written as Arrow reads it.
+fn timestamp_text(text: &str) -> String {
+    let t = text.trim();
+    if t.eq_ignore_ascii_case("epoch") {
+        return "1970-01-01 00:00:00".into();
+    }
+    let b = t.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b.get(r.clone()).is_some_and(|s| s.iter().all(u8::is_ascii_digit));
+    // 20240229 or 20240229 040506 / 20240229T040506
+    if digits(0..8) && (b.len() == 8 || (b.len() >= 15 && matches!(b[8], b' ' | b'T') && digits(9..15))) {
+        let mut s = format!("{}-{}-{}", &t[0..4], &t[4..6], &t[6..8]);
+        if b.len() >= 15 {
+            s.push_str(&format!(" {}:{}:{}{}", &t[9..11], &t[11..13], &t[13..15], &t[15..]));
+        }
+        return s;
+    }
+    // 2024-02-29 04:00 (a time without seconds), with or without a zone after it
+    if b.len() >= 16
+        && digits(0..4)
+        && b[4] == b'-'
+        && matches!(b[10], b' ' | b'T')
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16)
+        && !matches!(b.get(16), Some(b':'))
+    {
+        return format!("{}:00{}", &t[..16], &t[16..]);
+    }
+    t.to_string()
+}
+
 /// Replaces the casts to text of [`written_by_postgres`] types with [`PgText`], and the casts of
 /// text to an interval with [`PgInterval`]; see the module.
 #[derive(Debug, Default)]
@@ -459,6 +670,7 @@ impl AnalyzerRule for PgTextCasts {
     fn analyze(&self, plan: LogicalPlan, _config: &datafusion::common::config::ConfigOptions) -> Result<LogicalPlan> {
         let text = Arc::new(ScalarUDF::from(PgText::default()));
         let interval = Arc::new(ScalarUDF::from(PgInterval::default()));
+        let justify = Arc::new(trafficdb_udfs::pg::justify_udf("justify_hours", true, false));
         let rounded = Arc::new(ScalarUDF::from(PgRound::new(false)));
         let rounded_numeric = Arc::new(ScalarUDF::from(PgRound::new(true)));
         // A float literal was a numeric in PostgreSQL: it rounds half away from zero.
@@ -486,6 +698,12 @@ impl AnalyzerRule for PgTextCasts {
                             f.args.clone(),
                         ))));
                     }
+                    if let Some(new) = datetime_arithmetic(&e, &schema, &justify)? {
+                        return Ok(Transformed::yes(new));
+                    }
+                    if let Some(new) = postgres_pattern(&e) {
+                        return Ok(Transformed::yes(new));
+                    }
                     let (expr, target) = match &e {
                         Expr::Cast(Cast { expr, field }) | Expr::TryCast(TryCast { expr, field }) => {
                             (expr, field.data_type())
@@ -508,6 +726,10 @@ impl AnalyzerRule for PgTextCasts {
                     if is_text(&source) && target == &DataType::Interval(IntervalUnit::MonthDayNano) {
                         return Ok(Transformed::yes(call(&interval)));
                     }
+                    if is_text(&source) && matches!(target, DataType::Timestamp(..)) {
+                        let read = Arc::new(ScalarUDF::from(PgTimestamp::new(target.clone())));
+                        return Ok(Transformed::yes(call(&read)));
+                    }
                     // PostgreSQL rounds a float or numeric cast to an integer; Arrow truncates.
                     if target.is_integer() && (source.is_floating() || matches!(source, DataType::Decimal128(..))) {
                         let mut cast = e.clone();
@@ -519,7 +741,9 @@ impl AnalyzerRule for PgTextCasts {
                     Ok(Transformed::no(e))
                 })?;
                 Ok(out.update_data(|e| saved.restore(e)))
-            })
+            })?
+            // A date plus an interval is a timestamp now: the node's schema follows its expressions.
+            .transform_data(|p| Ok(Transformed::yes(p.recompute_schema()?)))
         })
         .map(|t| t.data)
     }
@@ -527,7 +751,21 @@ impl AnalyzerRule for PgTextCasts {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_interval;
+    use super::{parse_interval, strftime_of, timestamp_text};
+
+    #[test]
+    fn postgresql_templates_and_timestamps_read_as_it_reads_them() {
+        assert_eq!(strftime_of("YYYY-MM-DD HH24:MI:SS"), "%Y-%m-%d %H:%M:%S");
+        assert_eq!(strftime_of("DD Mon YYYY"), "%d %b %Y");
+        assert_eq!(strftime_of("FMDD \"of\" Month, HH12:MI AM"), "%d of %B, %I:%M %p");
+        assert_eq!(strftime_of("DDD: 100%"), "%j: 100%%");
+        assert_eq!(timestamp_text("2024-02-29 04:00"), "2024-02-29 04:00:00");
+        assert_eq!(timestamp_text("2024-02-29 04:00+02"), "2024-02-29 04:00:00+02");
+        assert_eq!(timestamp_text("20240229 040506"), "2024-02-29 04:05:06");
+        assert_eq!(timestamp_text("20240229"), "2024-02-29");
+        assert_eq!(timestamp_text("epoch"), "1970-01-01 00:00:00");
+        assert_eq!(timestamp_text("2024-02-29 04:00:07"), "2024-02-29 04:00:07");
+    }
 
     #[test]
     fn intervals_read_as_postgresql_reads_them() {

@@ -111,6 +111,63 @@ pub fn register_functions(ctx: &SessionContext, engine: Arc<trafficdb::engine::E
         }),
     ));
     ctx.register_udf(ScalarUDF::new_from_impl(CurrentSetting::new()));
+    // PostgreSQL's quoting (the catalog's own leaves `Name` unquoted).
+    ctx.register_udf(trafficdb_udfs::pg::text_fn("quote_ident", trafficdb_udfs::pg::quote_ident));
+    // A server with no standby: never in recovery.
+    ctx.register_udf(create_udf(
+        "pg_is_in_recovery",
+        vec![],
+        DataType::Boolean,
+        Volatility::Stable,
+        Arc::new(|_: &[ColumnarValue]| Ok(ColumnarValue::Scalar(ScalarValue::Boolean(Some(false))))),
+    ));
+    // When this server started.
+    let started = chrono::Utc::now().timestamp_micros();
+    ctx.register_udf(create_udf(
+        "pg_postmaster_start_time",
+        vec![],
+        DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, Some("+00:00".into())),
+        Volatility::Stable,
+        Arc::new(move |_: &[ColumnarValue]| {
+            Ok(ColumnarValue::Scalar(ScalarValue::TimestampMicrosecond(Some(started), Some("+00:00".into()))))
+        }),
+    ));
+    // The name of an encoding number (psql's \l asks): UTF8 is the only one used here.
+    ctx.register_udf(create_udf(
+        "pg_encoding_to_char",
+        vec![DataType::Int64],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let n = args[0].to_array(1)?;
+            let n = n
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::Int64Array>()
+                .ok_or_else(|| DataFusionError::Internal("pg_encoding_to_char of a non-integer".into()))?;
+            let names: StringArray = n
+                .iter()
+                .map(|v| {
+                    v.map(|v| match v {
+                        0 => "SQL_ASCII",
+                        6 => "UTF8",
+                        _ => "",
+                    })
+                })
+                .collect();
+            like(&args[0], Arc::new(names))
+        }),
+    ));
+    // There are no indexes: no index has a definition.
+    ctx.register_udf(create_udf(
+        "pg_get_indexdef",
+        vec![DataType::Int64],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let n = args[0].to_array(1)?.len();
+            like(&args[0], Arc::new(StringArray::new_null(n)))
+        }),
+    ));
     // _pg_expandarray's rows, as one list per call (see `substitute`).
     ctx.register_udf(ScalarUDF::new_from_impl(ExpandArray::new()));
     // pg_proc carries no argument or result types for its functions, and nothing here has a comment
