@@ -389,6 +389,7 @@ slt_tests!(
     functions_anomaly,
     functions_detect,
     functions_gapfill,
+    functions_pg,
     functions_sketch,
     functions_time,
     latest,

@@ -90,7 +90,7 @@ impl ScalarUDFImpl for PgText {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let scalar = matches!(args.args[0], ColumnarValue::Scalar(_));
-        let input = args.args[0].to_array(args.number_rows)?;
+        let input = args.args[0].to_array(if scalar { 1 } else { args.number_rows })?;
         let out = text_of(input.as_ref())?;
         if scalar {
             return Ok(ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&out, 0)?));
@@ -146,7 +146,7 @@ impl ScalarUDFImpl for PgInterval {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let scalar = matches!(args.args[0], ColumnarValue::Scalar(_));
-        let input = args.args[0].to_array(args.number_rows)?;
+        let input = args.args[0].to_array(if scalar { 1 } else { args.number_rows })?;
         let input = datafusion::arrow::compute::cast(&input, &DataType::Utf8)?;
         let mut out = IntervalMonthDayNanoBuilder::with_capacity(input.len());
         for value in input.as_string::<i32>() {
@@ -417,7 +417,7 @@ impl ScalarUDFImpl for PgRound {
         use datafusion::arrow::array::PrimitiveArray;
         use datafusion::arrow::datatypes::{Decimal128Type, Float32Type, Float64Type};
         let scalar = matches!(args.args[0], ColumnarValue::Scalar(_));
-        let input = args.args[0].to_array(args.number_rows)?;
+        let input = args.args[0].to_array(if scalar { 1 } else { args.number_rows })?;
         let out: ArrayRef = match input.data_type() {
             DataType::Float64 if self.numeric => {
                 Arc::new(input.as_primitive::<Float64Type>().unary::<_, Float64Type>(f64::round))
@@ -614,7 +614,7 @@ impl ScalarUDFImpl for PgTimestamp {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let scalar = matches!(args.args[0], ColumnarValue::Scalar(_));
-        let input = args.args[0].to_array(args.number_rows)?;
+        let input = args.args[0].to_array(if scalar { 1 } else { args.number_rows })?;
         let input = datafusion::arrow::compute::cast(&input, &DataType::Utf8)?;
         let normal: datafusion::arrow::array::StringArray =
             input.as_string::<i32>().iter().map(|v| v.map(timestamp_text)).collect();
