@@ -2,14 +2,11 @@
 //! equivalent statement: syntax-tree substitutions after parsing ([`substitute`]; the text rewrites
 //! before parsing are the engine's, `trafficdb::rewrite`): functions of PostgreSQL's catalog answered by a query, pg_type's regproc
 //! columns compared with OIDs, `U&'...'` strings, PostgreSQL's `(composite).field`,
-//! `INTERVAL '...'` literals in PostgreSQL's interval syntax, `FETCH FIRST n ROWS ONLY`, and
-//! `x op ANY / ALL (subquery)`.
+//! `INTERVAL '...'` literals in PostgreSQL's interval syntax.
 
 use std::ops::ControlFlow;
 
-use datafusion::sql::sqlparser::ast::{
-    self, Expr, Statement, Visit, VisitMut, visit_expressions, visit_expressions_mut,
-};
+use datafusion::sql::sqlparser::ast::{self, Expr, Statement, visit_expressions, visit_expressions_mut};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 
 /// A statement to run instead of `s`, when `s` is one the engine cannot plan but PostgreSQL answers
@@ -35,15 +32,12 @@ fn replace(s: &Statement) -> Option<Statement> {
             ControlFlow::Break(())
         }
         Expr::Interval(iv) if interval_text(iv).is_some() => ControlFlow::Break(()),
-        e if quantified(e).is_some() => ControlFlow::Break(()),
         _ => ControlFlow::Continue(()),
     });
-    let fetch = Visit::visit(s, &mut QueryForms).is_break();
-    if found.is_continue() && !fetch {
+    if found.is_continue() {
         return None;
     }
     let mut s = s.clone();
-    let _ = VisitMut::visit(&mut s, &mut QueryForms);
     let _ = visit_expressions_mut(&mut s, |e: &mut Expr| {
         match e {
             Expr::Function(f) => {
@@ -70,9 +64,6 @@ fn replace(s: &Statement) -> Option<Statement> {
         {
             v.value = ast::Value::SingleQuotedString(std::mem::take(text));
         }
-        if let Some(new) = quantified(e) {
-            *e = new;
-        }
         if let Expr::Interval(iv) = e
             && let Some(text) = interval_text(iv)
         {
@@ -89,130 +80,6 @@ fn replace(s: &Statement) -> Option<Statement> {
         ControlFlow::<()>::Continue(())
     });
     Some(s)
-}
-
-/// Query forms DataFusion plans otherwise: `FETCH FIRST n ROWS ONLY` (the SQL standard's `LIMIT`,
-/// which DataFusion does not plan) as `LIMIT n` (`WITH TIES` and `PERCENT` are left for the planner
-/// to refuse); and `generate_series(...)` in FROM, whose one column PostgreSQL names after the
-/// alias or the function (`FROM generate_series(1, 3) AS g` has a column `g`; DataFusion's is
-/// `value`), with that column named so. As a [`Visit`]or it finds such a query, as a
-/// [`VisitMut`]or it rewrites them.
-struct QueryForms;
-
-impl ast::Visitor for QueryForms {
-    type Break = ();
-
-    fn pre_visit_query(&mut self, q: &ast::Query) -> ControlFlow<()> {
-        if fetch_limit(q).is_some() { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
-    }
-
-    fn pre_visit_table_factor(&mut self, t: &ast::TableFactor) -> ControlFlow<()> {
-        if series_alias(t).is_some() { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
-    }
-}
-
-/// The alias a `generate_series(...)` table factor gets: its own name (or the function's) for the
-/// table and its column.
-fn series_alias(t: &ast::TableFactor) -> Option<ast::TableAlias> {
-    let ast::TableFactor::Table { name, args: Some(_), alias, .. } = t else { return None };
-    let function = name.0.last()?.as_ident()?.value.to_ascii_lowercase();
-    if function != "generate_series" || alias.as_ref().is_some_and(|a| !a.columns.is_empty()) {
-        return None;
-    }
-    let named = alias.as_ref().map_or_else(|| ast::Ident::new(function), |a| a.name.clone());
-    Some(ast::TableAlias {
-        explicit: true,
-        name: named.clone(),
-        columns: vec![ast::TableAliasColumnDef { name: named, data_type: None }],
-        at: None,
-    })
-}
-
-impl ast::VisitorMut for QueryForms {
-    type Break = ();
-
-    fn pre_visit_table_factor(&mut self, t: &mut ast::TableFactor) -> ControlFlow<()> {
-        if let Some(new) = series_alias(t)
-            && let ast::TableFactor::Table { alias, .. } = t
-        {
-            *alias = Some(new);
-        }
-        ControlFlow::Continue(())
-    }
-
-    fn pre_visit_query(&mut self, q: &mut ast::Query) -> ControlFlow<()> {
-        if let Some(n) = fetch_limit(q) {
-            match &mut q.limit_clause {
-                None => {
-                    q.limit_clause =
-                        Some(ast::LimitClause::LimitOffset { limit: Some(n), offset: None, limit_by: vec![] })
-                }
-                Some(ast::LimitClause::LimitOffset { limit, .. }) => *limit = Some(n),
-                Some(_) => return ControlFlow::Continue(()),
-            }
-            q.fetch = None;
-        }
-        ControlFlow::Continue(())
-    }
-}
-
-/// The row count of `q`'s `FETCH FIRST n ROWS ONLY` (1 when no count is given), when it has one
-/// and no `LIMIT` of its own.
-fn fetch_limit(q: &ast::Query) -> Option<Expr> {
-    let f = q.fetch.as_ref().filter(|f| !f.with_ties && !f.percent)?;
-    if let Some(ast::LimitClause::LimitOffset { limit: Some(_), .. } | ast::LimitClause::OffsetCommaLimit { .. }) =
-        &q.limit_clause
-    {
-        return None;
-    }
-    Some(f.quantity.clone().unwrap_or_else(|| Expr::Value(ast::Value::Number("1".into(), false).into())))
-}
-
-/// `x op ANY (subquery)` and `x op ALL (subquery)`, which DataFusion plans wrongly or not at all
-/// (`x > ALL (...)` gave no rows where PostgreSQL gives some), as the tests PostgreSQL defines them
-/// by: `= ANY` is `IN`, `<> ALL` is `NOT IN`, `op ANY` is `EXISTS (... WHERE x op v)`, and `op ALL`
-/// is `NOT EXISTS (... WHERE (x op v) IS NOT TRUE)`. A NULL comparison counts as not true: the same
-/// answer in a WHERE clause; in a select list it is `false` where PostgreSQL says NULL.
-fn quantified(e: &Expr) -> Option<Expr> {
-    // datafusion-pg-catalog's parser has made `x = ANY (subquery)` an `array_contains(subquery, x)`
-    // already, which DataFusion cannot plan either.
-    if let Expr::Function(f) = e
-        && function_name(f) == "array_contains"
-        && let ast::FunctionArguments::List(list) = &f.args
-        && let [
-            ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(Expr::Subquery(query))),
-            ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(left)),
-        ] = list.args.as_slice()
-    {
-        return Some(Expr::InSubquery { expr: Box::new(left.clone()), subquery: query.clone(), negated: false });
-    }
-    let (left, op, right, all) = match e {
-        Expr::AnyOp { left, compare_op, right, .. } => (left, compare_op, right, false),
-        Expr::AllOp { left, compare_op, right } => (left, compare_op, right, true),
-        _ => return None,
-    };
-    let Expr::Subquery(query) = right.as_ref() else { return None };
-    match (op, all) {
-        (ast::BinaryOperator::Eq, false) => {
-            return Some(Expr::InSubquery { expr: left.clone(), subquery: query.clone(), negated: false });
-        }
-        (ast::BinaryOperator::NotEq, true) => {
-            return Some(Expr::InSubquery { expr: left.clone(), subquery: query.clone(), negated: true });
-        }
-        _ => {}
-    }
-    let sql = if all {
-        format!(
-            "NOT EXISTS (SELECT 1 FROM ({query}) AS quantified(quantified_value) \
-             WHERE ({left} {op} quantified.quantified_value) IS NOT TRUE)"
-        )
-    } else {
-        format!(
-            "EXISTS (SELECT 1 FROM ({query}) AS quantified(quantified_value) \
-             WHERE {left} {op} quantified.quantified_value)"
-        )
-    };
-    datafusion::sql::sqlparser::parser::Parser::new(&PostgreSqlDialect {}).try_with_sql(&sql).ok()?.parse_expr().ok()
 }
 
 /// An `INTERVAL '...'` literal (no unit after it) read by PostgreSQL's rules
@@ -363,42 +230,6 @@ fn ast_of(sql: &str) -> Option<Statement> {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn fetch_first_and_quantified_subqueries_become_what_the_planner_reads() {
-        let rewritten = |sql: &str| super::ast_of(sql).and_then(|s| super::replace(&s)).map(|s| s.to_string());
-        assert_eq!(
-            rewritten("SELECT * FROM t ORDER BY ts OFFSET 1 ROWS FETCH NEXT 2 ROWS ONLY").as_deref(),
-            Some("SELECT * FROM t ORDER BY ts LIMIT 2 OFFSET 1 ROWS")
-        );
-        assert_eq!(rewritten("SELECT 1 FETCH FIRST ROW ONLY").as_deref(), Some("SELECT 1 LIMIT 1"));
-        assert_eq!(
-            rewritten("SELECT * FROM t WHERE b = ANY (SELECT name FROM u)").as_deref(),
-            Some("SELECT * FROM t WHERE b IN (SELECT name FROM u)")
-        );
-        assert_eq!(
-            rewritten("SELECT * FROM t WHERE ms > ALL (SELECT ms FROM t WHERE b = 'web')").as_deref(),
-            Some(
-                "SELECT * FROM t WHERE NOT EXISTS (SELECT 1 FROM (SELECT ms FROM t WHERE b = 'web') AS \
-                 quantified (quantified_value) WHERE (ms > quantified.quantified_value) IS NOT TRUE)"
-            )
-        );
-        assert_eq!(rewritten("SELECT 2 = ANY (ARRAY[1, 2])"), None);
-        assert_eq!(
-            rewritten("SELECT g FROM generate_series(1, 3) AS g").as_deref(),
-            Some("SELECT g FROM generate_series(1, 3) AS g (g)")
-        );
-        assert_eq!(
-            rewritten("SELECT generate_series FROM generate_series(1, 3)").as_deref(),
-            Some("SELECT generate_series FROM generate_series(1, 3) AS generate_series (generate_series)")
-        );
-        assert_eq!(rewritten("SELECT n FROM generate_series(1, 3) AS g(n)"), None);
-        // As datafusion-pg-catalog's parser leaves `= ANY (subquery)`.
-        assert_eq!(
-            rewritten("SELECT * FROM t WHERE NOT array_contains((SELECT name FROM u), b)").as_deref(),
-            Some("SELECT * FROM t WHERE NOT b IN (SELECT name FROM u)")
-        );
-    }
-
     #[test]
     fn regproc_columns_compared_with_oids_go_through_the_function_oid() {
         let rewritten = |sql: &str| super::ast_of(sql).and_then(|s| super::replace(&s)).map(|s| s.to_string());
