@@ -109,8 +109,9 @@ fn out_of_range(what: &str) -> DataFusionError {
     }))
 }
 
-/// The arguments as arrays of one length, and whether they were all scalars.
-fn arrays(args: &[ColumnarValue]) -> Result<(Vec<ArrayRef>, bool)> {
+/// The arguments as arrays of one length (one row when all are scalars), and whether they were all
+/// scalars.
+pub fn arrays(args: &[ColumnarValue]) -> Result<(Vec<ArrayRef>, bool)> {
     let n = args.iter().find_map(|a| match a {
         ColumnarValue::Array(a) => Some(a.len()),
         ColumnarValue::Scalar(_) => None,
@@ -120,7 +121,8 @@ fn arrays(args: &[ColumnarValue]) -> Result<(Vec<ArrayRef>, bool)> {
     Ok((args.iter().map(|a| a.to_array(n)).collect::<Result<_>>()?, all_scalar))
 }
 
-fn answer(out: ArrayRef, scalar: bool) -> Result<ColumnarValue> {
+/// `out` as a function's answer: its one value when the arguments were all scalars.
+pub fn answer(out: ArrayRef, scalar: bool) -> Result<ColumnarValue> {
     if scalar {
         return Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?));
     }

@@ -38,6 +38,7 @@ use datafusion::optimizer::AnalyzerRule;
 use crate::pgwire::output::{Settings, TextColumn};
 use trafficdb::SqlState;
 use trafficdb_udfs::SqlError;
+use trafficdb_udfs::pg::{answer, arrays};
 
 /// Whether PostgreSQL's text of a `t` value differs from Arrow's cast.
 fn written_by_postgres(t: &DataType) -> bool {
@@ -89,13 +90,10 @@ impl ScalarUDFImpl for PgText {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let scalar = matches!(args.args[0], ColumnarValue::Scalar(_));
-        let input = args.args[0].to_array(if scalar { 1 } else { args.number_rows })?;
+        let (mut inputs, scalar) = arrays(&args.args)?;
+        let input = inputs.remove(0);
         let out = text_of(input.as_ref())?;
-        if scalar {
-            return Ok(ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&out, 0)?));
-        }
-        Ok(ColumnarValue::Array(out))
+        answer(out, scalar)
     }
 }
 
@@ -145,8 +143,8 @@ impl ScalarUDFImpl for PgInterval {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let scalar = matches!(args.args[0], ColumnarValue::Scalar(_));
-        let input = args.args[0].to_array(if scalar { 1 } else { args.number_rows })?;
+        let (mut inputs, scalar) = arrays(&args.args)?;
+        let input = inputs.remove(0);
         let input = datafusion::arrow::compute::cast(&input, &DataType::Utf8)?;
         let mut out = IntervalMonthDayNanoBuilder::with_capacity(input.len());
         for value in input.as_string::<i32>() {
@@ -164,10 +162,7 @@ impl ScalarUDFImpl for PgInterval {
             }
         }
         let out: ArrayRef = Arc::new(out.finish());
-        if scalar {
-            return Ok(ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&out, 0)?));
-        }
-        Ok(ColumnarValue::Array(out))
+        answer(out, scalar)
     }
 }
 
@@ -416,8 +411,8 @@ impl ScalarUDFImpl for PgRound {
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         use datafusion::arrow::array::PrimitiveArray;
         use datafusion::arrow::datatypes::{Decimal128Type, Float32Type, Float64Type};
-        let scalar = matches!(args.args[0], ColumnarValue::Scalar(_));
-        let input = args.args[0].to_array(if scalar { 1 } else { args.number_rows })?;
+        let (mut inputs, scalar) = arrays(&args.args)?;
+        let input = inputs.remove(0);
         let out: ArrayRef = match input.data_type() {
             DataType::Float64 if self.numeric => {
                 Arc::new(input.as_primitive::<Float64Type>().unary::<_, Float64Type>(f64::round))
@@ -439,10 +434,7 @@ impl ScalarUDFImpl for PgRound {
             }
             _ => input,
         };
-        if scalar {
-            return Ok(ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&out, 0)?));
-        }
-        Ok(ColumnarValue::Array(out))
+        answer(out, scalar)
     }
 }
 
@@ -613,16 +605,13 @@ impl ScalarUDFImpl for PgTimestamp {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let scalar = matches!(args.args[0], ColumnarValue::Scalar(_));
-        let input = args.args[0].to_array(if scalar { 1 } else { args.number_rows })?;
+        let (mut inputs, scalar) = arrays(&args.args)?;
+        let input = inputs.remove(0);
         let input = datafusion::arrow::compute::cast(&input, &DataType::Utf8)?;
         let normal: datafusion::arrow::array::StringArray =
             input.as_string::<i32>().iter().map(|v| v.map(timestamp_text)).collect();
         let out = datafusion::arrow::compute::cast(&normal, &self.target)?;
-        if scalar {
-            return Ok(ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&out, 0)?));
-        }
-        Ok(ColumnarValue::Array(out))
+        answer(out, scalar)
     }
 }
 
@@ -741,9 +730,10 @@ impl AnalyzerRule for PgTextCasts {
                     Ok(Transformed::no(e))
                 })?;
                 Ok(out.update_data(|e| saved.restore(e)))
-            })?
-            // A date plus an interval is a timestamp now: the node's schema follows its expressions.
-            .transform_data(|p| Ok(Transformed::yes(p.recompute_schema()?)))
+            })
+            // A date plus an interval is a timestamp now: a node whose expressions changed gets its
+            // schema again from them.
+            .and_then(|t| if t.transformed { t.map_data(|p| p.recompute_schema()) } else { Ok(t) })
         })
         .map(|t| t.data)
     }
