@@ -20,7 +20,10 @@ pub struct TextRule {
 }
 
 /// The text rules, in the order they run.
-pub const TEXT_RULES: [TextRule; 3] = [
+pub const TEXT_RULES: [TextRule; 4] = [
+    // `TABLE t` as a statement (the parser reads it only inside a query); first, so the others see
+    // a SELECT.
+    TextRule { name: "table_statement", apply: |sql| Ok(table_statement(sql)) },
     // Gap-filling queries become plain SQL (see trafficdb_udfs::gapfill); first, as the others may
     // look inside what it writes.
     TextRule { name: "time_bucket_gapfill", apply: gapfill },
@@ -40,6 +43,15 @@ pub fn prepare(sql: &str) -> Result<Cow<'_, str>> {
         }
     }
     Ok(text)
+}
+
+/// A statement `TABLE t [ORDER BY ...]`, the SQL standard's `SELECT * FROM t`, written so.
+fn table_statement(sql: &str) -> Option<String> {
+    let body = sql.trim_start();
+    let keyword = body.get(..5)?;
+    let rest = &body[5..];
+    (keyword.eq_ignore_ascii_case("table") && rest.starts_with(|c: char| c.is_whitespace()))
+        .then(|| format!("SELECT * FROM{rest}"))
 }
 
 fn gapfill(sql: &str) -> Result<Option<String>> {
@@ -192,6 +204,15 @@ mod tests {
         );
         assert_eq!(super::rewrite_search_path("SELECT current_setting('search_path')"), None);
         assert_eq!(super::rewrite_search_path("SELECT 1"), None);
+    }
+
+    #[test]
+    fn a_table_statement_is_a_select() {
+        assert_eq!(super::table_statement("  TABLE q ORDER BY name").as_deref(), Some("SELECT * FROM q ORDER BY name"));
+        assert_eq!(super::table_statement("table\n\tq").as_deref(), Some("SELECT * FROM\n\tq"));
+        assert_eq!(super::table_statement("tables"), None);
+        assert_eq!(super::table_statement("CREATE TABLE t (x int)"), None);
+        assert_eq!(super::table_statement("tab"), None);
     }
 
     #[test]

@@ -484,7 +484,7 @@ fn connection_statement_and_memory_limits() {
 
         // A query over the connection's memory limit fails with 53200; the others carry on.
         let e = c
-            .simple_query("SELECT array_agg(value) FROM generate_series(1, 5000000)")
+            .simple_query("SELECT array_agg(generate_series) FROM generate_series(1, 5000000)")
             .await
             .expect_err("over the memory limit");
         assert_eq!(code(&e), Some(SqlState::OUT_OF_MEMORY), "{e}");

@@ -85,6 +85,55 @@ impl Arg {
         }
     }
 
+    /// An argument of `range` / `generate_series`: an integer as itself; a timestamp or date as its
+    /// microseconds since the epoch, and an interval as the fewest microseconds it can span (a month
+    /// as 28 days), so that `(stop - start) / step` bounds the count of a series of times too.
+    fn series(arg: &ColumnarValue) -> Arg {
+        use datafusion::arrow::datatypes::{IntervalMonthDayNanoType, TimeUnit};
+        const DAY: i64 = 86_400_000_000;
+        let as_micros = |a: &ArrayRef| -> Option<ArrayRef> {
+            match a.data_type() {
+                DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 => {
+                    let t =
+                        datafusion::arrow::compute::cast(a, &DataType::Timestamp(TimeUnit::Microsecond, None)).ok()?;
+                    datafusion::arrow::compute::cast(&t, &DataType::Int64).ok()
+                }
+                DataType::Interval(_) => {
+                    let iv = datafusion::arrow::compute::cast(
+                        a,
+                        &DataType::Interval(datafusion::arrow::datatypes::IntervalUnit::MonthDayNano),
+                    )
+                    .ok()?;
+                    let micros: Int64Array = iv
+                        .as_primitive::<IntervalMonthDayNanoType>()
+                        .iter()
+                        .map(|v| {
+                            let v = v?;
+                            let parts = [i64::from(v.months) * 28 * DAY, i64::from(v.days) * DAY, v.nanoseconds / 1000];
+                            // Parts of both signs bound nothing: no estimate.
+                            (parts.iter().all(|p| *p >= 0) || parts.iter().all(|p| *p <= 0))
+                                .then(|| parts.iter().fold(0i64, |a, p| a.saturating_add(*p)))
+                        })
+                        .collect();
+                    Some(Arc::new(micros))
+                }
+                _ => None,
+            }
+        };
+        let array = match arg {
+            ColumnarValue::Scalar(s) if !s.data_type().is_integer() => s.to_array().ok(),
+            ColumnarValue::Array(a) if !a.data_type().is_integer() => Some(a.clone()),
+            _ => return Arg::int(arg),
+        };
+        match array.as_ref().and_then(as_micros) {
+            Some(a) if matches!(arg, ColumnarValue::Scalar(_)) => {
+                Arg::Int((a.len() == 1 && a.is_valid(0)).then(|| a.as_primitive::<Int64Type>().value(0)))
+            }
+            Some(a) => Arg::Ints(Some(a.as_primitive::<Int64Type>().clone())),
+            None => Arg::int(arg),
+        }
+    }
+
     fn text(arg: &ColumnarValue) -> Arg {
         match arg {
             ColumnarValue::Scalar(
@@ -122,7 +171,11 @@ impl Bounded {
     fn cast_args(&self, args: &[ColumnarValue]) -> Vec<Arg> {
         args.iter()
             .enumerate()
-            .map(|(i, a)| if self.estimate == Estimate::Repeat && i == 0 { Arg::text(a) } else { Arg::int(a) })
+            .map(|(i, a)| match self.estimate {
+                Estimate::Repeat if i == 0 => Arg::text(a),
+                Estimate::Range => Arg::series(a),
+                _ => Arg::int(a),
+            })
             .collect()
     }
 
@@ -240,6 +293,7 @@ mod tests {
             "SELECT cardinality(array_repeat(1, 1000000000))",
             "SELECT cardinality(range(0, 10000000000))",
             "SELECT cardinality(generate_series(1, 1000000000))",
+            "SELECT cardinality(generate_series(TIMESTAMP '2000-01-01', TIMESTAMP '2030-01-01', INTERVAL '1 second'))",
         ] {
             let e = code(&ctx, sql).await.unwrap_or_else(|| panic!("{sql} ran"));
             assert!(e.contains("more than 256 MiB"), "{sql}: {e}");
@@ -249,6 +303,9 @@ mod tests {
             "SELECT lpad('7', 3, '0')",
             "SELECT repeat(NULL, 5)",
             "SELECT cardinality(range(0, 1000, 7))",
+            // Times with an interval step: hours, not microseconds, of a day.
+            "SELECT cardinality(generate_series(TIMESTAMP '2024-01-01', TIMESTAMP '2024-01-02', INTERVAL '1 hour'))",
+            "SELECT cardinality(generate_series(DATE '2024-01-01', DATE '2030-01-01', INTERVAL '1 month'))",
             "SELECT cardinality(array_repeat('a', 10))",
             // Negative lengths in a column (DataFusion's own lpad panicked on them).
             "SELECT lpad('', n), rpad('a', n, 'b'), lpad(s, n, 'xy') FROM (VALUES (-5, 'é'), (3, NULL), (NULL, 'a')) AS t(n, s)",

@@ -336,10 +336,10 @@ fn rewrite_query(q: &Query) -> Result<Option<String>, SqlError> {
     };
     let series = format!("generate_series(time_bucket({width}, CAST({start} AS TIMESTAMP)), {last}, {width})");
     if keys.is_empty() {
-        ctes.push(format!("__gf_grid AS (SELECT arrow_cast(g.value, 'Timestamp(Microsecond, None)') AS __gf_bucket FROM {series} AS g)"));
+        ctes.push(format!("__gf_grid AS (SELECT arrow_cast(g.value, 'Timestamp(Microsecond, None)') AS __gf_bucket FROM {series} AS g(value))"));
     } else {
         ctes.push(format!("__gf_keys AS (SELECT DISTINCT {} FROM __gf_agg)", key_cols.join(", ")));
-        ctes.push(format!("__gf_grid AS (SELECT arrow_cast(g.value, 'Timestamp(Microsecond, None)') AS __gf_bucket, k.* FROM {series} AS g CROSS JOIN __gf_keys AS k)"));
+        ctes.push(format!("__gf_grid AS (SELECT arrow_cast(g.value, 'Timestamp(Microsecond, None)') AS __gf_bucket, k.* FROM {series} AS g(value) CROSS JOIN __gf_keys AS k)"));
     }
     let seeds: Vec<usize> = (0..values.len()).filter(|&j| values[j].0 == Fill::Locf).collect();
     if !seeds.is_empty() {

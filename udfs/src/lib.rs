@@ -9,7 +9,8 @@
 //! - Functions: [`time`] (time buckets, first / last, rates), [`gapfill`], [`aggregate`],
 //!   [`sketch`] (mergeable percentile sketches), [`anomaly`] and [`detect`] (anomaly scores and
 //!   `detect_anomalies`), [`model`] with [`logistic`] (the retry model: train, evaluate, predict,
-//!   registry), [`computed`], [`pg`] (PostgreSQL's functions DataFusion lacks).
+//!   registry), [`computed`], [`pg`] (PostgreSQL's functions DataFusion lacks), [`ordered_set`]
+//!   (`percentile_disc`, `mode`), [`json`] (JSON kept as text).
 //! - Plumbing the functions share: `lazy` (table functions that do their work at execution, on a
 //!   blocking thread, under the statement's timeout), [`access`] (the least access a plan needs:
 //!   read, write or admin), [`bounded`] (wrappers that refuse results past 256 MiB), [`nesting`]
@@ -26,10 +27,12 @@ pub mod computed;
 pub mod detect;
 pub mod gapfill;
 pub mod in_list;
+pub mod json;
 mod lazy;
 pub mod logistic;
 pub mod model;
 pub mod nesting;
+pub mod ordered_set;
 pub mod pg;
 pub mod sketch;
 pub mod sqlstate;
@@ -94,13 +97,20 @@ pub fn install(state: &mut SessionState, models: &Arc<model::Registry>) -> dataf
     for f in aggregate::aggregate_functions()
         .into_iter()
         .chain(sketch::aggregate_functions())
+        .chain(ordered_set::udafs().into_iter().map(Arc::new))
         .chain(std::iter::once(subquery::single_row()))
     {
         state.register_udaf(f)?;
     }
-    for f in sketch::scalar_functions() {
+    for f in sketch::scalar_functions().into_iter().chain(json::scalar_functions()) {
         state.register_udf(f)?;
     }
+    if let Some(array_agg) = state.aggregate_functions().get("array_agg").cloned() {
+        for f in json::aggregate_functions(&array_agg) {
+            state.register_udaf(f)?;
+        }
+    }
+    state.register_expr_planner(Arc::new(json::JsonOperators))?;
     for f in anomaly::window_functions() {
         state.register_udwf(f)?;
     }

@@ -78,6 +78,7 @@ pub fn install(state: &mut SessionState) -> Result<()> {
         Volatility::Immutable,
         Arc::new(make_timestamp),
     )))?;
+    state.register_udf(Arc::new(make_interval_udf()))?;
     for (name, hours, days) in
         [("justify_hours", true, false), ("justify_days", false, true), ("justify_interval", true, true)]
     {
@@ -416,6 +417,68 @@ fn make_timestamp(args: &[ColumnarValue]) -> Result<ColumnarValue> {
         out.push(Some(t.and_utc().timestamp_micros() + micros));
     }
     answer(Arc::new(TimestampMicrosecondArray::from(out)), scalar)
+}
+
+/// The parameters of `make_interval`, in order; each defaults to 0.
+pub const MAKE_INTERVAL_PARAMETERS: [&str; 7] = ["years", "months", "weeks", "days", "hours", "mins", "secs"];
+
+/// `make_interval([years [, months [, weeks [, days [, hours [, mins [, secs]]]]]]])`: the interval
+/// of those fields (PostgreSQL's named arguments, `make_interval(days => 3)`, are put in this order
+/// by the server).
+fn make_interval_udf() -> ScalarUDF {
+    use datafusion::logical_expr::TypeSignature;
+    let arities = (0..=7)
+        .map(|n| {
+            TypeSignature::Exact(
+                (0..n).map(|k| if k == 6 { DataType::Float64 } else { DataType::Int64 }).collect::<Vec<_>>(),
+            )
+        })
+        .collect();
+    let signature = Signature::one_of(arities, Volatility::Immutable);
+    #[derive(Debug, PartialEq, Eq, Hash)]
+    struct MakeInterval(Signature);
+    impl ScalarUDFImpl for MakeInterval {
+        fn name(&self) -> &str {
+            "make_interval"
+        }
+        fn signature(&self) -> &Signature {
+            &self.0
+        }
+        fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+            Ok(DataType::Interval(IntervalUnit::MonthDayNano))
+        }
+        fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+            if args.args.is_empty() {
+                return Ok(ColumnarValue::Scalar(ScalarValue::IntervalMonthDayNano(Some(IntervalMonthDayNano::ZERO))));
+            }
+            let (a, scalar) = arrays(&args.args)?;
+            let rows = a[0].len();
+            let overflow = || out_of_range("interval");
+            let mut out = Vec::with_capacity(rows);
+            for row in 0..rows {
+                if a.iter().any(|c| c.is_null(row)) {
+                    out.push(None);
+                    continue;
+                }
+                let int = |k: usize| a.get(k).map_or(0, |c| c.as_primitive::<Int64Type>().value(row));
+                let secs = a.get(6).map_or(0.0, |c| c.as_primitive::<Float64Type>().value(row));
+                let months = int(0).checked_mul(12).and_then(|m| m.checked_add(int(1)));
+                let days = int(2).checked_mul(7).and_then(|d| d.checked_add(int(3)));
+                let nanos = int(4)
+                    .checked_mul(3_600_000_000_000)
+                    .and_then(|n| n.checked_add(int(5).checked_mul(60_000_000_000)?))
+                    .and_then(|n| {
+                        let s = (secs * 1e6).round() * 1e3;
+                        (s.abs() < 9.2e18).then(|| n.checked_add(s as i64)).flatten()
+                    });
+                let months = months.and_then(|m| i32::try_from(m).ok()).ok_or_else(overflow)?;
+                let days = days.and_then(|d| i32::try_from(d).ok()).ok_or_else(overflow)?;
+                out.push(Some(IntervalMonthDayNano::new(months, days, nanos.ok_or_else(overflow)?)));
+            }
+            answer(Arc::new(IntervalMonthDayNanoArray::from(out)), scalar)
+        }
+    }
+    ScalarUDF::from(MakeInterval(signature))
 }
 
 /// `justify_hours`, `justify_days` or `justify_interval` (see [`justify`]).

@@ -492,6 +492,162 @@ fn datetime_arithmetic(e: &Expr, schema: &dyn ExprSchema, justify: &Arc<ScalarUD
     }
 }
 
+/// Calls whose arguments PostgreSQL reads otherwise: `date_trunc` to any of PostgreSQL's unit
+/// names (`'milliseconds'`, `'mons'`, and `'decade'`, `'century'`, `'millennium'` through
+/// [`PgTruncYears`]); `date_part('second', ts)` with the second's fraction (DataFusion's is an
+/// integer); `concat` of values PostgreSQL's output functions write (`concat('x', true)` is `xt`).
+fn postgres_call(e: &Expr, schema: &dyn ExprSchema, text: &Arc<ScalarUDF>) -> Result<Option<Expr>> {
+    use datafusion::common::ScalarValue;
+    use datafusion::logical_expr::lit;
+    let Expr::ScalarFunction(f) = e else { return Ok(None) };
+    let unit = match f.args.first() {
+        Some(Expr::Literal(ScalarValue::Utf8(Some(u)), _)) => Some(u.to_ascii_lowercase()),
+        _ => None,
+    };
+    match (f.name(), unit) {
+        ("date_trunc", Some(unit)) if f.args.len() == 2 => {
+            let Some(canonical) = trunc_unit(&unit) else { return Ok(None) };
+            if matches!(canonical, "decade" | "century" | "millennium") {
+                let years = Arc::new(ScalarUDF::from(PgTruncYears::default()));
+                return Ok(Some(Expr::ScalarFunction(ScalarFunction::new_udf(
+                    years,
+                    vec![lit(canonical), f.args[1].clone()],
+                ))));
+            }
+            if canonical == unit {
+                return Ok(None);
+            }
+            let mut call = f.clone();
+            call.args[0] = lit(canonical);
+            Ok(Some(Expr::ScalarFunction(call)))
+        }
+        ("date_part", Some(unit)) if f.args.len() == 2 => {
+            let per_unit = match unit.as_str() {
+                "second" | "seconds" | "sec" | "secs" | "s" => 1e6,
+                "millisecond" | "milliseconds" | "msec" | "msecs" | "ms" => 1e3,
+                _ => return Ok(None),
+            };
+            if !matches!(
+                f.args[1].get_type(schema)?,
+                DataType::Timestamp(..) | DataType::Time32(_) | DataType::Time64(_)
+            ) {
+                return Ok(None);
+            }
+            let mut micros = f.clone();
+            micros.args[0] = lit("microsecond");
+            let micros = Expr::ScalarFunction(micros).cast_to(&DataType::Float64, schema)?;
+            Ok(Some(micros / lit(per_unit)))
+        }
+        ("concat" | "concat_ws", _) => {
+            // The value as the output function writes it, when that differs from the text
+            // DataFusion's concat makes of it (itself, or its cast to text that coercion added).
+            let written = |a: &Expr| -> Option<Expr> {
+                let value = match a {
+                    Expr::Cast(Cast { expr, .. }) => expr.as_ref(),
+                    a => a,
+                };
+                let t = value.get_type(schema).ok()?;
+                (t == DataType::Boolean || written_by_postgres(&t))
+                    .then(|| Expr::ScalarFunction(ScalarFunction::new_udf(text.clone(), vec![value.clone()])))
+            };
+            if !f.args.iter().any(|a| written(a).is_some()) {
+                return Ok(None);
+            }
+            let mut call = f.clone();
+            for a in &mut call.args {
+                if let Some(new) = written(a) {
+                    *a = new;
+                }
+            }
+            Ok(Some(Expr::ScalarFunction(call)))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// DataFusion's name for a unit PostgreSQL's `date_trunc` takes (its singular, plural and short
+/// forms), or `decade`, `century`, `millennium`, which DataFusion does not truncate to.
+fn trunc_unit(unit: &str) -> Option<&'static str> {
+    Some(match unit {
+        "microsecond" | "microseconds" | "usec" | "usecs" | "us" => "microsecond",
+        "millisecond" | "milliseconds" | "msec" | "msecs" | "ms" => "millisecond",
+        "second" | "seconds" | "sec" | "secs" | "s" => "second",
+        "minute" | "minutes" | "min" | "mins" | "m" => "minute",
+        "hour" | "hours" | "hr" | "hrs" | "h" => "hour",
+        "day" | "days" | "d" => "day",
+        "week" | "weeks" | "w" => "week",
+        "month" | "months" | "mon" | "mons" => "month",
+        "quarter" | "quarters" | "qtr" => "quarter",
+        "year" | "years" | "yr" | "yrs" | "y" => "year",
+        "decade" | "decades" | "dec" | "decs" => "decade",
+        "century" | "centuries" | "cent" | "c" => "century",
+        "millennium" | "millennia" | "millenniums" | "mil" | "mils" => "millennium",
+        _ => return None,
+    })
+}
+
+/// `pg_date_trunc_years(unit, ts)`: `ts` truncated to the start of its decade (2024 → 2020),
+/// century (2024 → 2001) or millennium (2024 → 2001), as PostgreSQL counts them (centuries and
+/// millennia start at year 1; before year 1 they count back from -1).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct PgTruncYears {
+    signature: Signature,
+}
+
+impl Default for PgTruncYears {
+    fn default() -> PgTruncYears {
+        PgTruncYears { signature: Signature::any(2, Volatility::Immutable) }
+    }
+}
+
+/// The first year of `year`'s decade, century or millennium.
+fn first_year(unit: &str, year: i32) -> i32 {
+    let span = match unit {
+        "decade" => return year.div_euclid(10) * 10,
+        "century" => 100,
+        _ => 1000,
+    };
+    if year > 0 { (year - 1) / span * span + 1 } else { -((-year - 1) / span * span + 1) + 1 }
+}
+
+impl ScalarUDFImpl for PgTruncYears {
+    fn name(&self) -> &str {
+        "pg_date_trunc_years"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, types: &[DataType]) -> Result<DataType> {
+        Ok(match &types[1] {
+            t @ DataType::Timestamp(..) => t.clone(),
+            _ => DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, None),
+        })
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        use chrono::Datelike;
+        use datafusion::arrow::datatypes::{TimeUnit, TimestampMicrosecondType};
+        let target = args.return_field.data_type().clone();
+        let (inputs, scalar) = arrays(&args.args)?;
+        let units = datafusion::arrow::compute::cast(&inputs[0], &DataType::Utf8)?;
+        let units = units.as_string::<i32>();
+        let micros = datafusion::arrow::compute::cast(&inputs[1], &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+        let out: datafusion::arrow::array::TimestampMicrosecondArray = micros
+            .as_primitive::<TimestampMicrosecondType>()
+            .iter()
+            .zip(units.iter())
+            .map(|(v, unit)| {
+                let t = chrono::DateTime::from_timestamp_micros(v?)?.naive_utc();
+                let start = chrono::NaiveDate::from_ymd_opt(first_year(unit?, t.year()), 1, 1)?;
+                Some(start.and_hms_opt(0, 0, 0)?.and_utc().timestamp_micros())
+            })
+            .collect();
+        answer(datafusion::arrow::compute::cast(&out, &target)?, scalar)
+    }
+}
+
 /// `to_char(ts, 'YYYY-MM-DD HH24:MI:SS')` and `to_date(text, 'YYYY-MM-DD')` with PostgreSQL's
 /// template patterns: the pattern written in the strftime form DataFusion's functions read. A
 /// pattern with a `%` in it is taken as strftime's already.
@@ -693,6 +849,9 @@ impl AnalyzerRule for PgTextCasts {
                     if let Some(new) = postgres_pattern(&e) {
                         return Ok(Transformed::yes(new));
                     }
+                    if let Some(new) = postgres_call(&e, &schema, &text)? {
+                        return Ok(Transformed::yes(new));
+                    }
                     let (expr, target) = match &e {
                         Expr::Cast(Cast { expr, field }) | Expr::TryCast(TryCast { expr, field }) => {
                             (expr, field.data_type())
@@ -741,7 +900,23 @@ impl AnalyzerRule for PgTextCasts {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_interval, strftime_of, timestamp_text};
+    use super::{first_year, parse_interval, strftime_of, timestamp_text};
+
+    #[test]
+    fn decades_centuries_and_millennia_start_where_postgresql_starts_them() {
+        // (unit, year, PostgreSQL 15's first year: date_trunc(unit, make_date(year, 5, 1)))
+        for (unit, year, first) in [
+            ("decade", 2024, 2020),
+            ("decade", 2020, 2020),
+            ("century", 2024, 2001),
+            ("century", 2000, 1901),
+            ("century", 2001, 2001),
+            ("millennium", 2024, 2001),
+            ("millennium", 2000, 1001),
+        ] {
+            assert_eq!(first_year(unit, year), first, "{unit} {year}");
+        }
+    }
 
     #[test]
     fn postgresql_templates_and_timestamps_read_as_it_reads_them() {

@@ -49,9 +49,81 @@ pub fn install(db: &Database, ctx: &SessionContext) -> anyhow::Result<()> {
         datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
     )?;
     let catalog = ctx.catalog(CATALOG).ok_or_else(|| anyhow::anyhow!("catalog {CATALOG} missing"))?;
-    catalog.register_schema("pg_catalog", Arc::new(pg_catalog))?;
+    catalog
+        .register_schema("pg_catalog", Arc::new(PgCatalog { inner: Arc::new(pg_catalog), settings: pg_settings()? }))?;
     catalog.register_schema("information_schema", Arc::new(InformationSchema { metadata }))?;
     Ok(())
+}
+
+/// `pg_catalog` as datafusion-pg-catalog serves it, but `pg_settings`, which lists the settings
+/// `SHOW` and `current_setting` answer (the catalog's lists one).
+#[derive(Debug)]
+struct PgCatalog {
+    inner: Arc<dyn SchemaProvider>,
+    settings: Arc<dyn TableProvider>,
+}
+
+#[async_trait]
+impl SchemaProvider for PgCatalog {
+    fn table_names(&self) -> Vec<String> {
+        self.inner.table_names()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        if name.eq_ignore_ascii_case("pg_settings") {
+            return Ok(Some(self.settings.clone()));
+        }
+        self.inner.table(name).await
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.inner.table_exist(name)
+    }
+}
+
+/// `pg_settings`: one row per setting of [`crate::pgwire::compat::settings`], with its value as a
+/// session starts with it.
+fn pg_settings() -> Result<Arc<dyn TableProvider>> {
+    let text = ["name", "setting", "unit", "category", "short_desc", "extra_desc", "context", "vartype", "source"];
+    let more = ["min_val", "max_val", "enumvals", "boot_val", "reset_val", "sourcefile"];
+    let mut fields: Vec<Field> = text.iter().chain(&more).map(|n| Field::new(*n, DataType::Utf8, true)).collect();
+    fields.push(Field::new("sourceline", DataType::Int32, true));
+    fields.push(Field::new("pending_restart", DataType::Boolean, true));
+    let schema = Arc::new(Schema::new(fields));
+    let settings = crate::pgwire::compat::settings();
+    let text = |values: Vec<Option<String>>| -> ArrayRef { Arc::new(values.into_iter().collect::<StringArray>()) };
+    let each = |f: fn(&(String, String, bool)) -> Option<String>| text(settings.iter().map(f).collect());
+    let vartype = |v: &str| {
+        if v.parse::<i64>().is_ok() {
+            "integer"
+        } else if matches!(v, "on" | "off") {
+            "bool"
+        } else {
+            "string"
+        }
+    };
+    let none = || text(vec![None; settings.len()]);
+    let mut columns: Vec<ArrayRef> = vec![
+        each(|s| Some(s.0.clone())),
+        each(|s| Some(s.1.clone())),
+        none(),
+        none(),
+        none(),
+        none(),
+        each(|s| Some(if s.2 { "user" } else { "internal" }.to_string())),
+        text(settings.iter().map(|s| Some(vartype(&s.1).to_string())).collect()),
+        each(|_| Some("default".to_string())),
+        none(),
+        none(),
+        none(),
+        each(|s| Some(s.1.clone())),
+        each(|s| Some(s.1.clone())),
+        none(),
+    ];
+    columns.push(Arc::new(Int32Array::new_null(settings.len())));
+    columns.push(Arc::new(datafusion::arrow::array::BooleanArray::from(vec![false; settings.len()])));
+    let batch = RecordBatch::try_new(schema.clone(), columns)?;
+    Ok(Arc::new(datafusion::datasource::MemTable::try_new(schema, vec![vec![batch]])?))
 }
 
 /// The function that turns the name in a regproc column of `pg_type` into the function's OID (see

@@ -10,6 +10,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{DataType, Field, Fields};
 use datafusion::common::{DataFusionError, ScalarValue};
+use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, create_udf,
 };
@@ -110,7 +111,9 @@ pub fn register_functions(ctx: &SessionContext, engine: Arc<trafficdb::engine::E
             like(&args[0], Arc::new(oids))
         }),
     ));
-    ctx.register_udf(ScalarUDF::new_from_impl(CurrentSetting::new()));
+    // The library's sessions read the server's settings; a connection's have its own (see
+    // `register_session_functions`).
+    ctx.register_udf(ScalarUDF::new_from_impl(CurrentSetting::new(Settings::default())));
     // PostgreSQL's quoting (the catalog's own leaves `Name` unquoted).
     ctx.register_udf(trafficdb_udfs::pg::text_fn("quote_ident", trafficdb_udfs::pg::quote_ident));
     // A server with no standby: never in recovery.
@@ -157,6 +160,32 @@ pub fn register_functions(ctx: &SessionContext, engine: Arc<trafficdb::engine::E
             like(&args[0], Arc::new(names))
         }),
     ));
+    // Objects are owned by the one superuser the catalog shows (the catalog's own takes only int4).
+    ctx.register_udf(create_udf(
+        "pg_get_userbyid",
+        vec![DataType::Int64],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let oids = args[0].to_array(1)?;
+            let oids = datafusion::common::cast::as_int64_array(&oids)?;
+            let names: StringArray = oids.iter().map(|o| o.map(|_| "postgres")).collect();
+            like(&args[0], Arc::new(names))
+        }),
+    ));
+    // Each statement is its own transaction (there are no transaction blocks that keep one open):
+    // a new, growing number per call, from where the server started.
+    let next_xid = Arc::new(std::sync::atomic::AtomicI64::new(1000));
+    ctx.register_udf(create_udf(
+        "txid_current",
+        vec![],
+        DataType::Int64,
+        Volatility::Volatile,
+        Arc::new(move |_: &[ColumnarValue]| {
+            let xid = next_xid.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(ColumnarValue::Scalar(ScalarValue::Int64(Some(xid))))
+        }),
+    ));
     // There are no indexes: no index has a definition.
     ctx.register_udf(create_udf(
         "pg_get_indexdef",
@@ -184,6 +213,27 @@ pub fn register_functions(ctx: &SessionContext, engine: Arc<trafficdb::engine::E
     ] {
         ctx.register_udf(ScalarUDF::new_from_impl(NullText::new(name)));
     }
+}
+
+/// `inet_server_addr()` and `inet_server_port()`: the address the server listens on (PostgreSQL
+/// answers with the connection's local end, the same address unless it listens on all of them).
+pub fn register_listen_address(ctx: &SessionContext, address: std::net::SocketAddr) {
+    let ip = address.ip().to_string();
+    ctx.register_udf(create_udf(
+        "inet_server_addr",
+        vec![],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(move |_: &[ColumnarValue]| Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(ip.clone()))))),
+    ));
+    let port = i32::from(address.port());
+    ctx.register_udf(create_udf(
+        "inet_server_port",
+        vec![],
+        DataType::Int32,
+        Volatility::Stable,
+        Arc::new(move |_: &[ColumnarValue]| Ok(ColumnarValue::Scalar(ScalarValue::Int32(Some(port))))),
+    ));
 }
 
 /// `result` as a scalar when the argument was one, else as an array.
@@ -266,7 +316,11 @@ mod tests {
     #[test]
     fn settings_as_a_session_starts() {
         assert_eq!(super::setting("server_version_num").as_deref(), Some("160006"));
-        assert_eq!(super::setting("Search_Path").as_deref(), Some("public"));
+        assert_eq!(super::setting("Search_Path").as_deref(), Some("\"$user\", public"));
+        assert_eq!(super::setting("DateStyle").as_deref(), Some("ISO, MDY"));
+        let rows = super::settings();
+        assert!(rows.iter().any(|(name, value, session)| name == "TimeZone" && !value.is_empty() && *session));
+        assert!(rows.iter().any(|(name, value, session)| name == "max_connections" && value == "100" && !*session));
         assert_eq!(super::setting("no_such_setting"), None);
     }
 
@@ -333,16 +387,88 @@ impl ScalarUDFImpl for NullText {
     }
 }
 
-/// `current_setting(name [, missing_ok])`: the server's settings as a session starts with them
-/// (ParameterStatus at startup and the read-only settings clients probe, such as
-/// `server_version_num`). A `SET` in the session is seen by `SHOW`, not here.
-#[derive(Debug, PartialEq, Eq, Hash)]
+/// A connection's PostgreSQL settings as its statements see them: what `SET` and the startup
+/// parameters gave (copied from the connection before each statement, [`sync_settings`]) and what
+/// `set_config` gave since (copied back before the next one).
+#[derive(Debug, Default)]
+pub struct SessionSettings {
+    values: HashMap<String, String>,
+    set: Vec<(String, String)>,
+}
+
+type Settings = Arc<parking_lot::Mutex<SessionSettings>>;
+
+/// Registers `current_setting` and `set_config` on one connection's context, over settings of its own.
+pub fn register_session_functions(ctx: &SessionContext) {
+    let settings = Settings::default();
+    ctx.register_udf(ScalarUDF::new_from_impl(CurrentSetting::new(settings.clone())));
+    ctx.register_udf(ScalarUDF::new_from_impl(SetConfig::new(settings)));
+}
+
+/// Before a statement of the connection of `ctx`: what `set_config` set for the session goes into
+/// the connection's settings (`metadata`, which `SET` and `SHOW` use), and the connection's settings
+/// into what `current_setting` reads.
+pub fn sync_settings(ctx: &SessionContext, metadata: &mut HashMap<String, String>) {
+    let Some(settings) = session_settings(ctx) else { return };
+    let mut s = settings.lock();
+    for (name, value) in s.set.drain(..) {
+        metadata.retain(|k, _| !k.eq_ignore_ascii_case(&name));
+        metadata.insert(name, value);
+    }
+    s.values = session_values(metadata);
+}
+
+/// As [`sync_settings`], where the connection's settings cannot be written (a statement being
+/// parsed): they are read, what `set_config` set waits for the next statement that runs.
+pub fn read_settings(ctx: &SessionContext, metadata: &HashMap<String, String>) {
+    let Some(settings) = session_settings(ctx) else { return };
+    let mut s = settings.lock();
+    let mut values = session_values(metadata);
+    for (name, value) in &s.set {
+        values.insert(name.clone(), value.clone());
+    }
+    s.values = values;
+}
+
+fn session_settings(ctx: &SessionContext) -> Option<Settings> {
+    let udf = ctx.udf("set_config").ok()?;
+    udf.inner().downcast_ref::<SetConfig>().map(|f| f.settings.clone())
+}
+
+fn session_values(metadata: &HashMap<String, String>) -> HashMap<String, String> {
+    metadata
+        .iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .filter(|(k, _)| SESSION_SETTINGS.contains(&k.as_str()))
+        .map(|(k, v)| (k, v.clone()))
+        .collect()
+}
+
+/// `current_setting(name [, missing_ok])`: the session's value of a setting (its `SET`, startup
+/// parameter or `set_config`), else the server's (ParameterStatus at startup and the read-only
+/// settings clients probe, such as `server_version_num`).
+#[derive(Debug)]
 struct CurrentSetting {
     signature: Signature,
+    settings: Settings,
+}
+
+impl PartialEq for CurrentSetting {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.settings, &other.settings)
+    }
+}
+
+impl Eq for CurrentSetting {}
+
+impl std::hash::Hash for CurrentSetting {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        Arc::as_ptr(&self.settings).hash(state)
+    }
 }
 
 impl CurrentSetting {
-    fn new() -> CurrentSetting {
+    fn new(settings: Settings) -> CurrentSetting {
         use datafusion::logical_expr::TypeSignature;
         CurrentSetting {
             signature: Signature::one_of(
@@ -352,6 +478,7 @@ impl CurrentSetting {
                 ],
                 Volatility::Stable,
             ),
+            settings,
         }
     }
 }
@@ -379,21 +506,105 @@ impl ScalarUDFImpl for CurrentSetting {
             }
             None => BooleanArray::from(vec![false; args.number_rows]),
         };
+        let session = self.settings.lock();
         let mut out = Vec::with_capacity(names.len());
         for (name, missing_ok) in names.iter().zip(missing_ok.iter()) {
             let Some(name) = name else {
                 out.push(None);
                 continue;
             };
-            match setting(name) {
+            match session.values.get(&name.to_ascii_lowercase()).cloned().or_else(|| setting(name)) {
                 Some(v) => out.push(Some(v)),
                 None if missing_ok == Some(true) => out.push(None),
-                None => {
-                    return Err(datafusion::common::DataFusionError::Execution(format!(
-                        "unrecognized configuration parameter \"{name}\""
-                    )));
-                }
+                None => return Err(unrecognized(name)),
             }
+        }
+        let out: StringArray = out.into_iter().collect();
+        like(&args.args[0], Arc::new(out))
+    }
+}
+
+fn unrecognized(name: &str) -> DataFusionError {
+    DataFusionError::External(Box::new(trafficdb_udfs::SqlError {
+        code: SqlState::UndefinedObject,
+        message: format!("unrecognized configuration parameter \"{name}\""),
+    }))
+}
+
+/// `set_config(name, value, is_local)`: sets one of the session's settings ([`SESSION_SETTINGS`]) as
+/// `SET` does and answers the value; with `is_local` only for the statement (outside a transaction
+/// block, PostgreSQL's transaction is the statement). Other settings are changed with `SET`.
+#[derive(Debug)]
+struct SetConfig {
+    signature: Signature,
+    settings: Settings,
+}
+
+impl PartialEq for SetConfig {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.settings, &other.settings)
+    }
+}
+
+impl Eq for SetConfig {}
+
+impl std::hash::Hash for SetConfig {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        Arc::as_ptr(&self.settings).hash(state)
+    }
+}
+
+impl SetConfig {
+    fn new(settings: Settings) -> SetConfig {
+        SetConfig {
+            signature: Signature::exact(vec![DataType::Utf8, DataType::Utf8, DataType::Boolean], Volatility::Volatile),
+            settings,
+        }
+    }
+}
+
+impl ScalarUDFImpl for SetConfig {
+    fn name(&self) -> &str {
+        "set_config"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> datafusion::common::Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> datafusion::common::Result<ColumnarValue> {
+        let (a, _) = trafficdb_udfs::pg::arrays(&args.args)?;
+        let names = datafusion::common::cast::as_string_array(&a[0])?;
+        let values = datafusion::common::cast::as_string_array(&a[1])?;
+        let local = datafusion::common::cast::as_boolean_array(&a[2])?;
+        let mut session = self.settings.lock();
+        let mut out = Vec::with_capacity(names.len());
+        for row in 0..names.len() {
+            if names.is_null(row) {
+                return Err(DataFusionError::Execution("set_config: the setting name is NULL".into()));
+            }
+            let name = names.value(row).to_ascii_lowercase();
+            if !SESSION_SETTINGS.contains(&name.as_str()) {
+                if setting(&name).is_none() && !name.starts_with("datafusion.") && name != "statement_timeout" {
+                    return Err(unrecognized(&name));
+                }
+                return Err(DataFusionError::External(Box::new(trafficdb_udfs::SqlError {
+                    code: SqlState::NotSupported,
+                    message: format!("set_config cannot change \"{name}\" here: use SET"),
+                })));
+            }
+            // PostgreSQL's NULL value resets to the default; here, to the value the session began with.
+            let value =
+                if values.is_null(row) { setting(&name).unwrap_or_default() } else { values.value(row).to_string() };
+            session.values.insert(name.clone(), value.clone());
+            if !(local.is_valid(row) && local.value(row)) {
+                session.set.push((name, value.clone()));
+            }
+            out.push(Some(value));
         }
         let out: StringArray = out.into_iter().collect();
         like(&args.args[0], Arc::new(out))
@@ -456,9 +667,58 @@ pub fn show_query(s: &Statement, session: &HashMap<String, String>) -> Option<Pg
     )
 }
 
+/// The settings a session starts with (ParameterStatus at startup): pgwire's defaults with a plain
+/// numeric `server_version`, and PostgreSQL's own defaults where pgwire's differ.
+pub fn server_defaults() -> pgwire::api::auth::DefaultServerParameterProvider {
+    let mut defaults = pgwire::api::auth::DefaultServerParameterProvider::default();
+    defaults.server_version = PG_VERSION.to_string();
+    defaults.date_style = "ISO, MDY".to_string();
+    defaults.search_path = "\"$user\", public".to_string();
+    defaults
+}
+
+/// The settings the server answers for, as PostgreSQL names them.
+const SETTINGS: &[&str] = &[
+    "application_name",
+    "block_size",
+    "bytea_output",
+    "client_encoding",
+    "DateStyle",
+    "default_transaction_isolation",
+    "default_transaction_read_only",
+    "extra_float_digits",
+    "integer_datetimes",
+    "IntervalStyle",
+    "lc_collate",
+    "lc_ctype",
+    "max_connections",
+    "max_identifier_length",
+    "max_index_keys",
+    "search_path",
+    "server_encoding",
+    "server_version",
+    "server_version_num",
+    "standard_conforming_strings",
+    "TimeZone",
+    "transaction_isolation",
+    "transaction_read_only",
+];
+
+/// `pg_settings`' rows: each setting's name, value as a session starts, and whether a session may
+/// change it.
+pub fn settings() -> Vec<(String, String, bool)> {
+    SETTINGS
+        .iter()
+        .filter_map(|name| {
+            let value = setting(name)?;
+            Some((name.to_string(), value, SESSION_SETTINGS.contains(&name.to_ascii_lowercase().as_str())))
+        })
+        .collect()
+}
+
 /// The value `current_setting` answers for `name` (case-insensitive), as PostgreSQL spells it.
 fn setting(name: &str) -> Option<String> {
-    let defaults = pgwire::api::auth::DefaultServerParameterProvider::default();
+    let defaults = server_defaults();
     let on = |b: bool| if b { "on" } else { "off" }.to_string();
     Some(match name.to_ascii_lowercase().as_str() {
         "server_version" => PG_VERSION.to_string(),

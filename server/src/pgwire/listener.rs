@@ -78,6 +78,7 @@ impl Listener {
         let listen = config.listen.clone();
         let listener =
             TcpListener::bind(&listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+        crate::pgwire::compat::register_listen_address(&base, listener.local_addr()?);
         let router = Router::new(db.clone(), audit.clone(), config.clone());
         let hooks: Vec<Arc<dyn QueryHook>> = vec![
             router.clone(),

@@ -2,11 +2,14 @@
 //! equivalent statement: syntax-tree substitutions after parsing ([`substitute`]; the text rewrites
 //! before parsing are the engine's, `trafficdb::rewrite`): functions of PostgreSQL's catalog answered by a query, pg_type's regproc
 //! columns compared with OIDs, `U&'...'` strings, PostgreSQL's `(composite).field`,
-//! `INTERVAL '...'` literals in PostgreSQL's interval syntax.
+//! `INTERVAL '...'` literals in PostgreSQL's interval syntax, `FETCH FIRST n ROWS ONLY`, and
+//! `x op ANY / ALL (subquery)`.
 
 use std::ops::ControlFlow;
 
-use datafusion::sql::sqlparser::ast::{self, Expr, Statement, visit_expressions, visit_expressions_mut};
+use datafusion::sql::sqlparser::ast::{
+    self, Expr, Statement, Visit, VisitMut, visit_expressions, visit_expressions_mut,
+};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 
 /// A statement to run instead of `s`, when `s` is one the engine cannot plan but PostgreSQL answers
@@ -32,12 +35,15 @@ fn replace(s: &Statement) -> Option<Statement> {
             ControlFlow::Break(())
         }
         Expr::Interval(iv) if interval_text(iv).is_some() => ControlFlow::Break(()),
+        e if quantified(e).is_some() || pg_form(e).is_some() => ControlFlow::Break(()),
         _ => ControlFlow::Continue(()),
     });
-    if found.is_continue() {
+    let fetch = Visit::visit(s, &mut QueryForms).is_break();
+    if found.is_continue() && !fetch {
         return None;
     }
     let mut s = s.clone();
+    let _ = VisitMut::visit(&mut s, &mut QueryForms);
     let _ = visit_expressions_mut(&mut s, |e: &mut Expr| {
         match e {
             Expr::Function(f) => {
@@ -64,6 +70,9 @@ fn replace(s: &Statement) -> Option<Statement> {
         {
             v.value = ast::Value::SingleQuotedString(std::mem::take(text));
         }
+        if let Some(new) = quantified(e).or_else(|| pg_form(e)) {
+            *e = new;
+        }
         if let Expr::Interval(iv) = e
             && let Some(text) = interval_text(iv)
         {
@@ -80,6 +89,316 @@ fn replace(s: &Statement) -> Option<Statement> {
         ControlFlow::<()>::Continue(())
     });
     Some(s)
+}
+
+/// Query forms DataFusion plans otherwise: `FETCH FIRST n ROWS ONLY` (the SQL standard's `LIMIT`,
+/// which DataFusion does not plan) as `LIMIT n` (`WITH TIES` and `PERCENT` are left for the planner
+/// to refuse); and `generate_series(...)` in FROM, whose one column PostgreSQL names after the
+/// alias or the function (`FROM generate_series(1, 3) AS g` has a column `g`; DataFusion's is
+/// `value`), with that column named so. As a [`Visit`]or it finds such a query, as a
+/// [`VisitMut`]or it rewrites them.
+struct QueryForms;
+
+impl ast::Visitor for QueryForms {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, q: &ast::Query) -> ControlFlow<()> {
+        if fetch_limit(q).is_some() || selects_rewritten(q) || has_table_body(&q.body) {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    }
+
+    fn pre_visit_table_factor(&mut self, t: &ast::TableFactor) -> ControlFlow<()> {
+        if series_alias(t).is_some() { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+    }
+}
+
+/// The alias a `generate_series(...)` table factor gets: its own name (or the function's) for the
+/// table and its column.
+fn series_alias(t: &ast::TableFactor) -> Option<ast::TableAlias> {
+    let ast::TableFactor::Table { name, args: Some(_), alias, .. } = t else { return None };
+    let function = name.0.last()?.as_ident()?.value.to_ascii_lowercase();
+    if function != "generate_series" || alias.as_ref().is_some_and(|a| !a.columns.is_empty()) {
+        return None;
+    }
+    let named = alias.as_ref().map_or_else(|| ast::Ident::new(function), |a| a.name.clone());
+    Some(ast::TableAlias {
+        explicit: true,
+        name: named.clone(),
+        columns: vec![ast::TableAliasColumnDef { name: named, data_type: None }],
+        at: None,
+    })
+}
+
+impl ast::VisitorMut for QueryForms {
+    type Break = ();
+
+    fn pre_visit_table_factor(&mut self, t: &mut ast::TableFactor) -> ControlFlow<()> {
+        if let Some(new) = series_alias(t)
+            && let ast::TableFactor::Table { alias, .. } = t
+        {
+            *alias = Some(new);
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_query(&mut self, q: &mut ast::Query) -> ControlFlow<()> {
+        if let Some(n) = fetch_limit(q) {
+            match &mut q.limit_clause {
+                None => {
+                    q.limit_clause =
+                        Some(ast::LimitClause::LimitOffset { limit: Some(n), offset: None, limit_by: vec![] })
+                }
+                Some(ast::LimitClause::LimitOffset { limit, .. }) => *limit = Some(n),
+                Some(_) => return ControlFlow::Continue(()),
+            }
+            q.fetch = None;
+        }
+        if let ast::SetExpr::Select(select) = q.body.as_mut() {
+            for item in &mut select.projection {
+                let (ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. }) = item else {
+                    continue;
+                };
+                if is_series_call(e)
+                    && let Some(rows) = expr_of(&format!("unnest({e})"))
+                {
+                    *e = rows;
+                }
+                let _ = visit_expressions_mut(e, |e: &mut Expr| {
+                    if let Expr::Exists { subquery, negated } = e
+                        && let Some(new) = exists_as_count(subquery, *negated)
+                    {
+                        *e = new;
+                    }
+                    ControlFlow::<()>::Continue(())
+                });
+            }
+        }
+        select_from_tables(&mut q.body);
+        ControlFlow::Continue(())
+    }
+}
+
+/// `generate_series(...)` as a whole select item: a set-returning function, whose values are rows in
+/// PostgreSQL (DataFusion's scalar `generate_series` makes one list; `unnest` makes it rows).
+fn is_series_call(e: &Expr) -> bool {
+    matches!(e, Expr::Function(f) if function_name(f) == "generate_series")
+}
+
+/// Whether a select list of `q` has an `EXISTS (subquery)` in it, which DataFusion plans only in a
+/// filter, or a `generate_series` call as an item.
+fn selects_rewritten(q: &ast::Query) -> bool {
+    let ast::SetExpr::Select(select) = q.body.as_ref() else { return false };
+    select.projection.iter().any(|item| {
+        let (ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. }) = item else {
+            return false;
+        };
+        is_series_call(e)
+            || visit_expressions(e, |e: &Expr| {
+                if matches!(e, Expr::Exists { .. }) { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+            })
+            .is_break()
+    })
+}
+
+/// `EXISTS (q)` in a select list as the scalar subquery `(SELECT count(*) > 0 ...)`, which DataFusion
+/// decorrelates: `q`'s own FROM and WHERE when it is a plain selection (its select list does not
+/// matter then, and a correlated `q` stays one), else its rows counted as a derived table.
+fn exists_as_count(q: &ast::Query, negated: bool) -> Option<Expr> {
+    let counted = expr_of("count(*) > 0")?;
+    let plain = q.with.is_none()
+        && q.limit_clause.is_none()
+        && q.fetch.is_none()
+        && matches!(q.body.as_ref(), ast::SetExpr::Select(s)
+            if s.having.is_none()
+                && s.distinct.is_none()
+                && matches!(&s.group_by, ast::GroupByExpr::Expressions(keys, _) if keys.is_empty())
+                // An aggregate in the select list makes one row of no rows.
+                && s.projection.iter().all(|item| visit_expressions(item, |e: &Expr| {
+                    if matches!(e, Expr::Function(_)) { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+                }).is_continue()));
+    let subquery = if plain {
+        let mut q = q.clone();
+        q.order_by = None;
+        if let ast::SetExpr::Select(s) = q.body.as_mut() {
+            s.projection = vec![ast::SelectItem::UnnamedExpr(counted)];
+        }
+        Expr::Subquery(Box::new(q))
+    } else {
+        expr_of(&format!("(SELECT count(*) > 0 FROM ({q}) AS exists_rows)"))?
+    };
+    Some(if negated { Expr::UnaryOp { op: ast::UnaryOperator::Not, expr: Box::new(subquery) } } else { subquery })
+}
+
+/// Whether a query body is, or combines, a `TABLE t` (the SQL standard's `SELECT * FROM t`).
+fn has_table_body(body: &ast::SetExpr) -> bool {
+    match body {
+        ast::SetExpr::Table(_) => true,
+        ast::SetExpr::SetOperation { left, right, .. } => has_table_body(left) || has_table_body(right),
+        _ => false,
+    }
+}
+
+/// Each `TABLE t` of a query body as `SELECT * FROM t`, which DataFusion plans.
+fn select_from_tables(body: &mut ast::SetExpr) {
+    match body {
+        ast::SetExpr::Table(t) => {
+            let Some(name) = &t.table_name else { return };
+            let name = match &t.schema_name {
+                Some(schema) => format!("{schema}.{name}"),
+                None => name.clone(),
+            };
+            if let Some(Statement::Query(q)) = ast_of(&format!("SELECT * FROM {name}")) {
+                *body = *q.body;
+            }
+        }
+        ast::SetExpr::SetOperation { left, right, .. } => {
+            select_from_tables(left);
+            select_from_tables(right);
+        }
+        _ => {}
+    }
+}
+
+/// PostgreSQL's spellings DataFusion does not read, as what it does: the prefix operators `|/`
+/// (square root), `||/` (cube root), `@` (absolute value) and `~` (bitwise not, as `# -1`);
+/// `localtimestamp` and `localtime` (the session's clock reads UTC unless `TimeZone` says
+/// otherwise; they read it as the UTC wall clock); casts to `json` and `jsonb` as casts to text (JSON
+/// is kept as text, see `trafficdb_udfs::json`); casts to `varchar(n)` and `char(n)`, cut to n
+/// characters, whose length DataFusion's text type drops (`char(n)`'s padding with spaces, which
+/// PostgreSQL's comparisons and `length` ignore again, is not kept).
+fn pg_form(e: &Expr) -> Option<Expr> {
+    match e {
+        Expr::UnaryOp { op, expr } => {
+            let sql = match op {
+                ast::UnaryOperator::PGSquareRoot => format!("sqrt({expr})"),
+                ast::UnaryOperator::PGCubeRoot => format!("cbrt({expr})"),
+                ast::UnaryOperator::PGAbs => format!("abs({expr})"),
+                ast::UnaryOperator::BitwiseNot => format!("(({expr}) # -1)"),
+                _ => return None,
+            };
+            expr_of(&sql)
+        }
+        Expr::Function(f) if function_name(f) == "make_interval" => {
+            named_in_order(f, &trafficdb_udfs::pg::MAKE_INTERVAL_PARAMETERS)
+        }
+        Expr::Function(f) if matches!(f.args, ast::FunctionArguments::None) => match function_name(f).as_str() {
+            "localtimestamp" => expr_of("CAST(now() AS TIMESTAMP)"),
+            "localtime" => expr_of("CAST(now() AS TIME)"),
+            _ => None,
+        },
+        Expr::Cast { expr, data_type: ast::DataType::JSON | ast::DataType::JSONB, .. } => {
+            expr_of(&format!("CAST({expr} AS TEXT)"))
+        }
+        Expr::Cast { expr, data_type, .. } => {
+            use ast::DataType as T;
+            let length = match data_type {
+                T::Varchar(Some(l))
+                | T::CharacterVarying(Some(l))
+                | T::CharVarying(Some(l))
+                | T::Char(Some(l))
+                | T::Character(Some(l)) => l,
+                _ => return None,
+            };
+            let ast::CharacterLength::IntegerLength { length, .. } = length else { return None };
+            expr_of(&format!("CAST(left(CAST({expr} AS TEXT), {length}) AS VARCHAR)"))
+        }
+        _ => None,
+    }
+}
+
+/// A call with named arguments (`make_interval(days => 3)`) as one with its arguments in the order
+/// of `parameters`, the ones not given as `0` (PostgreSQL's defaults where this is used; DataFusion
+/// names arguments but has no defaults). `None` when no argument is named or a name is unknown.
+fn named_in_order(f: &ast::Function, parameters: &[&str]) -> Option<Expr> {
+    let ast::FunctionArguments::List(list) = &f.args else { return None };
+    if !list.args.iter().any(|a| matches!(a, ast::FunctionArg::Named { .. } | ast::FunctionArg::ExprNamed { .. })) {
+        return None;
+    }
+    let mut given: Vec<Option<ast::FunctionArgExpr>> = vec![None; parameters.len()];
+    for (i, arg) in list.args.iter().enumerate() {
+        let (slot, value) = match arg {
+            ast::FunctionArg::Unnamed(value) => (i, value),
+            ast::FunctionArg::Named { name, arg, .. }
+            | ast::FunctionArg::ExprNamed { name: Expr::Identifier(name), arg, .. } => {
+                (parameters.iter().position(|p| p.eq_ignore_ascii_case(&name.value))?, arg)
+            }
+            _ => return None,
+        };
+        *given.get_mut(slot)? = Some(value.clone());
+    }
+    let last = given.iter().rposition(Option::is_some)?;
+    let zero = ast::FunctionArgExpr::Expr(Expr::Value(ast::Value::Number("0".into(), false).into()));
+    let mut call = f.clone();
+    let ast::FunctionArguments::List(list) = &mut call.args else { return None };
+    list.args =
+        given[..=last].iter().map(|a| ast::FunctionArg::Unnamed(a.clone().unwrap_or_else(|| zero.clone()))).collect();
+    Some(Expr::Function(call))
+}
+
+fn expr_of(sql: &str) -> Option<Expr> {
+    datafusion::sql::sqlparser::parser::Parser::new(&PostgreSqlDialect {}).try_with_sql(sql).ok()?.parse_expr().ok()
+}
+
+/// The row count of `q`'s `FETCH FIRST n ROWS ONLY` (1 when no count is given), when it has one
+/// and no `LIMIT` of its own.
+fn fetch_limit(q: &ast::Query) -> Option<Expr> {
+    let f = q.fetch.as_ref().filter(|f| !f.with_ties && !f.percent)?;
+    if let Some(ast::LimitClause::LimitOffset { limit: Some(_), .. } | ast::LimitClause::OffsetCommaLimit { .. }) =
+        &q.limit_clause
+    {
+        return None;
+    }
+    Some(f.quantity.clone().unwrap_or_else(|| Expr::Value(ast::Value::Number("1".into(), false).into())))
+}
+
+/// `x op ANY (subquery)` and `x op ALL (subquery)`, which DataFusion plans wrongly or not at all
+/// (`x > ALL (...)` gave no rows where PostgreSQL gives some), as the tests PostgreSQL defines them
+/// by: `= ANY` is `IN`, `<> ALL` is `NOT IN`, `op ANY` is `EXISTS (... WHERE x op v)`, and `op ALL`
+/// is `NOT EXISTS (... WHERE (x op v) IS NOT TRUE)`. A NULL comparison counts as not true: the same
+/// answer in a WHERE clause; in a select list it is `false` where PostgreSQL says NULL.
+fn quantified(e: &Expr) -> Option<Expr> {
+    // datafusion-pg-catalog's parser has made `x = ANY (subquery)` an `array_contains(subquery, x)`
+    // already, which DataFusion cannot plan either.
+    if let Expr::Function(f) = e
+        && function_name(f) == "array_contains"
+        && let ast::FunctionArguments::List(list) = &f.args
+        && let [
+            ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(Expr::Subquery(query))),
+            ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(left)),
+        ] = list.args.as_slice()
+    {
+        return Some(Expr::InSubquery { expr: Box::new(left.clone()), subquery: query.clone(), negated: false });
+    }
+    let (left, op, right, all) = match e {
+        Expr::AnyOp { left, compare_op, right, .. } => (left, compare_op, right, false),
+        Expr::AllOp { left, compare_op, right } => (left, compare_op, right, true),
+        _ => return None,
+    };
+    let Expr::Subquery(query) = right.as_ref() else { return None };
+    match (op, all) {
+        (ast::BinaryOperator::Eq, false) => {
+            return Some(Expr::InSubquery { expr: left.clone(), subquery: query.clone(), negated: false });
+        }
+        (ast::BinaryOperator::NotEq, true) => {
+            return Some(Expr::InSubquery { expr: left.clone(), subquery: query.clone(), negated: true });
+        }
+        _ => {}
+    }
+    let sql = if all {
+        format!(
+            "NOT EXISTS (SELECT 1 FROM ({query}) AS quantified(quantified_value) \
+             WHERE ({left} {op} quantified.quantified_value) IS NOT TRUE)"
+        )
+    } else {
+        format!(
+            "EXISTS (SELECT 1 FROM ({query}) AS quantified(quantified_value) \
+             WHERE {left} {op} quantified.quantified_value)"
+        )
+    };
+    expr_of(&sql)
 }
 
 /// An `INTERVAL '...'` literal (no unit after it) read by PostgreSQL's rules
@@ -121,10 +440,14 @@ fn is_regproc_column(e: &Expr) -> bool {
 }
 
 fn is_string_literal(e: &Expr) -> bool {
+    string_literal(e).is_some()
+}
+
+fn string_literal(e: &Expr) -> Option<String> {
     match e {
-        Expr::Value(v) => v.value.clone().into_string().is_some(),
-        Expr::Nested(e) => is_string_literal(e),
-        _ => false,
+        Expr::Value(v) => v.value.clone().into_string(),
+        Expr::Nested(e) => string_literal(e),
+        _ => None,
     }
 }
 
@@ -145,8 +468,7 @@ fn regproc_comparison(e: &Expr) -> Option<bool> {
 
 /// `column`, a regproc column, as the OID of the function it names.
 fn regproc_oid(column: &Expr) -> Option<Expr> {
-    let sql = format!("{}({column})", crate::pgwire::catalog::REGPROC_OID);
-    datafusion::sql::sqlparser::parser::Parser::new(&PostgreSqlDialect {}).try_with_sql(&sql).ok()?.parse_expr().ok()
+    expr_of(&format!("{}({column})", crate::pgwire::catalog::REGPROC_OID))
 }
 
 /// PostgreSQL's field of a composite value, `(expression).field`: DataFusion reads a struct's
@@ -210,6 +532,12 @@ fn replacement(f: &ast::Function) -> Option<Expr> {
         // a set-returning function in a select list, as unnest is here (several in one select list
         // advance together, as in PostgreSQL 10 and later).
         "_pg_expandarray" => format!("SELECT unnest(trafficdb_expandarray({arg}))"),
+        // pg_table_size('name') (a regclass given by its name): the named table's bytes.
+        _ if string_literal(arg).is_some() => {
+            let name = string_literal(arg).unwrap_or_default();
+            let name = name.strip_prefix("public.").unwrap_or(&name).replace('\'', "''");
+            format!("SELECT trafficdb_table_size('{name}')")
+        }
         // pg_table_size(oid) and its siblings: the table's bytes on disk.
         _ => format!(
             "SELECT trafficdb_table_size((SELECT max(trafficdb_c.relname) FROM pg_catalog.pg_class trafficdb_c \
@@ -230,6 +558,84 @@ fn ast_of(sql: &str) -> Option<Statement> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn postgresql_spellings_become_what_the_planner_reads() {
+        let rewritten = |sql: &str| super::ast_of(sql).and_then(|s| super::replace(&s)).map(|s| s.to_string());
+        assert_eq!(
+            rewritten("SELECT |/ 16.0, ||/ x, @ -5, ~5").as_deref(),
+            Some("SELECT sqrt(16.0), cbrt(x), abs(-5), ((5) # -1)")
+        );
+        assert_eq!(rewritten("SELECT localtimestamp").as_deref(), Some("SELECT CAST(now() AS TIMESTAMP)"));
+        assert_eq!(
+            rewritten("SELECT 'abcdef'::varchar(2), CAST(x AS CHAR(3))").as_deref(),
+            Some("SELECT CAST(left(CAST('abcdef' AS TEXT), 2) AS VARCHAR), CAST(left(CAST(x AS TEXT), 3) AS VARCHAR)")
+        );
+        assert_eq!(rewritten("SELECT x::varchar, CAST(x AS CHAR)"), None);
+        assert_eq!(
+            rewritten("SELECT make_interval(days => 3), make_interval(1, secs => 1.5)").as_deref(),
+            Some("SELECT make_interval(0, 0, 0, 3), make_interval(1, 0, 0, 0, 0, 0, 1.5)")
+        );
+        assert_eq!(rewritten("SELECT make_interval(1, 2)"), None);
+        assert_eq!(
+            rewritten("SELECT generate_series(1, 3) AS n").as_deref(),
+            Some("SELECT unnest(generate_series(1, 3)) AS n")
+        );
+        assert_eq!(
+            rewritten("SELECT a, EXISTS (SELECT 1 FROM u WHERE u.b = t.a ORDER BY 1) FROM t").as_deref(),
+            Some("SELECT a, (SELECT count(*) > 0 FROM u WHERE u.b = t.a) FROM t")
+        );
+        assert_eq!(
+            rewritten("SELECT NOT EXISTS (SELECT max(x) FROM u)").as_deref(),
+            Some("SELECT NOT (SELECT count(*) > 0 FROM (SELECT max(x) FROM u) AS exists_rows)")
+        );
+        // In a filter, the planner reads EXISTS itself.
+        assert_eq!(rewritten("SELECT a FROM t WHERE EXISTS (SELECT 1 FROM u)"), None);
+        assert_eq!(
+            rewritten("SELECT a FROM t UNION ALL TABLE u").as_deref(),
+            Some("SELECT a FROM t UNION ALL SELECT * FROM u")
+        );
+        assert_eq!(
+            rewritten("SELECT pg_total_relation_size('public.m')").as_deref(),
+            Some("SELECT trafficdb_table_size('m')")
+        );
+    }
+
+    #[test]
+    fn fetch_first_and_quantified_subqueries_become_what_the_planner_reads() {
+        let rewritten = |sql: &str| super::ast_of(sql).and_then(|s| super::replace(&s)).map(|s| s.to_string());
+        assert_eq!(
+            rewritten("SELECT * FROM t ORDER BY ts OFFSET 1 ROWS FETCH NEXT 2 ROWS ONLY").as_deref(),
+            Some("SELECT * FROM t ORDER BY ts LIMIT 2 OFFSET 1 ROWS")
+        );
+        assert_eq!(rewritten("SELECT 1 FETCH FIRST ROW ONLY").as_deref(), Some("SELECT 1 LIMIT 1"));
+        assert_eq!(
+            rewritten("SELECT * FROM t WHERE b = ANY (SELECT name FROM u)").as_deref(),
+            Some("SELECT * FROM t WHERE b IN (SELECT name FROM u)")
+        );
+        assert_eq!(
+            rewritten("SELECT * FROM t WHERE ms > ALL (SELECT ms FROM t WHERE b = 'web')").as_deref(),
+            Some(
+                "SELECT * FROM t WHERE NOT EXISTS (SELECT 1 FROM (SELECT ms FROM t WHERE b = 'web') AS \
+                 quantified (quantified_value) WHERE (ms > quantified.quantified_value) IS NOT TRUE)"
+            )
+        );
+        assert_eq!(rewritten("SELECT 2 = ANY (ARRAY[1, 2])"), None);
+        assert_eq!(
+            rewritten("SELECT g FROM generate_series(1, 3) AS g").as_deref(),
+            Some("SELECT g FROM generate_series(1, 3) AS g (g)")
+        );
+        assert_eq!(
+            rewritten("SELECT generate_series FROM generate_series(1, 3)").as_deref(),
+            Some("SELECT generate_series FROM generate_series(1, 3) AS generate_series (generate_series)")
+        );
+        assert_eq!(rewritten("SELECT n FROM generate_series(1, 3) AS g(n)"), None);
+        // As datafusion-pg-catalog's parser leaves `= ANY (subquery)`.
+        assert_eq!(
+            rewritten("SELECT * FROM t WHERE NOT array_contains((SELECT name FROM u), b)").as_deref(),
+            Some("SELECT * FROM t WHERE NOT b IN (SELECT name FROM u)")
+        );
+    }
+
     #[test]
     fn regproc_columns_compared_with_oids_go_through_the_function_oid() {
         let rewritten = |sql: &str| super::ast_of(sql).and_then(|s| super::replace(&s)).map(|s| s.to_string());

@@ -405,6 +405,7 @@ impl QueryHook for Router {
         ctx: &SessionContext,
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
+        compat::sync_settings(ctx, client.metadata_mut());
         if let Some(r) = self.run_statement_level(statement, ctx, client).await {
             return Some(r);
         }
@@ -440,6 +441,7 @@ impl QueryHook for Router {
         ctx: &SessionContext,
         client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
+        compat::read_settings(ctx, client.metadata());
         if let Err(e) = self.gate.statement(client, statement, false) {
             return Some(Err(e));
         }
@@ -492,6 +494,7 @@ impl QueryHook for Router {
         ctx: &SessionContext,
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
+        compat::sync_settings(ctx, client.metadata_mut());
         // Checked when the statement was parsed, on this same connection; checked again here where
         // the check is cheap, and recorded.
         if let Some(r) = self.run_statement_level(statement, ctx, client).await {

@@ -47,6 +47,7 @@ pub fn connection_context(base: &SessionContext, limit: u64) -> SessionContext {
     // Casts by PostgreSQL's rules (after type coercion, which adds casts of its own); the embedded
     // library keeps DataFusion's.
     ctx.add_analyzer_rule(Arc::new(crate::pgwire::casts::PgTextCasts));
+    crate::pgwire::compat::register_session_functions(&ctx);
     ctx
 }
 

@@ -37,9 +37,7 @@ pub struct Parameters {
 
 impl Default for Parameters {
     fn default() -> Parameters {
-        let mut defaults = DefaultServerParameterProvider::default();
-        defaults.server_version = crate::pgwire::compat::PG_VERSION.to_string();
-        Parameters { defaults }
+        Parameters { defaults: crate::pgwire::compat::server_defaults() }
     }
 }
 
