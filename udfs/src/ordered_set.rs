@@ -167,7 +167,8 @@ impl Accumulator for Values {
             // The first row whose share of the rows, counting it, reaches the fraction.
             Pick::PercentileDisc => ((self.fraction * n as f64).ceil() as usize).clamp(1, n) - 1,
             Pick::Mode => {
-                let distinct = datafusion::arrow::compute::kernels::partition::partition(std::slice::from_ref(&sorted))?;
+                let distinct =
+                    datafusion::arrow::compute::kernels::partition::partition(std::slice::from_ref(&sorted))?;
                 let mut best = 0..0;
                 for run in distinct.ranges() {
                     if run.len() > best.len() {

@@ -226,7 +226,8 @@ async fn copy_out(
         CopySource::Query(q) => (**q).clone(),
     };
     let plan = gate.checked_query_plan(ctx, &query, stmt, client).await?;
-    let names: Vec<String> = plan.schema().fields().iter().map(|f| f.name().clone()).collect();
+    let names: Vec<String> =
+        plan.schema().fields().iter().map(|f| crate::pgwire::names::client_name(f.name()).to_string()).collect();
     let ncols = names.len();
     let df = ctx.execute_logical_plan(plan).await.map_err(|e| PgWireError::ApiError(Box::new(e)))?;
     let batches = df.execute_stream().await.map_err(|e| PgWireError::ApiError(Box::new(e)))?;

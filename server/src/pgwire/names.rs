@@ -7,9 +7,10 @@
 //! column reference is named by its column; a function call by the function; a cast by the column or
 //! function it casts, else by the type; `CASE` is `case`, `EXISTS (...)` `exists`, a scalar subquery the name of its
 //! column; anything else (operators, literals) `?column?`. Only the query's own result is named (the
-//! left-most `SELECT` of a set operation), and never two columns alike: DataFusion refuses a result
-//! with two columns of one name, which PostgreSQL allows, so a name already taken (by a column, an
-//! alias or an earlier expression) is left as DataFusion writes it, as is every name of a `SELECT *`.
+//! left-most `SELECT` of a set operation). DataFusion refuses a result with two columns of one name,
+//! which PostgreSQL allows (`SELECT 1, 1`): a name an earlier column has is given to the planner with
+//! a mark and the column's position, which the server takes off before the client sees it
+//! ([`client_name`]). The names of a `SELECT *` list are left as DataFusion writes them.
 
 use std::collections::HashSet;
 
@@ -42,30 +43,41 @@ fn name_result(query: &mut Query) -> bool {
     if items.iter().any(|i| matches!(i, SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..))) {
         return false;
     }
-    // Names the result has whatever is done here: aliases, and columns named by their reference.
-    let mut taken: HashSet<String> = items
+    // Each item's name, in order: its alias, its column, or what its expression figures.
+    let names: Vec<String> = items
         .iter()
-        .filter_map(|item| match item {
-            SelectItem::ExprWithAlias { alias, .. } => Some(ident_name(alias)),
-            SelectItem::UnnamedExpr(e) => column_name(e),
-            _ => None,
+        .map(|item| match item {
+            SelectItem::ExprWithAlias { alias, .. } => ident_name(alias),
+            SelectItem::UnnamedExpr(e) => column_name(e).or_else(|| figure(e)).unwrap_or_else(|| UNNAMED.to_string()),
+            _ => UNNAMED.to_string(),
         })
         .collect();
+    let mut given: HashSet<String> = HashSet::new();
     let mut changed = false;
-    for item in items.iter_mut() {
-        let SelectItem::UnnamedExpr(expr) = item else { continue };
-        if column_name(expr).is_some() {
-            continue;
+    for (i, (item, name)) in items.iter_mut().zip(names).enumerate() {
+        // A name given already: unique to the planner, the same to the client (see `client_name`).
+        let (name, again) =
+            if given.insert(name.clone()) { (name, false) } else { (format!("{name}{SAME_NAME}{i}"), true) };
+        match item {
+            SelectItem::ExprWithAlias { alias, .. } if again => *alias = Ident::with_quote('"', name),
+            SelectItem::UnnamedExpr(expr) if again || column_name(expr).is_none() => {
+                *item = SelectItem::ExprWithAlias { expr: expr.clone(), alias: Ident::with_quote('"', name) };
+            }
+            _ => continue,
         }
-        let name = figure(expr).unwrap_or_else(|| UNNAMED.to_string());
-        if !taken.insert(name.clone()) {
-            continue;
-        }
-        let alias = Ident::with_quote('"', name);
-        *item = SelectItem::ExprWithAlias { expr: expr.clone(), alias };
         changed = true;
     }
     changed
+}
+
+/// Marks the name of a result column that an earlier column has too (PostgreSQL allows it, the
+/// planner does not): the planner sees `name` + this + the column's position, the client `name`.
+const SAME_NAME: char = '\u{1}';
+
+/// A result column's name as the client is told it: without the mark [`name_result`] gives a name
+/// an earlier column has too.
+pub fn client_name(name: &str) -> &str {
+    name.split_once(SAME_NAME).map_or(name, |(name, _)| name)
 }
 
 /// The name of a column reference (which DataFusion already names so).
@@ -223,18 +235,19 @@ mod tests {
     fn columns_are_named_as_postgresql_names_them() {
         let cases: &[(&str, &[&str])] = &[
             ("SELECT 1", &["?column?"]),
-            ("SELECT 1, 2", &["?column?", "2"]),
+            ("SELECT 1, 2", &["?column?", "?column?\u{1}1"]),
             ("SELECT count(*) FROM t", &["count"]),
             ("SELECT COUNT(x), Sum(m.cpu) FROM t m", &["count", "sum"]),
             ("SELECT cpu::text, CAST(3.7 AS INTEGER), TIMESTAMP '2024-01-01' FROM t", &["cpu", "int4", "timestamp"]),
-            // PostgreSQL: varchar, float8, float8; a second name alike is left as it is written.
-            ("SELECT 'x'::varchar(3), 1::float8, 2::double precision", &["varchar", "float8", "2::DOUBLE PRECISION"]),
+            // PostgreSQL: varchar, float8, float8; a second name alike is marked (the client sees it unmarked).
+            ("SELECT 'x'::varchar(3), 1::float8, 2::double precision", &["varchar", "float8", "float8\u{1}2"]),
             ("SELECT CASE WHEN a THEN 1 END, EXISTS (SELECT 1), (SELECT max(n) FROM t)", &["case", "exists", "max"]),
             ("SELECT current_database(), current_user, now()", &["current_database", "current_user", "now"]),
-            ("SELECT extract(year FROM ts), upper(h) AS h, h FROM t", &["extract", "h", "h"]),
+            ("SELECT extract(year FROM ts), upper(h) AS h, h FROM t", &["extract", "h", "h\u{1}2"]),
+            ("SELECT a, a, 1 AS a FROM t", &["a", "a\u{1}1", "a\u{1}2"]),
             ("SELECT a + 1, a FROM t UNION SELECT 2, b FROM u", &["?column?", "a"]),
             ("SELECT *, count(*) FROM t", &["*", "count(*)"]),
-            ("SELECT count, count(*) FROM t", &["count", "count(*)"]),
+            ("SELECT count, count(*) FROM t", &["count", "count\u{1}1"]),
             ("SELECT row_number() OVER (ORDER BY ts), ts AT TIME ZONE 'UTC' FROM t", &["row_number", "timezone"]),
             ("SELECT (r.keys).x, pg_total_relation_size('t') FROM r", &["x", "pg_total_relation_size"]),
             ("SELECT CAST(TIMESTAMP '2024-03-01' AS DATE), CAST(n AS TEXT)::int FROM t", &["date", "n"]),

@@ -47,11 +47,36 @@ pub fn result_format() -> Format {
     RESULT_FORMAT.try_with(Clone::clone).unwrap_or(Format::UnifiedText)
 }
 
+/// `fields` named as the client is told their names ([`crate::pgwire::names::client_name`]).
+pub fn client_fields(fields: Vec<FieldInfo>) -> Vec<FieldInfo> {
+    use crate::pgwire::names::client_name;
+    if fields.iter().all(|f| client_name(f.name()).len() == f.name().len()) {
+        return fields;
+    }
+    fields
+        .into_iter()
+        .map(|f| {
+            FieldInfo::new(
+                client_name(f.name()).to_string(),
+                f.table_id(),
+                f.column_id(),
+                f.datatype().clone(),
+                f.format(),
+            )
+            .with_format_options(f.format_options().clone())
+        })
+        .collect()
+}
+
 /// The rows of `df` in `format`, as PostgreSQL would send them to a session with `metadata`'s
 /// settings.
 pub async fn encode(df: DataFrame, format: &Format, metadata: &HashMap<String, String>) -> PgWireResult<QueryResponse> {
     let settings = Arc::new(Settings::from_metadata(metadata));
-    let fields = Arc::new(arrow_schema_to_pg_fields(df.schema().as_arrow(), format, Some(settings.library.clone()))?);
+    let fields = Arc::new(client_fields(arrow_schema_to_pg_fields(
+        df.schema().as_arrow(),
+        format,
+        Some(settings.library.clone()),
+    )?));
     let batches = df.execute_stream().await.map_err(api_error)?;
     let schema = fields.clone();
     let rows = batches.flat_map(move |batch| {

@@ -507,7 +507,7 @@ impl QueryParser for Parser {
         stmt: &Self::Statement,
         column_format: Option<&Format>,
     ) -> PgWireResult<Vec<FieldInfo>> {
-        self.inner.get_result_schema(stmt, column_format)
+        Ok(crate::pgwire::output::client_fields(self.inner.get_result_schema(stmt, column_format)?))
     }
 }
 
