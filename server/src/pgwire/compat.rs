@@ -396,7 +396,29 @@ pub struct SessionSettings {
     set: Vec<(String, String)>,
 }
 
-type Settings = Arc<parking_lot::Mutex<SessionSettings>>;
+/// One connection's settings, shared by its functions; equal only to itself.
+#[derive(Debug, Clone, Default)]
+struct Settings(Arc<parking_lot::Mutex<SessionSettings>>);
+
+impl Settings {
+    fn lock(&self) -> parking_lot::MutexGuard<'_, SessionSettings> {
+        self.0.lock()
+    }
+}
+
+impl PartialEq for Settings {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Settings {}
+
+impl std::hash::Hash for Settings {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        Arc::as_ptr(&self.0).hash(state)
+    }
+}
 
 /// Registers `current_setting` and `set_config` on one connection's context, over settings of its own.
 pub fn register_session_functions(ctx: &SessionContext) {
@@ -447,24 +469,10 @@ fn session_values(metadata: &HashMap<String, String>) -> HashMap<String, String>
 /// `current_setting(name [, missing_ok])`: the session's value of a setting (its `SET`, startup
 /// parameter or `set_config`), else the server's (ParameterStatus at startup and the read-only
 /// settings clients probe, such as `server_version_num`).
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq, Hash)]
 struct CurrentSetting {
     signature: Signature,
     settings: Settings,
-}
-
-impl PartialEq for CurrentSetting {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.settings, &other.settings)
-    }
-}
-
-impl Eq for CurrentSetting {}
-
-impl std::hash::Hash for CurrentSetting {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        Arc::as_ptr(&self.settings).hash(state)
-    }
 }
 
 impl CurrentSetting {
@@ -476,7 +484,9 @@ impl CurrentSetting {
                     TypeSignature::Exact(vec![DataType::Utf8]),
                     TypeSignature::Exact(vec![DataType::Utf8, DataType::Boolean]),
                 ],
-                Volatility::Stable,
+                // Read when the row is, after a `set_config` before it in the same statement (a
+                // stable function would be read once, when the statement is planned).
+                Volatility::Volatile,
             ),
             settings,
         }
@@ -534,24 +544,10 @@ fn unrecognized(name: &str) -> DataFusionError {
 /// `set_config(name, value, is_local)`: sets one of the session's settings ([`SESSION_SETTINGS`]) as
 /// `SET` does and answers the value; with `is_local` only for the statement (outside a transaction
 /// block, PostgreSQL's transaction is the statement). Other settings are changed with `SET`.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq, Hash)]
 struct SetConfig {
     signature: Signature,
     settings: Settings,
-}
-
-impl PartialEq for SetConfig {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.settings, &other.settings)
-    }
-}
-
-impl Eq for SetConfig {}
-
-impl std::hash::Hash for SetConfig {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        Arc::as_ptr(&self.settings).hash(state)
-    }
 }
 
 impl SetConfig {

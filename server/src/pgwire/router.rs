@@ -252,6 +252,25 @@ impl Router {
             set_timeout(client, t);
             return done();
         }
+        // `SET timezone TO ...` (datafusion-postgres keeps only `SET TIME ZONE ...`): the session's
+        // zone, which timestamptz values are written in, and the client is told as at startup.
+        if name == "timezone" && matches!(s, Statement::Set(_)) {
+            let zone = match &value {
+                Some(zone) => {
+                    client.metadata_mut().insert("timezone".into(), zone.clone());
+                    zone.clone()
+                }
+                None => {
+                    client.metadata_mut().remove("timezone");
+                    compat::server_defaults().time_zone
+                }
+            };
+            let status = pgwire::messages::startup::ParameterStatus::new("TimeZone".into(), zone);
+            if let Err(e) = client.send_message(pgwire::messages::PgWireBackendMessage::ParameterStatus(status)).await {
+                return Some(Err(e));
+            }
+            return done();
+        }
         if settings::is_datafusion(&name) {
             if let Some(v) = &value
                 && let Err(m) = settings::check_bounds(&name, v)
