@@ -2,8 +2,8 @@
 //! equivalent statement: syntax-tree substitutions after parsing ([`substitute`]; the text rewrites
 //! before parsing are the engine's, `trafficdb::rewrite`): functions of PostgreSQL's catalog answered by a query, pg_type's regproc
 //! columns compared with OIDs, `U&'...'` strings, PostgreSQL's `(composite).field`,
-//! `INTERVAL '...'` literals in PostgreSQL's interval syntax, `FETCH FIRST n ROWS ONLY`, and
-//! `x op ANY / ALL (subquery)`.
+//! `INTERVAL '...'` literals in PostgreSQL's interval syntax, the query forms of [`QueryForms`],
+//! `x op ANY / ALL (subquery)` ([`quantified`]), and PostgreSQL's spellings of [`pg_form`].
 
 use std::ops::ControlFlow;
 
@@ -93,10 +93,11 @@ fn replace(s: &Statement) -> Option<Statement> {
 
 /// Query forms DataFusion plans otherwise: `FETCH FIRST n ROWS ONLY` (the SQL standard's `LIMIT`,
 /// which DataFusion does not plan) as `LIMIT n` (`WITH TIES` and `PERCENT` are left for the planner
-/// to refuse); and `generate_series(...)` in FROM, whose one column PostgreSQL names after the
-/// alias or the function (`FROM generate_series(1, 3) AS g` has a column `g`; DataFusion's is
-/// `value`), with that column named so. As a [`Visit`]or it finds such a query, as a
-/// [`VisitMut`]or it rewrites them.
+/// to refuse); `generate_series(...)` in FROM, whose one column PostgreSQL names after the alias or
+/// the function (`FROM generate_series(1, 3) AS g` has a column `g`; DataFusion's is `value`), with
+/// that column named so; `EXISTS` and `generate_series` in a select list
+/// ([`exists_as_count`], [`is_series_call`]); `TABLE t` in a query ([`select_from_tables`]). As a
+/// [`Visit`]or it finds such a query, as a [`VisitMut`]or it rewrites them.
 struct QueryForms;
 
 impl ast::Visitor for QueryForms {
