@@ -258,6 +258,14 @@ fn tokio_postgres_talks_to_the_server() {
         let chunks: Vec<bytes::Bytes> = out.try_collect().await.expect("copy data");
         let text: String = chunks.iter().map(|c| String::from_utf8_lossy(c).to_string()).collect();
         assert_eq!(text, "10,x\n11,tab\there\n");
+        // The header names the columns as PostgreSQL does, alike names too.
+        let out = client
+            .copy_out("COPY (SELECT 1, 1, count(*) FROM events) TO STDOUT WITH (FORMAT csv, HEADER)")
+            .await
+            .expect("copy out with a header");
+        let chunks: Vec<bytes::Bytes> = out.try_collect().await.expect("copy data");
+        let text: String = chunks.iter().map(|c| String::from_utf8_lossy(c).to_string()).collect();
+        assert!(text.starts_with("?column?,?column?,count\n1,1,"), "{text}");
 
         // What drivers read to learn the server version.
         let v: String = client.query_one("SELECT version()", &[]).await.expect("version").get(0);

@@ -223,7 +223,11 @@ async fn copy_out(
                 .map_err(|e| user_error(SqlState::Syntax, e.to_string()))?;
             *parsed
         }
-        CopySource::Query(q) => (**q).clone(),
+        // Named and rewritten as a query sent alone is (`COPY (SELECT 1, 1) TO ...`, PostgreSQL's forms).
+        CopySource::Query(q) => match crate::pgwire::rewrite::substitute(&Statement::Query(q.clone())) {
+            Some(Statement::Query(named)) => *named,
+            _ => (**q).clone(),
+        },
     };
     let plan = gate.checked_query_plan(ctx, &query, stmt, client).await?;
     let names: Vec<String> =
