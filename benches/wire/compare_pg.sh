@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The wire server next to PostgreSQL 15 on the same machine, in one run:
-#   1. `SELECT 1` round trip, one client, simple and extended protocol: p50 / p99 / mean (pgbench's
-#      per-transaction log);
+#   1. `SELECT 1` round trip, one client, simple, extended and prepared protocol, and `SELECT now()`
+#      (a statement planned each time): p50 / p99 / mean (pgbench's per-transaction log);
 #   2. queries per second of 8 clients on a small indexed lookup (100k rows, `WHERE id = $1`, random id;
 #      PostgreSQL has a B-tree index on id, trafficdb prunes row groups by min/max);
 #   3. `COPY ... FROM STDIN` rows/s for ROWS generated rows (6 columns shaped like request logs), durable
@@ -49,16 +49,20 @@ latency() { cat "$@" | awk '{print $3}' | sort -n | awk '{a[NR]=$1; s+=$1} END {
 echo "| measurement | PostgreSQL 15 | trafficdb | ratio (trafficdb / PostgreSQL) |"
 echo "|---|---|---|---|"
 
-# 1. Round trip.
+# 1. Round trip: `SELECT 1` (a plan the server keeps per connection) in each protocol, and
+# `SELECT now()` (planned every time it runs).
 echo "SELECT 1;" >"$work/s1.sql"
-for mode in simple extended; do
+echo "SELECT now();" >"$work/now.sql"
+for run in "s1 simple" "s1 extended" "s1 prepared" "now simple" "now extended"; do
+    set -- $run; file=$1; mode=$2
     for sys in pg td; do
         port=$pgport; db=postgres; [ $sys = td ] && { port=$tport; db=trafficdb; }
-        (cd "$work" && pgbench -n -h 127.0.0.1 -p "$port" -U postgres -f s1.sql -T "$secs" -c 1 -M "$mode" \
-            -l --log-prefix="rt_${sys}_${mode}" "$db" >/dev/null 2>&1)
+        (cd "$work" && pgbench -n -h 127.0.0.1 -p "$port" -U postgres -f "$file.sql" -T "$secs" -c 1 -M "$mode" \
+            -l --log-prefix="rt_${sys}_${file}_${mode}" "$db" >/dev/null 2>&1)
     done
-    p=$(latency "$work"/rt_pg_${mode}.*); t=$(latency "$work"/rt_td_${mode}.*)
-    echo "| SELECT 1 round trip, $mode protocol, ms p50 / p99 / mean | ${p// |/ \/} | ${t// |/ \/} | $(awk -v a="${t%% *}" -v b="${p%% *}" 'BEGIN{printf "%.1fx", a/b}') (p50) |"
+    p=$(latency "$work"/rt_pg_${file}_${mode}.*); t=$(latency "$work"/rt_td_${file}_${mode}.*)
+    what="SELECT 1"; [ "$file" = now ] && what="SELECT now()"
+    echo "| $what round trip, $mode protocol, ms p50 / p99 / mean | ${p// |/ \/} | ${t// |/ \/} | $(awk -v a="${t%% *}" -v b="${p%% *}" 'BEGIN{printf "%.1fx", a/b}') (p50) |"
 done
 
 # 2. Indexed lookup, 8 clients.
@@ -67,7 +71,7 @@ pg -c "CREATE TABLE lookup (id BIGINT NOT NULL, name TEXT, v DOUBLE PRECISION)" 
    -c "INSERT INTO lookup SELECT g, 'name-' || g, g * 0.5 FROM generate_series(1, $lookup_rows) g" \
    -c "CREATE INDEX ON lookup (id)" -c "VACUUM ANALYZE lookup"
 td -c "CREATE TABLE lookup (id BIGINT NOT NULL, name TEXT, v DOUBLE PRECISION)" \
-   -c "INSERT INTO lookup SELECT value, concat('name-', value), value * 0.5 FROM generate_series(1, $lookup_rows)"
+   -c "INSERT INTO lookup SELECT g, 'name-' || g, g * 0.5 FROM generate_series(1, $lookup_rows) g"
 printf '\\set id random(1, %d)\nSELECT id, name, v FROM lookup WHERE id = :id;\n' "$lookup_rows" >"$work/lookup.sql"
 qps() { pgbench -n -h 127.0.0.1 -p "$1" -U postgres -f "$work/lookup.sql" -T "$secs" -c 8 -j 2 -M extended "$2" 2>/dev/null \
     | awk '/^tps/ {printf "%.0f", $3}'; }

@@ -506,3 +506,68 @@ fn connection_statement_and_memory_limits() {
         serving.await.expect("server task").expect("clean shutdown");
     });
 }
+
+/// The first text column of the first row of a simple query.
+async fn text(c: &tokio_postgres::Client, sql: &str) -> String {
+    let rows = c.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    rows.iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{sql}: no row"))
+}
+
+/// Statements run again from a kept plan answer as they would planned afresh: settings changed in
+/// between, `now()`, parameters, and tables written by another connection.
+#[test]
+fn kept_plans_answer_as_planning_again_would() {
+    let rt = runtime();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    rt.block_on(async {
+        let db = Arc::new(Database::open(tmp.path()).await.expect("open"));
+        let (addr, stop, serving) = start(db, ServerConfig::default()).await;
+        let a = connect(addr, "postgres", None).await.expect("a");
+        let b = connect(addr, "postgres", None).await.expect("b");
+
+        for _ in 0..3 {
+            assert_eq!(text(&a, "SELECT 1 + 1").await, "2");
+            let six: i32 = a.query_one("SELECT CAST(2 * 3 AS INT)", &[]).await.expect("extended").get(0);
+            assert_eq!(six, 6);
+        }
+        for n in [1i64, 2, 3] {
+            let m: i64 = a.query_one("SELECT $1::bigint + 1", &[&n]).await.expect("parameter").get(0);
+            assert_eq!(m, n + 1);
+        }
+
+        // A session setting the plan was made under.
+        let typed = "SELECT arrow_typeof(TIMESTAMPTZ '2024-01-01 00:00:00+00')";
+        assert_eq!(text(&a, typed).await, "Timestamp(ns, \"+00:00\")");
+        a.batch_execute("SET datafusion.execution.time_zone = 'Asia/Tokyo'").await.expect("set");
+        assert_eq!(text(&a, typed).await, "Timestamp(ns, \"Asia/Tokyo\")");
+        let extended: String = a.query_one(typed, &[]).await.expect("extended").get(0);
+        assert_eq!(extended, "Timestamp(ns, \"Asia/Tokyo\")");
+        a.batch_execute("SET datafusion.execution.time_zone = '+00:00'").await.expect("set");
+        assert_eq!(text(&a, typed).await, "Timestamp(ns, \"+00:00\")");
+
+        // now() is the time of each statement.
+        let first = text(&a, "SELECT now()::text").await;
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        assert_ne!(text(&a, "SELECT now()::text").await, first);
+
+        // A table another connection writes to.
+        a.batch_execute("CREATE TABLE kept (ts TIMESTAMP NOT NULL, x BIGINT) WITH (time_column = 'ts')")
+            .await
+            .expect("create");
+        for n in 1..=3 {
+            b.batch_execute(&format!("INSERT INTO kept VALUES ('2024-01-01 00:00:0{n}', {n})")).await.expect("insert");
+            assert_eq!(text(&a, "SELECT count(*) FROM kept").await, n.to_string());
+            let sum: i64 = a.query_one("SELECT sum(x) FROM kept", &[]).await.expect("sum").get(0);
+            assert_eq!(sum, (1..=n).sum::<i64>());
+        }
+
+        drop((a, b));
+        stop.send(()).expect("stop");
+        serving.await.expect("server task").expect("clean shutdown");
+    });
+}

@@ -8,6 +8,7 @@ pub mod gate;
 pub mod listener;
 pub mod names;
 pub mod output;
+pub mod plans;
 pub mod results;
 pub mod rewrite;
 pub mod router;

@@ -71,13 +71,21 @@ pub fn client_fields(fields: Vec<FieldInfo>) -> Vec<FieldInfo> {
 /// The rows of `df` in `format`, as PostgreSQL would send them to a session with `metadata`'s
 /// settings.
 pub async fn encode(df: DataFrame, format: &Format, metadata: &HashMap<String, String>) -> PgWireResult<QueryResponse> {
-    let settings = Arc::new(Settings::from_metadata(metadata));
-    let fields = Arc::new(client_fields(arrow_schema_to_pg_fields(
-        df.schema().as_arrow(),
-        format,
-        Some(settings.library.clone()),
-    )?));
+    let schema = df.schema().as_arrow().clone();
     let batches = df.execute_stream().await.map_err(api_error)?;
+    encode_stream(&schema, batches, format, metadata)
+}
+
+/// As [`encode`], the rows of a stream with the result schema `schema` (the plan's, with the
+/// column names the client sees).
+pub fn encode_stream(
+    schema: &datafusion::arrow::datatypes::Schema,
+    batches: datafusion::execution::SendableRecordBatchStream,
+    format: &Format,
+    metadata: &HashMap<String, String>,
+) -> PgWireResult<QueryResponse> {
+    let settings = Arc::new(Settings::from_metadata(metadata));
+    let fields = Arc::new(client_fields(arrow_schema_to_pg_fields(schema, format, Some(settings.library.clone()))?));
     let schema = fields.clone();
     let rows = batches.flat_map(move |batch| {
         let rows = match batch {

@@ -34,7 +34,7 @@ use trafficdb::{Database, Output};
 use crate::config::ServerConfig;
 use crate::pgwire::gate::{Gate, plan_of, session_role};
 use crate::pgwire::results::{api_error, internal, pg_error, returning_tag, user_error};
-use crate::pgwire::{compat, output};
+use crate::pgwire::{compat, output, plans};
 use crate::security::audit::Audit;
 use crate::security::roles::Role;
 use crate::security::settings;
@@ -140,26 +140,54 @@ impl Router {
         statement: &Statement,
         ctx: &SessionContext,
         client: &dyn HookClient,
+        key: Option<String>,
     ) -> PgWireResult<Response> {
-        let plan = plan_of(ctx, statement.clone()).await?;
+        // One copy of the session's state plans and runs the statement.
+        let state = ctx.state();
+        let plan =
+            state.statement_to_plan(DFStatement::Statement(Box::new(statement.clone()))).await.map_err(api_error)?;
         self.gate.plan(client, &plan, statement, true)?;
-        self.run_checked(plan, ctx, client).await
+        self.run_in(plan, ctx, Some(state), client, key).await
     }
 
     /// Runs a checked plan: the `INSERT 0 n` of an insert, the rows of anything else in the formats
-    /// the client asked for.
+    /// the client asked for. A query's physical plan is kept under `key` when it can be
+    /// ([`plans::repeatable`]).
     async fn run_checked(
         &self,
         plan: LogicalPlan,
         ctx: &SessionContext,
         client: &(dyn ClientInfo + Send + Sync),
+        key: Option<String>,
     ) -> PgWireResult<Response> {
-        let insert = matches!(&plan, LogicalPlan::Dml(DmlStatement { op: WriteOp::Insert(_), .. }));
-        let df = ctx.execute_logical_plan(plan).await.map_err(api_error)?;
-        if insert {
-            return inserted(df).await;
+        self.run_in(plan, ctx, None, client, key).await
+    }
+
+    /// [`Router::run_checked`] with the copy of the session's state `plan` was made in, if any.
+    async fn run_in(
+        &self,
+        plan: LogicalPlan,
+        ctx: &SessionContext,
+        state: Option<datafusion::execution::SessionState>,
+        client: &(dyn ClientInfo + Send + Sync),
+        key: Option<String>,
+    ) -> PgWireResult<Response> {
+        if matches!(&plan, LogicalPlan::Ddl(_) | LogicalPlan::Statement(_) | LogicalPlan::Dml(_)) {
+            let insert = matches!(&plan, LogicalPlan::Dml(DmlStatement { op: WriteOp::Insert(_), .. }));
+            let df = ctx.execute_logical_plan(plan).await.map_err(api_error)?;
+            if insert {
+                return inserted(df).await;
+            }
+            return Ok(Response::Query(output::encode(df, &output::result_format(), client.metadata()).await?));
         }
-        Ok(Response::Query(output::encode(df, &output::result_format(), client.metadata()).await?))
+        let state = state.unwrap_or_else(|| ctx.state());
+        let physical = state.create_physical_plan(&plan).await.map_err(api_error)?;
+        let task = state.task_ctx();
+        if let Some(key) = key {
+            let kept = plans::Physical::new(Arc::new(plan.schema().as_arrow().clone()), physical.clone(), task.clone());
+            plans::keep_physical(client, key, &plan, kept);
+        }
+        run_physical(plan.schema().as_arrow(), physical, task, client)
     }
 
     /// Plans `statement` from its parse and checks the plan (Parse in the extended protocol).
@@ -425,14 +453,19 @@ impl QueryHook for Router {
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
         compat::sync_settings(ctx, client.metadata_mut());
+        forget_unless_query(statement, client);
         if let Some(r) = self.run_statement_level(statement, ctx, client).await {
             return Some(r);
         }
         if let Some(show) = compat::show_query(statement, client.metadata()) {
             return Some(match show {
-                Ok(query) => self.run_planned(&query, ctx, client).await,
+                Ok(query) => self.run_planned(&query, ctx, client, None).await,
                 Err(e) => Err(e),
             });
+        }
+        let key = query_key(statement, client);
+        if let Some(r) = key.as_deref().and_then(|key| run_kept(key, client)) {
+            return Some(r);
         }
         let statement = substituted(statement);
         if trafficdb::query::dml::is_dml(&statement) {
@@ -449,7 +482,7 @@ impl QueryHook for Router {
             return Some(self.run(&statement, ctx, client).await);
         }
         if let std::borrow::Cow::Owned(replaced) = &statement {
-            return Some(self.run_planned(replaced, ctx, client).await);
+            return Some(self.run_planned(replaced, ctx, client, key).await);
         }
         None
     }
@@ -514,6 +547,7 @@ impl QueryHook for Router {
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
         compat::sync_settings(ctx, client.metadata_mut());
+        forget_unless_query(statement, client);
         // Checked when the statement was parsed, on this same connection; checked again here where
         // the check is cheap, and recorded.
         if let Some(r) = self.run_statement_level(statement, ctx, client).await {
@@ -540,7 +574,7 @@ impl QueryHook for Router {
         // datafusion-postgres's SHOW would answer the original; the query made of it at Parse (one
         // text column) runs here.
         if compat::show_query(statement, client.metadata()).is_some() {
-            return Some(self.run_checked(plan.clone(), ctx, client).await);
+            return Some(self.run_checked(plan.clone(), ctx, client, None).await);
         }
         None
     }
@@ -557,7 +591,8 @@ impl QueryHook for Planned {
         if for_library_hooks(statement) {
             return None;
         }
-        Some(self.0.run_planned(&substituted(statement), ctx, client).await)
+        let key = query_key(statement, client);
+        Some(self.0.run_planned(&substituted(statement), ctx, client, key).await)
     }
 
     async fn handle_extended_parse_query(
@@ -585,13 +620,52 @@ impl QueryHook for Planned {
         }
         // The plan made (and checked) at Parse, checked again and recorded here, runs with its
         // parameters bound.
+        let no_parameters = match params {
+            ParamValues::List(l) => l.is_empty(),
+            ParamValues::Map(m) => m.is_empty(),
+        };
+        let key = if no_parameters { query_key(statement, client) } else { None };
+        if let Some(r) = key.as_deref().and_then(|key| run_kept(key, client)) {
+            return Some(r);
+        }
         let r = async {
             self.0.gate.plan(client, plan, statement, true)?;
             let bound = plan.clone().replace_params_with_values(params).map_err(api_error)?;
-            self.0.run_checked(bound, ctx, client).await
+            self.0.run_checked(bound, ctx, client, key).await
         };
         Some(r.await)
     }
+}
+
+/// Forgets the connection's kept plans before a statement that is not a query: it may change what
+/// they depend on (a setting, a function).
+fn forget_unless_query(statement: &Statement, client: &(dyn ClientInfo + Send + Sync)) {
+    if !matches!(statement, Statement::Query(_)) {
+        plans::forget(client);
+    }
+}
+
+/// The cache key of a query ([`plans::key`]); `None` for other statements.
+fn query_key(statement: &Statement, client: &(dyn ClientInfo + Send + Sync)) -> Option<String> {
+    matches!(statement, Statement::Query(_)).then(|| plans::key(client, &statement.to_string()))
+}
+
+/// Runs the physical plan kept under `key`, if there is one: it was checked when it was kept, on
+/// this connection, with these settings.
+fn run_kept(key: &str, client: &(dyn ClientInfo + Send + Sync)) -> Option<PgWireResult<Response>> {
+    let kept = plans::physical(client, key)?;
+    Some(kept.take().map_err(api_error).and_then(|(schema, plan, task)| run_physical(&schema, plan, task, client)))
+}
+
+/// The rows of `plan`, whose result columns are `schema`, in the formats the client asked for.
+fn run_physical(
+    schema: &datafusion::arrow::datatypes::Schema,
+    plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+    task: Arc<datafusion::execution::TaskContext>,
+    client: &(dyn ClientInfo + Send + Sync),
+) -> PgWireResult<Response> {
+    let rows = datafusion::physical_plan::execute_stream(plan, task).map_err(api_error)?;
+    Ok(Response::Query(output::encode_stream(schema, rows, &output::result_format(), client.metadata())?))
 }
 
 /// The `INSERT 0 n` of an INSERT DataFusion ran (its plan answers one row: the count).

@@ -33,6 +33,7 @@ use pgwire::messages::startup::SecretKey;
 use tokio::sync::watch;
 
 use crate::ops::metrics::ServerMetrics;
+use crate::pgwire::plans;
 use crate::pgwire::results::pg_error;
 use tokio::time::Instant;
 use trafficdb::SqlState;
@@ -488,10 +489,19 @@ impl QueryParser for Parser {
         C: ClientInfo + Unpin + Send + Sync,
     {
         let sql = trafficdb::rewrite::prepare(sql).map_err(pg_error)?;
+        let key = plans::key(client, &sql);
+        if let Some((text, statement, plan)) = plans::parsed(client, &key) {
+            return Ok(Some((text, Some((statement, plan)))));
+        }
         let parsed = self.inner.parse_sql(client, &sql, types).await?;
         Ok(match parsed {
             Some((text, Some((statement, plan)))) => {
                 let plan = untyped_nulls_as_text(plan).map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+                let parsed = (text, statement, plan);
+                if matches!(parsed.1, datafusion::sql::sqlparser::ast::Statement::Query(_)) {
+                    plans::keep_parsed(client, key, &parsed);
+                }
+                let (text, statement, plan) = parsed;
                 Some((text, Some((statement, plan))))
             }
             other => other,
