@@ -10,7 +10,8 @@
 //! - [`pgwire`]: the PostgreSQL server: [`pgwire::wire`] (framing and message limits),
 //!   [`pgwire::startup`] (startup and authentication exchange), [`pgwire::session`] (one connection:
 //!   simple and extended protocol, statement timeout, memory pool), [`pgwire::router`] (where each
-//!   statement goes), [`pgwire::gate`] (the role check), [`pgwire::copy`], [`pgwire::catalog`] and
+//!   statement goes), [`pgwire::plans`] (plans a connection keeps and runs again),
+//!   [`pgwire::gate`] (the role check), [`pgwire::copy`], [`pgwire::catalog`] and
 //!   [`pgwire::compat`] (what PostgreSQL clients expect to find), [`pgwire::rewrite`] (parsed
 //!   statements on PostgreSQL's catalog answered by an equivalent one; text rewrites before parsing
 //!   are the engine's, `trafficdb::rewrite`, applied by its `prepare`, the front door both protocols

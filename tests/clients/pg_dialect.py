@@ -8,13 +8,13 @@ For every statement PostgreSQL runs, per protocol:
   rows compared in order when the statement has ORDER BY, as a multiset otherwise;
 - *same text*: every value byte for byte (the command tag for statements without rows);
 - *same names*: the columns named as PostgreSQL names them.
-Statements PostgreSQL refuses are listed apart (an error on trafficdb too is expected there).
+Statements PostgreSQL refuses are counted apart: *refused too* when trafficdb refuses them as well.
 
 A file starts with `-- setup` ... `-- end setup` statements run on both sides before its statements.
 Statements end with `;` at the end of a line; `--` lines are comments.
 
-tests/pg_dialect/floor.json holds, per category, the least number of equivalent and same-text answers
-(both protocols counted): a run under it fails, so what works keeps working; raise it as answers improve.
+tests/pg_dialect/floor.json holds, per category, the least number of equivalent, same-text,
+same-names and refused-too answers (both protocols counted): a run under it fails, so what works keeps working; raise it as answers improve.
 
 Usage: python pg_dialect.py TRAFFICDB_BIN [--report FILE] [--only CATEGORY]
 """
@@ -239,15 +239,17 @@ def main():
     if args.report:
         with open(args.report, "w", encoding="utf-8") as f:
             f.write("\n".join(report))
-    keys = ("equivalent", "same", "names")
-    print("| category | statements | answers PostgreSQL gives (2 protocols) | equivalent | same text | same names |")
-    print("|---|---|---|---|---|---|")
+    keys = ("equivalent", "same", "names", "both_refuse")
+    print("| category | statements | answers PostgreSQL gives (2 protocols) | equivalent | same text | same names "
+          "| refusals PostgreSQL gives | refused too |")
+    print("|---|---|---|---|---|---|---|---|")
     failed = []
-    totals["all"] = {k: sum(c[k] for c in totals.values()) for k in ("statements", "pg_runs") + keys}
+    totals["all"] = {k: sum(c[k] for c in totals.values()) for k in ("statements", "pg_runs", "pg_refuses") + keys}
     for category, c in totals.items():
         runs = c["pg_runs"]
-        shown = " | ".join(f"{c[k]} ({100 * c[k] / runs:.0f} %)" if runs else "0" for k in keys)
-        print(f"| {category} | {c['statements']} | {runs} | {shown} |")
+        shown = " | ".join(f"{c[k]} ({100 * c[k] / runs:.0f} %)" if runs else "0" for k in keys[:3])
+        refused = f"{c['both_refuse']} ({100 * c['both_refuse'] / c['pg_refuses']:.0f} %)" if c["pg_refuses"] else "0"
+        print(f"| {category} | {c['statements']} | {runs} | {shown} | {c['pg_refuses']} | {refused} |")
         least = floor.get(category, {})
         for key in keys:
             if c[key] < least.get(key, 0):

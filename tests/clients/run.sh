@@ -4,8 +4,9 @@
 # Npgsql 4.0.17 message sequence replayed over a raw socket (powerbi_replay.py), Grafana's PostgreSQL
 # data source queries (grafana.py), pgjdbc (JdbcClient.java) and node-postgres (node_client.js); then
 # README's first command, `serve --demo`, started twice on a new directory; then random DELETE and
-# UPDATE statements compared with PostgreSQL 15 (dml_diff.py), and the dialect corpus
-# (tests/pg_dialect) answered by both (pg_dialect.py).
+# UPDATE statements compared with PostgreSQL 15 (dml_diff.py), pgcli's and DBeaver's connect-time
+# queries next to PostgreSQL's answers (tool_replays.py), and the dialect corpus (tests/pg_dialect)
+# answered by both (pg_dialect.py).
 # Installs what is missing: psql, PostgreSQL 15, a JDK and pgjdbc, Node.js (Debian's
 # postgresql-client, postgresql-15, default-jdk-headless, libpostgresql-jdbc-java, nodejs, npm), the
 # Python packages (in a virtualenv under ~/.cache) and the npm packages (under ~/.cache/trafficdb-node).
@@ -28,7 +29,7 @@ jdbc_jar=/usr/share/java/postgresql.jar
 { command -v node >/dev/null && command -v npm >/dev/null; } || apt_install nodejs npm
 venv="$HOME/.cache/trafficdb-venv"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/pip" install -q --disable-pip-version-check "psycopg[binary]" psycopg2-binary asyncpg pg8000 sqlalchemy pandas scikit-learn
+"$venv/bin/pip" install -q --disable-pip-version-check "psycopg[binary]" psycopg2-binary asyncpg pg8000 sqlalchemy pandas scikit-learn pgcli
 node_dir="$HOME/.cache/trafficdb-node"
 [ -d "$node_dir/node_modules/pg" ] && [ -d "$node_dir/node_modules/pg-copy-streams" ] \
     || npm install -q --prefix "$node_dir" --no-audit --no-fund --loglevel=error pg@8 pg-copy-streams@7 >/dev/null
@@ -112,6 +113,9 @@ done
 # (dml_diff.py starts its own PostgreSQL cluster and trafficdb server). DML_DIFF_SEED replays a run.
 "$venv/bin/python" "$here/dml_diff.py" "$bin" --seed "${DML_DIFF_SEED:-1}" --statements "${DML_DIFF_STATEMENTS:-3000}" \
     || failed=$((failed + 1))
+# pgcli's completion queries (its own executor) and DBeaver's connect-time statements, next to
+# PostgreSQL 15.
+"$venv/bin/python" "$here/tool_replays.py" "$bin" || failed=$((failed + 1))
 # The dialect corpus (tests/pg_dialect) against PostgreSQL 15, both protocols: under the floor of
 # equivalent / same-text / same-name answers per category (tests/pg_dialect/floor.json) fails.
 "$venv/bin/python" "$here/pg_dialect.py" "$bin" || failed=$((failed + 1))

@@ -23,6 +23,7 @@ pub mod access;
 pub mod aggregate;
 pub mod anomaly;
 pub mod bounded;
+pub mod checked;
 pub mod computed;
 pub mod detect;
 pub mod gapfill;
@@ -116,6 +117,7 @@ pub fn install(state: &mut SessionState, models: &Arc<model::Registry>) -> dataf
     }
     state.register_udtf("detect_anomalies", Arc::new(detect::DetectAnomalies));
     state.register_expr_planner(Arc::new(time::DateTimeArithmetic))?;
+    state.register_expr_planner(Arc::new(checked::IntegerOverflow::default()))?;
     model::sql::install(state, models)?;
     bounded::install(state)?;
     pg::install(state)?;

@@ -108,6 +108,9 @@ fn figure_with_strength(e: &Expr) -> Option<(String, u8)> {
         Expr::Identifier(_) | Expr::CompoundIdentifier(_) => column_name(e).map(|n| (n, 2)),
         Expr::Nested(inner) | Expr::Collate { expr: inner, .. } => figure_with_strength(inner),
         // `current_user`, `current_date` and the like, written without parentheses, are functions too.
+        // datafusion-pg-catalog's parser writes `x = ANY (array)` as `array_contains(array, x)` before
+        // the server sees the statement; PostgreSQL has no such function, so the call is the operator.
+        Expr::Function(f) if last_name(&f.name).is_some_and(|n| n == "array_contains") => None,
         Expr::Function(f) => last_name(&f.name).map(|n| (n, 2)),
         Expr::Cast { expr, data_type, .. } => match figure_with_strength(expr) {
             Some((name, 2)) => Some((name, 2)),
@@ -248,6 +251,7 @@ mod tests {
             ("SELECT a + 1, a FROM t UNION SELECT 2, b FROM u", &["?column?", "a"]),
             ("SELECT *, count(*) FROM t", &["*", "count(*)"]),
             ("SELECT count, count(*) FROM t", &["count", "count\u{1}1"]),
+            ("SELECT array_contains(ARRAY['a'], n.nspname), n.nspname FROM n", &["?column?", "n.nspname"]),
             ("SELECT row_number() OVER (ORDER BY ts), ts AT TIME ZONE 'UTC' FROM t", &["row_number", "timezone"]),
             ("SELECT (r.keys).x, pg_total_relation_size('t') FROM r", &["x", "pg_total_relation_size"]),
             ("SELECT CAST(TIMESTAMP '2024-03-01' AS DATE), CAST(n AS TEXT)::int FROM t", &["date", "n"]),

@@ -290,6 +290,20 @@ fn pg_form(e: &Expr) -> Option<Expr> {
             "localtime" => expr_of("CAST(now() AS TIME)"),
             _ => None,
         },
+        // `oid::regtype::text`: the type's name (the catalog maps regtype to its oid, so the text
+        // would be the number). The name cast from text (`'int4'::regtype`) is an oid lookup already.
+        Expr::Cast { expr: inner, data_type, .. } if is_text(data_type) => match inner.as_ref() {
+            Expr::Cast { expr: oid, data_type: ast::DataType::Custom(name, _), .. }
+                if name
+                    .0
+                    .last()
+                    .and_then(|p| p.as_ident())
+                    .is_some_and(|i| i.value.eq_ignore_ascii_case("regtype")) =>
+            {
+                expr_of(&format!("format_type({oid}, NULL)"))
+            }
+            _ => None,
+        },
         Expr::Cast { expr, data_type: ast::DataType::JSON | ast::DataType::JSONB, .. } => {
             expr_of(&format!("CAST({expr} AS TEXT)"))
         }
@@ -308,6 +322,10 @@ fn pg_form(e: &Expr) -> Option<Expr> {
         }
         _ => None,
     }
+}
+
+fn is_text(t: &ast::DataType) -> bool {
+    matches!(t, ast::DataType::Text | ast::DataType::Varchar(None) | ast::DataType::String(None))
 }
 
 /// A call with named arguments (`make_interval(days => 3)`) as one with its arguments in the order
@@ -567,6 +585,11 @@ mod tests {
             Some("SELECT sqrt(16.0), cbrt(x), abs(-5), ((5) # -1)")
         );
         assert_eq!(rewritten("SELECT localtimestamp").as_deref(), Some("SELECT CAST(now() AS TIMESTAMP)"));
+        assert_eq!(
+            rewritten("SELECT atttypid::regtype::text AS t FROM pg_attribute").as_deref(),
+            Some("SELECT format_type(atttypid, NULL) AS t FROM pg_attribute")
+        );
+        assert_eq!(rewritten("SELECT p.prorettype::regtype != 16 FROM pg_proc p"), None);
         assert_eq!(
             rewritten("SELECT 'abcdef'::varchar(2), CAST(x AS CHAR(3))").as_deref(),
             Some("SELECT CAST(left(CAST('abcdef' AS TEXT), 2) AS VARCHAR), CAST(left(CAST(x AS TEXT), 3) AS VARCHAR)")
