@@ -270,12 +270,7 @@ fn tokio_postgres_talks_to_the_server() {
         // What drivers read to learn the server version.
         let v: String = client.query_one("SELECT version()", &[]).await.expect("version").get(0);
         assert!(v.starts_with("PostgreSQL 16.6 (trafficdb"), "{v}");
-        let rows = client.simple_query("SHOW server_version").await.expect("show");
-        let shown = rows.iter().find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
-            _ => None,
-        });
-        assert_eq!(shown.as_deref(), Some("16.6"));
+        assert_eq!(first_value(&client, "SHOW server_version").await, "16.6");
 
         // Gap filling is rewritten before planning on both protocols; its argument errors keep SQLSTATE 22023.
         client
@@ -508,7 +503,7 @@ fn connection_statement_and_memory_limits() {
 }
 
 /// The first text column of the first row of a simple query.
-async fn text(c: &tokio_postgres::Client, sql: &str) -> String {
+async fn first_value(c: &tokio_postgres::Client, sql: &str) -> String {
     let rows = c.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
     rows.iter()
         .find_map(|m| match m {
@@ -531,7 +526,7 @@ fn kept_plans_answer_as_planning_again_would() {
         let b = connect(addr, "postgres", None).await.expect("b");
 
         for _ in 0..3 {
-            assert_eq!(text(&a, "SELECT 1 + 1").await, "2");
+            assert_eq!(first_value(&a, "SELECT 1 + 1").await, "2");
             let six: i32 = a.query_one("SELECT CAST(2 * 3 AS INT)", &[]).await.expect("extended").get(0);
             assert_eq!(six, 6);
         }
@@ -542,18 +537,18 @@ fn kept_plans_answer_as_planning_again_would() {
 
         // A session setting the plan was made under.
         let typed = "SELECT arrow_typeof(TIMESTAMPTZ '2024-01-01 00:00:00+00')";
-        assert_eq!(text(&a, typed).await, "Timestamp(ns, \"+00:00\")");
+        assert_eq!(first_value(&a, typed).await, "Timestamp(ns, \"+00:00\")");
         a.batch_execute("SET datafusion.execution.time_zone = 'Asia/Tokyo'").await.expect("set");
-        assert_eq!(text(&a, typed).await, "Timestamp(ns, \"Asia/Tokyo\")");
+        assert_eq!(first_value(&a, typed).await, "Timestamp(ns, \"Asia/Tokyo\")");
         let extended: String = a.query_one(typed, &[]).await.expect("extended").get(0);
         assert_eq!(extended, "Timestamp(ns, \"Asia/Tokyo\")");
         a.batch_execute("SET datafusion.execution.time_zone = '+00:00'").await.expect("set");
-        assert_eq!(text(&a, typed).await, "Timestamp(ns, \"+00:00\")");
+        assert_eq!(first_value(&a, typed).await, "Timestamp(ns, \"+00:00\")");
 
         // now() is the time of each statement.
-        let first = text(&a, "SELECT now()::text").await;
+        let first = first_value(&a, "SELECT now()::text").await;
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        assert_ne!(text(&a, "SELECT now()::text").await, first);
+        assert_ne!(first_value(&a, "SELECT now()::text").await, first);
 
         // A table another connection writes to.
         a.batch_execute("CREATE TABLE kept (ts TIMESTAMP NOT NULL, x BIGINT) WITH (time_column = 'ts')")
@@ -561,7 +556,7 @@ fn kept_plans_answer_as_planning_again_would() {
             .expect("create");
         for n in 1..=3 {
             b.batch_execute(&format!("INSERT INTO kept VALUES ('2024-01-01 00:00:0{n}', {n})")).await.expect("insert");
-            assert_eq!(text(&a, "SELECT count(*) FROM kept").await, n.to_string());
+            assert_eq!(first_value(&a, "SELECT count(*) FROM kept").await, n.to_string());
             let sum: i64 = a.query_one("SELECT sum(x) FROM kept", &[]).await.expect("sum").get(0);
             assert_eq!(sum, (1..=n).sum::<i64>());
         }

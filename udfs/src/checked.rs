@@ -6,19 +6,28 @@
 //! [`Checked`], which computes in the wider of the two types with Arrow's checked kernels. The call
 //! keeps the operator's column name (`x + Int64(1)`), so plans and derived tables name it as before.
 //! A constant that overflows is left unfolded by the optimizer and fails when it runs.
+//!
+//! [`CheckedSum`] is `sum` with the same answers, except that a `bigint` sum past 2^63 fails with
+//! 22003 where DataFusion's wraps: it adds in 128 bits (partial sums travel as `decimal(38, 0)`) and
+//! checks the range once per group at the end. PostgreSQL's `sum(bigint)` is `numeric` and does not
+//! fail at all; the result stays `bigint` here, as DataFusion types it.
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Decimal128Array, Int64Array};
 use datafusion::arrow::compute::kernels::numeric;
 use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{Field, FieldRef, Int64Type};
 use datafusion::arrow::error::ArrowError;
 use datafusion::common::{DFSchema, ExprSchema, Result, ScalarValue, plan_err};
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::expr::ScalarFunction;
+use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawBinaryExpr};
+use datafusion::logical_expr::utils::format_state_name;
 use datafusion::logical_expr::{
-    ColumnarValue, Expr, ExprSchemable, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, EmitTo, Expr, ExprSchemable, GroupsAccumulator,
+    ReversedUDAF, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 use datafusion::sql::sqlparser::ast::BinaryOperator;
 
@@ -183,6 +192,237 @@ impl ExprPlanner for IntegerOverflow {
     }
 }
 
+/// `sum` (DataFusion's for every type but `bigint`, see the module's documentation).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct CheckedSum {
+    inner: Arc<AggregateUDF>,
+}
+
+impl CheckedSum {
+    /// `sum` over DataFusion's `sum` (`inner`).
+    pub fn new(inner: Arc<AggregateUDF>) -> CheckedSum {
+        CheckedSum { inner }
+    }
+
+    /// Whether this call adds `bigint`s in 128 bits (DISTINCT sums are DataFusion's).
+    fn checked(return_type: &DataType, distinct: bool) -> bool {
+        !distinct && return_type == &DataType::Int64
+    }
+}
+
+/// The partial sums of a `bigint` sum.
+const PARTIAL: DataType = DataType::Decimal128(38, 0);
+
+impl AggregateUDFImpl for CheckedSum {
+    fn name(&self) -> &str {
+        "sum"
+    }
+
+    fn signature(&self) -> &Signature {
+        self.inner.signature()
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        self.inner.return_type(arg_types)
+    }
+
+    fn accumulator(&self, args: AccumulatorArgs<'_>) -> Result<Box<dyn Accumulator>> {
+        if Self::checked(args.return_field.data_type(), args.is_distinct) {
+            return Ok(Box::new(Sum128::default()));
+        }
+        self.inner.inner().accumulator(args)
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs<'_>) -> Result<Vec<FieldRef>> {
+        if Self::checked(args.return_type(), args.is_distinct) {
+            return Ok(vec![Arc::new(Field::new(format_state_name(args.name, "sum"), PARTIAL, true))]);
+        }
+        self.inner.inner().state_fields(args)
+    }
+
+    fn groups_accumulator_supported(&self, args: AccumulatorArgs<'_>) -> bool {
+        self.inner.inner().groups_accumulator_supported(args)
+    }
+
+    fn create_groups_accumulator(&self, args: AccumulatorArgs<'_>) -> Result<Box<dyn GroupsAccumulator>> {
+        if Self::checked(args.return_field.data_type(), args.is_distinct) {
+            return Ok(Box::new(Sums128::default()));
+        }
+        self.inner.inner().create_groups_accumulator(args)
+    }
+
+    fn create_sliding_accumulator(&self, args: AccumulatorArgs<'_>) -> Result<Box<dyn Accumulator>> {
+        if Self::checked(args.return_field.data_type(), args.is_distinct) {
+            return Ok(Box::new(Sum128::default()));
+        }
+        self.inner.inner().create_sliding_accumulator(args)
+    }
+
+    fn reverse_expr(&self) -> ReversedUDAF {
+        ReversedUDAF::Identical
+    }
+
+    fn order_sensitivity(&self) -> datafusion::logical_expr::utils::AggregateOrderSensitivity {
+        datafusion::logical_expr::utils::AggregateOrderSensitivity::Insensitive
+    }
+
+    fn set_monotonicity(&self, data_type: &DataType) -> datafusion::logical_expr::SetMonotonicity {
+        self.inner.inner().set_monotonicity(data_type)
+    }
+
+    fn documentation(&self) -> Option<&datafusion::logical_expr::Documentation> {
+        self.inner.documentation()
+    }
+}
+
+/// A 128-bit sum as a `bigint`: NULL when nothing was added, 22003 out of range.
+fn to_bigint(sum: i128, added: u64) -> Result<Option<i64>> {
+    if added == 0 {
+        return Ok(None);
+    }
+    i64::try_from(sum).map(Some).map_err(|_| out_of_range(&DataType::Int64))
+}
+
+/// Adds the valid values of `values` (a `bigint` array) that `filter` keeps to `add(row, value)`.
+fn each_value(values: &ArrayRef, filter: Option<&BooleanArray>, mut add: impl FnMut(usize, i64)) {
+    let values = values.as_primitive::<Int64Type>();
+    if values.null_count() == 0 && filter.is_none() {
+        values.values().iter().enumerate().for_each(|(i, &v)| add(i, v));
+        return;
+    }
+    for i in 0..values.len() {
+        let kept = filter.is_none_or(|f| f.is_valid(i) && f.value(i));
+        if kept && values.is_valid(i) {
+            add(i, values.value(i));
+        }
+    }
+}
+
+/// The partial sums in `states[0]` (`decimal(38, 0)`), each valid one given to `add(row, value)`.
+fn each_partial(states: &[ArrayRef], mut add: impl FnMut(usize, i128)) {
+    let partial = states[0].as_primitive::<datafusion::arrow::datatypes::Decimal128Type>();
+    for i in 0..partial.len() {
+        if partial.is_valid(i) {
+            add(i, partial.value(i));
+        }
+    }
+}
+
+/// One `bigint` sum (and a sliding window's, which takes values back out).
+#[derive(Debug, Default)]
+struct Sum128 {
+    sum: i128,
+    added: u64,
+}
+
+impl Accumulator for Sum128 {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        each_value(&values[0], None, |_, v| {
+            self.sum += i128::from(v);
+            self.added += 1;
+        });
+        Ok(())
+    }
+
+    fn retract_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        each_value(&values[0], None, |_, v| {
+            self.sum -= i128::from(v);
+            self.added -= 1;
+        });
+        Ok(())
+    }
+
+    fn supports_retract_batch(&self) -> bool {
+        true
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        each_partial(states, |_, v| {
+            self.sum += v;
+            self.added += 1;
+        });
+        Ok(())
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        Ok(vec![ScalarValue::Decimal128((self.added > 0).then_some(self.sum), 38, 0)])
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        Ok(ScalarValue::Int64(to_bigint(self.sum, self.added)?))
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of::<Self>()
+    }
+}
+
+/// The `bigint` sums of many groups.
+#[derive(Debug, Default)]
+struct Sums128 {
+    sums: Vec<i128>,
+    added: Vec<u64>,
+}
+
+impl Sums128 {
+    fn grow(&mut self, groups: usize) {
+        self.sums.resize(groups, 0);
+        self.added.resize(groups, 0);
+    }
+}
+
+impl GroupsAccumulator for Sums128 {
+    fn update_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        opt_filter: Option<&BooleanArray>,
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.grow(total_num_groups);
+        each_value(&values[0], opt_filter, |i, v| {
+            let g = group_indices[i];
+            self.sums[g] += i128::from(v);
+            self.added[g] += 1;
+        });
+        Ok(())
+    }
+
+    fn merge_batch(&mut self, values: &[ArrayRef], group_indices: &[usize], total_num_groups: usize) -> Result<()> {
+        self.grow(total_num_groups);
+        each_partial(values, |i, v| {
+            let g = group_indices[i];
+            self.sums[g] += v;
+            self.added[g] += 1;
+        });
+        Ok(())
+    }
+
+    fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
+        let sums = emit_to.take_needed(&mut self.sums);
+        let added = emit_to.take_needed(&mut self.added);
+        let out = sums.into_iter().zip(added).map(|(s, n)| to_bigint(s, n)).collect::<Result<Int64Array>>()?;
+        Ok(Arc::new(out))
+    }
+
+    fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
+        let sums = emit_to.take_needed(&mut self.sums);
+        let added = emit_to.take_needed(&mut self.added);
+        let partial: Decimal128Array = sums.into_iter().zip(added).map(|(s, n)| (n > 0).then_some(s)).collect();
+        Ok(vec![Arc::new(partial.with_precision_and_scale(38, 0)?)])
+    }
+
+    fn convert_to_state(&self, values: &[ArrayRef], opt_filter: Option<&BooleanArray>) -> Result<Vec<ArrayRef>> {
+        let mut partial = vec![None; values[0].len()];
+        each_value(&values[0], opt_filter, |i, v| partial[i] = Some(i128::from(v)));
+        Ok(vec![Arc::new(Decimal128Array::from(partial).with_precision_and_scale(38, 0)?)])
+    }
+
+    fn size(&self) -> usize {
+        self.sums.capacity() * 16 + self.added.capacity() * 8
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,6 +454,45 @@ mod tests {
             let e = run(sql).await.expect_err(sql);
             assert_eq!(code(&e), Some((SqlState::NumericValueOutOfRange, message.into())), "{sql}: {e}");
         }
+    }
+
+    async fn run_sum(sql: &str) -> Result<String> {
+        let ctx = SessionContext::new();
+        let sum = datafusion::functions_aggregate::sum::sum_udaf();
+        ctx.register_udaf(AggregateUDF::from(CheckedSum::new(sum)));
+        ctx.sql("CREATE TABLE t (g INT, x BIGINT) AS VALUES (1, 9223372036854775806), (1, 1), (2, 9223372036854775807), (2, -5), (3, NULL), (1, -3)")
+            .await?;
+        let batches = ctx.sql(sql).await?.collect().await?;
+        Ok(datafusion::arrow::util::pretty::pretty_format_batches(&batches)?.to_string())
+    }
+
+    #[tokio::test]
+    async fn bigint_sums_past_the_range_fail_and_others_are_exact() {
+        let out = run_sum("SELECT g, sum(x) AS s FROM t GROUP BY g ORDER BY g").await.expect("grouped");
+        assert!(out.contains("| 1 | 9223372036854775804 |"), "{out}");
+        assert!(out.contains("| 2 | 9223372036854775802 |"), "{out}");
+        assert!(out.contains("| 3 |                     |"), "{out}");
+        for sql in [
+            "SELECT sum(x) FROM t WHERE x > 0",
+            "SELECT sum(x) FROM t GROUP BY x > 0",
+            "SELECT sum(x) FILTER (WHERE x > 1) FROM t",
+            "SELECT sum(x) FROM t",
+        ] {
+            let e = run_sum(sql).await.expect_err(sql);
+            assert_eq!(code(&e), Some((SqlState::NumericValueOutOfRange, "bigint out of range".into())), "{sql}: {e}");
+        }
+        let out = run_sum("SELECT sum(x) AS s FROM t WHERE g = 1").await.expect("one group");
+        assert!(out.contains("| 9223372036854775804 |"), "{out}");
+        let out = run_sum("SELECT sum(DISTINCT x) AS s FROM t WHERE g = 1").await.expect("distinct");
+        assert!(out.contains("| 9223372036854775804 |"), "{out}");
+        let out = run_sum("SELECT sum(x) OVER (ORDER BY x ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) AS s FROM t WHERE g = 1 ORDER BY x")
+            .await
+            .expect("window");
+        assert!(out.contains("| -3  ") || out.contains("| -3 "), "{out}");
+        assert!(out.contains("| -2 "), "{out}");
+        assert!(out.contains("| 9223372036854775807 |"), "{out}");
+        let out = run_sum("SELECT sum(x) AS s FROM t WHERE g = 3").await.expect("nulls only");
+        assert!(out.contains("|   |") || out.contains("|  |"), "{out}");
     }
 
     #[tokio::test]

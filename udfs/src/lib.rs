@@ -106,6 +106,9 @@ pub fn install(state: &mut SessionState, models: &Arc<model::Registry>) -> dataf
     for f in sketch::scalar_functions().into_iter().chain(json::scalar_functions()) {
         state.register_udf(f)?;
     }
+    if let Some(sum) = state.aggregate_functions().get("sum").cloned() {
+        state.register_udaf(Arc::new(datafusion::logical_expr::AggregateUDF::from(checked::CheckedSum::new(sum))))?;
+    }
     if let Some(array_agg) = state.aggregate_functions().get("array_agg").cloned() {
         for f in json::aggregate_functions(&array_agg) {
             state.register_udaf(f)?;
