@@ -87,11 +87,9 @@ pub fn physical(client: &(impl ClientInfo + ?Sized), key: &str) -> Option<Physic
     plans(client).physical.lock().get(key).cloned()
 }
 
-/// Keeps `plan` (planned from `logical`) under `key` when `logical` is [`repeatable`].
-pub fn keep_physical(client: &(impl ClientInfo + ?Sized), key: String, logical: &LogicalPlan, plan: Physical) {
-    if repeatable(logical) {
-        insert(&plans(client).physical, key, plan);
-    }
+/// Keeps `plan` under `key` (its logical plan [`repeatable`]).
+pub fn keep_physical(client: &(impl ClientInfo + ?Sized), key: String, plan: Physical) {
+    insert(&plans(client).physical, key, plan);
 }
 
 /// The kept parse of `key`.
@@ -99,11 +97,9 @@ pub fn parsed(client: &(impl ClientInfo + ?Sized), key: &str) -> Option<Parsed> 
     plans(client).parsed.lock().get(key).cloned()
 }
 
-/// Keeps a parse under `key` when its plan is [`repeatable`].
-pub fn keep_parsed(client: &(impl ClientInfo + ?Sized), key: String, parsed: &Parsed) {
-    if repeatable(&parsed.2) {
-        insert(&plans(client).parsed, key, parsed.clone());
-    }
+/// Keeps a parse under `key` (its plan [`repeatable`]).
+pub fn keep_parsed(client: &(impl ClientInfo + ?Sized), key: String, parsed: Parsed) {
+    insert(&plans(client).parsed, key, parsed);
 }
 
 /// Forgets every kept plan of the connection (a statement that is not a query ran).

@@ -183,9 +183,9 @@ impl Router {
         let state = state.unwrap_or_else(|| ctx.state());
         let physical = state.create_physical_plan(&plan).await.map_err(api_error)?;
         let task = state.task_ctx();
-        if let Some(key) = key {
+        if let Some(key) = key.filter(|_| plans::repeatable(&plan)) {
             let kept = plans::Physical::new(Arc::new(plan.schema().as_arrow().clone()), physical.clone(), task.clone());
-            plans::keep_physical(client, key, &plan, kept);
+            plans::keep_physical(client, key, kept);
         }
         run_physical(plan.schema().as_arrow(), physical, task, client)
     }

@@ -497,11 +497,10 @@ impl QueryParser for Parser {
         Ok(match parsed {
             Some((text, Some((statement, plan)))) => {
                 let plan = untyped_nulls_as_text(plan).map_err(|e| PgWireError::ApiError(Box::new(e)))?;
-                let parsed = (text, statement, plan);
-                if matches!(parsed.1, datafusion::sql::sqlparser::ast::Statement::Query(_)) {
-                    plans::keep_parsed(client, key, &parsed);
+                if matches!(statement, datafusion::sql::sqlparser::ast::Statement::Query(_)) && plans::repeatable(&plan)
+                {
+                    plans::keep_parsed(client, key, (text.clone(), statement.clone(), plan.clone()));
                 }
-                let (text, statement, plan) = parsed;
                 Some((text, Some((statement, plan))))
             }
             other => other,
