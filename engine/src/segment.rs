@@ -741,13 +741,17 @@ fn decode_chunk(
     };
     let array: ArrayRef = match ty.physical() {
         Physical::Int => {
-            let mut v = Vec::with_capacity(rows);
-            codec::decode_ints(&mut r, rows, &mut v)?;
+            fn ints<T: codec::DecodeInt>(r: &mut Reader<'_>, rows: usize) -> crate::bytes::DecodeResult<Vec<T>> {
+                let mut v = Vec::with_capacity(rows);
+                codec::decode_ints(r, rows, &mut v)?;
+                Ok(v)
+            }
             match ty {
-                ColumnType::SmallInt => Arc::new(Int16Array::new(v.into_iter().map(|x| x as i16).collect(), nulls)),
-                ColumnType::Int => Arc::new(Int32Array::new(v.into_iter().map(|x| x as i32).collect(), nulls)),
-                ColumnType::BigInt => Arc::new(Int64Array::new(ScalarBuffer::from(v), nulls)),
+                ColumnType::SmallInt => Arc::new(Int16Array::new(ints::<i16>(&mut r, rows)?.into(), nulls)),
+                ColumnType::Int => Arc::new(Int32Array::new(ints::<i32>(&mut r, rows)?.into(), nulls)),
+                ColumnType::BigInt => Arc::new(Int64Array::new(ints::<i64>(&mut r, rows)?.into(), nulls)),
                 _ => {
+                    let v = ints::<i64>(&mut r, rows)?;
                     let tz = match target {
                         DataType::Timestamp(_, tz) => tz.clone(),
                         _ => None,

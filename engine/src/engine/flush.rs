@@ -62,7 +62,7 @@ impl Engine {
                 .partitions
                 .iter()
                 .filter(|(_, p)| !p.frozen.is_empty())
-                .map(|(k, p)| (*k, p.frozen.clone()))
+                .map(|(k, p)| (*k, p.frozen.iter().map(|m| m.batch.clone()).collect()))
                 .collect();
             for (key, batches) in frozen {
                 let n = batches.len();

@@ -52,7 +52,7 @@ use crate::wal::{Wal, list_wal_files, replay};
 pub use bulk::BulkLoad;
 pub use retention::{Rewrite, Rewritten, RowId};
 pub use status::TableStatus;
-pub use table::{PartitionSnapshot, SegmentHandle, Table, TableSnapshot};
+pub use table::{ColumnBounds, MemBatch, PartitionSnapshot, SegmentHandle, Table, TableSnapshot};
 use table::{min_opt, record_changes};
 
 /// Engine settings.
@@ -223,7 +223,7 @@ impl Engine {
                     }
                     for (k, piece) in t.split(b)? {
                         mem_bytes += piece.get_array_memory_size();
-                        d.partitions.entry(k).or_default().mem.push(piece);
+                        d.partitions.entry(k).or_default().mem.push(MemBatch::new(piece));
                     }
                 }
             }

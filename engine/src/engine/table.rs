@@ -10,7 +10,7 @@ use datafusion::arrow::compute::{
     SortColumn, SortOptions, concat_batches, interleave, lexsort_to_indices, sort_to_indices, take_record_batch,
 };
 use datafusion::arrow::datatypes::{Int64Type, SchemaRef, TimestampMicrosecondType};
-use datafusion::common::HashMap;
+use datafusion::common::{HashMap, ScalarValue};
 use parking_lot::{Mutex, RwLock};
 
 use crate::catalog::{SegmentEntry, TableEntry};
@@ -29,9 +29,45 @@ pub struct SegmentHandle {
 pub(super) struct Partition {
     pub(super) segments: Vec<Arc<SegmentHandle>>,
     /// Batches acknowledged since the last freeze.
-    pub(super) mem: Vec<RecordBatch>,
+    pub(super) mem: Vec<MemBatch>,
     /// Batches frozen by a flush that is writing them to a segment.
-    pub(super) frozen: Vec<RecordBatch>,
+    pub(super) frozen: Vec<MemBatch>,
+}
+
+/// A memtable batch and the bounds of its columns, computed when a plan first asks for them and
+/// kept while the batch lives (a batch never changes once acknowledged; every snapshot shares them).
+#[derive(Debug, Clone)]
+pub struct MemBatch {
+    pub batch: RecordBatch,
+    bounds: Arc<[std::sync::OnceLock<ColumnBounds>]>,
+}
+
+/// The minimum and maximum of a column's non-NULL values (`None`: all NULL, or not computable).
+pub type ColumnBounds = Option<(ScalarValue, ScalarValue)>;
+
+impl MemBatch {
+    pub(super) fn new(batch: RecordBatch) -> MemBatch {
+        let bounds = (0..batch.num_columns()).map(|_| std::sync::OnceLock::new()).collect();
+        MemBatch { batch, bounds }
+    }
+
+    /// The bounds of column `c`, from `compute` the first time they are asked for.
+    pub fn bounds(&self, c: usize, compute: impl FnOnce(&ArrayRef) -> ColumnBounds) -> &ColumnBounds {
+        self.bounds[c].get_or_init(|| compute(self.batch.column(c)))
+    }
+
+    /// True when the bounds of column `c` are known without reading the batch.
+    pub fn has_bounds(&self, c: usize) -> bool {
+        self.bounds[c].get().is_some()
+    }
+}
+
+impl std::ops::Deref for MemBatch {
+    type Target = RecordBatch;
+
+    fn deref(&self) -> &RecordBatch {
+        &self.batch
+    }
 }
 
 #[derive(Debug, Default)]
@@ -59,7 +95,7 @@ pub struct PartitionSnapshot {
     pub key: i64,
     pub segments: Vec<Arc<SegmentHandle>>,
     /// Unflushed rows (memtable and frozen memtable), in the table schema.
-    pub batches: Vec<RecordBatch>,
+    pub batches: Vec<MemBatch>,
 }
 
 /// A consistent view of a table: what was acknowledged when it was taken, nothing half-done.

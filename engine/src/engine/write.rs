@@ -11,7 +11,7 @@ use crate::error::Result;
 use crate::types::coerce_batch;
 use crate::wal::encode_txn;
 
-use super::table::Table;
+use super::table::{MemBatch, Table};
 use super::{Engine, WorkerMsg, undefined_table};
 
 impl Engine {
@@ -53,7 +53,7 @@ impl Engine {
             }
             let mut d = table.data.write();
             for (k, b) in pieces {
-                d.partitions.entry(k).or_default().mem.push(b);
+                d.partitions.entry(k).or_default().mem.push(MemBatch::new(b));
             }
             // Counted under the gate, so a concurrent freeze cannot reset the count in between.
             self.mem_since.lock().get_or_insert_with(|| self.options.clock.elapsed());

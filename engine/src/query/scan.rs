@@ -36,7 +36,7 @@ use datafusion::physical_plan::{DisplayFormatType, SortOrderPushdownResult};
 
 use super::codes::Symbols;
 use super::key_max::{KeyMax, LatestMode, LatestState, key_max, take_rows};
-use crate::engine::SegmentHandle;
+use crate::engine::{ColumnBounds, MemBatch, SegmentHandle};
 use crate::segment::Stat;
 use crate::types::TableDef;
 
@@ -44,7 +44,7 @@ use crate::types::TableDef;
 #[derive(Debug, Clone)]
 pub(crate) enum Unit {
     RowGroup { seg: Arc<SegmentHandle>, rg: usize },
-    Mem { batch: RecordBatch },
+    Mem { batch: MemBatch },
 }
 
 impl Unit {
@@ -416,22 +416,30 @@ impl TableScanSource {
 
     /// Null count, minimum and maximum of each projected column over every unit, exact where every unit
     /// knows them: a row group from its chunk's statistics (exact values, when stored), a memtable batch
-    /// by reading it. DataFusion then answers `count`, `min` and `max` of an unfiltered table from them
-    /// without scanning. Floating-point columns report no minimum or maximum (the segment statistics do
-    /// not order NaN and signed zeros as the aggregates do), nor does any column when reading the
-    /// memtables would cost more than [`MEMTABLE_STATS_CELLS`] values (statistics are asked for while a
-    /// plan is made, also for `SELECT * ... LIMIT 10`).
+    /// by reading it once (its bounds are kept with it). DataFusion then answers `count`, `min` and `max`
+    /// of an unfiltered table from them without scanning. Floating-point columns report no minimum or
+    /// maximum (the segment statistics do not order NaN and signed zeros as the aggregates do), nor does
+    /// any column when reading the memtable batches not read yet would cost more than
+    /// [`MEMTABLE_STATS_CELLS`] values (statistics are asked for while a plan is made, also for
+    /// `SELECT * ... LIMIT 10`).
     fn column_statistics(&self) -> &[ColumnStatistics] {
         self.column_stats.get_or_init(|| {
-            let mem_rows: usize = self.units.iter().filter(|u| matches!(u, Unit::Mem { .. })).map(Unit::rows).sum();
-            let read_memtables = mem_rows.saturating_mul(self.projection.len()) <= MEMTABLE_STATS_CELLS;
+            let unread: usize = self
+                .units
+                .iter()
+                .filter_map(|u| match u {
+                    Unit::Mem { batch } => {
+                        Some(batch.num_rows() * self.projection.iter().filter(|&&c| !batch.has_bounds(c)).count())
+                    }
+                    Unit::RowGroup { .. } => None,
+                })
+                .sum();
+            let read_memtables = unread <= MEMTABLE_STATS_CELLS;
             self.projection.iter().map(|&c| self.column_stats_of(c, read_memtables)).collect()
         })
     }
 
     fn column_stats_of(&self, c: usize, read_memtables: bool) -> ColumnStatistics {
-        use datafusion::functions_aggregate::min_max::{MaxAccumulator, MinAccumulator};
-        use datafusion::logical_expr::Accumulator;
         let target = self.schema.field(c).data_type();
         let mut known = matches!(
             target,
@@ -482,23 +490,13 @@ impl TableScanSource {
                     if !known || a.null_count() == a.len() {
                         continue;
                     }
-                    if !read_memtables {
+                    if !read_memtables && !batch.has_bounds(c) {
                         known = false;
                         continue;
                     }
-                    let mut lo = MinAccumulator::try_new(target).ok();
-                    let mut hi = MaxAccumulator::try_new(target).ok();
-                    let (Some(lo), Some(hi)) = (lo.as_mut(), hi.as_mut()) else {
-                        known = false;
-                        continue;
-                    };
-                    let values = [a.clone()];
-                    match (
-                        lo.update_batch(&values).and_then(|()| lo.evaluate()),
-                        hi.update_batch(&values).and_then(|()| hi.evaluate()),
-                    ) {
-                        (Ok(lo), Ok(hi)) => widen(lo, hi),
-                        _ => known = false,
+                    match batch.bounds(c, array_bounds) {
+                        Some((lo, hi)) => widen(lo.clone(), hi.clone()),
+                        None => known = false,
                     }
                 }
             }
@@ -511,6 +509,18 @@ impl TableScanSource {
         }
         s
     }
+}
+
+/// The minimum and maximum of an array's non-NULL values, as DataFusion's `min` / `max` give them.
+fn array_bounds(a: &ArrayRef) -> ColumnBounds {
+    use datafusion::functions_aggregate::min_max::{MaxAccumulator, MinAccumulator};
+    use datafusion::logical_expr::Accumulator;
+    let mut lo = MinAccumulator::try_new(a.data_type()).ok()?;
+    let mut hi = MaxAccumulator::try_new(a.data_type()).ok()?;
+    let values = [a.clone()];
+    lo.update_batch(&values).ok()?;
+    hi.update_batch(&values).ok()?;
+    Some((lo.evaluate().ok()?, hi.evaluate().ok()?))
 }
 
 struct ScanMetrics {
