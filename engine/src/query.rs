@@ -2,6 +2,7 @@
 //! and the [`EngineSchema`] that lists stored tables and persistent views. The provider reads through
 //! [`TableSnapshot`]s only, never through writer internals.
 
+pub(crate) mod code_agg;
 pub(crate) mod codes;
 pub mod dml;
 pub(crate) mod key_max;

@@ -281,8 +281,17 @@ fn group_by_text_on_codes_gives_datafusions_groups() {
         }
         let plan = plan_of(db.session(), "EXPLAIN SELECT k, count(*) FROM s GROUP BY k").await;
         assert!(plan.contains("symbols=[k]") && plan.contains("symbol_text("), "{plan}");
+        // Grouped by the codes alone, the partial aggregate indexes its groups by code.
+        assert!(plan.contains("CodeAggregateExec"), "{plan}");
         for sql in [
             "SELECT k, count(*), sum(n) FROM s GROUP BY k ORDER BY k",
+            // Aggregates of every kind over groups indexed by code: DataFusion's groups accumulators,
+            // the adapter of the others (DISTINCT, percentiles), FILTER, and no row at all.
+            "SELECT k, avg(n), min(n), max(n), min(g), max(g), stddev(n), bool_and(n > 3), count(n) FROM s              GROUP BY k ORDER BY k",
+            "SELECT k, count(DISTINCT n), percentile_cont(0.5) WITHIN GROUP (ORDER BY n), median(n) FROM s              GROUP BY k ORDER BY k",
+            "SELECT k, count(*) FILTER (WHERE n > 50), sum(n) FILTER (WHERE g = 'g2') FROM s GROUP BY k ORDER BY k",
+            "SELECT k, array_agg(n ORDER BY n DESC)[1] FROM s WHERE n > 90 GROUP BY k ORDER BY k",
+            "SELECT k, count(*) FROM s WHERE n > 1000 GROUP BY k",
             "SELECT g, k, count(*) FROM s GROUP BY g, k ORDER BY g, k",
             "SELECT k, date_trunc('hour', ts) AS h, min(n) FROM s WHERE g <> 'g1' GROUP BY k, h ORDER BY k, h",
             "SELECT k, count(*) FROM s WHERE k LIKE 'k%' GROUP BY k HAVING count(*) > 100 ORDER BY count(*) DESC, k",

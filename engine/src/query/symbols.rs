@@ -9,7 +9,8 @@
 //! chunks and memtable rows are looked up one by one). The aggregate then groups on integers, and a
 //! projection right above it turns the codes of its (few) output rows back into text, so every
 //! operator above sees the plan it had. The codes are a bijection with the values within one query,
-//! so the groups are exactly those of the text.
+//! so the groups are exactly those of the text. A partial aggregate grouped by the codes alone needs
+//! no hash table: `query::code_agg` indexes its groups by code.
 //!
 //! A column qualifies when it is a plain column reference among the group keys, no aggregate argument,
 //! ordering, `FILTER` or other group key (`upper(k)`) reads it, the aggregate keeps no top-N in key
@@ -37,6 +38,7 @@ use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::expressions::Column;
 use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
 
+use super::code_agg::CodeAggregateExec;
 use super::codes::Symbols;
 use super::scan::{TableScanSource, Unit};
 
@@ -222,7 +224,12 @@ fn rewrite(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan
     ) else {
         return Ok(None);
     };
-    let grouped: Arc<dyn ExecutionPlan> = Arc::new(grouped.with_limit_options(agg.limit_options()));
+    let grouped = grouped.with_limit_options(agg.limit_options());
+    // Grouped by the codes alone, a partial aggregate indexes its groups by code.
+    let grouped: Arc<dyn ExecutionPlan> = match CodeAggregateExec::of(&grouped) {
+        Some(by_code) => Arc::new(by_code),
+        None => Arc::new(grouped),
+    };
     // Back to text right above the aggregate: the same names, types and order as before.
     let out = grouped.schema();
     let exprs = out
