@@ -281,8 +281,10 @@ fn group_by_text_on_codes_gives_datafusions_groups() {
         }
         let plan = plan_of(db.session(), "EXPLAIN SELECT k, count(*) FROM s GROUP BY k").await;
         assert!(plan.contains("symbols=[k]") && plan.contains("symbol_text("), "{plan}");
-        // Grouped by the codes alone, the partial aggregate indexes its groups by code.
+        // Grouped by codes and time buckets, the partial aggregate numbers its groups by key.
         assert!(plan.contains("CodeAggregateExec"), "{plan}");
+        let plan = plan_of(db.session(), "EXPLAIN SELECT date_trunc('hour', ts), k, avg(n) FROM s GROUP BY 1, 2").await;
+        assert!(plan.contains("CodeAggregateExec") && plan.contains("symbols=[k]"), "{plan}");
         for sql in [
             "SELECT k, count(*), sum(n) FROM s GROUP BY k ORDER BY k",
             // Aggregates of every kind over groups indexed by code: DataFusion's groups accumulators,
@@ -292,6 +294,14 @@ fn group_by_text_on_codes_gives_datafusions_groups() {
             "SELECT k, count(*) FILTER (WHERE n > 50), sum(n) FILTER (WHERE g = 'g2') FROM s GROUP BY k ORDER BY k",
             "SELECT k, array_agg(n ORDER BY n DESC)[1] FROM s WHERE n > 90 GROUP BY k ORDER BY k",
             "SELECT k, count(*) FROM s WHERE n > 1000 GROUP BY k",
+            // Time buckets as keys, alone, with codes, two of them, in a window.
+            "SELECT date_trunc('hour', ts) AS h, count(*), avg(n) FROM s GROUP BY h ORDER BY h",
+            "SELECT date_trunc('second', ts) AS t, max(n) FROM s WHERE n > 95 GROUP BY t ORDER BY t",
+            "SELECT date_trunc('DAY', ts) AS d, date_trunc('minute', ts) AS m, k, count(*), sum(n) FROM s \
+             GROUP BY d, m, k ORDER BY d, m, k",
+            "SELECT k, date_trunc('minute', ts) AS m, count(*) FROM s WHERE ts >= CAST('2024-01-01 09:00:00' AS TIMESTAMP) \
+             AND ts < CAST('2024-01-01 13:30:00' AS TIMESTAMP) GROUP BY k, m ORDER BY k, m",
+            "SELECT date_trunc('week', ts) AS w, count(*) FROM s GROUP BY w ORDER BY w",
             "SELECT g, k, count(*) FROM s GROUP BY g, k ORDER BY g, k",
             "SELECT k, date_trunc('hour', ts) AS h, min(n) FROM s WHERE g <> 'g1' GROUP BY k, h ORDER BY k, h",
             "SELECT k, count(*) FROM s WHERE k LIKE 'k%' GROUP BY k HAVING count(*) > 100 ORDER BY count(*) DESC, k",

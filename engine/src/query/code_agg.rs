@@ -1,40 +1,63 @@
-//! Partial aggregation indexed by code: grouping on one text column read as codes (see
-//! `query::symbols`) needs no hash table, since the codes of a query are dense, `0..n` in the order the
-//! values were met. [`CodeAggregateExec`] takes the place of DataFusion's partial `AggregateExec` over
-//! such a key: a row's group is its code plus one (group 0 holds the NULL key), and DataFusion's own
-//! groups accumulators (`count`, `sum`, `avg`, `min`, `max`, ... with their partial states) are updated
-//! with those group indices. Its output is the aggregate's own, row for row and type for type: one row
-//! per key seen, so the final aggregate above merges it as it would have. DataFusion's hash table was
-//! the largest single cost of grouping by a tag (`GroupValuesPrimitive::intern`).
+//! Partial aggregation without a hash table, for the group keys telemetry queries use most: a text
+//! column read as codes (see `query::symbols`) and a time bucket, `date_trunc(unit, ts)` of the table's
+//! time column in whole seconds, minutes, hours or days. A code is dense (codes of a query are `0..n`
+//! in the order values were met) and a bucket is dense over the time range the scan's statistics give,
+//! so a row's groups key is a number computed from its values: the code plus one (0 is the NULL key)
+//! times the number of buckets, plus the bucket. [`CodeAggregateExec`] takes the place of DataFusion's
+//! partial `AggregateExec` over such keys: a table indexed by key (a hash map past [`SLOTS_MAX`] keys)
+//! gives each row its group, no key is hashed or compared, and no `date_trunc` is computed per row;
+//! DataFusion's own groups accumulators (`count`, `sum`, `avg`, `min`, `max`, ... with their partial
+//! states) are updated with the group indices. Its output is the aggregate's own, row for row and type
+//! for type: one row per key seen, so the final aggregate above merges it as it would have.
 //!
-//! Aggregates with an `ORDER BY` of their own, and aggregates kept to a limit, stay DataFusion's.
+//! Aggregates with an `ORDER BY` of their own, aggregates kept to a limit or fed in key order, and keys
+//! of any other form stay DataFusion's.
 
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int32Array, RecordBatch};
-use datafusion::arrow::compute::filter;
-use datafusion::arrow::datatypes::{DataType, Int32Type, SchemaRef};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int32Array, RecordBatch, TimestampMicrosecondArray};
+use datafusion::arrow::datatypes::{DataType, Int32Type, SchemaRef, TimeUnit, TimestampMicrosecondType};
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{DataFusionError, Result};
+use datafusion::common::{DataFusionError, HashMap, Result, ScalarValue};
+use datafusion::datasource::source::{DataSource, DataSourceExec};
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
-use datafusion::physical_expr::{GroupsAccumulatorAdapter, PhysicalExpr};
+use datafusion::physical_expr::{GroupsAccumulatorAdapter, PhysicalExpr, ScalarFunctionExpr};
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
-use datafusion::physical_plan::expressions::Column;
+use datafusion::physical_plan::coop::CooperativeExec;
+use datafusion::physical_plan::expressions::{Column, Literal};
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, InputOrderMode, PlanProperties};
 use futures::{StreamExt, TryStreamExt};
 
-/// A partial aggregate grouped by one column of codes; see the module documentation.
+use super::scan::TableScanSource;
+
+/// Keys below this are groups found through a table indexed by key (4 bytes a key); larger ones through
+/// a hash map.
+const SLOTS_MAX: u64 = 1 << 22;
+
+/// The most time buckets a key may span.
+const BUCKETS_MAX: u64 = 1 << 20;
+
+/// One group key of a [`CodeAggregateExec`].
+#[derive(Debug, Clone)]
+enum Key {
+    /// The codes of a text column: a part of `code + 1`, 0 for NULL.
+    Code { column: usize },
+    /// `date_trunc` of the time column: a part of `(ts - origin) / width`, below `buckets`.
+    Bucket { column: usize, origin: i64, width: i64, buckets: u64 },
+}
+
+/// A partial aggregate grouped by codes and time buckets; see the module documentation.
 #[derive(Debug)]
 pub(crate) struct CodeAggregateExec {
-    /// The code column in the input.
-    key: Arc<dyn PhysicalExpr>,
-    key_name: String,
+    keys: Vec<Key>,
+    /// The group expressions and names, as the aggregate had them (for display).
+    group_display: Vec<String>,
     aggr_expr: Vec<Arc<AggregateFunctionExpr>>,
     filter_expr: Vec<Option<Arc<dyn PhysicalExpr>>>,
     input: Arc<dyn ExecutionPlan>,
@@ -44,26 +67,82 @@ pub(crate) struct CodeAggregateExec {
 }
 
 impl CodeAggregateExec {
-    /// `agg` computed by code, when it is a partial aggregate of one `Int32` column with no limit and no
-    /// aggregate ordered by its own `ORDER BY`.
+    /// `agg` computed by key, when it is a partial aggregate of a table scan grouped by codes (one
+    /// column at most) and time buckets, with no limit and no aggregate ordered by its own `ORDER BY`.
     pub(crate) fn of(agg: &AggregateExec) -> Option<CodeAggregateExec> {
         let group = agg.group_expr();
         if *agg.mode() != AggregateMode::Partial
             || !group.is_single()
-            || group.expr().len() != 1
+            || group.expr().is_empty()
             || agg.limit_options().is_some()
+            || agg.input_order_mode() != &InputOrderMode::Linear
             || agg.aggr_expr().iter().any(|a| !a.order_bys().is_empty())
         {
             return None;
         }
-        let (key, key_name) = &group.expr()[0];
-        let column = key.downcast_ref::<Column>()?;
-        if agg.input_schema().field(column.index()).data_type() != &DataType::Int32 {
+        let input = agg.input();
+        let ds = input.downcast_ref::<CooperativeExec>().map_or(input, |c| c.input());
+        let scan = ds.downcast_ref::<DataSourceExec>()?.data_source().downcast_ref::<TableScanSource>()?;
+        let stats = DataSource::partition_statistics(scan, None).ok()?;
+        let time = scan.def.time_column().and_then(|t| scan.projection.iter().position(|&c| c == t));
+        let mut keys = Vec::new();
+        for (e, _) in group.expr() {
+            if let Some(c) = e.downcast_ref::<Column>() {
+                if scan.symbols_at(c.index()).is_none() || keys.iter().any(|k| matches!(k, Key::Code { .. })) {
+                    return None;
+                }
+                keys.push(Key::Code { column: c.index() });
+                continue;
+            }
+            // date_trunc('second' | 'minute' | 'hour' | 'day', ts) of a timestamp without a time zone.
+            let f = e.downcast_ref::<ScalarFunctionExpr>()?;
+            let [unit, ts] = f.args() else { return None };
+            let unit = unit.downcast_ref::<Literal>()?.value().try_as_str()??.to_ascii_lowercase();
+            let column = ts.downcast_ref::<Column>()?.index();
+            let width: i64 = match unit.as_str() {
+                "second" => 1_000_000,
+                "minute" => 60_000_000,
+                "hour" => 3_600_000_000,
+                "day" => 86_400_000_000,
+                _ => return None,
+            };
+            let ty = DataType::Timestamp(TimeUnit::Microsecond, None);
+            if f.name() != "date_trunc"
+                || Some(column) != time
+                || scan.projected_schema.field(column).data_type() != &ty
+            {
+                return None;
+            }
+            let col = stats.column_statistics.get(column)?;
+            let (
+                Some(ScalarValue::TimestampMicrosecond(Some(lo), _)),
+                Some(ScalarValue::TimestampMicrosecond(Some(hi), _)),
+            ) = (col.min_value.get_value(), col.max_value.get_value())
+            else {
+                return None;
+            };
+            let origin = lo.div_euclid(width) * width;
+            let buckets = u64::try_from(hi.checked_sub(origin)? / width).ok()? + 1;
+            keys.push(Key::Bucket { column, origin, width, buckets });
+        }
+        let spanned: u64 =
+            keys.iter().map(|k| if let Key::Bucket { buckets, .. } = k { *buckets } else { 1 }).product();
+        if spanned > BUCKETS_MAX {
             return None;
         }
+        // The output is the aggregate's: the key columns keep their types.
+        for (i, k) in keys.iter().enumerate() {
+            let want = match k {
+                Key::Code { .. } => DataType::Int32,
+                Key::Bucket { .. } => DataType::Timestamp(TimeUnit::Microsecond, None),
+            };
+            if agg.schema().field(i).data_type() != &want {
+                return None;
+            }
+        }
         Some(CodeAggregateExec {
-            key: key.clone(),
-            key_name: key_name.clone(),
+            keys,
+            group_display: group.expr().iter().map(|(e, name)| format!("{e} as {name}")).collect(),
             aggr_expr: agg.aggr_expr().to_vec(),
             filter_expr: agg.filter_expr().to_vec(),
             input: agg.input().clone(),
@@ -79,9 +158,8 @@ impl DisplayAs for CodeAggregateExec {
         let aggr: Vec<&str> = self.aggr_expr.iter().map(|a| a.name()).collect();
         write!(
             f,
-            "CodeAggregateExec: mode=Partial, gby=[{} as {}], aggr=[{}]",
-            self.key,
-            self.key_name,
+            "CodeAggregateExec: mode=Partial, gby=[{}], aggr=[{}]",
+            self.group_display.join(", "),
             aggr.join(", ")
         )
     }
@@ -96,7 +174,7 @@ impl ExecutionPlan for CodeAggregateExec {
         &self,
         f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
-        let mut tnr = f(&self.key)?;
+        let mut tnr = TreeNodeRecursion::Continue;
         for e in self.aggr_expr.iter().flat_map(|a| a.expressions()).chain(self.filter_expr.iter().flatten().cloned()) {
             tnr = tnr.visit_sibling(|| f(&e))?;
         }
@@ -115,8 +193,8 @@ impl ExecutionPlan for CodeAggregateExec {
         let [input] = <[_; 1]>::try_from(children)
             .map_err(|_| DataFusionError::Internal("CodeAggregateExec takes one input".into()))?;
         Ok(Arc::new(CodeAggregateExec {
-            key: self.key.clone(),
-            key_name: self.key_name.clone(),
+            keys: self.keys.clone(),
+            group_display: self.group_display.clone(),
             aggr_expr: self.aggr_expr.clone(),
             filter_expr: self.filter_expr.clone(),
             input,
@@ -134,12 +212,14 @@ impl ExecutionPlan for CodeAggregateExec {
         let input = self.input.execute(partition, context.clone())?;
         let accumulators = self.aggr_expr.iter().map(groups_accumulator).collect::<Result<Vec<_>>>()?;
         let mut groups = Groups {
-            key: self.key.clone(),
+            keys: self.keys.clone(),
             arguments: self.aggr_expr.iter().map(|a| a.expressions()).collect(),
             filters: self.filter_expr.clone(),
             accumulators,
-            seen: Vec::new(),
-            unseen: 0,
+            slots: Vec::new(),
+            far: HashMap::new(),
+            group_keys: Vec::new(),
+            row_keys: Vec::new(),
             indices: Vec::new(),
             reservation: MemoryConsumer::new(format!("CodeAggregateExec[{partition}]")).register(context.memory_pool()),
             baseline: BaselineMetrics::new(&self.metrics, partition),
@@ -170,52 +250,100 @@ fn groups_accumulator(a: &Arc<AggregateFunctionExpr>) -> Result<Box<dyn GroupsAc
     }
 }
 
-/// One partition's groups: group `g` is the key with code `g - 1`, group 0 the NULL key.
+/// One partition's groups, numbered in the order their keys were met.
 struct Groups {
-    key: Arc<dyn PhysicalExpr>,
+    keys: Vec<Key>,
     arguments: Vec<Vec<Arc<dyn PhysicalExpr>>>,
     filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
     accumulators: Vec<Box<dyn GroupsAccumulator>>,
-    /// Groups some row fell into (the accumulators hold a state for every index below the largest).
-    seen: Vec<bool>,
-    /// How many of `seen` are false.
-    unseen: usize,
+    /// By key below [`SLOTS_MAX`]: its group plus one (0: no group yet).
+    slots: Vec<u32>,
+    /// The groups of larger keys.
+    far: HashMap<u64, u32>,
+    /// By group: its key.
+    group_keys: Vec<u64>,
+    row_keys: Vec<u64>,
     indices: Vec<usize>,
     reservation: MemoryReservation,
     baseline: BaselineMetrics,
 }
 
 impl Groups {
-    fn update(&mut self, batch: &RecordBatch) -> Result<()> {
-        let _timer = self.baseline.elapsed_compute().timer();
+    /// The key of every row of `batch` into `row_keys`: the code part (the most significant: codes are
+    /// not bounded) times the buckets spanned, plus the buckets in mixed radix, in key order.
+    fn row_keys(&mut self, batch: &RecordBatch) -> Result<()> {
         let n = batch.num_rows();
-        let key = self.key.evaluate(batch)?.into_array(n)?;
-        let codes = key
-            .as_primitive_opt::<Int32Type>()
-            .ok_or_else(|| DataFusionError::Internal(format!("group codes of type {}", key.data_type())))?;
+        self.row_keys.clear();
+        self.row_keys.resize(n, 0);
+        let (codes, buckets): (Vec<&Key>, Vec<&Key>) = self.keys.iter().partition(|k| matches!(k, Key::Code { .. }));
+        for k in codes.into_iter().chain(buckets) {
+            match *k {
+                Key::Code { column } => {
+                    let codes =
+                        batch.column(column).as_primitive_opt::<Int32Type>().ok_or_else(|| internal("codes"))?;
+                    for (key, &c) in self.row_keys.iter_mut().zip(codes.values()) {
+                        *key = c as u32 as u64 + 1;
+                    }
+                    if let Some(nulls) = codes.nulls() {
+                        for i in nulls.iter().enumerate().filter(|(_, valid)| !valid).map(|(i, _)| i) {
+                            self.row_keys[i] = 0;
+                        }
+                    }
+                    if codes.values().iter().any(|&c| c < 0) {
+                        return Err(internal("negative codes"));
+                    }
+                }
+                Key::Bucket { column, origin, width, buckets } => {
+                    let ts = batch
+                        .column(column)
+                        .as_primitive_opt::<TimestampMicrosecondType>()
+                        .ok_or_else(|| internal("times"))?;
+                    let mut outside = false;
+                    for (key, &t) in self.row_keys.iter_mut().zip(ts.values()) {
+                        let b = (t.wrapping_sub(origin) / width) as u64;
+                        outside |= t < origin || b >= buckets;
+                        *key = *key * buckets + b;
+                    }
+                    if outside {
+                        return Err(internal("a time outside the scan's statistics"));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn update(&mut self, batch: &RecordBatch) -> Result<()> {
+        let elapsed = self.baseline.elapsed_compute().clone();
+        let _timer = elapsed.timer();
+        let n = batch.num_rows();
+        self.row_keys(batch)?;
         self.indices.clear();
-        self.indices.extend(codes.values().iter().map(|&c| c as u32 as usize + 1));
-        if let Some(nulls) = codes.nulls() {
-            for i in nulls.iter().enumerate().filter(|(_, valid)| !valid).map(|(i, _)| i) {
-                self.indices[i] = 0;
-            }
+        self.indices.reserve(n);
+        for &key in &self.row_keys {
+            let g = if let Some(&s) = self.slots.get(key as usize)
+                && s != 0
+            {
+                s - 1
+            } else {
+                let next = u32::try_from(self.group_keys.len()).map_err(|_| internal("too many groups"))?;
+                if key < SLOTS_MAX {
+                    if self.slots.len() <= key as usize {
+                        self.slots.resize((key as usize + 1).max(2 * self.slots.len()).min(SLOTS_MAX as usize), 0);
+                    }
+                    self.slots[key as usize] = next + 1;
+                    self.group_keys.push(key);
+                    next
+                } else {
+                    *self.far.entry(key).or_insert_with(|| {
+                        self.group_keys.push(key);
+                        next
+                    })
+                }
+            };
+            self.indices.push(g as usize);
         }
-        let Some(&top) = self.indices.iter().max() else { return Ok(()) };
-        if top >= i32::MAX as usize + 1 {
-            return Err(DataFusionError::Internal("negative group code".into()));
-        }
-        if self.seen.len() <= top {
-            self.unseen += top + 1 - self.seen.len();
-            self.seen.resize(top + 1, false);
-        }
-        // Soon every group has been seen, and rows need not be looked at for it.
-        if self.unseen > 0 {
-            for &g in &self.indices {
-                self.unseen -= usize::from(!self.seen[g]);
-                self.seen[g] = true;
-            }
-        }
-        let total = self.seen.len();
+        let total = self.group_keys.len();
         for ((acc, args), filter) in self.accumulators.iter_mut().zip(&self.arguments).zip(&self.filters) {
             let values = args.iter().map(|e| e.evaluate(batch)?.into_array(n)).collect::<Result<Vec<ArrayRef>>>()?;
             let filter = filter.as_ref().map(|f| f.evaluate(batch)?.into_array(n)).transpose()?;
@@ -223,28 +351,46 @@ impl Groups {
             acc.update_batch(&values, &self.indices, filter, total)?;
         }
         let size = self.accumulators.iter().map(|a| a.size()).sum::<usize>()
-            + self.seen.capacity()
-            + self.indices.capacity() * size_of::<usize>();
+            + self.slots.capacity() * size_of::<u32>()
+            + self.far.capacity() * 2 * size_of::<u64>()
+            + (self.group_keys.capacity() + self.row_keys.capacity() + self.indices.capacity()) * size_of::<u64>();
         self.reservation.try_resize(size)
     }
 
-    /// The partial states of the groups seen, in batches of at most `batch_size` rows.
+    /// The groups' keys and partial states, in batches of at most `batch_size` rows.
     fn emit(mut self, schema: &SchemaRef, batch_size: usize) -> Result<Vec<RecordBatch>> {
         let _timer = self.baseline.elapsed_compute().timer();
-        if self.seen.is_empty() {
+        if self.group_keys.is_empty() {
             return Ok(Vec::new());
         }
-        let keys: ArrayRef =
-            Arc::new((0..self.seen.len()).map(|g| (g > 0).then(|| (g - 1) as i32)).collect::<Int32Array>());
-        let mut columns = vec![keys];
+        // Each key column from the keys' parts: the buckets from the least significant (the last),
+        // then the code part, which is what remains.
+        let mut rest = self.group_keys.clone();
+        let mut columns: Vec<Option<ArrayRef>> = vec![None; self.keys.len()];
+        for (i, k) in self.keys.iter().enumerate().rev() {
+            if let Key::Bucket { origin, width, buckets, .. } = *k {
+                let times = rest.iter().map(|&r| origin + (r % buckets) as i64 * width);
+                columns[i] = Some(Arc::new(TimestampMicrosecondArray::from_iter_values(times)));
+                rest.iter_mut().for_each(|r| *r /= buckets);
+            }
+        }
+        for (i, k) in self.keys.iter().enumerate() {
+            if let Key::Code { .. } = k {
+                let codes = rest.iter().map(|&r| (r > 0).then(|| (r - 1) as i32)).collect::<Int32Array>();
+                columns[i] = Some(Arc::new(codes));
+            }
+        }
+        let mut columns: Vec<ArrayRef> = columns.into_iter().flatten().collect();
         for acc in &mut self.accumulators {
             columns.extend(acc.state(EmitTo::All)?);
         }
-        let seen = BooleanArray::from(std::mem::take(&mut self.seen));
-        let columns = columns.iter().map(|c| filter(c, &seen)).collect::<Result<Vec<_>, _>>()?;
         let batch = RecordBatch::try_new(schema.clone(), columns)?;
         self.baseline.record_output(batch.num_rows());
         let rows = batch.num_rows();
         Ok((0..rows).step_by(batch_size.max(1)).map(|at| batch.slice(at, batch_size.min(rows - at))).collect())
     }
+}
+
+fn internal(what: &str) -> DataFusionError {
+    DataFusionError::Internal(format!("CodeAggregateExec: {what}"))
 }

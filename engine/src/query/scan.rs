@@ -360,7 +360,7 @@ impl TableScanSource {
         self
     }
 
-    fn symbols_at(&self, position: usize) -> Option<&Arc<Symbols>> {
+    pub(crate) fn symbols_at(&self, position: usize) -> Option<&Arc<Symbols>> {
         self.symbols.get(position).and_then(Option::as_ref)
     }
 

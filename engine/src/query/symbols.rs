@@ -9,8 +9,8 @@
 //! chunks and memtable rows are looked up one by one). The aggregate then groups on integers, and a
 //! projection right above it turns the codes of its (few) output rows back into text, so every
 //! operator above sees the plan it had. The codes are a bijection with the values within one query,
-//! so the groups are exactly those of the text. A partial aggregate grouped by the codes alone needs
-//! no hash table: `query::code_agg` indexes its groups by code.
+//! so the groups are exactly those of the text. A partial aggregate grouped by codes and time buckets
+//! then needs no hash table: `query::code_agg` numbers its groups by key.
 //!
 //! A column qualifies when it is a plain column reference among the group keys, no aggregate argument,
 //! ordering, `FILTER` or other group key (`upper(k)`) reads it, the aggregate keeps no top-N in key
@@ -105,8 +105,15 @@ pub struct SymbolGroupBy;
 
 impl PhysicalOptimizerRule for SymbolGroupBy {
     fn optimize(&self, plan: Arc<dyn ExecutionPlan>, _config: &ConfigOptions) -> Result<Arc<dyn ExecutionPlan>> {
-        plan.transform_up(|node| match rewrite(&node)? {
-            Some(new) => Ok(Transformed::yes(new)),
+        let plan = plan
+            .transform_up(|node| match rewrite(&node)? {
+                Some(new) => Ok(Transformed::yes(new)),
+                None => Ok(Transformed::no(node)),
+            })
+            .data()?;
+        // Then partial aggregates grouped by codes and time buckets go without a hash table.
+        plan.transform_up(|node| match node.downcast_ref::<AggregateExec>().and_then(CodeAggregateExec::of) {
+            Some(keyed) => Ok(Transformed::yes(Arc::new(keyed) as Arc<dyn ExecutionPlan>)),
             None => Ok(Transformed::no(node)),
         })
         .data()
@@ -224,12 +231,7 @@ fn rewrite(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan
     ) else {
         return Ok(None);
     };
-    let grouped = grouped.with_limit_options(agg.limit_options());
-    // Grouped by the codes alone, a partial aggregate indexes its groups by code.
-    let grouped: Arc<dyn ExecutionPlan> = match CodeAggregateExec::of(&grouped) {
-        Some(by_code) => Arc::new(by_code),
-        None => Arc::new(grouped),
-    };
+    let grouped: Arc<dyn ExecutionPlan> = Arc::new(grouped.with_limit_options(agg.limit_options()));
     // Back to text right above the aggregate: the same names, types and order as before.
     let out = grouped.schema();
     let exprs = out
