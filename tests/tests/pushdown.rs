@@ -339,6 +339,28 @@ fn group_by_text_on_codes_gives_datafusions_groups() {
         }
         let plan = plan_of(db.session(), "EXPLAIN SELECT id, count(*) FROM u GROUP BY id").await;
         assert!(!plan.contains("symbols="), "{plan}");
+        // Time buckets over a span too long to number (by second, minute and hour over 130 years: a
+        // product past 2^64) stay DataFusion's; days over the same span are numbered.
+        let columns = "ts TIMESTAMP NOT NULL, n INT";
+        db.sql(&format!("CREATE TABLE v ({columns}) WITH (time_column = 'ts')")).await.unwrap();
+        reference.sql(&format!("CREATE TABLE v ({columns})")).await.unwrap().collect().await.unwrap();
+        let rows = "INSERT INTO v VALUES (CAST('1970-01-01 00:00:01' AS TIMESTAMP), 1), \
+                    (CAST('2100-01-01 00:00:00' AS TIMESTAMP), 2), (CAST('2100-01-01 00:00:00.5' AS TIMESTAMP), 3)";
+        db.sql(rows).await.unwrap();
+        reference.sql(rows).await.unwrap().collect().await.unwrap();
+        db.flush().unwrap();
+        for (sql, numbered) in [
+            (
+                "SELECT date_trunc('second', ts) AS s, date_trunc('minute', ts) AS m, date_trunc('hour', ts) AS h, \
+                 sum(n) FROM v GROUP BY s, m, h ORDER BY s",
+                false,
+            ),
+            ("SELECT date_trunc('day', ts) AS d, sum(n) FROM v GROUP BY d ORDER BY d", true),
+        ] {
+            let plan = plan_of(db.session(), &format!("EXPLAIN {sql}")).await;
+            assert_eq!(plan.contains("CodeAggregateExec"), numbered, "{plan}");
+            assert_eq!(answer(db.session(), sql).await, answer(&reference, sql).await, "{sql}");
+        }
     });
 }
 

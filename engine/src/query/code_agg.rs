@@ -125,9 +125,12 @@ impl CodeAggregateExec {
             let buckets = u64::try_from(hi.checked_sub(origin)? / width).ok()? + 1;
             keys.push(Key::Bucket { column, origin, width, buckets });
         }
-        let spanned: u64 =
-            keys.iter().map(|k| if let Key::Bucket { buckets, .. } = k { *buckets } else { 1 }).product();
-        if spanned > BUCKETS_MAX {
+        // Checked: two buckets of long spans would overflow, and keys with them.
+        let spanned = keys.iter().try_fold(1u64, |n, k| match k {
+            Key::Bucket { buckets, .. } => n.checked_mul(*buckets),
+            Key::Code { .. } => Some(n),
+        });
+        if spanned.is_none_or(|n| n > BUCKETS_MAX) {
             return None;
         }
         // The output is the aggregate's: the key columns keep their types.
