@@ -278,22 +278,24 @@ impl Groups {
         let n = batch.num_rows();
         self.row_keys.clear();
         self.row_keys.resize(n, 0);
-        let (codes, buckets): (Vec<&Key>, Vec<&Key>) = self.keys.iter().partition(|k| matches!(k, Key::Code { .. }));
-        for k in codes.into_iter().chain(buckets) {
+        let is_code = |k: &&Key| matches!(k, Key::Code { .. });
+        for k in self.keys.iter().filter(is_code).chain(self.keys.iter().filter(|k| !is_code(k))) {
             match *k {
                 Key::Code { column } => {
                     let codes =
                         batch.column(column).as_primitive_opt::<Int32Type>().ok_or_else(|| internal("codes"))?;
+                    let mut negative = false;
                     for (key, &c) in self.row_keys.iter_mut().zip(codes.values()) {
+                        negative |= c < 0;
                         *key = c as u32 as u64 + 1;
+                    }
+                    if negative {
+                        return Err(internal("negative codes"));
                     }
                     if let Some(nulls) = codes.nulls() {
                         for i in nulls.iter().enumerate().filter(|(_, valid)| !valid).map(|(i, _)| i) {
                             self.row_keys[i] = 0;
                         }
-                    }
-                    if codes.values().iter().any(|&c| c < 0) {
-                        return Err(internal("negative codes"));
                     }
                 }
                 Key::Bucket { column, origin, width, buckets } => {
