@@ -656,7 +656,9 @@ impl Database {
         if limit == 0 {
             return state;
         }
-        let pool = Arc::new(GreedyMemoryPool::new(usize::try_from(limit).unwrap_or(usize::MAX)));
+        let pool = Arc::new(crate::query::memory::Unspilled::new(GreedyMemoryPool::new(
+            usize::try_from(limit).unwrap_or(usize::MAX),
+        )));
         match RuntimeEnvBuilder::from_runtime_env(state.runtime_env()).with_memory_pool(pool).build() {
             Ok(runtime) => SessionStateBuilder::new_from_existing(state).with_runtime_env(Arc::new(runtime)).build(),
             Err(_) => state,

@@ -7,6 +7,7 @@ pub(crate) mod codes;
 pub mod dml;
 pub(crate) mod key_max;
 pub mod latest;
+pub mod memory;
 pub(crate) mod scan;
 pub mod symbols;
 

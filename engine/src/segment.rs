@@ -86,7 +86,10 @@ pub struct WriteOptions {
 
 impl Default for WriteOptions {
     fn default() -> Self {
-        WriteOptions { zstd_level: 3, zstd_min_saving: 0.25 }
+        // Level 1, not 3: on the encoded chunks (already dictionary, delta and bit-packed) it wrote the
+        // SF10M `lb_requests` 1.3 % smaller, with an eighth less CPU for the whole `trafficdb import`
+        // (7.9 s of user CPU against 9.0), and the same scan speed.
+        WriteOptions { zstd_level: 1, zstd_min_saving: 0.25 }
     }
 }
 

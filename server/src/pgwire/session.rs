@@ -31,6 +31,7 @@ use pgwire::messages::extendedquery::{Describe, Execute, PortalSuspended, TARGET
 use pgwire::messages::response::EmptyQueryResponse;
 use pgwire::messages::startup::SecretKey;
 use tokio::sync::watch;
+use trafficdb::query::memory::Unspilled;
 
 use crate::ops::metrics::ServerMetrics;
 use crate::pgwire::plans;
@@ -61,10 +62,10 @@ fn with_memory_limit(base: &SessionContext, limit: u64) -> SessionContext {
         return SessionContext::new_with_state(state);
     }
     let shared = state.runtime_env();
-    let pool = TrackConsumersPool::new(
+    let pool = Unspilled::new(TrackConsumersPool::new(
         GreedyMemoryPool::new(usize::try_from(limit).unwrap_or(usize::MAX)),
         std::num::NonZeroUsize::new(3).expect("3 > 0"),
-    );
+    ));
     let runtime = match RuntimeEnvBuilder::from_runtime_env(shared).with_memory_pool(Arc::new(pool)).build() {
         Ok(r) => r,
         Err(e) => {
