@@ -6,8 +6,10 @@
 //! with every thread parked, about one run in forty of `a_rollup_refresh_over_its_memory_limit_...`
 //! in `tests/tests/alerts.rs` when several ran at once. [`Unspilled`] grants the repartition's
 //! reservations instead: its buffers are counted (so the operators that can spill or fail, sorts,
-//! aggregations and joins, see less room and spill or fail with 53200), but never refused. The
-//! repartition's own memory is bounded by its channels' back-pressure, as it was before it could spill.
+//! aggregations and joins, see less room and spill or fail with 53200), but never refused. What the
+//! repartition holds is then bounded as it was before it could spill: by its channels' gate (a sender
+//! waits once every output channel holds a batch), not by the pool. The upstream fix is not in
+//! DataFusion 55.2.0, the newest 55 release.
 
 use std::fmt;
 
