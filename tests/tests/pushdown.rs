@@ -94,8 +94,18 @@ async fn answer(ctx: &SessionContext, sql: &str) -> Result<Vec<String>, String> 
     for b in &batches {
         let f: Vec<ArrayFormatter<'_>> =
             b.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap()).collect();
+        let float: Vec<bool> = b.columns().iter().map(|c| c.data_type().is_floating()).collect();
         for row in 0..b.num_rows() {
-            out.push(f.iter().map(|f| f.value(row).to_string()).collect::<Vec<_>>().join("|"));
+            let cells = f.iter().zip(&float).map(|(f, &float)| {
+                let text = f.value(row).to_string();
+                // Floating-point aggregates merge partial states in the order partitions finish:
+                // compared to 12 significant digits, not to the last bit.
+                match text.parse::<f64>() {
+                    Ok(v) if float && v.is_finite() => format!("{v:.11e}"),
+                    _ => text,
+                }
+            });
+            out.push(cells.collect::<Vec<_>>().join("|"));
         }
     }
     Ok(out)
