@@ -21,8 +21,14 @@ row = {
     "response_flags": "-", "retry_after_s": 1, "log_total_ms": 3.2, "latency_vs_p99": 0.4,
     "backend_error_rate_1m": 0.02, "backend_healthy_ratio_1m": 1.0, "backend_queue_depth_1m": 3.0,
     "client_retry_share": 0.1,
+    "idempotent": True,
+    "client_failures": 4,
+    "client_retry_after_failure": 0.75,
+    "client_unsafe_retry_after_failure": None,
+    "client_max_attempt": 2,
+    "client_recent_retry_after_failure": 1.0,
 }
-sql = ("SELECT predict_retry('api', 'GET', '503', 1, false, false, '-', 1, 3.2, 0.4, 0.02, 1.0, 3.0, 0.1)")
+sql = ("SELECT predict_retry('api', 'GET', '503', 1, false, false, '-', 1, 3.2, 0.4, 0.02, 1.0, 3.0, 0.1, true, 4, 0.75, NULL, 2, 1.0)")
 
 
 def report(name, times):

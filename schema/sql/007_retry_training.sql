@@ -4,15 +4,33 @@
 -- (the backend's previous minute), never from later rows; only the label looks ahead. See
 -- docs/kpis.md#retry_training.
 CREATE OR REPLACE VIEW retry_training AS
-WITH attempts AS (
+WITH marked AS (
     SELECT ts, lb, backend, target, client_id, request_id, attempt, method, lb_status, target_status,
            total_ms, timed_out, response_flags, retry_after,
+           timed_out OR lb_status IN (429, 500, 502, 503, 504)              AS retryable,
+           method IN ('GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE')            AS idempotent
+    FROM lb_requests
+    WHERE NOT is_health_check
+),
+attempts AS (
+    SELECT *,
            -- the client's share of retries among its previous 50 attempts (NULL for its first)
            avg(CASE WHEN attempt > 1 THEN 1.0 ELSE 0.0 END) OVER (
                PARTITION BY client_id ORDER BY ts, request_id, attempt
-               ROWS BETWEEN 50 PRECEDING AND 1 PRECEDING)              AS client_retry_share
-    FROM lb_requests
-    WHERE NOT is_health_check
+               ROWS BETWEEN 50 PRECEDING AND 1 PRECEDING)              AS client_retry_share,
+           -- how the client answered its own earlier failures: every retry it sent answers one
+           count(*) FILTER (WHERE retryable) OVER past                      AS client_failures,
+           count(*) FILTER (WHERE attempt > 1) OVER past                    AS client_retries,
+           count(*) FILTER (WHERE retryable AND NOT idempotent) OVER past   AS client_unsafe_failures,
+           count(*) FILTER (WHERE attempt > 1 AND NOT idempotent) OVER past AS client_unsafe_retries,
+           max(attempt) OVER past                                           AS client_max_attempt,
+           count(*) FILTER (WHERE retryable) OVER recent                    AS client_recent_failures,
+           count(*) FILTER (WHERE attempt > 1) OVER recent                  AS client_recent_retries
+    FROM marked
+    WINDOW past AS (PARTITION BY client_id ORDER BY ts, request_id, attempt
+                    ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING),
+           recent AS (PARTITION BY client_id ORDER BY ts, request_id, attempt
+                      ROWS BETWEEN 100 PRECEDING AND 1 PRECEDING)
 ),
 backend_minute AS (
     SELECT date_trunc('minute', ts)                                  AS bucket,
@@ -36,7 +54,8 @@ retries AS (
 )
 SELECT a.ts, a.lb, a.backend, a.target, a.client_id, a.request_id, a.attempt,
        a.method,
-       a.method IN ('GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE')       AS idempotent,
+       a.idempotent,
+       a.retryable,
        CAST(a.lb_status / 100 AS SMALLINT)                            AS status_class,
        a.lb_status,
        a.lb_status >= 500 AND a.target_status IS NULL                 AS lb_error,
@@ -49,6 +68,13 @@ SELECT a.ts, a.lb, a.backend, a.target, a.client_id, a.request_id, a.attempt,
        h.healthy_ratio                                                AS backend_healthy_ratio_1m,
        h.queue_depth                                                  AS backend_queue_depth_1m,
        a.client_retry_share,
+       a.client_failures,
+       a.client_retries,
+       a.client_unsafe_failures,
+       a.client_unsafe_retries,
+       a.client_max_attempt,
+       a.client_recent_failures,
+       a.client_recent_retries,
        CAST(date_part('dow', a.ts) * 24 + date_part('hour', a.ts) AS SMALLINT) AS hour_of_week,
        r.ts IS NOT NULL
            AND CAST(r.ts AS BIGINT) - CAST(a.ts AS BIGINT) <= CAST(a.total_ms * 1000 AS BIGINT) + 30000000

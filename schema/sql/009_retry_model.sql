@@ -18,7 +18,16 @@ SELECT ts,
        backend_error_rate_1m,
        backend_healthy_ratio_1m,
        backend_queue_depth_1m,
-       client_retry_share                                    -- NULL for a client's first attempt
+       client_retry_share,                                   -- NULL for a client's first attempt
+       idempotent,                                           -- GET, HEAD, OPTIONS, PUT, DELETE
+       client_failures,                                      -- the client's earlier retryable failures
+       CAST(client_retries AS DOUBLE PRECISION) / NULLIF(client_failures, 0)
+                                                 AS client_retry_after_failure,   -- NULL before any failure
+       CAST(client_unsafe_retries AS DOUBLE PRECISION) / NULLIF(client_unsafe_failures, 0)
+                                                 AS client_unsafe_retry_after_failure, -- the same, non-idempotent
+       client_max_attempt,                                   -- the highest attempt number it sent
+       CAST(client_recent_retries AS DOUBLE PRECISION) / NULLIF(client_recent_failures, 0)
+                                                 AS client_recent_retry_after_failure -- over its last 100 attempts
 FROM retry_training;
 
 -- What retries cost, for kpi_retry_impact_1m. One row; the defaults are placeholders to replace with
@@ -44,7 +53,9 @@ WITH scored AS (
     SELECT date_trunc('minute', ts) AS bucket, backend, attempt,
            predict_retry(backend, method, status, attempt, lb_error, timed_out, response_flags, retry_after_s,
                          log_total_ms, latency_vs_p99, backend_error_rate_1m, backend_healthy_ratio_1m,
-                         backend_queue_depth_1m, client_retry_share) AS p
+                         backend_queue_depth_1m, client_retry_share, idempotent, client_failures,
+                         client_retry_after_failure, client_unsafe_retry_after_failure, client_max_attempt,
+                         client_recent_retry_after_failure) AS p
     FROM retry_features
 )
 SELECT s.bucket,

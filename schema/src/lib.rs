@@ -38,6 +38,12 @@ pub const FILES: &[SchemaFile] = &[
     SchemaFile { name: "009_retry_model.sql", sql: include_str!("../sql/009_retry_model.sql") },
     SchemaFile { name: "010_rollups.sql", sql: include_str!("../sql/010_rollups.sql") },
     SchemaFile { name: "011_alerts.sql", sql: include_str!("../sql/011_alerts.sql") },
+    // The retry views with the client's history after its own failures: 007 and 009 again, for
+    // directories that had them before (every statement in them can be applied twice).
+    SchemaFile {
+        name: "012_retry_client_history.sql",
+        sql: concat!(include_str!("../sql/007_retry_training.sql"), "\n", include_str!("../sql/009_retry_model.sql")),
+    },
 ];
 
 /// The catalog object listing the schema files a directory has had.

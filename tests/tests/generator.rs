@@ -1,5 +1,5 @@
-//! The telemetry generator: the same seed gives the same bytes; retry chains are consistent with each
-//! client's policy; every injected incident shows in the KPI views at its time and scope; and
+//! The telemetry generator: the same seed gives the same bytes; retry chains are consistent with the
+//! policies behind each client id; every injected incident shows in the KPI views at its time and scope; and
 //! `retry_training`'s features use no row that came later; the retry-impact view adds up.
 
 use std::collections::HashMap;
@@ -66,7 +66,7 @@ async fn scalar_f64(db: &trafficdb::Database, sql: &str) -> Option<f64> {
 }
 
 #[test]
-fn retry_chains_follow_each_clients_policy() {
+fn retry_chains_follow_the_policies_behind_each_client_id() {
     let rt = runtime();
     rt.block_on(async {
         let seed = 11;
@@ -83,11 +83,14 @@ fn retry_chains_follow_each_clients_policy() {
         .await;
         assert_eq!(broken, 0, "requests whose attempts are not 1..n of one client and route");
 
-        // Every retry against the attempt before it.
+        // Every retry against the attempt before it, and the policies that could have made it: the
+        // id's callers', and after a deploy the new one.
+        let cfg = config(300_000, seed);
         let pairs = query(
             &db,
             "SELECT r.client_id, r.attempt, r.method, r.lb_status, r.timed_out, r.retry_after,
-                    CAST(n.ts AS BIGINT) - CAST(r.ts AS BIGINT) - CAST(round(r.total_ms * 1000) AS BIGINT) AS gap_us
+                    CAST(n.ts AS BIGINT) - CAST(r.ts AS BIGINT) - CAST(round(r.total_ms * 1000) AS BIGINT) AS gap_us,
+                    CAST(r.ts AS BIGINT) AS ts_us
              FROM lb_requests r JOIN lb_requests n
                ON n.request_id = r.request_id AND n.attempt = r.attempt + 1
              WHERE NOT r.is_health_check",
@@ -95,6 +98,7 @@ fn retry_chains_follow_each_clients_policy() {
         .await;
         let mut retries: HashMap<Policy, usize> = HashMap::new();
         let mut per_client: HashMap<String, usize> = HashMap::new();
+        let (mut shared, mut redeployed) = (0, 0);
         for b in &pairs {
             let client = strings(b.column(0));
             let attempt = b.column(1).as_primitive::<Int16Type>();
@@ -103,34 +107,30 @@ fn retry_chains_follow_each_clients_policy() {
             let timed_out = b.column(4).as_boolean();
             let retry_after = b.column(5).as_primitive::<Int32Type>();
             let gap = b.column(6).as_primitive::<Int64Type>();
+            let ts = b.column(7).as_primitive::<Int64Type>();
             for i in 0..b.num_rows() {
                 let index: u32 = client[i].trim_start_matches("client-").parse().expect("client index");
-                let policy = Policy::of_client(seed, index);
-                *retries.entry(policy).or_default() += 1;
+                let profile = generate::ClientProfile::of(&cfg, index);
+                let policies: Vec<Policy> =
+                    (0..profile.callers.len()).map(|caller| profile.policy(caller, ts.value(i))).collect();
                 *per_client.entry(client[i].clone()).or_default() += 1;
                 let (st, n, gap_s) = (status.value(i), attempt.value(i), gap.value(i) as f64 / 1e6);
                 let ra = retry_after.is_valid(i).then(|| f64::from(retry_after.value(i)));
-                let ctx = format!("{policy:?} client {} attempt {n} status {st} gap {gap_s} s", client[i]);
+                let ctx = format!("{profile:?} client {} attempt {n} status {st} gap {gap_s} s", client[i]);
                 assert!(matches!(st, 429 | 500 | 502 | 503 | 504) || timed_out.value(i), "retried a {st}: {ctx}");
                 assert!(gap_s >= 0.0, "a retry before the response: {ctx}");
-                match policy {
-                    Policy::None => panic!("a client with no retry policy retried: {ctx}"),
-                    Policy::Naive => {
-                        assert!(n < 3, "naive clients try 3 times at most: {ctx}");
-                        assert!(gap_s <= 0.021, "naive clients retry at once: {ctx}");
-                    }
-                    Policy::Exponential | Policy::Budgeted => {
-                        assert!(n < if policy == Policy::Exponential { 3 } else { 4 }, "too many attempts: {ctx}");
-                        let cap = (0.1 * f64::from(1u32 << n)).min(20.0);
-                        match ra {
-                            // Retry-After honoured: not before it, and no later than it or the backoff.
-                            Some(ra) => assert!(gap_s >= ra - 1e-3 && gap_s <= ra.max(cap) + 1e-3, "{ctx}"),
-                            None => assert!(gap_s <= cap + 1e-3, "backoff beyond its cap {cap} s: {ctx}"),
-                        }
-                        if method[i] == "POST" {
-                            assert!(matches!(st, 429 | 503), "polite clients retry POST only after 429/503: {ctx}");
-                        }
-                    }
+                let fits: Vec<Policy> = policies
+                    .iter()
+                    .copied()
+                    .filter(|&policy| retry_fits(policy, n, st, gap_s, ra, &method[i]))
+                    .collect();
+                assert!(!fits.is_empty(), "a retry no policy of the id makes: {ctx}");
+                if profile.callers.len() > 1 {
+                    shared += 1;
+                } else if profile.redeploy.is_some_and(|(at, _)| ts.value(i) >= at) {
+                    redeployed += 1;
+                } else {
+                    *retries.entry(fits[0]).or_default() += 1;
                 }
             }
         }
@@ -140,6 +140,7 @@ fn retry_chains_follow_each_clients_policy() {
                 "too few retries by {p:?} clients to judge: {retries:?}"
             );
         }
+        assert!(shared > 10 && redeployed > 10, "shared ids retried {shared} times, redeployed callers {redeployed}");
         // Budgeted clients: at most their 10 starting tokens plus one per 10 first attempts.
         let firsts = query(
             &db,
@@ -150,7 +151,8 @@ fn retry_chains_follow_each_clients_policy() {
             let n = b.column(1).as_primitive::<Int64Type>();
             for (i, name) in strings(b.column(0)).into_iter().enumerate() {
                 let Some(index) = name.strip_prefix("client-").and_then(|s| s.parse::<u32>().ok()) else { continue };
-                if Policy::of_client(seed, index) == Policy::Budgeted {
+                let profile = generate::ClientProfile::of(&cfg, index);
+                if profile.callers == [Policy::Budgeted] && profile.redeploy.is_none() {
                     let used = per_client.get(&name).copied().unwrap_or(0) as f64;
                     assert!(used <= 10.0 + 0.1 * n.value(i) as f64 + 1.0, "{name} retried {used} times");
                 }
@@ -158,6 +160,26 @@ fn retry_chains_follow_each_clients_policy() {
         }
         db.close().expect("close");
     });
+}
+
+/// Whether `policy` could have retried attempt `n` (status `st`, `Retry-After` `ra`) after `gap_s`.
+fn retry_fits(policy: Policy, n: i16, st: i16, gap_s: f64, ra: Option<f64>, method: &str) -> bool {
+    match policy {
+        Policy::None => false,
+        // Naive clients try 3 times at most, at once.
+        Policy::Naive => n < 3 && gap_s <= 0.021,
+        Policy::Exponential | Policy::Budgeted => {
+            let cap = (0.1 * f64::from(1u32 << n)).min(20.0);
+            let attempts = if policy == Policy::Exponential { 3 } else { 4 };
+            let delay = match ra {
+                // Retry-After honoured: not before it, and no later than it or the backoff.
+                Some(ra) => gap_s >= ra - 1e-3 && gap_s <= ra.max(cap) + 1e-3,
+                None => gap_s <= cap + 1e-3,
+            };
+            // Polite clients retry POST only after 429 / 503.
+            n < attempts && delay && (method != "POST" || matches!(st, 429 | 503))
+        }
+    }
 }
 
 fn ts_literal(us: i64) -> String {
@@ -202,13 +224,28 @@ fn incidents_show_in_the_kpi_views_at_their_time_and_scope() {
             match inc.kind {
                 IncidentKind::TargetOutage => {
                     let b = inc.backend.as_deref().expect("scope");
-                    // Requests fail before the health checks catch it, then the target is unhealthy.
-                    let lb_5xx = scalar_i64(
-                        &db,
-                        &format!("SELECT CAST(sum(lb_5xx) AS BIGINT) FROM kpi_requests_1m WHERE backend = '{b}' AND {during}"),
-                    )
-                    .await;
-                    assert!(lb_5xx > 0, "no LB 5xx during a target outage: {ctx}");
+                    // Requests routed to it fail (until the health checks catch it: at night it may
+                    // get none), then the target is unhealthy.
+                    let t = inc.target.as_deref().expect("scope");
+                    let (routed, answered) = (
+                        scalar_i64(
+                            &db,
+                            &format!(
+                                "SELECT count(*) FROM lb_requests WHERE target = '{t}' AND NOT is_health_check \
+                                 AND ts >= {from} AND ts < {to}"
+                            ),
+                        )
+                        .await,
+                        scalar_i64(
+                            &db,
+                            &format!(
+                                "SELECT count(*) FROM lb_requests WHERE target = '{t}' AND NOT is_health_check \
+                                 AND ts >= {from} AND ts < {to} AND lb_status < 500"
+                            ),
+                        )
+                        .await,
+                    );
+                    assert_eq!(answered, 0, "a down target answered {answered} of {routed} requests: {ctx}");
                     let healthy = scalar_f64(
                         &db,
                         &format!("SELECT min(healthy_ratio) FROM kpi_backend_health_1m WHERE backend = '{b}' AND {during}"),
@@ -289,7 +326,9 @@ fn retry_training_features_use_no_later_rows() {
         let (_tmp, db, _) = generated(120_000, 5).await;
         let features = "request_id, attempt, ts, lb, backend, target, client_id, method, idempotent, status_class,
             lb_status, lb_error, timed_out, response_flags, retry_after, total_ms, latency_vs_p99,
-            backend_error_rate_1m, backend_healthy_ratio_1m, backend_queue_depth_1m, client_retry_share, hour_of_week";
+            backend_error_rate_1m, backend_healthy_ratio_1m, backend_queue_depth_1m, client_retry_share, hour_of_week,
+            retryable, client_failures, client_retries, client_unsafe_failures, client_unsafe_retries,
+            client_max_attempt, client_recent_failures, client_recent_retries";
         let snapshot = |cut: i64| {
             let sql = format!(
                 "SELECT {features} FROM retry_training WHERE ts <= {} ORDER BY request_id, attempt",
@@ -440,7 +479,9 @@ fn retry_impact_view_adds_up() {
              FROM (SELECT attempt, will_retry,
                           predict_retry(backend, method, status, attempt, lb_error, timed_out, response_flags, retry_after_s,
                                         log_total_ms, latency_vs_p99, backend_error_rate_1m, backend_healthy_ratio_1m,
-                                        backend_queue_depth_1m, client_retry_share) AS p
+                                        backend_queue_depth_1m, client_retry_share, idempotent, client_failures,
+                                        client_retry_after_failure, client_unsafe_retry_after_failure,
+                                        client_max_attempt, client_recent_retry_after_failure) AS p
                    FROM retry_features)",
         )
         .await;

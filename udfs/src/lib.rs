@@ -27,6 +27,7 @@ pub mod checked;
 pub mod computed;
 pub mod detect;
 pub mod gapfill;
+pub mod gbdt;
 pub mod in_list;
 pub mod json;
 mod lazy;

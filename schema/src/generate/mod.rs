@@ -203,10 +203,10 @@ impl Policy {
         }
     }
 
-    /// The policy of client `index` under `seed`: 25 % none, 15 % naive, 40 % exponential backoff with
-    /// jitter, 20 % budgeted.
-    pub fn of_client(seed: u64, index: u32) -> Policy {
-        match splitmix(seed ^ 0x9e37_79b9 ^ u64::from(index)) % 100 {
+    /// A policy drawn from `hash`: 25 % none, 15 % naive, 40 % exponential backoff with jitter, 20 %
+    /// budgeted.
+    fn drawn(hash: u64) -> Policy {
+        match hash % 100 {
             0..25 => Policy::None,
             25..40 => Policy::Naive,
             40..80 => Policy::Exponential,
@@ -219,6 +219,57 @@ impl Policy {
             Policy::None => 1,
             Policy::Naive | Policy::Exponential => 3,
             Policy::Budgeted => 4,
+        }
+    }
+}
+
+/// Who stands behind one client id and how they retry: hidden from the rows, which show only behaviour.
+///
+/// Most ids are one caller with one policy. Some are a shared (NAT'd) address: 2-4 callers with a
+/// policy each, every logical request made by one of them at random. Some callers change policy once,
+/// at a deploy somewhere in the generated span.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientProfile {
+    /// The policy of each caller behind the id.
+    pub callers: Vec<Policy>,
+    /// From this time (µs since the epoch) on, the first caller follows the second policy.
+    pub redeploy: Option<(i64, Policy)>,
+}
+
+impl ClientProfile {
+    /// Share of client ids shared by several callers, in percent.
+    const SHARED_PERCENT: u64 = 5;
+    /// Share of single-caller ids whose policy changes at a deploy, in percent.
+    const REDEPLOY_PERCENT: u64 = 10;
+
+    /// The profile of client `index` under `cfg` (its seed and span): a function of them alone.
+    pub fn of(cfg: &Config, index: u32) -> ClientProfile {
+        let hash =
+            |salt: u64| splitmix(cfg.seed ^ 0x9e37_79b9 ^ u64::from(index) ^ salt.wrapping_mul(0xa076_1d64_78bd_642f));
+        let first = Policy::drawn(hash(0));
+        if hash(1) % 100 < Self::SHARED_PERCENT {
+            let n = 2 + hash(2) % 3;
+            let callers = (0..n).map(|k| if k == 0 { first } else { Policy::drawn(hash(10 + k)) }).collect();
+            return ClientProfile { callers, redeploy: None };
+        }
+        let redeploy = (hash(3) % 100 < Self::REDEPLOY_PERCENT).then(|| {
+            let span = (cfg.days * 86_400.0 * US as f64) as u64;
+            let at = cfg.start_us + (hash(4) % span.max(1)) as i64;
+            // A different policy: one of the other three.
+            let others: Vec<Policy> = [Policy::None, Policy::Naive, Policy::Exponential, Policy::Budgeted]
+                .into_iter()
+                .filter(|&p| p != first)
+                .collect();
+            (at, others[(hash(5) % 3) as usize])
+        });
+        ClientProfile { callers: vec![first], redeploy }
+    }
+
+    /// The policy `caller` follows at `ts` (µs).
+    pub fn policy(&self, caller: usize, ts: i64) -> Policy {
+        match self.redeploy {
+            Some((at, after)) if caller == 0 && ts >= at => after,
+            _ => self.callers[caller],
         }
     }
 }
@@ -299,7 +350,7 @@ struct Lb {
 
 struct Client {
     name: String,
-    policy: Policy,
+    profile: ClientProfile,
     /// Retry tokens of a budgeted client.
     tokens: f32,
     /// Heavy callers that hit rate limits (429).
@@ -308,7 +359,7 @@ struct Client {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum EventKind {
-    Attempt { backend: u32, client: u32, path: u16, request: u64, attempt: u16 },
+    Attempt { backend: u32, client: u32, caller: u8, path: u16, request: u64, attempt: u16 },
     HealthCheck { target: u32 },
 }
 
@@ -446,7 +497,7 @@ impl Generator {
         let clients: Vec<Client> = (0..cfg.clients)
             .map(|i| Client {
                 name: client_name(i),
-                policy: Policy::of_client(cfg.seed, i),
+                profile: ClientProfile::of(&cfg, i),
                 tokens: 10.0,
                 heavy: u64::from(i) * 100 < u64::from(cfg.clients).max(100),
             })
@@ -724,8 +775,10 @@ impl Generator {
                 let request = splitmix(self.cfg.seed.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ self.next_request);
                 self.next_request += 1;
                 self.logical += 1;
-                self.push(ts, EventKind::Attempt { backend: b as u32, client, path, request, attempt: 1 });
-                if let Policy::Budgeted = self.clients[client as usize].policy {
+                let callers = self.clients[client as usize].profile.callers.len();
+                let caller = if callers > 1 { self.rng.random_range(0..callers) as u8 } else { 0 };
+                self.push(ts, EventKind::Attempt { backend: b as u32, client, caller, path, request, attempt: 1 });
+                if let Policy::Budgeted = self.clients[client as usize].profile.policy(caller.into(), ts) {
                     let c = &mut self.clients[client as usize];
                     c.tokens = (c.tokens + 0.1).min(10.0);
                 }
@@ -748,8 +801,8 @@ impl Generator {
             }
             self.events.pop();
             match e.kind {
-                EventKind::Attempt { backend, client, path, request, attempt } => {
-                    self.attempt(e.ts, backend as usize, client as usize, path as usize, request, attempt)
+                EventKind::Attempt { backend, client, caller, path, request, attempt } => {
+                    self.attempt(e.ts, backend as usize, (client as usize, caller), path as usize, request, attempt)
                 }
                 EventKind::HealthCheck { target } => self.health_check_row(e.ts, target as usize),
             }
@@ -1013,7 +1066,7 @@ impl Generator {
     }
 
     /// One client attempt: route it, answer it, log it, and schedule the client's retry if it makes one.
-    fn attempt(&mut self, ts: i64, b: usize, c: usize, p: usize, request: u64, attempt: u16) {
+    fn attempt(&mut self, ts: i64, b: usize, (c, caller): (usize, u8), p: usize, request: u64, attempt: u16) {
         let s = ts.div_euclid(US);
         let rng = &mut self.rng;
         let backend = &self.backends[b];
@@ -1213,13 +1266,15 @@ impl Generator {
         };
         self.requests.push(&row);
 
-        if let Some(delay_s) = self.retry_delay(c, attempt, path.idempotent, &o) {
+        let policy = self.clients[c].profile.policy(caller.into(), ts);
+        if let Some(delay_s) = self.retry_delay(c, policy, attempt, path.idempotent, &o) {
             let next = ts + (o.total_ms * 1000.0).round() as i64 + (delay_s * 1e6).round() as i64 + 1;
             self.push(
                 next,
                 EventKind::Attempt {
                     backend: b as u32,
                     client: c as u32,
+                    caller,
                     path: p as u16,
                     request,
                     attempt: attempt + 1,
@@ -1228,11 +1283,10 @@ impl Generator {
         }
     }
 
-    /// Whether the client retries, and after how many seconds.
-    fn retry_delay(&mut self, c: usize, attempt: u16, idempotent: bool, o: &Outcome) -> Option<f64> {
+    /// Whether client `c`, following `policy`, retries, and after how many seconds.
+    fn retry_delay(&mut self, c: usize, policy: Policy, attempt: u16, idempotent: bool, o: &Outcome) -> Option<f64> {
         let retryable = o.timed_out || matches!(o.lb_status, 429 | 500 | 502 | 503 | 504);
         let client = &mut self.clients[c];
-        let policy = client.policy;
         if !retryable || attempt >= policy.max_attempts() {
             return None;
         }
@@ -1249,8 +1303,8 @@ impl Generator {
                 return None;
             }
         }
-        // Some callers give up anyway (the user went away).
-        if rng.random_bool(0.03) {
+        // Some callers give up anyway: the user went away, the more often the longer the wait.
+        if rng.random_bool(0.03 + 0.17 * (o.total_ms / 10_000.0).min(1.0)) {
             return None;
         }
         let backoff =

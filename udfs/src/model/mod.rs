@@ -1,12 +1,15 @@
-//! Versioned logistic-regression models: their features and encoding, the registry that keeps them as
-//! catalog objects, the vectorised prediction kernel, and the metrics that score them.
+//! Versioned models — logistic regression or gradient-boosted trees — their features and encoding, the
+//! registry that keeps them as catalog objects, the vectorised prediction kernels, and the metrics that
+//! score them.
 //!
 //! A model is trained from a query (see [`sql`]): one column is the label, one the time (for the
 //! train / evaluation split), every other column a feature, in the query's order. Numbers and booleans
 //! are numeric features (NULL counts as the training mean); text columns are categorical, one-hot
 //! encoded from the training rows: the most frequent value is the baseline (no column of its own), the
 //! next `max_categories - 1` values get a column each, and any other value (unseen in training, rare,
-//! or NULL) scores as the baseline.
+//! or NULL) scores as the baseline. Trees take the same features: a number as it is (NULL is missing,
+//! and each split learns where missing values go), a category by its level (the baseline and the
+//! kept levels; any other value is missing).
 
 pub mod metrics;
 pub mod sql;
@@ -24,6 +27,7 @@ use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
 use crate::SqlError;
+use crate::gbdt;
 use crate::logistic::{ClassWeight, sigmoid};
 use crate::sqlstate::SqlState;
 
@@ -96,7 +100,11 @@ impl Feature {
 
 /// Training options, as given (`'l2=1, class_weight=balanced, ...'`) and as used.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TrainOptions {
+    /// `logistic` or `boosted_trees`.
+    pub model_type: String,
+    /// Logistic: the penalty on standardised coefficients; trees: on leaf values.
     pub l2: f64,
     /// `none`, `balanced` or `<negative>:<positive>`.
     pub class_weight: String,
@@ -108,11 +116,20 @@ pub struct TrainOptions {
     pub max_categories: usize,
     /// `auto` (deploy when no version is deployed), `true` or `false`.
     pub deploy: String,
+    /// Trees: the shrinkage of every leaf value.
+    pub learning_rate: f64,
+    /// Trees: leaves per tree at most.
+    pub max_leaf_nodes: usize,
+    /// Trees: training rows per leaf at least.
+    pub min_samples_leaf: usize,
+    /// Trees: bins for a numeric feature's values.
+    pub max_bins: usize,
 }
 
 impl Default for TrainOptions {
     fn default() -> Self {
         TrainOptions {
+            model_type: "logistic".into(),
             l2: 1.0,
             class_weight: "none".into(),
             max_iter: 100,
@@ -122,6 +139,10 @@ impl Default for TrainOptions {
             time: "ts".into(),
             max_categories: 50,
             deploy: "auto".into(),
+            learning_rate: 0.1,
+            max_leaf_nodes: 31,
+            min_samples_leaf: 20,
+            max_bins: 255,
         }
     }
 }
@@ -130,6 +151,7 @@ impl TrainOptions {
     /// Parses `'key=value, ...'`; unknown keys and bad values are errors (22023).
     pub fn parse(text: &str) -> Result<TrainOptions> {
         let mut o = TrainOptions::default();
+        let mut l2_given = false;
         let bad = |m: String| sql_error(SqlState::InvalidParameter, m);
         for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let Some((key, value)) = item.split_once('=') else {
@@ -149,7 +171,15 @@ impl TrainOptions {
                 })
             };
             match key.as_str() {
-                "l2" => o.l2 = number("l2")?,
+                "l2" => {
+                    o.l2 = number("l2")?;
+                    l2_given = true;
+                }
+                "model_type" => o.model_type = value.to_ascii_lowercase(),
+                "learning_rate" => o.learning_rate = number("learning_rate")?,
+                "max_leaf_nodes" => o.max_leaf_nodes = whole("max_leaf_nodes", 65_536)?,
+                "min_samples_leaf" => o.min_samples_leaf = whole("min_samples_leaf", 1 << 30)?,
+                "max_bins" => o.max_bins = whole("max_bins", 255)?,
                 "max_iter" => o.max_iter = whole("max_iter", 10_000)?,
                 "tol" => o.tol = number("tol")?,
                 "eval_fraction" => o.eval_fraction = number("eval_fraction")?,
@@ -160,11 +190,28 @@ impl TrainOptions {
                 "deploy" => o.deploy = value.to_ascii_lowercase(),
                 _ => {
                     return Err(bad(format!(
-                        "train_retry_model: unknown option {key:?} (l2, class_weight, max_iter, tol, \
-                         eval_fraction, label, time, max_categories, deploy)"
+                        "train_retry_model: unknown option {key:?} (model_type, l2, class_weight, max_iter, \
+                         tol, eval_fraction, label, time, max_categories, deploy, learning_rate, \
+                         max_leaf_nodes, min_samples_leaf, max_bins)"
                     )));
                 }
             }
+        }
+        match o.model_type.as_str() {
+            "logistic" => {}
+            // scikit-learn's HistGradientBoostingClassifier: no penalty unless asked.
+            "boosted_trees" => o.l2 = if l2_given { o.l2 } else { 0.0 },
+            other => {
+                return Err(bad(format!(
+                    "train_retry_model: model_type must be logistic or boosted_trees, not {other:?}"
+                )));
+            }
+        }
+        if o.learning_rate.is_nan() || o.learning_rate <= 0.0 {
+            return Err(bad(format!("train_retry_model: learning_rate must be more than 0, not {}", o.learning_rate)));
+        }
+        if o.max_leaf_nodes < 2 || o.max_bins < 2 {
+            return Err(bad("train_retry_model: max_leaf_nodes and max_bins must be 2 or more".to_string()));
         }
         if o.l2 < 0.0 {
             return Err(bad(format!("train_retry_model: l2 must be 0 or more, not {}", o.l2)));
@@ -180,6 +227,10 @@ impl TrainOptions {
         }
         o.class_weight()?;
         Ok(o)
+    }
+
+    pub fn trees(&self) -> bool {
+        self.model_type == "boosted_trees"
     }
 
     pub fn class_weight(&self) -> Result<ClassWeight> {
@@ -206,7 +257,40 @@ impl TrainOptions {
     }
 }
 
-/// One trained version of a model. Coefficients are on standardised design columns.
+/// What training fitted: logistic coefficients (on standardised design columns) or trees.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Fit {
+    Trees { boosted_trees: gbdt::Model },
+    Logistic(crate::logistic::Model),
+}
+
+impl Fit {
+    /// Whether the solver converged (trees: always).
+    pub fn converged(&self) -> bool {
+        match self {
+            Fit::Trees { .. } => true,
+            Fit::Logistic(m) => m.converged,
+        }
+    }
+
+    /// Newton iterations, or trees.
+    pub fn iterations(&self) -> usize {
+        match self {
+            Fit::Trees { boosted_trees } => boosted_trees.trees.len(),
+            Fit::Logistic(m) => m.iterations,
+        }
+    }
+
+    pub fn logistic(&self) -> Option<&crate::logistic::Model> {
+        match self {
+            Fit::Trees { .. } => None,
+            Fit::Logistic(m) => Some(m),
+        }
+    }
+}
+
+/// One trained version of a model.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ModelVersion {
     pub name: String,
@@ -218,9 +302,9 @@ pub struct ModelVersion {
     /// Rows with a time at or after this (microseconds) were held out for evaluation.
     pub split_at: Option<i64>,
     pub features: Vec<Feature>,
-    /// The fitted coefficients, with the standardisation and whether the solver converged.
+    /// The fitted coefficients (with the standardisation and whether the solver converged), or trees.
     #[serde(flatten)]
-    pub fit: crate::logistic::Model,
+    pub fit: Fit,
     pub duration_ms: f64,
     pub rows_train: u64,
     pub rows_eval: u64,
@@ -253,7 +337,7 @@ impl ModelVersion {
         options: TrainOptions,
         split_at: Option<i64>,
         features: Vec<Feature>,
-        fitted: crate::logistic::Model,
+        fitted: Fit,
         duration_ms: f64,
         rows_train: u64,
         rows_eval: u64,
@@ -284,19 +368,21 @@ impl ModelVersion {
         self.features.iter().map(Feature::describe).collect::<Vec<_>>().join(", ")
     }
 
-    /// Per design column: (feature index, level or `None`, standardised coefficient, raw weight).
+    /// Per design column of a logistic model: (feature index, level or `None`, standardised
+    /// coefficient, raw weight). Empty for trees.
     pub fn design_columns(&self) -> Vec<(usize, Option<&str>, f64, f64)> {
-        let mut out = Vec::with_capacity(self.fit.coef.len());
+        let Some(fit) = self.fit.logistic() else { return Vec::new() };
+        let mut out = Vec::with_capacity(fit.coef.len());
         let mut j = 0;
         for (k, f) in self.features.iter().enumerate() {
             match f {
                 Feature::Numeric { .. } => {
-                    out.push((k, None, self.fit.coef[j], self.fit.coef[j] / self.fit.scales[j]));
+                    out.push((k, None, fit.coef[j], fit.coef[j] / fit.scales[j]));
                     j += 1;
                 }
                 Feature::Categorical { levels, .. } => {
                     for level in levels {
-                        out.push((k, Some(level.as_str()), self.fit.coef[j], self.fit.coef[j] / self.fit.scales[j]));
+                        out.push((k, Some(level.as_str()), fit.coef[j], fit.coef[j] / fit.scales[j]));
                         j += 1;
                     }
                 }
@@ -305,29 +391,38 @@ impl ModelVersion {
         out
     }
 
-    /// The intercept on the original scale (every numeric feature 0, every category the baseline).
+    /// The log-odds [`Self::contributions`] start from: for logistic regression the intercept on the
+    /// original scale (every numeric feature 0, every category the baseline); for trees the log-odds
+    /// before any split.
     pub fn raw_intercept(&self) -> f64 {
-        self.raw().intercept
+        match &self.fit {
+            Fit::Trees { boosted_trees } => boosted_trees.baseline(),
+            Fit::Logistic(_) => self.raw().intercept,
+        }
     }
 
+    /// The logistic model on the original scale (empty for trees).
     fn raw(&self) -> &RawWeights {
         self.raw.get_or_init(|| {
-            let mut intercept = self.fit.intercept;
+            let Some(fit) = self.fit.logistic() else {
+                return RawWeights { intercept: 0.0, per_feature: Vec::new() };
+            };
+            let mut intercept = fit.intercept;
             let mut per_feature = Vec::with_capacity(self.features.len());
             let mut j = 0;
             for f in &self.features {
                 match f {
                     Feature::Numeric { fill, .. } => {
-                        let weight = self.fit.coef[j] / self.fit.scales[j];
-                        intercept -= weight * self.fit.means[j];
+                        let weight = fit.coef[j] / fit.scales[j];
+                        intercept -= weight * fit.means[j];
                         per_feature.push(RawFeature::Numeric { weight, fill: *fill });
                         j += 1;
                     }
                     Feature::Categorical { levels, .. } => {
                         let mut weights = HashMap::with_capacity(levels.len());
                         for level in levels {
-                            let weight = self.fit.coef[j] / self.fit.scales[j];
-                            intercept -= weight * self.fit.means[j];
+                            let weight = fit.coef[j] / fit.scales[j];
+                            intercept -= weight * fit.means[j];
                             weights.insert(level.clone(), weight);
                             j += 1;
                         }
@@ -382,6 +477,11 @@ impl ModelVersion {
     pub fn predict(&self, function: &str, args: &[ColumnarValue], rows: usize) -> Result<Float64Array> {
         let types: Vec<DataType> = args.iter().map(ColumnarValue::data_type).collect();
         self.check_arguments(function, &types)?;
+        if let Fit::Trees { boosted_trees } = &self.fit {
+            let columns = tree_columns(&self.features, args, rows)?;
+            let z = boosted_trees.log_odds(&columns, rows);
+            return Ok(Float64Array::from_iter_values(z.into_iter().map(sigmoid)));
+        }
         let raw = self.raw();
         let mut base = raw.intercept;
         let mut z = vec![0.0f64; rows];
@@ -422,6 +522,13 @@ impl ModelVersion {
     /// features at 0, categories at the baseline): the contributions plus [`Self::raw_intercept`] are
     /// the log-odds.
     pub fn contributions(&self, args: &[ArrayRef]) -> Result<Vec<Vec<f64>>> {
+        if let Fit::Trees { boosted_trees } = &self.fit {
+            let rows = args.first().map_or(0, |a| a.len());
+            let values: Vec<ColumnarValue> = args.iter().cloned().map(ColumnarValue::Array).collect();
+            let columns = tree_columns(&self.features, &values, rows)?;
+            let by_row: Vec<Vec<f64>> = (0..rows).map(|row| boosted_trees.contributions(&columns, row)).collect();
+            return Ok((0..self.features.len()).map(|f| by_row.iter().map(|r| r[f]).collect()).collect());
+        }
         let raw = self.raw();
         raw.per_feature
             .iter()
@@ -439,6 +546,37 @@ impl ModelVersion {
             })
             .collect()
     }
+}
+
+/// The features as trees take them: numbers with NaN for NULL; categories as codes (the baseline 0,
+/// the kept levels from 1; anything else missing). Scalars are repeated `rows` times.
+pub(crate) fn tree_columns(features: &[Feature], args: &[ColumnarValue], rows: usize) -> Result<Vec<gbdt::Column>> {
+    features
+        .iter()
+        .zip(args)
+        .map(|(f, arg)| {
+            let a = arg.to_array(rows)?;
+            Ok(match f {
+                Feature::Numeric { .. } => {
+                    let a = cast(&a, &DataType::Float64)?;
+                    let a = a.as_primitive::<Float64Type>();
+                    gbdt::Column::Numeric(a.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
+                }
+                Feature::Categorical { baseline, levels, .. } => {
+                    let mut code: HashMap<&str, u32> =
+                        levels.iter().enumerate().map(|(k, l)| (l.as_str(), k as u32 + 1)).collect();
+                    if let Some(b) = baseline {
+                        code.insert(b.as_str(), 0);
+                    }
+                    let a = cast(&a, &DataType::Utf8)?;
+                    let a = a.as_string::<i32>();
+                    gbdt::Column::Categorical(
+                        a.iter().map(|v| v.and_then(|v| code.get(v).copied()).unwrap_or(gbdt::MISSING_CODE)).collect(),
+                    )
+                }
+            })
+        })
+        .collect()
 }
 
 pub(crate) fn is_text(t: &DataType) -> bool {

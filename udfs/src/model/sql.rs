@@ -31,9 +31,9 @@ use ndarray::Array2;
 use crate::lazy::{LazyTable, Work, blocking};
 
 use super::metrics::{self, Metrics};
-use super::{Deploy, Feature, ModelVersion, Registry, TrainOptions, is_text, sql_error};
-use crate::logistic;
+use super::{Deploy, Feature, Fit, ModelVersion, Registry, TrainOptions, is_text, sql_error};
 use crate::sqlstate::SqlState;
+use crate::{gbdt, logistic};
 
 /// Registers the model functions and the `models` table's provider factory over `registry`.
 pub fn install(state: &mut SessionState, registry: &Arc<Registry>) -> Result<()> {
@@ -295,8 +295,8 @@ impl Kind {
                 f("feature", Utf8, false),
                 f("level", Utf8, true),
                 f("weight", Float64, false),
-                f("standardized_weight", Float64, false),
-                f("odds_ratio", Float64, false),
+                f("standardized_weight", Float64, true),
+                f("odds_ratio", Float64, true),
             ],
             Kind::Explain => vec![
                 f("row", Int64, false),
@@ -505,10 +505,33 @@ fn evaluation_row(model: &ModelVersion, m: &Metrics, schema: SchemaRef) -> Resul
 }
 
 fn weights(model: &ModelVersion, schema: SchemaRef) -> Result<RecordBatch> {
+    if let Fit::Trees { boosted_trees } = &model.fit {
+        // Trees have no weights: each feature's share of the loss reduction of all splits, and the
+        // log-odds before any split as the intercept.
+        let gains = boosted_trees.gains(model.features.len());
+        let total: f64 = gains.iter().sum::<f64>().max(f64::MIN_POSITIVE);
+        let mut feature = vec!["(intercept)".to_string()];
+        let mut weight = vec![model.raw_intercept()];
+        for (f, g) in model.features.iter().zip(&gains) {
+            feature.push(f.name().to_string());
+            weight.push(g / total);
+        }
+        let none: Vec<Option<f64>> = vec![None; weight.len()];
+        return one_row(
+            schema,
+            vec![
+                Arc::new(StringArray::from(feature)),
+                Arc::new(StringArray::from(vec![None::<String>; weight.len()])),
+                Arc::new(Float64Array::from(weight)),
+                Arc::new(Float64Array::from(none.clone())),
+                Arc::new(Float64Array::from(none)),
+            ],
+        );
+    }
     let mut feature = vec!["(intercept)".to_string()];
     let mut level: Vec<Option<String>> = vec![None];
     let mut weight = vec![model.raw_intercept()];
-    let mut standardized = vec![model.fit.intercept];
+    let mut standardized = vec![model.fit.logistic().map_or(0.0, |m| m.intercept)];
     for (k, lvl, std_w, raw_w) in model.design_columns() {
         feature.push(model.features[k].name().to_string());
         level.push(lvl.map(String::from));
@@ -669,8 +692,8 @@ async fn train(
                 float(m.and_then(|m| m.auc_roc)),
                 float(m.map(|m| m.log_loss)),
                 float(m.map(|m| m.brier)),
-                Arc::new(BooleanArray::from(vec![model.fit.converged])),
-                int(Some(model.fit.iterations as i64)),
+                Arc::new(BooleanArray::from(vec![model.fit.converged()])),
+                int(Some(model.fit.iterations() as i64)),
                 Arc::new(BooleanArray::from(vec![deployed])),
                 float(Some(model.duration_ms)),
             ],
@@ -765,19 +788,38 @@ fn fit_model(
     let train = batch.slice(0, cut);
     let eval = batch.slice(cut, n - cut);
     let columns: Vec<ArrayRef> = feature_index.iter().map(|&i| train.column(i).clone()).collect();
+    // A tree splits on at most 255 levels of a category (the baseline among them).
+    let max_categories = if options.trees() { options.max_categories.min(255) } else { options.max_categories };
     let features: Vec<Feature> = feature_index
         .iter()
         .zip(&columns)
-        .map(|(&i, c)| describe_feature(schema.field(i).name(), c, options.max_categories))
+        .map(|(&i, c)| describe_feature(schema.field(i).name(), c, max_categories))
         .collect::<Result<_>>()?;
-    let x = design(&features, &columns)?;
-    let fit_options = logistic::Options {
-        l2: options.l2,
-        class_weight: options.class_weight()?,
-        max_iter: options.max_iter,
-        tol: options.tol,
+    let fitted = if options.trees() {
+        let values: Vec<ColumnarValue> = columns.iter().cloned().map(ColumnarValue::Array).collect();
+        let x = super::tree_columns(&features, &values, cut)?;
+        drop(values);
+        let tree_options = gbdt::Options {
+            learning_rate: options.learning_rate,
+            max_iter: options.max_iter,
+            max_leaf_nodes: options.max_leaf_nodes,
+            min_samples_leaf: options.min_samples_leaf,
+            l2: options.l2,
+            max_bins: options.max_bins,
+            class_weight: options.class_weight()?,
+        };
+        let model = gbdt::fit(&x, &labels[..cut], &tree_options).map_err(|e| bad(format!("{F}: {e}")))?;
+        Fit::Trees { boosted_trees: model }
+    } else {
+        let x = design(&features, &columns)?;
+        let fit_options = logistic::Options {
+            l2: options.l2,
+            class_weight: options.class_weight()?,
+            max_iter: options.max_iter,
+            tol: options.tol,
+        };
+        Fit::Logistic(logistic::fit(x, &labels[..cut], &fit_options).map_err(|e| bad(format!("{F}: {e}")))?)
     };
-    let fitted = logistic::fit(x, &labels[..cut], &fit_options).map_err(|e| bad(format!("{F}: {e}")))?;
     let created_at = chrono::Utc::now().timestamp_micros();
     let mut model = ModelVersion::new(
         name.to_string(),
@@ -954,7 +996,7 @@ impl ModelsTable {
                 Arc::new(BooleanArray::from_iter(list.iter().map(|(_, d)| Some(*d)))),
                 Arc::new(Int64Array::from_iter_values(list.iter().map(|(m, _)| m.rows_train as i64))),
                 Arc::new(Float64Array::from_iter(list.iter().map(|(m, _)| m.metrics.as_ref().and_then(|x| x.auc_roc)))),
-                Arc::new(BooleanArray::from_iter(list.iter().map(|(m, _)| Some(m.fit.converged)))),
+                Arc::new(BooleanArray::from_iter(list.iter().map(|(m, _)| Some(m.fit.converged())))),
                 Arc::new(TimestampMicrosecondArray::from_iter(list.iter().map(|(m, _)| m.split_at))),
                 Arc::new(StringArray::from_iter_values(list.iter().map(|(m, _)| m.query.as_str()))),
             ],
