@@ -4,8 +4,8 @@
 //!   split, retries per backend and minute), and the hourly `kpi_requests_1h` over the whole range;
 //! - `predict_retry`: the retry model (trained once, deployed) scoring every attempt of `retry_features`
 //!   (stored as a table first, so the view's window functions are not part of it) in one vectorised call
-//!   per batch, next to the same scan reading the same 14 columns without the model: the difference is
-//!   the model's own cost.
+//!   per batch, next to the same scan reading the same 20 columns without the model: the difference is
+//!   the model's own cost; and the same with boosted trees (trained on the retryable failures).
 //!
 //! Run: `cargo bench --bench sql` (a filter after `--` picks one group).
 
@@ -13,7 +13,8 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 const FEATURES: &str = "backend, method, status, attempt, lb_error, timed_out, response_flags, retry_after_s, \
     log_total_ms, latency_vs_p99, backend_error_rate_1m, backend_healthy_ratio_1m, backend_queue_depth_1m, \
-    client_retry_share";
+    client_retry_share, idempotent, client_failures, client_retry_after_failure, client_unsafe_retry_after_failure, \
+    client_max_attempt, client_recent_retry_after_failure";
 
 fn sql(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
@@ -47,6 +48,10 @@ fn sql(c: &mut Criterion) {
         db.sql("SELECT * FROM train_retry_model('retry', 'SELECT * FROM retry_features', 'deploy=true, max_iter=50')"),
     )
     .expect("train");
+    rt.block_on(db.sql(
+        "SELECT * FROM train_retry_model('trees', 'SELECT * FROM retry_features WHERE retryable', 'model_type=boosted_trees')",
+    ))
+    .expect("train trees");
     rt.block_on(db.sql("CREATE TABLE features AS SELECT * FROM retry_features")).expect("store the features");
     let rows = scalar("SELECT count(*) FROM features") as u64;
     let mut g = c.benchmark_group("predict_retry");
@@ -56,6 +61,8 @@ fn sql(c: &mut Criterion) {
     let without = format!("SELECT {} FROM features", counts.join(", "));
     g.bench_function("scan_and_predict", |b| b.iter(|| rt.block_on(db.sql(&with_model)).expect("query")));
     g.bench_function("scan_only", |b| b.iter(|| rt.block_on(db.sql(&without)).expect("query")));
+    let with_trees = format!("SELECT sum(predict_model('trees', NULL, {FEATURES})) FROM features");
+    g.bench_function("scan_and_predict_trees", |b| b.iter(|| rt.block_on(db.sql(&with_trees)).expect("query")));
     g.finish();
 }
 

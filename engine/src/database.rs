@@ -502,7 +502,7 @@ impl Database {
             CreateTableOptions::With(o) | CreateTableOptions::Options(o) => options_kv(o)?,
             _ => return Err(Error::invalid(SqlState::Syntax, "options go in WITH (key = 'value', ...)")),
         };
-        let (refresh_us, lag_us, retention_us) = crate::rollup::options(&options)?;
+        let crate::rollup::Options { refresh_us, lag_us, retention_us, realtime } = crate::rollup::options(&options)?;
         let query = cv.query.to_string();
         let df = self.ctx.sql(&query).await?;
         let mut columns = stored_columns(df.schema().as_arrow())?;
@@ -534,6 +534,7 @@ impl Database {
             lag_us,
             query,
             watermark_us: None,
+            realtime,
         });
         crate::rollup::save(&self.engine, &all)?;
         self.refresh_rollup(&name, self.engine.now_us()).await

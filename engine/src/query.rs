@@ -8,6 +8,7 @@ pub mod dml;
 pub(crate) mod key_max;
 pub mod latest;
 pub mod memory;
+pub mod realtime;
 pub(crate) mod scan;
 pub mod symbols;
 
@@ -333,7 +334,12 @@ impl SchemaProvider for EngineSchema {
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
         if let Some(t) = self.engine.table(name) {
-            return Ok(Some(Arc::new(StoredTable::new(self.engine.clone(), t))));
+            let stored: Arc<dyn TableProvider> = Arc::new(StoredTable::new(self.engine.clone(), t));
+            // A continuous rollup's table reads in real time (unless it opted out).
+            if let Some(r) = crate::rollup::load(&self.engine).into_iter().find(|r| r.name == name && r.realtime) {
+                return Ok(Some(Arc::new(realtime::RealtimeRollup::new(self.engine.clone(), stored, r))));
+            }
+            return Ok(Some(stored));
         }
         Ok(self.others.read().get(name).cloned())
     }

@@ -42,6 +42,23 @@ pub struct Rollup {
     pub query: String,
     /// Buckets before this are computed (`None`: nothing yet).
     pub watermark_us: Option<i64>,
+    /// Reads answer the stored buckets plus the query over the raw rows they lack
+    /// ([`crate::query::realtime`]); `WITH (realtime = false)`: the stored buckets alone.
+    #[serde(default = "realtime_default")]
+    pub realtime: bool,
+}
+
+fn realtime_default() -> bool {
+    true
+}
+
+/// The options of `CREATE MATERIALIZED VIEW ... WITH (...)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Options {
+    pub refresh_us: i64,
+    pub lag_us: i64,
+    pub retention_us: Option<i64>,
+    pub realtime: bool,
 }
 
 fn unsupported(message: impl Into<String>) -> Error {
@@ -115,9 +132,9 @@ fn literal_text(e: &ast::Expr) -> Option<String> {
     }
 }
 
-/// Parses the `WITH (...)` options: refresh, lag, retention (the rest is refused).
-pub fn options(kv: &[(String, String)]) -> Result<(i64, i64, Option<i64>)> {
-    let (mut refresh, mut lag, mut retention) = (60_000_000, 0, None);
+/// Parses the `WITH (...)` options: refresh, lag, retention, realtime (the rest is refused).
+pub fn options(kv: &[(String, String)]) -> Result<Options> {
+    let (mut refresh, mut lag, mut retention, mut realtime) = (60_000_000, 0, None, true);
     for (k, v) in kv {
         match k.as_str() {
             "refresh" => refresh = parse_duration_us(v)?,
@@ -128,15 +145,27 @@ pub fn options(kv: &[(String, String)]) -> Result<(i64, i64, Option<i64>)> {
                 }
             }
             "retention" => retention = Some(parse_duration_us(v)?),
+            "realtime" => {
+                realtime = match v.trim().to_ascii_lowercase().as_str() {
+                    "true" | "on" | "yes" => true,
+                    "false" | "off" | "no" => false,
+                    other => {
+                        return Err(Error::invalid(
+                            SqlState::InvalidParameter,
+                            format!("realtime must be true or false, not \"{other}\""),
+                        ));
+                    }
+                }
+            }
             other => {
                 return Err(Error::invalid(
                     SqlState::InvalidParameter,
-                    format!("unknown materialized view option \"{other}\" (known: refresh, lag, retention)"),
+                    format!("unknown materialized view option \"{other}\" (known: refresh, lag, retention, realtime)"),
                 ));
             }
         }
     }
-    Ok((refresh, lag, retention))
+    Ok(Options { refresh_us: refresh, lag_us: lag, retention_us: retention, realtime })
 }
 
 /// `plan` with the rows of `source` limited to `from <= time < to`.

@@ -1,10 +1,12 @@
 -- The retry model's standard features (docs/retry-model.md): one row per client attempt from
--- retry_training, with the time (for the train / evaluation split), the label, and the features in the
--- order predict_retry takes them. Train the `retry` model on it:
+-- retry_training, with the time (for the train / evaluation split), the label, whether the attempt is a
+-- retryable failure (reported apart by train_retry_model and evaluate_model, not a feature), and the
+-- features in the order predict_retry takes them. Train the `retry` model on it:
 --   SELECT * FROM train_retry_model('retry', 'SELECT * FROM retry_features WHERE ts < TIMESTAMP ''...''');
 CREATE OR REPLACE VIEW retry_features AS
 SELECT ts,
        will_retry,
+       retryable,                                            -- not a feature: the rows reported apart (focus)
        backend,                                              -- text: one weight per backend
        method,                                               -- text
        CAST(lb_status AS VARCHAR)                AS status,  -- text: 200, 429, 502, 503, 504, ...
@@ -47,15 +49,18 @@ SELECT 0.000001 AS cost_per_request, 0.000001 AS cost_per_retry, 'USD' AS curren
 WHERE NOT EXISTS (SELECT 1 FROM retry_cost_parameters);
 
 -- Retry impact per backend and minute: observed retries next to the retries the deployed `retry`
--- model expects (the sum of its probabilities), the extra load retries make, and their cost.
+-- model expects (the sum of its probabilities over the retryable failures), the extra load retries make,
+-- and their cost.
 CREATE OR REPLACE VIEW kpi_retry_impact_1m AS
 WITH scored AS (
     SELECT date_trunc('minute', ts) AS bucket, backend, attempt,
+           -- only a retryable failure is ever retried: the model scores those (and may be trained on them alone)
+           CASE WHEN retryable THEN
            predict_retry(backend, method, status, attempt, lb_error, timed_out, response_flags, retry_after_s,
                          log_total_ms, latency_vs_p99, backend_error_rate_1m, backend_healthy_ratio_1m,
                          backend_queue_depth_1m, client_retry_share, idempotent, client_failures,
                          client_retry_after_failure, client_unsafe_retry_after_failure, client_max_attempt,
-                         client_recent_retry_after_failure) AS p
+                         client_recent_retry_after_failure) ELSE 0.0 END AS p
     FROM retry_features
 )
 SELECT s.bucket,

@@ -415,9 +415,11 @@ async fn demo_model(db: &trafficdb::Database) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// How `serve --demo` trains the `retry` model: every attempt of the week, the last fifth held out.
+/// How `serve --demo` trains the `retry` model: boosted trees on the week's retryable failures (nothing
+/// else is retried), the last fifth held out; the baseline is the client's past retry share.
 const DEMO_TRAINING: &str = "SELECT model, version, rows_train, rows_eval, round(auc_roc, 4) AS auc_roc, \
-    round(log_loss, 4) AS log_loss, converged, deployed FROM train_retry_model('retry', 'SELECT * FROM retry_features', 'deploy=true')";
+    round(log_loss, 4) AS log_loss, round(baseline_auc_roc, 4) AS baseline_auc_roc, iterations, deployed \
+    FROM train_retry_model('retry', 'SELECT * FROM retry_features WHERE retryable', 'model_type=boosted_trees, deploy=true')";
 
 fn progress_bar(rows: u64) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(rows);

@@ -79,10 +79,12 @@ frame = pd.read_csv(io.BytesIO(data), keep_default_na=True, na_values=[""], dtyp
 frame["ts"] = pd.to_datetime(frame["ts"], format="ISO8601")
 print(f"fetched {len(frame)} rows in {time.time() - started:.1f} s")
 frame["will_retry"] = frame["will_retry"].map({"t": True, "f": False, True: True, False: False})
-for b in ["lb_error", "timed_out"]:
-    frame[b] = frame[b].map({"t": 1.0, "f": 0.0, True: 1.0, False: 0.0})
+# Booleans (written t / f) are numbers to the model; the focus column is not a feature.
+for b in frame.columns:
+    if b != "will_retry" and len(frame[b].dropna()) and set(frame[b].dropna().unique()) <= {"t", "f", True, False}:
+        frame[b] = frame[b].map({"t": 1.0, "f": 0.0, True: 1.0, False: 0.0})
 
-features = [c for c in frame.columns if c not in ("ts", options["label"])]
+features = [c for c in frame.columns if c not in ("ts", options["label"], options["focus"])]
 train = frame[frame["ts"] < pd.Timestamp(split_at)]
 held = frame[frame["ts"] >= pd.Timestamp(split_at)]
 check(len(train) == rows_train and len(held) == rows_eval, f"split at {split_at}: {len(train)} / {len(held)} rows")

@@ -3,7 +3,8 @@
 # session (compared with psql_session.expected), the Python drivers (python_clients.py), Power BI's
 # Npgsql 4.0.17 message sequence replayed over a raw socket (powerbi_replay.py), Grafana's PostgreSQL
 # data source queries (grafana.py), pgjdbc (JdbcClient.java) and node-postgres (node_client.js); then
-# README's first command, `serve --demo`, started twice on a new directory; then random DELETE and
+# README's first command, `serve --demo`, started twice on a new directory; the retry model's boosted
+# trees against scikit-learn on a later week of 14 generated days (retry_trees.py); then random DELETE and
 # UPDATE statements compared with PostgreSQL 15 (dml_diff.py), pgcli's and DBeaver's connect-time
 # queries next to PostgreSQL's answers (tool_replays.py), and the dialect corpus (tests/pg_dialect)
 # answered by both (pg_dialect.py).
@@ -109,6 +110,19 @@ for round in 1 2; do
         echo "serve --demo (round $round): got '$got'"; cat "$work/demo.log"; demo_ok=0
     fi
 done
+# The retry model's boosted trees against scikit-learn on a later week (retry_trees.py): 14 generated
+# days, trained on the first week's retryable failures, scored on the second.
+"$bin" generate --days 14 --into "$work/d14" >"$work/d14.log" 2>&1 || { cat "$work/d14.log"; failed=$((failed + 1)); }
+d14_port="$(free_port)"
+"$bin" serve -d "$work/d14" --listen "127.0.0.1:$d14_port" 2>"$work/d14-server.log" &
+d14=$!
+for _ in $(seq 600); do
+    psql -X -q -h 127.0.0.1 -p "$d14_port" -d trafficdb -c "SELECT 1" >/dev/null 2>&1 && break
+    sleep 0.1
+done
+"$venv/bin/python" "$here/retry_trees.py" 127.0.0.1 "$d14_port" || failed=$((failed + 1))
+kill "$d14" 2>/dev/null; wait "$d14" 2>/dev/null || true
+rm -rf "$work/d14"
 # DELETE and UPDATE against PostgreSQL 15: seeded random statements, the tables compared after each
 # (dml_diff.py starts its own PostgreSQL cluster and trafficdb server). DML_DIFF_SEED replays a run.
 "$venv/bin/python" "$here/dml_diff.py" "$bin" --seed "${DML_DIFF_SEED:-1}" --statements "${DML_DIFF_STATEMENTS:-3000}" \

@@ -57,7 +57,7 @@ fn a_rollup_refreshes_on_its_interval_up_to_now_minus_its_lag() {
         // One row a second from 00:00:00 to 00:59:59.
         db.append("events", &events_batch(0, 3600)).unwrap();
         db.sql(
-            "CREATE MATERIALIZED VIEW ev_1m WITH (refresh = '1 minute', lag = '5 minutes') AS \
+            "CREATE MATERIALIZED VIEW ev_1m WITH (refresh = '1 minute', lag = '5 minutes', realtime = false) AS \
              SELECT time_bucket(INTERVAL '1 minute', ts) AS minute, count(*) AS n FROM events GROUP BY 1",
         )
         .await

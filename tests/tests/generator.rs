@@ -452,7 +452,8 @@ fn kpi_anomalies_find_target_outages() {
 }
 
 /// `kpi_retry_impact_1m` adds up: its sums equal the same figures computed directly from
-/// `predict_retry` over `retry_features` and the cost parameters, and the expected retries match the
+/// `predict_retry` over `retry_features`' retryable failures (0 for any other attempt) and the cost
+/// parameters, and the expected retries match the
 /// retries that happened (a logistic model's probabilities sum to its positives on its training rows).
 #[test]
 fn retry_impact_view_adds_up() {
@@ -477,11 +478,12 @@ fn retry_impact_view_adds_up() {
                     CAST(count(*) FILTER (WHERE p >= 0.3) AS DOUBLE PRECISION), sum(p) FILTER (WHERE p >= 0.3),
                     CAST(count(*) FILTER (WHERE will_retry) AS DOUBLE PRECISION)
              FROM (SELECT attempt, will_retry,
+                          CASE WHEN retryable THEN
                           predict_retry(backend, method, status, attempt, lb_error, timed_out, response_flags, retry_after_s,
                                         log_total_ms, latency_vs_p99, backend_error_rate_1m, backend_healthy_ratio_1m,
                                         backend_queue_depth_1m, client_retry_share, idempotent, client_failures,
                                         client_retry_after_failure, client_unsafe_retry_after_failure,
-                                        client_max_attempt, client_recent_retry_after_failure) AS p
+                                        client_max_attempt, client_recent_retry_after_failure) ELSE 0.0 END AS p
                    FROM retry_features)",
         )
         .await;

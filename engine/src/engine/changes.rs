@@ -45,6 +45,14 @@ impl Engine {
         (min_opt(mem, stored), epoch)
     }
 
+    /// The earliest change recorded for `watcher` and not yet settled, without taking it.
+    pub fn peek_changes(&self, table: &Arc<Table>, watcher: &str) -> Option<i64> {
+        let mem = table.changes.lock().get(watcher).copied().flatten();
+        let catalog = self.catalog.lock();
+        let entry = catalog.data().tables.iter().find(|t| t.id == table.id);
+        min_opt(mem, entry.and_then(|e| e.watchers.get(watcher).copied().flatten()))
+    }
+
     /// Puts back changes taken by [`Engine::take_changes`] whose work failed.
     pub fn restore_changes(&self, table: &Arc<Table>, watcher: &str, from: Option<i64>) {
         if let (Some(v), Some(slot)) = (from, table.changes.lock().get_mut(watcher)) {

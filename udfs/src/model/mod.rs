@@ -124,6 +124,12 @@ pub struct TrainOptions {
     pub min_samples_leaf: usize,
     /// Trees: bins for a numeric feature's values.
     pub max_bins: usize,
+    /// A boolean column marking the rows where the question is real (for retries: the retryable
+    /// failures), reported apart, and not a feature; used when the query has it.
+    pub focus: String,
+    /// A column that is itself a naive score (for retries: the client's past retry share), reported
+    /// next to the model; used when the query has it.
+    pub baseline: String,
 }
 
 impl Default for TrainOptions {
@@ -143,6 +149,8 @@ impl Default for TrainOptions {
             max_leaf_nodes: 31,
             min_samples_leaf: 20,
             max_bins: 255,
+            focus: "retryable".into(),
+            baseline: "client_retry_after_failure".into(),
         }
     }
 }
@@ -180,6 +188,8 @@ impl TrainOptions {
                 "max_leaf_nodes" => o.max_leaf_nodes = whole("max_leaf_nodes", 65_536)?,
                 "min_samples_leaf" => o.min_samples_leaf = whole("min_samples_leaf", 1 << 30)?,
                 "max_bins" => o.max_bins = whole("max_bins", 255)?,
+                "focus" => o.focus = value.to_string(),
+                "baseline" => o.baseline = value.to_string(),
                 "max_iter" => o.max_iter = whole("max_iter", 10_000)?,
                 "tol" => o.tol = number("tol")?,
                 "eval_fraction" => o.eval_fraction = number("eval_fraction")?,
@@ -192,7 +202,7 @@ impl TrainOptions {
                     return Err(bad(format!(
                         "train_retry_model: unknown option {key:?} (model_type, l2, class_weight, max_iter, \
                          tol, eval_fraction, label, time, max_categories, deploy, learning_rate, \
-                         max_leaf_nodes, min_samples_leaf, max_bins)"
+                         max_leaf_nodes, min_samples_leaf, max_bins, focus, baseline)"
                     )));
                 }
             }
@@ -257,6 +267,79 @@ impl TrainOptions {
     }
 }
 
+/// The naive scorers a model is compared with, learned from its training rows.
+///
+/// - the rule: a focus row scores the share of positive training rows among the focus rows, any other
+///   row the share among the others (for retries: "retryable failures are retried at this rate");
+/// - the baseline column: its value, or the rule's score where it is NULL.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Reference {
+    /// The focus column, when the training query had it.
+    pub focus: Option<String>,
+    pub focus_rate: f64,
+    pub other_rate: f64,
+    /// The baseline column, when the training query had it.
+    pub baseline: Option<String>,
+}
+
+/// Metrics of one scorer on one subset of rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Comparison {
+    /// `all`, or the focus column's name.
+    pub subset: String,
+    /// `model`, `rule`, or the baseline column's name.
+    pub scorer: String,
+    #[serde(flatten)]
+    pub metrics: Metrics,
+}
+
+impl Reference {
+    /// The comparisons for predictions `p` of labels `y`, with the focus flags and the baseline
+    /// column's values of the same rows where the query had them. The model on every row comes first.
+    pub fn compare(
+        &self,
+        p: &[f64],
+        y: &[bool],
+        focus: Option<&[bool]>,
+        baseline: Option<&[Option<f64>]>,
+        threshold: f64,
+    ) -> Vec<Comparison> {
+        let line = |subset: &str, scorer: &str, p: &[f64], y: &[bool]| Comparison {
+            subset: subset.to_string(),
+            scorer: scorer.to_string(),
+            metrics: metrics::evaluate(p, y, threshold),
+        };
+        let mut out = vec![line("all", "model", p, y)];
+        let rule: Option<Vec<f64>> =
+            focus.map(|f| f.iter().map(|&f| if f { self.focus_rate } else { self.other_rate }).collect());
+        let base: Option<Vec<f64>> = baseline.map(|b| {
+            b.iter()
+                .enumerate()
+                .map(|(i, v)| v.unwrap_or_else(|| rule.as_ref().map_or(self.focus_rate, |r| r[i])).clamp(0.0, 1.0))
+                .collect()
+        });
+        let (focus_name, base_name) =
+            (self.focus.as_deref().unwrap_or("focus"), self.baseline.as_deref().unwrap_or("baseline"));
+        if let Some(rule) = &rule {
+            out.push(line("all", "rule", rule, y));
+        }
+        if let Some(base) = &base {
+            out.push(line("all", base_name, base, y));
+        }
+        if let Some(f) = focus {
+            let pick = |v: &[f64]| -> Vec<f64> { v.iter().zip(f).filter(|(_, f)| **f).map(|(v, _)| *v).collect() };
+            let yf: Vec<bool> = y.iter().zip(f).filter(|(_, f)| **f).map(|(y, _)| *y).collect();
+            if !yf.is_empty() {
+                out.push(line(focus_name, "model", &pick(p), &yf));
+                if let Some(base) = &base {
+                    out.push(line(focus_name, base_name, &pick(base), &yf));
+                }
+            }
+        }
+        out
+    }
+}
+
 /// What training fitted: logistic coefficients (on standardised design columns) or trees.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -310,6 +393,13 @@ pub struct ModelVersion {
     pub rows_eval: u64,
     /// On the held-out rows; `None` without any.
     pub metrics: Option<Metrics>,
+    /// The held-out rows scored again by subset and scorer: the model on the focus rows, and the
+    /// baselines (see [`Reference`]); the first is the model on every row (`metrics`).
+    #[serde(default)]
+    pub comparisons: Vec<Comparison>,
+    /// What the baselines score with, from the training rows.
+    #[serde(default)]
+    pub reference: Reference,
     #[serde(skip)]
     raw: OnceLock<RawWeights>,
 }
@@ -355,6 +445,8 @@ impl ModelVersion {
             rows_train,
             rows_eval,
             metrics: None,
+            comparisons: Vec::new(),
+            reference: Reference::default(),
             raw: OnceLock::new(),
         }
     }

@@ -31,7 +31,7 @@ use ndarray::Array2;
 use crate::lazy::{LazyTable, Work, blocking};
 
 use super::metrics::{self, Metrics};
-use super::{Deploy, Feature, Fit, ModelVersion, Registry, TrainOptions, is_text, sql_error};
+use super::{Comparison, Deploy, Feature, Fit, ModelVersion, Reference, Registry, TrainOptions, is_text, sql_error};
 use crate::sqlstate::SqlState;
 use crate::{gbdt, logistic};
 
@@ -257,6 +257,11 @@ impl Kind {
                 f("iterations", Int64, false),
                 f("deployed", Boolean, false),
                 f("duration_ms", Float64, false),
+                f("focus_rows", Int64, true),
+                f("focus_auc_roc", Float64, true),
+                f("focus_log_loss", Float64, true),
+                f("focus_brier", Float64, true),
+                f("baseline_auc_roc", Float64, true),
             ],
             Kind::Deploy | Kind::Rollback => {
                 vec![f("model", Utf8, false), f("version", Int64, false), f("previous_version", Int64, true)]
@@ -276,6 +281,8 @@ impl Kind {
                 f("precision", Float64, true),
                 f("recall", Float64, true),
                 f("f1", Float64, true),
+                f("subset", Utf8, false),
+                f("scorer", Utf8, false),
             ],
             Kind::Roc => vec![
                 f("threshold", Float64, false),
@@ -436,15 +443,19 @@ async fn run_model_function(
         }
         Kind::Evaluate | Kind::Roc | Kind::Calibration => {
             let model = registry.resolve(&a.name, a.version)?;
-            let (p, y) = scored_rows(state, &model, a.query.as_deref(), kind.name()).await?;
+            let Scored { p, y, focus, baseline } = scored_rows(state, &model, a.query.as_deref(), kind.name()).await?;
             match kind {
                 Kind::Evaluate => {
                     let threshold = a.number.unwrap_or(0.5);
                     if !(0.0..=1.0).contains(&threshold) {
                         return Err(bad(format!("evaluate_model: the threshold must be in [0, 1], not {threshold}")));
                     }
-                    let m = blocking(move || Ok(metrics::evaluate(&p, &y, threshold))).await?;
-                    evaluation_row(&model, &m, schema)
+                    let m = model.clone();
+                    let lines = blocking(move || {
+                        Ok(m.reference.compare(&p, &y, focus.as_deref(), baseline.as_deref(), threshold))
+                    })
+                    .await?;
+                    evaluation_rows(&model, &lines, schema)
                 }
                 Kind::Roc => {
                     let positives = y.iter().filter(|&&b| b).count();
@@ -483,23 +494,30 @@ async fn run_model_function(
     }
 }
 
-fn evaluation_row(model: &ModelVersion, m: &Metrics, schema: SchemaRef) -> Result<RecordBatch> {
+/// One row per comparison: the model on every row first.
+fn evaluation_rows(model: &ModelVersion, lines: &[Comparison], schema: SchemaRef) -> Result<RecordBatch> {
+    let n = lines.len();
+    let m = |f: fn(&Metrics) -> Option<f64>| -> ArrayRef {
+        Arc::new(Float64Array::from_iter(lines.iter().map(|c| f(&c.metrics))))
+    };
     one_row(
         schema,
         vec![
-            text(model.name.clone()),
-            int(Some(model.version as i64)),
-            int(Some(m.rows as i64)),
-            int(Some(m.positives as i64)),
-            float(m.auc_roc),
-            float(m.auc_pr),
-            float(Some(m.log_loss)),
-            float(Some(m.brier)),
-            float(Some(m.threshold)),
-            float(Some(m.accuracy)),
-            float(m.precision),
-            float(m.recall),
-            float(m.f1),
+            Arc::new(StringArray::from(vec![model.name.clone(); n])),
+            Arc::new(Int64Array::from(vec![model.version as i64; n])),
+            Arc::new(Int64Array::from_iter_values(lines.iter().map(|c| c.metrics.rows as i64))),
+            Arc::new(Int64Array::from_iter_values(lines.iter().map(|c| c.metrics.positives as i64))),
+            m(|m| m.auc_roc),
+            m(|m| m.auc_pr),
+            m(|m| Some(m.log_loss)),
+            m(|m| Some(m.brier)),
+            m(|m| Some(m.threshold)),
+            m(|m| Some(m.accuracy)),
+            m(|m| m.precision),
+            m(|m| m.recall),
+            m(|m| m.f1),
+            Arc::new(StringArray::from_iter_values(lines.iter().map(|c| c.subset.as_str()))),
+            Arc::new(StringArray::from_iter_values(lines.iter().map(|c| c.scorer.as_str()))),
         ],
     )
 }
@@ -586,7 +604,7 @@ async fn scored_rows(
     model: &Arc<ModelVersion>,
     query: Option<&str>,
     function: &'static str,
-) -> Result<(Vec<f64>, Vec<bool>)> {
+) -> Result<Scored> {
     let batch = match query {
         Some(q) => crate::run_read_query(state, function, q).await?,
         None => {
@@ -608,13 +626,28 @@ async fn scored_rows(
     if n == 0 {
         return Err(bad(format!("{function}: the query returned no rows to score")));
     }
+    let column = |name: &Option<String>, ok: fn(&DataType) -> bool| {
+        let i = batch.schema().index_of(name.as_deref()?).ok()?;
+        ok(batch.column(i).data_type()).then(|| batch.column(i).clone())
+    };
+    let focus = column(&model.reference.focus, |t| t == &DataType::Boolean).map(|c| flags(&c));
+    let baseline = column(&model.reference.baseline, DataType::is_numeric).map(|c| scores(&c)).transpose()?;
     let model = model.clone();
     blocking(move || {
         let args: Vec<ColumnarValue> = cols.into_iter().map(ColumnarValue::Array).collect();
         let p = model.predict(function, &args, n)?;
-        Ok((p.values().to_vec(), label))
+        Ok(Scored { p: p.values().to_vec(), y: label, focus, baseline })
     })
     .await
+}
+
+/// Rows scored by a model: probabilities, labels, and the focus flags and baseline scores where the
+/// rows have those columns.
+struct Scored {
+    p: Vec<f64>,
+    y: Vec<bool>,
+    focus: Option<Vec<bool>>,
+    baseline: Option<Vec<Option<f64>>>,
 }
 
 fn label_column(batch: &RecordBatch, name: &str, function: &str) -> Result<Vec<bool>> {
@@ -682,6 +715,14 @@ async fn train(
         };
         let (model, deployed) = registry.add(model, deploy)?;
         let m = model.metrics.as_ref();
+        let focus = model.reference.focus.as_deref();
+        let focused = model.comparisons.iter().find(|c| Some(c.subset.as_str()) == focus && c.scorer == "model");
+        // The baseline column on the focus rows when there are some, else on every row.
+        let baseline = model
+            .comparisons
+            .iter()
+            .filter(|c| Some(c.scorer.as_str()) == model.reference.baseline.as_deref())
+            .max_by_key(|c| Some(c.subset.as_str()) == focus);
         one_row(
             schema,
             vec![
@@ -696,6 +737,11 @@ async fn train(
                 int(Some(model.fit.iterations() as i64)),
                 Arc::new(BooleanArray::from(vec![deployed])),
                 float(Some(model.duration_ms)),
+                int(focused.map(|c| c.metrics.rows as i64)),
+                float(focused.and_then(|c| c.metrics.auc_roc)),
+                float(focused.map(|c| c.metrics.log_loss)),
+                float(focused.map(|c| c.metrics.brier)),
+                float(baseline.and_then(|c| c.metrics.auc_roc)),
             ],
         )
     })
@@ -719,8 +765,12 @@ fn fit_model(
     if time_index.is_none() && options.eval_fraction > 0.0 {
         time_column(&batch, &options.time, F)?;
     }
-    let feature_index: Vec<usize> =
-        (0..schema.fields().len()).filter(|&i| i != label_index && Some(i) != time_index).collect();
+    let focus_index =
+        schema.index_of(&options.focus).ok().filter(|&i| schema.field(i).data_type() == &DataType::Boolean);
+    let baseline_index = schema.index_of(&options.baseline).ok().filter(|&i| schema.field(i).data_type().is_numeric());
+    let feature_index: Vec<usize> = (0..schema.fields().len())
+        .filter(|&i| i != label_index && Some(i) != time_index && Some(i) != focus_index)
+        .collect();
     if feature_index.is_empty() {
         return Err(bad(format!("{F}: the query has no feature columns besides the label and the time")));
     }
@@ -833,14 +883,49 @@ fn fit_model(
         cut as u64,
         (n - cut) as u64,
     );
+    model.reference = Reference {
+        focus: focus_index.map(|i| schema.field(i).name().clone()),
+        baseline: baseline_index.map(|i| schema.field(i).name().clone()),
+        ..Reference::default()
+    };
+    if let Some(i) = focus_index {
+        let focus = flags(train.column(i));
+        let rate = |want: bool| {
+            let (pos, all) = labels[..cut]
+                .iter()
+                .zip(&focus)
+                .filter(|(_, f)| **f == want)
+                .fold((0u64, 0u64), |(p, a), (y, _)| (p + u64::from(*y), a + 1));
+            (all > 0).then(|| pos as f64 / all as f64)
+        };
+        let overall = labels[..cut].iter().filter(|&&y| y).count() as f64 / cut as f64;
+        model.reference.focus_rate = rate(true).unwrap_or(overall);
+        model.reference.other_rate = rate(false).unwrap_or(overall);
+    }
     if n > cut {
         let args: Vec<ColumnarValue> =
             feature_index.iter().map(|&i| ColumnarValue::Array(eval.column(i).clone())).collect();
         let p = model.predict(F, &args, n - cut)?;
-        model.metrics = Some(metrics::evaluate(p.values(), &labels[cut..], 0.5));
+        let focus = focus_index.map(|i| flags(eval.column(i)));
+        let baseline = baseline_index.map(|i| scores(eval.column(i))).transpose()?;
+        model.comparisons =
+            model.reference.compare(p.values(), &labels[cut..], focus.as_deref(), baseline.as_deref(), 0.5);
+        model.metrics = Some(model.comparisons[0].metrics.clone());
     }
     model.duration_ms = started.elapsed().as_secs_f64() * 1e3;
     Ok(model)
+}
+
+/// A boolean column's values, NULL as false.
+fn flags(column: &ArrayRef) -> Vec<bool> {
+    let c = column.as_boolean();
+    (0..c.len()).map(|i| c.is_valid(i) && c.value(i)).collect()
+}
+
+/// A numeric column's values as scores.
+fn scores(column: &ArrayRef) -> Result<Vec<Option<f64>>> {
+    let c = cast(column, &DataType::Float64)?;
+    Ok(c.as_primitive::<Float64Type>().iter().collect())
 }
 
 /// A numeric feature (its training mean fills NULLs) or a categorical one (its levels by frequency).
@@ -992,7 +1077,9 @@ impl ModelsTable {
                 Arc::new(TimestampMicrosecondArray::from_iter_values(list.iter().map(|(m, _)| m.created_at))),
                 Arc::new(StringArray::from_iter_values(list.iter().map(|(m, _)| m.feature_list()))),
                 Arc::new(StringArray::from_iter_values(list.iter().map(|(m, _)| to_json(&m.options)))),
-                Arc::new(StringArray::from_iter(list.iter().map(|(m, _)| m.metrics.as_ref().map(|x| to_json(x))))),
+                Arc::new(StringArray::from_iter(
+                    list.iter().map(|(m, _)| m.metrics.as_ref().map(|x| metrics_json(x, &m.comparisons))),
+                )),
                 Arc::new(BooleanArray::from_iter(list.iter().map(|(_, d)| Some(*d)))),
                 Arc::new(Int64Array::from_iter_values(list.iter().map(|(m, _)| m.rows_train as i64))),
                 Arc::new(Float64Array::from_iter(list.iter().map(|(m, _)| m.metrics.as_ref().and_then(|x| x.auc_roc)))),
@@ -1002,6 +1089,17 @@ impl ModelsTable {
             ],
         )?)
     }
+}
+
+/// A version's held-out metrics, with the comparisons under `comparisons` when there are more than one.
+fn metrics_json(m: &Metrics, comparisons: &[Comparison]) -> String {
+    let mut v = serde_json::to_value(m).unwrap_or_default();
+    if comparisons.len() > 1
+        && let (Some(o), Ok(c)) = (v.as_object_mut(), serde_json::to_value(comparisons))
+    {
+        o.insert("comparisons".into(), c);
+    }
+    v.to_string()
 }
 
 mod erased {
