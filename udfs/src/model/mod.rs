@@ -271,7 +271,8 @@ impl TrainOptions {
 ///
 /// - the rule: a focus row scores the share of positive training rows among the focus rows, any other
 ///   row the share among the others (for retries: "retryable failures are retried at this rate");
-/// - the baseline column: its value, or the rule's score where it is NULL.
+/// - the baseline column: its value, or the rule's score where it is NULL (without a focus column, the
+///   training rows' positive share).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Reference {
     /// The focus column, when the training query had it.

@@ -888,6 +888,9 @@ fn fit_model(
         baseline: baseline_index.map(|i| schema.field(i).name().clone()),
         ..Reference::default()
     };
+    // Without a focus column, the rule scores every row the training rows' positive share.
+    let overall = labels[..cut].iter().filter(|&&y| y).count() as f64 / cut as f64;
+    (model.reference.focus_rate, model.reference.other_rate) = (overall, overall);
     if let Some(i) = focus_index {
         let focus = flags(train.column(i));
         let rate = |want: bool| {
@@ -898,7 +901,6 @@ fn fit_model(
                 .fold((0u64, 0u64), |(p, a), (y, _)| (p + u64::from(*y), a + 1));
             (all > 0).then(|| pos as f64 / all as f64)
         };
-        let overall = labels[..cut].iter().filter(|&&y| y).count() as f64 / cut as f64;
         model.reference.focus_rate = rate(true).unwrap_or(overall);
         model.reference.other_rate = rate(false).unwrap_or(overall);
     }
