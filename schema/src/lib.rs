@@ -44,6 +44,9 @@ pub const FILES: &[SchemaFile] = &[
         name: "012_retry_client_history.sql",
         sql: concat!(include_str!("../sql/007_retry_training.sql"), "\n", include_str!("../sql/009_retry_model.sql")),
     },
+    // kpi_anomalies weighing each minute by its requests and keeping anomalies out of the baseline: 008
+    // again, for directories that had it before.
+    SchemaFile { name: "013_kpi_anomalies_weighted.sql", sql: include_str!("../sql/008_kpi_anomalies.sql") },
 ];
 
 /// The catalog object listing the schema files a directory has had.

@@ -31,6 +31,7 @@ use datafusion::logical_expr::{PartitionEvaluator, Signature, Volatility, Window
 use datafusion::physical_expr::expressions::Literal;
 
 use crate::invalid_argument;
+use crate::sliding::SortedWindow;
 
 /// The window functions of this module.
 pub fn window_functions() -> Vec<Arc<WindowUDF>> {
@@ -157,7 +158,14 @@ impl WindowUDFImpl for Anomaly {
             }
             _ => 0.0,
         };
-        Ok(Box::new(Evaluator { kind: self.kind, param, row: 0, ew: None }))
+        Ok(Box::new(Evaluator {
+            kind: self.kind,
+            param,
+            row: 0,
+            ew: None,
+            held: 0..0,
+            window: SortedWindow::default(),
+        }))
     }
 
     fn field(&self, field_args: WindowUDFFieldArgs<'_>) -> Result<FieldRef> {
@@ -182,6 +190,10 @@ struct Evaluator {
     /// The index of the row being evaluated: DataFusion evaluates a partition's rows in order.
     row: usize,
     ew: Option<Ew>,
+    /// The rows whose non-null values `window` holds (median-based functions): frames slide forward,
+    /// so each step removes the rows that left and inserts those that entered.
+    held: Range<usize>,
+    window: SortedWindow,
 }
 
 impl Evaluator {
@@ -211,20 +223,33 @@ impl Evaluator {
         self.ew = Some(s);
         s
     }
+
+    /// The frame's non-null values, sorted, moved from the previous frame's.
+    fn slide(&mut self, x: &datafusion::arrow::array::Float64Array, range: &Range<usize>) -> &SortedWindow {
+        let held = self.held.clone();
+        if range.start < held.start || range.end < held.end || range.start > held.end {
+            self.window.clear();
+            self.held = range.start..range.start;
+        }
+        for i in self.held.start..range.start {
+            if x.is_valid(i) {
+                self.window.remove(x.value(i));
+            }
+        }
+        for i in self.held.end.max(range.start)..range.end {
+            if x.is_valid(i) {
+                self.window.insert(x.value(i));
+            }
+        }
+        self.held = range.clone();
+        &self.window
+    }
 }
 
 use datafusion::arrow::array::Array;
 
 fn ratio(num: f64, den: f64) -> Option<f64> {
     (den > 0.0 && den.is_finite()).then(|| num / den)
-}
-
-/// `percentile_cont` of sorted values.
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    let pos = q * (sorted.len() - 1) as f64;
-    let lo = pos.floor() as usize;
-    let hi = pos.ceil() as usize;
-    sorted[lo] + (pos - lo as f64) * (sorted[hi] - sorted[lo])
 }
 
 impl PartitionEvaluator for Evaluator {
@@ -253,30 +278,32 @@ impl PartitionEvaluator for Evaluator {
                     _ => None,
                 }
             }
-            Kind::ZScore | Kind::Mad | Kind::Tukey => {
+            Kind::ZScore => {
                 let Some(c) = current else { return Ok(ScalarValue::Float64(None)) };
-                let mut frame: Vec<f64> = range.clone().filter(|&i| x.is_valid(i)).map(|i| x.value(i)).collect();
+                let frame: Vec<f64> = range.clone().filter(|&i| x.is_valid(i)).map(|i| x.value(i)).collect();
                 if frame.len() < 2 {
                     return Ok(ScalarValue::Float64(None));
                 }
-                match self.kind {
-                    Kind::ZScore => {
-                        let n = frame.len() as f64;
-                        let mean = frame.iter().sum::<f64>() / n;
-                        let var = frame.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / (n - 1.0);
-                        ratio(c - mean, var.sqrt())
-                    }
+                let n = frame.len() as f64;
+                let mean = frame.iter().sum::<f64>() / n;
+                let var = frame.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / (n - 1.0);
+                ratio(c - mean, var.sqrt())
+            }
+            Kind::Mad | Kind::Tukey => {
+                let (kind, param) = (self.kind, self.param);
+                let frame = self.slide(x, range);
+                let Some(c) = current else { return Ok(ScalarValue::Float64(None)) };
+                if frame.len() < 2 {
+                    return Ok(ScalarValue::Float64(None));
+                }
+                match kind {
                     Kind::Mad => {
-                        frame.sort_by(f64::total_cmp);
-                        let median = quantile(&frame, 0.5);
-                        let mut dev: Vec<f64> = frame.iter().map(|v| (v - median).abs()).collect();
-                        dev.sort_by(f64::total_cmp);
-                        ratio(c - median, 1.4826 * quantile(&dev, 0.5))
+                        let median = frame.median();
+                        ratio(c - median, 1.4826 * frame.median_abs_deviation(median))
                     }
                     _ => {
-                        frame.sort_by(f64::total_cmp);
-                        let (q1, q3) = (quantile(&frame, 0.25), quantile(&frame, 0.75));
-                        let scale = self.param * (q3 - q1);
+                        let (q1, q3) = (frame.quantile(0.25), frame.quantile(0.75));
+                        let scale = param * (q3 - q1);
                         if c > q3 {
                             ratio(c - q3, scale)
                         } else if c < q1 {

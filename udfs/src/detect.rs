@@ -5,15 +5,19 @@
 //! Options, as `'key=value, ...'`: `method` (zscore, mad, tukey, ewma, seasonal; default mad),
 //! `threshold` (default 3 for zscore and ewma, 3.5 for mad and seasonal, the fence factor 1.5 for tukey),
 //! `direction` (up, down, both; default both), `min_history` (points of history before a point is
-//! scored; default 10, 3 for seasonal), `window` (history points for zscore, mad and tukey; default 60),
-//! `alpha` (ewma; default 0.3), `period` (seasonal: an interval such as `1 day`; found in the data when
-//! left out), `min_spread` (a floor under the spread, so a flat history does not make every change an
-//! anomaly; default 0).
+//! scored; default 10; seasonal: earlier periods, default 3), `window` (history points for zscore, mad
+//! and tukey, residuals for seasonal; default 60), `alpha` (ewma; default 0.3), `period` (seasonal: an
+//! interval such as `1 day`; found in the data when left out), `periods` (seasonal: earlier periods
+//! looked at; default 7), `min_spread` (a floor under the spread, so a flat history does not make every
+//! change an anomaly; default 0), `exclude_anomalies` (anomalous points kept out of later points'
+//! history, up to this many in a row; default the window, 0 keeps them in), `weight` (a column of
+//! observations behind each value) and `shrink` (pseudo-observations of the expected value a weighted
+//! point is mixed with before it is judged; default 20).
 //!
 //! One row per point: ts, the series columns (as text), value, expected, lower, upper, score,
 //! is_anomaly, method.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -27,6 +31,7 @@ use datafusion::common::{Result, ScalarValue, plan_err};
 use datafusion::logical_expr::Expr;
 
 use crate::invalid_argument;
+use crate::sliding::SortedWindow;
 
 /// The largest `window` and `min_history`: each point's estimate looks at up to this many earlier ones.
 const MAX_WINDOW: usize = 100_000;
@@ -70,6 +75,14 @@ struct Options {
     /// Seasonal period in microseconds; `None`: found in the data.
     period_us: Option<i64>,
     min_spread: f64,
+    /// seasonal: earlier periods looked at.
+    periods: usize,
+    /// Anomalous points kept out of later points' history, at most this many in a row (0: none).
+    exclude_anomalies: usize,
+    /// The column holding the observations behind each value, and how many pseudo-observations of
+    /// the expected value a point is mixed with before it is judged.
+    weight: Option<String>,
+    shrink: f64,
 }
 
 /// Parses `1 day`, `15 minutes`, `2h`, `3600` (seconds) into microseconds.
@@ -162,6 +175,24 @@ fn parse_options(text: &str) -> Result<Options> {
     if min_spread < 0.0 {
         return Err(invalid_argument("detect_anomalies: min_spread must not be negative"));
     }
+    let periods = number(&mut kv, "periods", 7.0)?;
+    if !(1.0..=1000.0).contains(&periods) {
+        return Err(invalid_argument("detect_anomalies: periods must be 1 to 1000"));
+    }
+    if method == Method::Seasonal && min_history > periods {
+        return Err(invalid_argument(format!(
+            "detect_anomalies: min_history ({min_history}) cannot exceed periods ({periods}) for the seasonal method"
+        )));
+    }
+    let exclude_anomalies = number(&mut kv, "exclude_anomalies", window)?;
+    if !(0.0..=MAX_WINDOW as f64).contains(&exclude_anomalies) {
+        return Err(invalid_argument(format!("detect_anomalies: exclude_anomalies must be 0 to {MAX_WINDOW}")));
+    }
+    let weight = kv.remove("weight");
+    let shrink = number(&mut kv, "shrink", 20.0)?;
+    if shrink < 0.0 {
+        return Err(invalid_argument("detect_anomalies: shrink must not be negative"));
+    }
     if let Some(k) = kv.keys().next() {
         return Err(invalid_argument(format!("detect_anomalies: unknown option {k:?}")));
     }
@@ -174,6 +205,10 @@ fn parse_options(text: &str) -> Result<Options> {
         alpha,
         period_us,
         min_spread,
+        periods: periods as usize,
+        exclude_anomalies: exclude_anomalies as usize,
+        weight,
+        shrink,
     })
 }
 
@@ -264,6 +299,8 @@ struct Detection {
 struct Point {
     ts: i64,
     value: Option<f64>,
+    /// Observations behind the value (the `weight` column), when given.
+    weight: Option<f64>,
 }
 
 /// The expected value and spread from the history, or `None` without enough history.
@@ -272,16 +309,7 @@ struct Estimate {
     lower: f64,
     upper: f64,
     score: f64,
-}
-
-fn median_sorted(v: &[f64]) -> f64 {
-    quantile_sorted(v, 0.5)
-}
-
-fn quantile_sorted(v: &[f64], q: f64) -> f64 {
-    let pos = q * (v.len() - 1) as f64;
-    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-    v[lo] + (pos - lo as f64) * (v[hi] - v[lo])
+    anomalous: bool,
 }
 
 impl Detection {
@@ -309,6 +337,20 @@ impl Detection {
         }
         let v = cast(&v, &DataType::Float64)?;
         let v = v.as_primitive::<Float64Type>();
+        let w = match &self.options.weight {
+            Some(name) => {
+                let w = self.column(input, name)?;
+                if !(w.data_type().is_numeric() || w.data_type().is_null()) {
+                    return Err(invalid_argument(format!(
+                        "detect_anomalies: the weight {name} is not numeric ({})",
+                        w.data_type()
+                    )));
+                }
+                Some(cast(&w, &DataType::Float64)?)
+            }
+            None => None,
+        };
+        let w = w.as_ref().map(|w| w.as_primitive::<Float64Type>());
         let keys: Vec<ArrayRef> =
             self.series.iter().map(|s| Ok(cast(&self.column(input, s)?, &DataType::Utf8)?)).collect::<Result<_>>()?;
         let key_of = |i: usize| -> Vec<Option<String>> {
@@ -331,7 +373,8 @@ impl Detection {
                 order.push(k);
                 Vec::new()
             });
-            e.push(Point { ts: ts.value(i), value: v.is_valid(i).then(|| v.value(i)) });
+            let weight = w.and_then(|w| w.is_valid(i).then(|| w.value(i)));
+            e.push(Point { ts: ts.value(i), value: v.is_valid(i).then(|| v.value(i)), weight });
         }
         order.sort();
         for points in series.values_mut() {
@@ -361,14 +404,7 @@ impl Detection {
                     out_keys[j].push(key.clone());
                 }
                 value.push(p.value);
-                let anomalous = match (&e, p.value) {
-                    (Some(e), Some(x)) => match self.options.direction {
-                        Direction::Up => x > e.upper,
-                        Direction::Down => x < e.lower,
-                        Direction::Both => x > e.upper || x < e.lower,
-                    },
-                    _ => false,
-                };
+                let anomalous = e.as_ref().is_some_and(|e| e.anomalous);
                 expected.push(e.as_ref().map(|e| e.expected));
                 lower.push(e.as_ref().map(|e| e.lower));
                 upper.push(e.as_ref().map(|e| e.upper));
@@ -389,114 +425,190 @@ impl Detection {
         Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
     }
 
-    /// An estimate for every point of one series, from the points before it.
+    /// An estimate for every point of one series, from the points before it that were not anomalies
+    /// (up to `exclude_anomalies` of them in a row: a longer run is a new level, and joins the history).
     fn estimate(&self, points: &[Point], period: Option<i64>, stop: &AtomicBool) -> Vec<Option<Estimate>> {
         let o = &self.options;
-        let band = |expected: f64, spread: f64, x: Option<f64>| {
-            let spread = spread.max(o.min_spread);
-            let score = match x {
-                Some(x) if spread > 0.0 => (x - expected) / spread,
-                Some(x) if x == expected => 0.0,
-                Some(x) => (x - expected).signum() * f64::INFINITY,
-                None => 0.0,
-            };
-            Estimate { expected, lower: expected - o.threshold * spread, upper: expected + o.threshold * spread, score }
-        };
+        let mut history = History::new(o, period);
+        let mut run: Vec<(i64, f64)> = Vec::new();
         let mut out = Vec::with_capacity(points.len());
-        match o.method {
-            Method::Ewma => {
-                let (mut n, mut mean, mut var) = (0usize, 0.0f64, 0.0f64);
-                for p in points {
-                    out.push((n >= o.min_history).then(|| band(mean, var.sqrt(), p.value)));
-                    if let Some(x) = p.value {
-                        if n == 0 {
-                            mean = x;
-                        } else {
-                            let diff = x - mean;
-                            let incr = o.alpha * diff;
-                            mean += incr;
-                            var = (1.0 - o.alpha) * (var + diff * incr);
-                        }
-                        n += 1;
-                    }
-                }
+        for (i, p) in points.iter().enumerate() {
+            if i % 1024 == 0 && stop.load(Ordering::Relaxed) {
+                break;
             }
-            Method::Seasonal => {
-                let period = period.unwrap_or(1);
-                let by_ts: HashMap<i64, f64> = points.iter().filter_map(|p| p.value.map(|v| (p.ts, v))).collect();
-                let seasons = o.window.min(1000);
-                for p in points {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let mut history: Vec<f64> =
-                        (1..=seasons as i64).filter_map(|k| by_ts.get(&(p.ts - k * period)).copied()).collect();
-                    if history.len() < o.min_history {
-                        out.push(None);
-                        continue;
-                    }
-                    history.sort_by(f64::total_cmp);
-                    let m = median_sorted(&history);
-                    let mut dev: Vec<f64> = history.iter().map(|v| (v - m).abs()).collect();
-                    dev.sort_by(f64::total_cmp);
-                    out.push(Some(band(m, 1.4826 * median_sorted(&dev), p.value)));
-                }
-            }
-            Method::ZScore | Method::Mad | Method::Tukey => {
-                let mut history: std::collections::VecDeque<f64> = std::collections::VecDeque::new();
-                for p in points {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    if history.len() < o.min_history {
-                        out.push(None);
-                    } else {
-                        let h: Vec<f64> = history.iter().copied().collect();
-                        out.push(Some(match o.method {
-                            Method::ZScore => {
-                                let n = h.len() as f64;
-                                let mean = h.iter().sum::<f64>() / n;
-                                let var = h.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / (n - 1.0).max(1.0);
-                                band(mean, var.sqrt(), p.value)
-                            }
-                            Method::Mad => {
-                                let mut s = h;
-                                s.sort_by(f64::total_cmp);
-                                let m = median_sorted(&s);
-                                let mut dev: Vec<f64> = s.iter().map(|v| (v - m).abs()).collect();
-                                dev.sort_by(f64::total_cmp);
-                                band(m, 1.4826 * median_sorted(&dev), p.value)
-                            }
-                            _ => {
-                                let mut s = h;
-                                s.sort_by(f64::total_cmp);
-                                let (q1, q3) = (quantile_sorted(&s, 0.25), quantile_sorted(&s, 0.75));
-                                let iqr = (q3 - q1).max(o.min_spread);
-                                let m = median_sorted(&s);
-                                let score = match p.value {
-                                    Some(x) if iqr > 0.0 => (x - m) / iqr,
-                                    _ => 0.0,
-                                };
-                                Estimate {
-                                    expected: m,
-                                    lower: q1 - o.threshold * iqr,
-                                    upper: q3 + o.threshold * iqr,
-                                    score,
-                                }
-                            }
-                        }));
-                    }
-                    if let Some(x) = p.value {
-                        history.push_back(x);
-                        if history.len() > o.window {
-                            history.pop_front();
+            let estimate = history.band(o, p.ts).map(|band| band.judge(o, p.value, p.weight));
+            if let Some(x) = p.value {
+                if estimate.as_ref().is_some_and(|e| e.anomalous) && o.exclude_anomalies > 0 {
+                    run.push((p.ts, x));
+                    if run.len() > o.exclude_anomalies {
+                        for (ts, x) in run.drain(..) {
+                            history.admit(o, ts, x);
                         }
                     }
+                } else {
+                    run.clear();
+                    history.admit(o, p.ts, x);
                 }
             }
+            out.push(estimate);
         }
         out
     }
+}
+
+/// The band a point is judged against.
+struct Band {
+    expected: f64,
+    lower: f64,
+    upper: f64,
+    /// The unit of the score.
+    spread: f64,
+}
+
+impl Band {
+    /// Around `expected`, `threshold` spreads (floored by `min_spread`) each way.
+    fn around(o: &Options, expected: f64, spread: f64) -> Band {
+        let spread = spread.max(o.min_spread);
+        Band { expected, lower: expected - o.threshold * spread, upper: expected + o.threshold * spread, spread }
+    }
+
+    /// The point's score and verdict. A point backed by `weight` observations is judged as
+    /// (weight × value + shrink × expected) / (weight + shrink): a handful of observations moves it little.
+    fn judge(self, o: &Options, value: Option<f64>, weight: Option<f64>) -> Estimate {
+        let judged = value.map(|x| match weight {
+            Some(w) if w >= 0.0 && o.shrink > 0.0 => (w * x + o.shrink * self.expected) / (w + o.shrink),
+            _ => x,
+        });
+        let score = match judged {
+            Some(x) if self.spread > 0.0 => (x - self.expected) / self.spread,
+            Some(x) if x == self.expected => 0.0,
+            Some(x) => (x - self.expected).signum() * f64::INFINITY,
+            None => 0.0,
+        };
+        let anomalous = judged.is_some_and(|x| match o.direction {
+            Direction::Up => x > self.upper,
+            Direction::Down => x < self.lower,
+            Direction::Both => x > self.upper || x < self.lower,
+        });
+        Estimate { expected: self.expected, lower: self.lower, upper: self.upper, score, anomalous }
+    }
+}
+
+/// The admitted earlier points of a series, as each method keeps them.
+enum History {
+    /// zscore, mad, tukey: the last `window` values, in order and sorted.
+    Window { values: VecDeque<f64>, sorted: SortedWindow },
+    /// ewma: the weighted mean and variance of every admitted value.
+    Ewma { n: usize, mean: f64, var: f64 },
+    /// seasonal: admitted values by time, looked up one period apart, and the last `window` residuals
+    /// (value − the median of the same phase in earlier periods).
+    Seasonal { period: i64, by_ts: HashMap<i64, f64>, residuals: VecDeque<f64>, sorted: SortedWindow },
+}
+
+/// Residuals the seasonal method needs before it scores a point.
+const MIN_RESIDUALS: usize = 10;
+
+impl History {
+    fn new(o: &Options, period: Option<i64>) -> History {
+        match o.method {
+            Method::Ewma => History::Ewma { n: 0, mean: 0.0, var: 0.0 },
+            Method::Seasonal => History::Seasonal {
+                period: period.unwrap_or(1).max(1),
+                by_ts: HashMap::new(),
+                residuals: VecDeque::new(),
+                sorted: SortedWindow::default(),
+            },
+            Method::ZScore | Method::Mad | Method::Tukey => {
+                History::Window { values: VecDeque::new(), sorted: SortedWindow::default() }
+            }
+        }
+    }
+
+    fn admit(&mut self, o: &Options, ts: i64, x: f64) {
+        let slide = |values: &mut VecDeque<f64>, sorted: &mut SortedWindow, x: f64| {
+            values.push_back(x);
+            sorted.insert(x);
+            if values.len() > o.window
+                && let Some(old) = values.pop_front()
+            {
+                sorted.remove(old);
+            }
+        };
+        match self {
+            History::Window { values, sorted } => slide(values, sorted, x),
+            History::Ewma { n, mean, var } => {
+                if *n == 0 {
+                    *mean = x;
+                } else {
+                    let diff = x - *mean;
+                    let incr = o.alpha * diff;
+                    *mean += incr;
+                    *var = (1.0 - o.alpha) * (*var + diff * incr);
+                }
+                *n += 1;
+            }
+            History::Seasonal { period, by_ts, residuals, sorted } => {
+                if let Some(m) = same_phase_median(o, *period, by_ts, ts) {
+                    slide(residuals, sorted, x - m);
+                }
+                by_ts.insert(ts, x);
+            }
+        }
+    }
+
+    /// The band for a point at `ts`; `None` without `min_history` of history.
+    fn band(&self, o: &Options, ts: i64) -> Option<Band> {
+        match self {
+            History::Window { values, sorted } => {
+                if values.len() < o.min_history {
+                    return None;
+                }
+                Some(match o.method {
+                    Method::ZScore => {
+                        let n = values.len() as f64;
+                        let mean = values.iter().sum::<f64>() / n;
+                        let var = values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / (n - 1.0).max(1.0);
+                        Band::around(o, mean, var.sqrt())
+                    }
+                    Method::Tukey => {
+                        let (q1, q3) = (sorted.quantile(0.25), sorted.quantile(0.75));
+                        let iqr = (q3 - q1).max(o.min_spread);
+                        Band {
+                            expected: sorted.median(),
+                            lower: q1 - o.threshold * iqr,
+                            upper: q3 + o.threshold * iqr,
+                            spread: iqr,
+                        }
+                    }
+                    _ => {
+                        let m = sorted.median();
+                        Band::around(o, m, 1.4826 * sorted.median_abs_deviation(m))
+                    }
+                })
+            }
+            History::Ewma { n, mean, var } => (*n >= o.min_history).then(|| Band::around(o, *mean, var.sqrt())),
+            History::Seasonal { period, by_ts, residuals: _, sorted } => {
+                let m = same_phase_median(o, *period, by_ts, ts)?;
+                if sorted.len() < MIN_RESIDUALS {
+                    return None;
+                }
+                let r = sorted.median();
+                Some(Band::around(o, m + r, 1.4826 * sorted.median_abs_deviation(r)))
+            }
+        }
+    }
+}
+
+/// The median of the admitted values at the phase of `ts` in the last `periods` periods, when at least
+/// `min_history` of them have one.
+fn same_phase_median(o: &Options, period: i64, by_ts: &HashMap<i64, f64>, ts: i64) -> Option<f64> {
+    let mut same_phase = SortedWindow::default();
+    for k in 1..=o.periods as i64 {
+        if let Some(&v) = by_ts.get(&(ts - k * period)) {
+            same_phase.insert(v);
+        }
+    }
+    (same_phase.len() >= o.min_history).then(|| same_phase.median())
 }
 
 /// The seasonal period of the series: the candidate (1 hour, 1 day, 1 week) with the highest

@@ -37,6 +37,7 @@ pub mod nesting;
 pub mod ordered_set;
 pub mod pg;
 pub mod sketch;
+pub mod sliding;
 pub mod sqlstate;
 pub mod subquery;
 pub mod time;

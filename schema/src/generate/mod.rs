@@ -162,6 +162,10 @@ pub enum IncidentKind {
     ZoneLoss,
     BadDeploy,
     RetryStorm,
+    /// Not injected: a backend seen shedding load (above 100 % utilisation for 30 s) with no injected
+    /// incident in scope, typically the busiest backend at the daily peak. Recorded so that the ground
+    /// truth holds every outage the rows show.
+    Overload,
 }
 
 impl IncidentKind {
@@ -180,6 +184,7 @@ impl IncidentKind {
             IncidentKind::ZoneLoss => "zone_loss",
             IncidentKind::BadDeploy => "bad_deploy",
             IncidentKind::RetryStorm => "retry_storm",
+            IncidentKind::Overload => "overload",
         }
     }
 }
@@ -309,6 +314,8 @@ struct Backend {
     retry_rate: f64,
     failure_share: f64,
     utilisation: f64,
+    /// Since when the utilisation has been above 100 % without a break.
+    over_since: Option<i64>,
     capacity_factor: f64,
     latency_factor: f64,
     /// Share of 5xx from targets running a bad deploy's version (0 outside one).
@@ -380,9 +387,23 @@ struct ActiveIncident {
     zone: Option<usize>,
     target: Option<usize>,
     magnitude: f64,
-    /// Observed end (retry storms): when the backend was seen to have recovered.
+    /// Observed end (retry storms, overloads): when the backend was seen to have recovered.
     recovered: Option<i64>,
     calm_since: Option<i64>,
+}
+
+impl ActiveIncident {
+    /// The recorded end of a retry storm or an overload: the backend recovered once it has been calm
+    /// (below 85 % utilisation and under 2 % failures) for a minute, from when the calm began.
+    fn observe_recovery(&mut self, s: i64, backend: &Backend) {
+        let calm = backend.utilisation < 0.85 && backend.failure_share < 0.02;
+        match (calm, self.calm_since) {
+            (true, None) => self.calm_since = Some(s),
+            (true, Some(since)) if s - since >= 60 => self.recovered = Some(since),
+            (false, _) => self.calm_since = None,
+            _ => {}
+        }
+    }
 }
 
 /// The simulation. Pull batches with [`Generator::next_batch`]; when it returns `None`, the requests are
@@ -478,6 +499,7 @@ impl Generator {
                 retry_rate: 0.0,
                 failure_share: 0.0,
                 utilisation: 0.0,
+                over_since: None,
                 capacity_factor: 1.0,
                 latency_factor: 1.0,
                 bad_share: 0.0,
@@ -600,14 +622,15 @@ impl Generator {
         RecordBatch::try_new(backends_schema(), columns).expect("columns match the schema")
     }
 
-    /// The injected incidents, with their recorded ends (final once [`Generator::next_batch`] has
-    /// returned `None`).
+    /// The injected incidents and the observed overloads, by start, with their recorded ends (final once
+    /// [`Generator::next_batch`] has returned `None`).
     pub fn incidents(&self) -> Vec<Incident> {
-        self.incidents
+        let mut incidents: Vec<Incident> = self
+            .incidents
             .iter()
             .map(|i| {
                 let ended = match i.kind {
-                    IncidentKind::RetryStorm => i.recovered.unwrap_or(self.now.max(i.end)),
+                    IncidentKind::RetryStorm | IncidentKind::Overload => i.recovered.unwrap_or(self.now.max(i.end)),
                     _ => i.end,
                 };
                 let target = i.target.map(|t| &self.targets[t]);
@@ -634,10 +657,17 @@ impl Generator {
                             100.0 * i.magnitude,
                             (i.end - i.start) / 60
                         ),
+                        IncidentKind::Overload => format!(
+                            "not injected: load above capacity (up to {:.0}%), targets shed it with 503 until it recovers",
+                            100.0 * i.magnitude
+                        ),
                     },
                 }
             })
-            .collect()
+            .collect();
+        // Overloads are recorded when seen, after incidents planned to start later.
+        incidents.sort_by_key(|i| i.started_us);
+        incidents
     }
 
     /// `incidents` as a batch.
@@ -681,6 +711,7 @@ impl Generator {
                     IncidentKind::ZoneLoss => self.rng.random_range(10..=40),
                     IncidentKind::BadDeploy => self.rng.random_range(10..=45),
                     IncidentKind::RetryStorm => self.rng.random_range(3..=10),
+                    IncidentKind::Overload => unreachable!("overloads are observed, not planned"),
                 };
             let mut chosen = None;
             for _ in 0..50 {
@@ -743,6 +774,7 @@ impl Generator {
                     let load = backend.share * season(start) * self.scale0 / (backend.target_capacity * weight);
                     inc.magnitude = (load / self.rng.random_range(1.3..1.7)).clamp(0.05, 0.9);
                 }
+                IncidentKind::Overload => {}
             }
             self.incidents.push(inc);
         }
@@ -758,6 +790,7 @@ impl Generator {
         self.apply_incidents(s);
         self.health_checks(s);
         self.route_table(s);
+        self.observe_overloads(s);
 
         // New logical requests.
         for b in 0..self.backends.len() {
@@ -897,15 +930,53 @@ impl Generator {
                         self.backends[b].capacity_factor = 1.5;
                     }
                     if s >= i.end {
-                        let calm = self.backends[b].utilisation < 0.85 && self.backends[b].failure_share < 0.02;
-                        match (calm, i.calm_since) {
-                            (true, None) => i.calm_since = Some(s),
-                            (true, Some(since)) if s - since >= 60 => i.recovered = Some(since),
-                            (false, _) => i.calm_since = None,
-                            _ => {}
-                        }
+                        i.observe_recovery(s, &self.backends[b]);
                     }
                 }
+                IncidentKind::Overload => {}
+            }
+        }
+    }
+
+    /// Records an overload no injected incident explains: a backend above 100 % utilisation for 30 s
+    /// while no incident covers it, ended as a retry storm's end is observed.
+    fn observe_overloads(&mut self, s: i64) {
+        for b in 0..self.backends.len() {
+            let covered = self.incidents.iter().any(|i| {
+                let in_scope = i.backend == Some(b) || i.kind == IncidentKind::ZoneLoss;
+                let open = match i.kind {
+                    IncidentKind::RetryStorm | IncidentKind::Overload => i.recovered.is_none(),
+                    _ => false,
+                };
+                in_scope && s >= i.start && (s < i.end || open)
+            });
+            let backend = &mut self.backends[b];
+            let utilisation = backend.utilisation;
+            // Time under an incident does not count: an overload outlasting one starts when it ends.
+            backend.over_since = if utilisation > 1.0 && !covered { backend.over_since.or(Some(s)) } else { None };
+            let over_since = backend.over_since;
+            if let Some(i) = self
+                .incidents
+                .iter_mut()
+                .find(|i| i.kind == IncidentKind::Overload && i.backend == Some(b) && i.recovered.is_none())
+            {
+                if utilisation.is_finite() {
+                    i.magnitude = i.magnitude.max(utilisation);
+                }
+                i.observe_recovery(s, &self.backends[b]);
+            } else if let Some(since) = over_since.filter(|&since| s - since >= 30) {
+                self.incidents.push(ActiveIncident {
+                    kind: IncidentKind::Overload,
+                    start: since,
+                    end: s,
+                    lb: Some(self.backends[b].lb),
+                    backend: Some(b),
+                    zone: None,
+                    target: None,
+                    magnitude: if utilisation.is_finite() { utilisation } else { 1.0 },
+                    recovered: None,
+                    calm_since: None,
+                });
             }
         }
     }
