@@ -300,7 +300,7 @@ impl Database {
             Statement::Drop { object_type: ObjectType::Table, if_exists, names, .. } => {
                 for name in names {
                     let name = object_name(name)?;
-                    if crate::rollup::load(&self.engine).iter().any(|r| r.name == name) {
+                    if crate::rollup::find(&self.engine, &name).is_some() {
                         return Err(Error::invalid(
                             SqlState::WrongObjectType,
                             format!("\"{name}\" is a materialized view; use DROP MATERIALIZED VIEW"),

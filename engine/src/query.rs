@@ -336,7 +336,7 @@ impl SchemaProvider for EngineSchema {
         if let Some(t) = self.engine.table(name) {
             let stored: Arc<dyn TableProvider> = Arc::new(StoredTable::new(self.engine.clone(), t));
             // A continuous rollup's table reads in real time (unless it opted out).
-            if let Some(r) = crate::rollup::load(&self.engine).into_iter().find(|r| r.name == name && r.realtime) {
+            if let Some(r) = crate::rollup::find(&self.engine, name).filter(|r| r.realtime) {
                 return Ok(Some(Arc::new(realtime::RealtimeRollup::new(self.engine.clone(), stored, r))));
             }
             return Ok(Some(stored));

@@ -201,6 +201,15 @@ pub fn load(engine: &crate::Engine) -> Rollups {
     engine.object(ROLLUPS_KEY).and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default()
 }
 
+/// The rollup named `name`, if there is one: only its entry is copied and parsed (every table lookup
+/// asks).
+pub fn find(engine: &crate::Engine, name: &str) -> Option<Rollup> {
+    let entry = engine.with_object(ROLLUPS_KEY, |all| {
+        all?.as_array()?.iter().find(|r| r.get("name").and_then(serde_json::Value::as_str) == Some(name)).cloned()
+    })?;
+    serde_json::from_value(entry).ok()
+}
+
 pub fn save(engine: &crate::Engine, rollups: &Rollups) -> Result<()> {
     let v = serde_json::to_value(rollups).map_err(|e| Error::invalid(SqlState::InvalidParameter, e.to_string()))?;
     engine.put_object(ROLLUPS_KEY, Some(v))

@@ -211,6 +211,29 @@ check(status == 400 and "features" in answer.get("error", ""), "HTTP wrong row l
 with urllib.request.urlopen(f"http://{args.host}:{args.http_port}/health") as r:
     check(r.status == 200, "HTTP /health")
 
+# HTTP with no model named: the deployed `retry` model, boosted trees in the demo, against predict_retry.
+cur.execute("SELECT version, features, options FROM models WHERE name = 'retry' AND deployed")
+deployed = cur.fetchone()
+check(deployed is not None, "the demo deploys a retry model")
+if deployed is not None:
+    retry_version, retry_features, retry_options = deployed
+    print(f"deployed retry model: version {retry_version}, {json.loads(retry_options).get('model_type')}")
+    columns = [f.strip().split(" ")[0] for f in str(retry_features).strip("{}[]").replace('"', "").split(",")]
+    names = ", ".join(columns)
+    cur.execute(
+        f"SELECT {names}, predict_retry({names}) FROM retry_features WHERE retryable "
+        "ORDER BY ts LIMIT 20"
+    )
+    fetched = cur.fetchall()
+    tree_rows = [{c: (float(v) if isinstance(v, (int, float)) else v) for c, v in zip(columns, r[:-1])} for r in fetched]
+    status, answer = post({"rows": tree_rows})
+    got = answer.get("probabilities", []) if status == 200 else []
+    check(
+        status == 200 and answer.get("model") == "retry" and len(got) == len(fetched)
+        and max(abs(a - r[-1]) for a, r in zip(got, fetched)) < 1e-12,
+        f"HTTP with the deployed model ({json.loads(retry_options).get('model_type')}) equals predict_retry",
+    )
+
 cur.execute(f"SELECT * FROM drop_model('{MODEL}')")
 print(f"test result: {'ok' if failed == 0 else 'FAILED'}. {passed} passed; {failed} failed")
 sys.exit(1 if failed else 0)

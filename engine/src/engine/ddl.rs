@@ -123,6 +123,11 @@ impl Engine {
         self.catalog.lock().data().objects.get(key).cloned()
     }
 
+    /// Looks into a persistent object without copying it.
+    pub fn with_object<T>(&self, key: &str, f: impl FnOnce(Option<&serde_json::Value>) -> T) -> T {
+        f(self.catalog.lock().data().objects.get(key))
+    }
+
     /// Stores (or, with `None`, removes) a persistent object. Durable when this returns.
     pub fn put_object(&self, key: &str, value: Option<serde_json::Value>) -> Result<()> {
         self.check_open()?;
