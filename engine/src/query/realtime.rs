@@ -39,20 +39,20 @@ impl RealtimeRollup {
 
     /// Buckets from here on come from the raw rows; `None`: every bucket does (never refreshed).
     fn stale_from(&self) -> Option<i64> {
-        stale_from(&self.engine, &self.rollup, &crate::rollup::load(&self.engine))
+        stale_from(&self.engine, &self.rollup)
     }
 }
 
 /// The point `r` is stale from: the earlier of its watermark and its source's earliest unrefreshed
 /// change, and, when the source is itself a rollup read in real time, the point that one is stale from
 /// (its buckets after it may differ from what it stores). `None`: stale everywhere.
-fn stale_from(engine: &Engine, r: &Rollup, all: &[Rollup]) -> Option<i64> {
+fn stale_from(engine: &Engine, r: &Rollup) -> Option<i64> {
     let mut at = r.watermark_us?;
     if let Some(changed) = engine.table(&r.source).and_then(|src| engine.peek_changes(&src, &r.name)) {
         at = at.min(changed);
     }
-    if let Some(source) = all.iter().find(|s| s.name == r.source && s.realtime) {
-        at = at.min(stale_from(engine, source, all)?);
+    if let Some(source) = crate::rollup::find(engine, &r.source).filter(|s| s.realtime) {
+        at = at.min(stale_from(engine, &source)?);
     }
     Some(crate::rollup::floor(at, r.bucket_us))
 }
