@@ -10,9 +10,11 @@ use std::thread::JoinHandle;
 use chrono::{TimeZone, Utc};
 use datafusion::arrow::array::timezone::Tz;
 use datafusion::arrow::array::{
-    ArrayRef, ArrowPrimitiveType, BooleanBuilder, PrimitiveBuilder, RecordBatch, StringBuilder,
+    ArrayRef, ArrowPrimitiveType, BooleanBuilder, NullBufferBuilder, PrimitiveBuilder, RecordBatch, StringArray,
     TimestampMicrosecondBuilder,
 };
+use datafusion::arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
+use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::compute::kernels::cast::cast_single_string_to_boolean_default;
 use datafusion::arrow::compute::kernels::cast_utils::{Parser, string_to_datetime};
 use datafusion::arrow::datatypes::{
@@ -485,7 +487,11 @@ impl Rows<'_> {
     /// first error among them.
     fn parse(&self, buf: &[u8], records: &[(usize, usize)], first_line: usize) -> Result<RecordBatch, CopyError> {
         let width = self.columns.len();
-        let mut pending = Pending::new(width);
+        // The piece's input: field ranges are offsets into it (it spans less than `SIDE` bytes: a batch
+        // of `BATCH_BYTES` and a last record of at most `MAX_LINE`).
+        let base = records.first().map_or(0, |r| r.0);
+        let input = &buf[base..records.last().map_or(base, |r| r.1)];
+        let mut pending = Pending::new(width, records.len());
         // A record with the wrong number of fields ends the piece; the error is reported unless the
         // records before it hold one.
         let mut malformed = None;
@@ -495,10 +501,10 @@ impl Rows<'_> {
                 malformed = Some(too_long(self.table, line));
                 break;
             }
-            let bytes_before = pending.bytes.len();
-            let n = split(self.format, &buf[start..end], &mut pending);
+            let side_before = pending.side.len();
+            let n = split(self.format, input, start - base, end - base, &mut pending);
             if n != width {
-                pending.bytes.truncate(bytes_before);
+                pending.side.truncate(side_before);
                 pending.columns.iter_mut().for_each(|c| c.truncate(i));
                 let message = if n < width {
                     format!("missing data for column \"{}\"", self.columns[n])
@@ -510,44 +516,57 @@ impl Rows<'_> {
             }
         }
         let rows = pending.columns.first().map_or(0, Vec::len);
-        let batch = self.typed(&pending, rows, first_line)?;
+        let batch = self.typed(input, &pending, rows, first_line)?;
         match malformed {
             Some(e) => Err(e),
             None => Ok(batch),
         }
     }
 
-    /// The pending rows as a batch of the table's types.
-    fn typed(&self, pending: &Pending, rows: usize, first_line: usize) -> Result<RecordBatch, CopyError> {
-        // The fields are checked as UTF-8 at once (a field that splits a character of it, as an escape
-        // may, is not UTF-8 on its own and is refused); one by one only when the whole is not.
-        let whole = std::str::from_utf8(&pending.bytes).ok();
+    /// The pending rows of `input` as a batch of the table's types.
+    fn typed(&self, input: &[u8], pending: &Pending, rows: usize, first_line: usize) -> Result<RecordBatch, CopyError> {
+        // The input and the unquoted fields are checked as UTF-8 at once (its delimiters are ASCII, so a
+        // field of valid input is valid; a field that splits a character, as an escape may, is not
+        // UTF-8 on its own and is refused); one by one only when the whole is not.
+        let (whole, side) = (std::str::from_utf8(input).ok(), std::str::from_utf8(&pending.side).ok());
         let text = |&(start, end): &(u32, u32)| -> Option<&str> {
-            let (start, end) = (start as usize, end as usize);
-            match whole {
+            let (bytes, all, start) = match start & SIDE {
+                0 => (input, whole, start as usize),
+                _ => (&pending.side[..], side, (start & !SIDE) as usize),
+            };
+            let end = end as usize;
+            match all {
                 Some(all) => all.get(start..end),
-                None => std::str::from_utf8(&pending.bytes[start..end]).ok(),
+                None => std::str::from_utf8(&bytes[start..end]).ok(),
             }
         };
         // The first field that is not UTF-8, in input order: the least row, then the least column.
-        let bad = pending
-            .columns
-            .iter()
-            .enumerate()
-            .filter_map(|(c, fields)| fields.iter().position(|f| *f != NULL_FIELD && text(f).is_none()).map(|r| (r, c)))
-            .min();
-        if let Some((row, c)) = bad {
-            let message = format!("invalid byte sequence for encoding \"UTF8\" in column \"{}\"", self.columns[c]);
-            return Err(own_error(self.table, first_line + row, SqlState::CharacterNotInRepertoire, message));
+        if whole.is_none() || pending.unquoted {
+            let bad = pending
+                .columns
+                .iter()
+                .enumerate()
+                .filter_map(|(c, fields)| {
+                    fields.iter().position(|f| *f != NULL_FIELD && text(f).is_none()).map(|r| (r, c))
+                })
+                .min();
+            if let Some((row, c)) = bad {
+                let message = format!("invalid byte sequence for encoding \"UTF8\" in column \"{}\"", self.columns[c]);
+                return Err(own_error(self.table, first_line + row, SqlState::CharacterNotInRepertoire, message));
+            }
         }
+        let bytes = |&(start, end): &(u32, u32)| match start & SIDE {
+            0 => &input[start as usize..end as usize],
+            _ => &pending.side[(start & !SIDE) as usize..end as usize],
+        };
         let mut fields = Vec::with_capacity(self.columns.len());
         let mut arrays = Vec::with_capacity(self.columns.len());
         for ((name, ty), column) in self.columns.iter().zip(self.types).zip(&pending.columns) {
             let values = column.iter().map(|f| (*f != NULL_FIELD).then(|| text(f).unwrap_or_default()));
-            let (ty, array) = match typed_column(ty, values.clone(), rows) {
+            let (ty, array) = match typed_column(ty, values, rows) {
                 Some(array) => (ty.clone(), array),
-                // The check below names the value the cast refuses.
-                None => (DataType::Utf8, text_column(values, rows)),
+                // Text, or a column the check below names the value of that the cast refuses.
+                None => (DataType::Utf8, text_column(column, bytes).map_err(|e| engine_error(self.table, e.into()))?),
             };
             fields.push(Field::new(name, ty, true));
             arrays.push(array);
@@ -559,12 +578,15 @@ impl Rows<'_> {
     }
 }
 
-/// Splits record `rec` into fields appended to `pending`: their text (unquoted, unescaped) one after
-/// another, and a range of it per field (field k in column k). Returns how many fields the record has.
-fn split(f: &Format, rec: &[u8], pending: &mut Pending) -> usize {
+/// Splits the record `input[start..end]` into fields appended to `pending` (field k in column k): a
+/// field of a record that quotes and escapes nothing is a range of `input`, the others are unquoted
+/// (unescaped) into `pending.side`. Returns how many fields the record has.
+fn split(f: &Format, input: &[u8], start: usize, end: usize, pending: &mut Pending) -> usize {
+    let rec = &input[start..end];
     let rec = rec.strip_suffix(b"\r").unwrap_or(rec);
-    let Pending { bytes, columns } = pending;
+    let Pending { side, columns, unquoted } = pending;
     let null = f.null.as_bytes();
+    let is_null = |field: &[u8]| field.len() == null.len() && field == null;
     let mut k = 0;
     let mut push = |field: (u32, u32)| {
         if let Some(column) = columns.get_mut(k) {
@@ -572,30 +594,42 @@ fn split(f: &Format, rec: &[u8], pending: &mut Pending) -> usize {
         }
         k += 1;
     };
-    let range = |start: usize, end: usize| (start as u32, end as u32);
-    // Most records quote and escape nothing: their fields are the record cut at each delimiter.
-    let plain = if f.csv { memchr::memchr(f.quote, rec).is_none() } else { memchr::memchr(b'\\', rec).is_none() };
+    // Most records quote and escape nothing: their fields are the record cut at each delimiter, found
+    // in one pass with the byte that would say otherwise.
+    let special = if f.csv { f.quote } else { b'\\' };
+    let mut from = 0;
+    let plain = delimiters(rec, f.delimiter, special, |at| {
+        push(if is_null(&rec[from..at]) { NULL_FIELD } else { ((start + from) as u32, (start + at) as u32) });
+        from = at + 1;
+    });
     if plain {
-        let base = bytes.len();
-        bytes.extend_from_slice(rec);
-        let mut start = 0;
-        for end in memchr::memchr_iter(f.delimiter, rec).chain(std::iter::once(rec.len())) {
-            push(if &rec[start..end] == null { NULL_FIELD } else { range(base + start, base + end) });
-            start = end + 1;
-        }
+        push(if is_null(&rec[from..]) { NULL_FIELD } else { ((start + from) as u32, (start + rec.len()) as u32) });
         return k;
     }
+    // Taken back: the record is unquoted into `side`.
+    columns.iter_mut().take(k).for_each(|c| {
+        c.pop();
+    });
+    k = 0;
+    *unquoted = true;
+    let mut push = |field: (u32, u32)| {
+        if let Some(column) = columns.get_mut(k) {
+            column.push(field);
+        }
+        k += 1;
+    };
+    let range = |start: usize, end: usize| (start as u32 | SIDE, end as u32);
     if !f.csv {
         for raw in rec.split(|&c| c == f.delimiter) {
-            let start = bytes.len();
-            let field = text_field(raw, &f.null, bytes).map_or(NULL_FIELD, |()| range(start, bytes.len()));
+            let start = side.len();
+            let field = text_field(raw, &f.null, side).map_or(NULL_FIELD, |()| range(start, side.len()));
             push(field);
         }
         return k;
     }
     let mut i = 0;
     loop {
-        let start = bytes.len();
+        let start = side.len();
         let mut quoted = false;
         if rec.get(i) == Some(&f.quote) {
             quoted = true;
@@ -605,27 +639,63 @@ fn split(f: &Format, rec: &[u8], pending: &mut Pending) -> usize {
                 if c == f.escape
                     && rec.get(i + 1).is_some_and(|&n| n == f.quote || (f.escape != f.quote && n == f.escape))
                 {
-                    bytes.push(rec[i + 1]);
+                    side.push(rec[i + 1]);
                     i += 2;
                 } else if c == f.quote {
                     i += 1;
                     break;
                 } else {
-                    bytes.push(c);
+                    side.push(c);
                     i += 1;
                 }
             }
         }
         let rest = memchr::memchr(f.delimiter, &rec[i..]).map_or(rec.len(), |p| i + p);
-        bytes.extend_from_slice(&rec[i..rest]);
+        side.extend_from_slice(&rec[i..rest]);
         i = rest;
-        let is_null = !quoted && &bytes[start..] == null;
-        push(if is_null { NULL_FIELD } else { range(start, bytes.len()) });
+        let null_field = !quoted && is_null(&side[start..]);
+        push(if null_field { NULL_FIELD } else { range(start, side.len()) });
         if i >= rec.len() {
             return k;
         }
         i += 1; // the delimiter
     }
+}
+
+/// Calls `found` with the position of each `delimiter` in `rec`, in order, unless `rec` holds `special`
+/// (then `false`, maybe after some calls). Eight bytes at a time: fields are a few bytes long, too
+/// short for a search call per field to pay.
+fn delimiters(rec: &[u8], delimiter: u8, special: u8, mut found: impl FnMut(usize)) -> bool {
+    const LOW: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    // The high bit of each byte of `word` equal to the byte of `pattern`, and no other bit.
+    let equal = |word: u64, pattern: u64| {
+        let x = word ^ pattern;
+        !(((x & LOW).wrapping_add(LOW)) | x) & !LOW
+    };
+    let (d, s) = (u64::from_ne_bytes([delimiter; 8]), u64::from_ne_bytes([special; 8]));
+    let words = rec.chunks_exact(8);
+    let tail = words.remainder();
+    for (w, word) in words.enumerate() {
+        let word = u64::from_le_bytes(<[u8; 8]>::try_from(word).unwrap_or_default());
+        if equal(word, s) != 0 {
+            return false;
+        }
+        let mut hits = equal(word, d);
+        while hits != 0 {
+            found(w * 8 + hits.trailing_zeros() as usize / 8);
+            hits &= hits - 1;
+        }
+    }
+    let base = rec.len() - tail.len();
+    for (i, &c) in tail.iter().enumerate() {
+        if c == special {
+            return false;
+        }
+        if c == delimiter {
+            found(base + i);
+        }
+    }
+    true
 }
 
 fn own_error(table: &Table, line: usize, code: SqlState, message: String) -> CopyError {
@@ -641,19 +711,25 @@ fn engine_error(table: &Table, e: Error) -> CopyError {
     CopyError::Engine(e, message)
 }
 
-/// Rows parsed and not yet in a batch: the text of each field (unquoted, unescaped) one after another in
-/// `bytes`, and where each is. Values become the table's types a column at a time.
+/// Rows parsed and not yet in a batch: where each field's text is (see [`split`]), and the text of
+/// the fields that had to be unquoted or unescaped. Values become the table's types a column at a time.
 struct Pending {
-    bytes: Vec<u8>,
-    /// Field r of `columns[c]` is column c of row r: a range of `bytes`, or [`NULL_FIELD`].
+    side: Vec<u8>,
+    /// Field r of `columns[c]` is column c of row r: a range of the input, a range of `side` (its start
+    /// has [`SIDE`] set), or [`NULL_FIELD`].
     columns: Vec<Vec<(u32, u32)>>,
+    /// Whether a field is in `side`.
+    unquoted: bool,
 }
 
 impl Pending {
-    fn new(width: usize) -> Pending {
-        Pending { bytes: Vec::new(), columns: vec![Vec::new(); width] }
+    fn new(width: usize, rows: usize) -> Pending {
+        Pending { side: Vec::new(), columns: vec![Vec::with_capacity(rows); width], unquoted: false }
     }
 }
+
+/// Set in the start of a field's range when the range is of the unquoted text beside the input.
+const SIDE: u32 = 1 << 31;
 
 /// The range of a NULL field.
 const NULL_FIELD: (u32, u32) = (u32::MAX, u32::MAX);
@@ -665,24 +741,38 @@ const BATCH_BYTES: usize = 64 << 20;
 /// A batch is parsed in pieces of at least this many rows.
 const MIN_PIECE_ROWS: usize = 4096;
 
-/// `values` as text, its buffer sized by a first pass over them.
-fn text_column<'a>(values: impl Iterator<Item = Option<&'a str>> + Clone, rows: usize) -> ArrayRef {
-    let text_bytes = values.clone().map(|v| v.map_or(0, str::len)).sum();
-    let mut b = StringBuilder::with_capacity(rows, text_bytes);
-    values.for_each(|v| b.append_option(v));
-    Arc::new(b.finish())
+/// The `fields` as text: their bytes copied once into the array's buffer (sized from the ranges), whose
+/// UTF-8 the array checks as a whole.
+fn text_column<'a>(fields: &[(u32, u32)], bytes: impl Fn(&(u32, u32)) -> &'a [u8]) -> Result<ArrayRef, ArrowError> {
+    let present = || fields.iter().filter(|f| **f != NULL_FIELD);
+    let mut values = Vec::with_capacity(present().map(|&(start, end)| (end - (start & !SIDE)) as usize).sum());
+    let mut offsets = Vec::with_capacity(fields.len() + 1);
+    offsets.push(0i32);
+    let mut nulls = NullBufferBuilder::new(fields.len());
+    for f in fields {
+        if *f == NULL_FIELD {
+            nulls.append_null();
+        } else {
+            values.extend_from_slice(bytes(f));
+            nulls.append_non_null();
+        }
+        let end = i32::try_from(values.len()).map_err(|_| ArrowError::OffsetOverflowError(values.len()))?;
+        offsets.push(end);
+    }
+    let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
+    Ok(Arc::new(StringArray::try_new(offsets, Buffer::from(values), nulls.finish())?))
 }
 
 /// Column `values` as an array of `ty`, each value parsed by the function Arrow's cast from text
-/// calls for it, so the result is the cast's; `None` when a value does not parse or the type is not
-/// one a table holds (the column then goes to the cast as text, which names the value it refuses).
+/// calls for it, so the result is the cast's; `None` for text, when a value does not parse, or when the
+/// type is not one a table holds (the column then goes to the cast as text, which names the value it
+/// refuses).
 fn typed_column<'a>(
     ty: &DataType,
-    values: impl Iterator<Item = Option<&'a str>> + Clone,
+    values: impl Iterator<Item = Option<&'a str>>,
     rows: usize,
 ) -> Option<ArrayRef> {
     Some(match ty {
-        DataType::Utf8 => text_column(values, rows),
         DataType::Int16 => primitive::<Int16Type>(values, rows)?,
         DataType::Int32 => primitive::<Int32Type>(values, rows)?,
         DataType::Int64 => primitive::<Int64Type>(values, rows)?,
@@ -870,7 +960,6 @@ mod tests {
             DataType::Float32,
             DataType::Float64,
             DataType::Boolean,
-            DataType::Utf8,
             DataType::Timestamp(TimeUnit::Microsecond, None),
             DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
         ];
@@ -884,6 +973,73 @@ mod tests {
                     (None, None) => {}
                     _ => panic!("{v:?} as {ty}: the cast gives {cast:?}, the parse {parsed:?}"),
                 }
+            }
+        }
+    }
+
+    /// The delimiters found eight bytes at a time are those a byte-by-byte scan finds, and a record
+    /// holding the special byte anywhere is refused.
+    #[test]
+    fn delimiters_are_found_as_a_scan_finds_them() {
+        use rand::{Rng, SeedableRng, rngs::StdRng};
+        let mut rng = StdRng::seed_from_u64(5);
+        let alphabet = [b',', b'\t', b'"', b'a', 0x80, 0xff, 0x2b, 0x2d, b'\\', 0];
+        for _ in 0..20_000 {
+            let len = rng.random_range(0..40);
+            let rec: Vec<u8> = (0..len).map(|_| alphabet[rng.random_range(0..alphabet.len())]).collect();
+            let (delimiter, special) = if rng.random() { (b',', b'"') } else { (b'\t', b'\\') };
+            let mut found = Vec::new();
+            let plain = delimiters(&rec, delimiter, special, |at| found.push(at));
+            assert_eq!(plain, !rec.contains(&special), "{rec:?}");
+            if plain {
+                let expected: Vec<usize> = (0..rec.len()).filter(|&i| rec[i] == delimiter).collect();
+                assert_eq!(found, expected, "{rec:?}");
+            }
+        }
+    }
+
+    /// Text that is not UTF-8 fails the COPY naming its line and column, whether the field is cut from
+    /// the input or unquoted (or unescaped) beside it; escapes that spell a character whole are taken.
+    #[test]
+    fn text_that_is_not_utf8_is_refused_where_it_is() {
+        use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryConsumer, MemoryPool};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+        let db = rt.block_on(trafficdb::Database::open(dir.path())).expect("open");
+        rt.block_on(db.sql("CREATE TABLE u (ts TIMESTAMP NOT NULL, txt TEXT) WITH (time_column = 'ts')")).expect("create");
+        let t = db.engine().table("u").expect("table");
+        let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(1 << 30));
+        let format = |csv: bool| Format {
+            csv,
+            delimiter: if csv { b',' } else { b'\t' },
+            null: if csv { String::new() } else { "\\N".into() },
+            header: false,
+            quote: b'"',
+            escape: b'"',
+        };
+        let ok = "2024-01-01 00:00:00";
+        let cases: [(bool, Vec<u8>, Option<usize>); 7] = [
+            (true, format!("{ok},é\n{ok},\"ü, \"\"q\"\"\"\n").into_bytes(), None),
+            (true, [format!("{ok},a\n{ok},").as_bytes(), b"\xff\n"].concat(), Some(2)),
+            (true, [format!("{ok},\"a\n").as_bytes(), b"\xe2\x82\"\n"].concat(), Some(1)),
+            (true, [format!("{ok},x\n{ok},\"y\"\n{ok},").as_bytes(), b"z\xc3\n"].concat(), Some(3)),
+            (false, format!("{ok}\t\\xc3\\xa9\n{ok}\tplain é\n").into_bytes(), None),
+            (false, format!("{ok}\tok\n{ok}\t\\xe2\n").into_bytes(), Some(2)),
+            (false, [format!("{ok}\t\\ta").as_bytes(), b"\xff\n"].concat(), Some(1)),
+        ];
+        for (i, (csv, input, bad)) in cases.into_iter().enumerate() {
+            let memory = MemoryConsumer::new("test").register(&pool);
+            let load = db.engine().bulk_load(&t).expect("load");
+            let mut decoder = CopyDecoder::new(load, vec!["ts".into(), "txt".into()], format(csv), memory);
+            decoder.feed(&input);
+            match (decoder.finish(), bad) {
+                (Ok(_), None) => {}
+                (Err(CopyError::Own(state, message)), Some(line)) => {
+                    assert_eq!(state, SqlState::CharacterNotInRepertoire, "case {i}");
+                    assert!(message.contains(&format!("line {line}")) && message.contains("\"txt\""), "case {i}: {message}");
+                }
+                (Ok(_), Some(_)) => panic!("case {i}: text that is not UTF-8 was taken"),
+                (Err(e), _) => panic!("case {i}: {e:?}"),
             }
         }
     }
