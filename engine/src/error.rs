@@ -79,7 +79,7 @@ impl Error {
             Error::WalPoisoned(_) => SqlState::IoError.code(),
             Error::Closed => SqlState::AdminShutdown.code(),
             Error::DataFusion(e) => datafusion_sqlstate(e),
-            Error::Arrow(_) => SqlState::DataException.code(),
+            Error::Arrow(e) => arrow_sqlstate(e).code(),
             Error::Internal(_) => SqlState::Internal.code(),
         }
     }
@@ -137,9 +137,23 @@ pub fn datafusion_sqlstate(e: &DataFusionError) -> &'static str {
         }
         DataFusionError::Plan(msg) => plan_sqlstate(msg).code(),
         DataFusionError::ResourcesExhausted(_) => SqlState::OutOfMemory.code(),
-        DataFusionError::ArrowError(..) => SqlState::DataException.code(),
+        DataFusionError::ArrowError(e, _) => arrow_sqlstate(e).code(),
         DataFusionError::Execution(_) => SqlState::Internal.code(),
         _ => SqlState::Internal.code(),
+    }
+}
+
+/// PostgreSQL's SQLSTATE for what Arrow refuses: a value that does not parse as its type (22P02, as
+/// PostgreSQL's "invalid input syntax"), a number out of its type's range (22003: Arrow's cast says
+/// "Can't cast value"), a division by zero (22012), an overflow (22003); other data errors 22000.
+fn arrow_sqlstate(e: &datafusion::arrow::error::ArrowError) -> SqlState {
+    use datafusion::arrow::error::ArrowError;
+    match e {
+        ArrowError::CastError(m) if m.starts_with("Can't cast value") => SqlState::NumericValueOutOfRange,
+        ArrowError::CastError(_) | ArrowError::ParseError(_) => SqlState::InvalidText,
+        ArrowError::DivideByZero => SqlState::DivisionByZero,
+        ArrowError::ArithmeticOverflow(_) => SqlState::NumericValueOutOfRange,
+        _ => SqlState::DataException,
     }
 }
 

@@ -602,3 +602,228 @@ fn large_bodies_parsed_in_halves_keep_line_numbers() {
         srv.stop().await;
     });
 }
+
+/// The body of an HTTP/1.1 answer sent in chunks, joined.
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = &after[n + 2..];
+    }
+    out
+}
+
+/// `POST /api/v1/query` with a JSON request as `credentials`: the status and the body (de-chunked).
+async fn sql_request(http: std::net::SocketAddr, credentials: &str, request: Value) -> (u16, String, String) {
+    let auth = basic(credentials);
+    let headers = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
+    let (status, head, body) = request_raw(http, "/api/v1/query", &headers, request.to_string().as_bytes()).await;
+    (status, head, body)
+}
+
+async fn request_raw(
+    http: std::net::SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String, String) {
+    let (status, head, body) = request(http, "POST", path, headers, body).await;
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(&body) } else { body };
+    (status, head, body)
+}
+
+/// SQL over HTTP: the rows the library gives, in JSON, CSV and Arrow; the caller's role checked on
+/// the plan; PostgreSQL's error codes; session statements refused; timeouts; a client that leaves
+/// cancels its statement.
+#[test]
+fn sql_over_http_runs_as_the_callers_role() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Database::open(dir.path()).await.unwrap());
+        db.sql("CREATE TABLE m (ts TIMESTAMP NOT NULL, v DOUBLE, s TEXT) WITH (time_column = 'ts')").await.unwrap();
+        db.sql(
+            "INSERT INTO m VALUES (TIMESTAMP '2024-01-01 00:00:00', 1.5, '<script>alert(1)</script>'), \
+             (TIMESTAMP '2024-01-01 00:00:01.25', NULL, 'say \"hi\"'), (TIMESTAMP '2024-01-01 00:00:02', 3, NULL)",
+        )
+        .await
+        .unwrap();
+        let user = |name: &str, role: Role| UserConfig {
+            name: name.into(),
+            role,
+            password: Some(Secret::scram_with(&format!("{name} pw"), b"salt", 4096)),
+        };
+        let config = ServerConfig {
+            auth: AuthMode::Password,
+            users: vec![user("admin", Role::Admin), user("writer", Role::Writer), user("viewer", Role::Reader)],
+            statement_timeout: std::time::Duration::from_secs(60),
+            ..ServerConfig::default()
+        };
+        let srv = start(db.clone(), config).await;
+        let http = srv.http;
+        let json = |body: &str| -> Value { serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}")) };
+
+        // The rows, as the library gives them.
+        let sql = "SELECT ts, v, s, v * 2 AS w FROM m ORDER BY ts";
+        let (status, head, body) = sql_request(http, "viewer:viewer pw", serde_json::json!({ "sql": sql })).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(head.to_ascii_lowercase().contains("content-type: application/json"), "{head}");
+        let answer = json(&body);
+        let names: Vec<&str> =
+            answer["columns"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["ts", "v", "s", "w"]);
+        assert_eq!(answer["columns"][0]["kind"], "time");
+        assert_eq!(answer["columns"][1]["kind"], "number");
+        let expected = rows(&db, sql).await;
+        let got: Vec<Vec<String>> = answer["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                r.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| match v {
+                        Value::Null => "NULL".to_string(),
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                    .collect()
+            })
+            .collect();
+        assert_eq!(got, expected);
+        assert_eq!(answer["row_count"], 3);
+        assert_eq!(answer["truncated"], false);
+
+        // The SQL as text, options as parameters: CSV, and a bounded number of rows.
+        let auth = basic("viewer:viewer pw");
+        let text = [("Authorization", auth.as_str()), ("Content-Type", "text/plain")];
+        let (status, head, body) =
+            request_raw(http, "/api/v1/query?format=csv", &text, b"SELECT v, s FROM m ORDER BY ts").await;
+        assert_eq!(status, 200, "{body}");
+        assert!(head.to_ascii_lowercase().contains("content-type: text/csv"), "{head}");
+        assert_eq!(body, "v,s\n1.5,<script>alert(1)</script>\n,\"say \"\"hi\"\"\"\n3.0,\n");
+        let (status, _, body) =
+            sql_request(http, "viewer:viewer pw", serde_json::json!({ "sql": sql, "max_rows": 2 })).await;
+        assert_eq!(status, 200, "{body}");
+        let answer = json(&body);
+        assert_eq!((answer["rows"].as_array().unwrap().len(), &answer["truncated"]), (2, &Value::Bool(true)));
+
+        // Arrow IPC: the batches the library gives.
+        let arrow = {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = tokio::net::TcpStream::connect(http).await.unwrap();
+            let sql = b"SELECT ts, v, s FROM m ORDER BY ts";
+            let head = format!(
+                "POST /api/v1/query?format=arrow HTTP/1.0\r\nAuthorization: {auth}\r\nContent-Type: text/plain\r\n\
+                 Content-Length: {}\r\n\r\n",
+                sql.len()
+            );
+            s.write_all(head.as_bytes()).await.unwrap();
+            s.write_all(sql).await.unwrap();
+            let mut answer = Vec::new();
+            s.read_to_end(&mut answer).await.unwrap();
+            let at = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+            answer[at..].to_vec()
+        };
+        let reader = trafficdb::arrow::ipc::reader::StreamReader::try_new(&arrow[..], None).expect("an Arrow stream");
+        let batches: Vec<_> = reader.collect::<Result<_, _>>().expect("batches");
+        let expected = db.sql("SELECT ts, v, s FROM m ORDER BY ts").await.unwrap();
+        let concat = |b: &[trafficdb::arrow::array::RecordBatch]| {
+            trafficdb::arrow::compute::concat_batches(&b[0].schema(), b).unwrap()
+        };
+        assert_eq!(concat(&batches).columns(), concat(&expected).columns());
+
+        // Roles, on the plan that runs.
+        for sql in [
+            "INSERT INTO m VALUES (TIMESTAMP '2024-01-02 00:00:00', 9, 'x')",
+            "EXPLAIN ANALYZE INSERT INTO m VALUES (TIMESTAMP '2024-01-02 00:00:00', 9, 'x')",
+            "DELETE FROM m WHERE v IN (SELECT v FROM m)",
+            "CREATE TABLE n (ts TIMESTAMP NOT NULL) WITH (time_column = 'ts')",
+        ] {
+            let (status, _, body) = sql_request(http, "viewer:viewer pw", serde_json::json!({ "sql": sql })).await;
+            assert_eq!(status, 403, "{sql}: {body}");
+            assert_eq!(json(&body)["sqlstate"], "42501", "{sql}");
+        }
+        assert_eq!(one(&rows(&db, "SELECT count(*) FROM m").await), "3");
+        let insert = serde_json::json!({ "sql": "INSERT INTO m VALUES (TIMESTAMP '2024-01-02 00:00:00', 9, 'x')" });
+        let (status, _, body) = sql_request(http, "writer:writer pw", insert).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(json(&body)["command"], "INSERT 0 1");
+        let create = serde_json::json!({ "sql": "CREATE TABLE n (ts TIMESTAMP NOT NULL) WITH (time_column = 'ts')" });
+        assert_eq!(sql_request(http, "writer:writer pw", create.clone()).await.0, 403);
+        let (status, _, body) = sql_request(http, "admin:admin pw", create).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(db.engine().table("n").is_some());
+        assert_eq!(sql_request(http, "viewer:wrong", serde_json::json!({ "sql": "SELECT 1" })).await.0, 401);
+
+        // PostgreSQL's error codes; what needs a session of its own is refused.
+        for (sql, code) in [
+            ("SELEC 1", "42601"),
+            ("SELECT 1; SELECT 2", "42601"),
+            ("SELECT * FROM nowhere", "42P01"),
+            ("SELECT CAST('x' AS INT)", "22P02"),
+            ("SELECT CAST(100000 AS SMALLINT)", "22003"),
+            ("SELECT 1 / 0", "22012"),
+            ("SET statement_timeout = 0", "0A000"),
+            ("BEGIN", "0A000"),
+            ("COPY m FROM STDIN", "0A000"),
+        ] {
+            let (status, _, body) = sql_request(http, "admin:admin pw", serde_json::json!({ "sql": sql })).await;
+            assert_eq!((status, json(&body)["sqlstate"].as_str().unwrap_or("")), (400, code), "{sql}: {body}");
+        }
+        let (status, _, body) =
+            sql_request(http, "viewer:viewer pw", serde_json::json!({ "sql": "SELECT 1", "limit": 1 })).await;
+        assert_eq!(status, 400, "an unknown member: {body}");
+
+        // Timeouts: within the server's; only an admin may ask for more.
+        let long = "SELECT count(*) FROM generate_series(1, 100000000000)";
+        let (status, _, body) =
+            sql_request(http, "viewer:viewer pw", serde_json::json!({ "sql": long, "timeout_ms": 100 })).await;
+        assert_eq!((status, json(&body)["sqlstate"].as_str()), (503, Some("57014")), "{body}");
+        let (status, _, body) =
+            sql_request(http, "viewer:viewer pw", serde_json::json!({ "sql": "SELECT 1", "timeout_ms": 120000 })).await;
+        assert_eq!(status, 403, "{body}");
+
+        // A client that leaves cancels its statement: before its first row, and while rows stream.
+        let metrics = || async move {
+            let auth = basic("admin:admin pw");
+            let (_, _, text) = request(http, "GET", "/metrics", &[("Authorization", auth.as_str())], b"").await;
+            sample(&text, "trafficdb_http_queries_cancelled_total", "").unwrap_or(-1.0)
+        };
+        let before = metrics().await;
+        for (n, sql) in [long, "SELECT * FROM generate_series(1, 100000000000)"].into_iter().enumerate() {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = tokio::net::TcpStream::connect(http).await.unwrap();
+            let head = format!(
+                "POST /api/v1/query HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Type: text/plain\r\n\
+                 Content-Length: {}\r\n\r\n{sql}",
+                sql.len()
+            );
+            s.write_all(head.as_bytes()).await.unwrap();
+            if n == 1 {
+                let mut some = [0u8; 4096];
+                let got = s.read(&mut some).await.unwrap();
+                assert!(String::from_utf8_lossy(&some[..got]).starts_with("HTTP/1.1 200"));
+            } else {
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            }
+            drop(s);
+            // Waits for the server to see it (a liveness wait: the statements would run for hours).
+            let mut seen = false;
+            for _ in 0..600 {
+                if metrics().await >= before + n as f64 + 1.0 {
+                    seen = true;
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            assert!(seen, "statement {n} was not cancelled when its client left");
+        }
+        srv.stop().await;
+    });
+}

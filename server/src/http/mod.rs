@@ -1,11 +1,13 @@
-//! The HTTP listener (`--http`): `GET /health`, and `POST /v1/predict/retry`, which scores feature rows
-//! given as JSON with the same model, validation and kernel as `predict_retry` in SQL.
+//! The HTTP listener (`--http`): `GET /health`, `POST /api/v1/query` (SQL in, rows out: see
+//! [`query`]), and `POST /v1/predict/retry`, which scores feature rows given as JSON with the same
+//! model, validation and kernel as `predict_retry` in SQL.
 //!
 //! With `auth = "password"` every request needs HTTP Basic credentials of a configured user (checked
 //! against the same SCRAM or MD5 verifiers as the PostgreSQL port); with `trust` none are asked for.
 //! The listener speaks plain HTTP: keep it on loopback, or behind a TLS-terminating proxy.
 
 pub mod errors;
+mod query;
 
 use std::sync::Arc;
 
@@ -52,6 +54,7 @@ pub fn router(app: App) -> Router {
     let authenticated = Router::new()
         .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status))
+        .route("/api/v1/query", post(query::query))
         .route("/v1/predict/retry", post(predict))
         .route("/api/v2/write", post(write_route))
         .route("/write", post(write_route))

@@ -14,13 +14,13 @@ use datafusion::arrow::array::{
     TimestampMicrosecondBuilder,
 };
 use datafusion::arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
-use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::compute::kernels::cast::cast_single_string_to_boolean_default;
 use datafusion::arrow::compute::kernels::cast_utils::{Parser, string_to_datetime};
 use datafusion::arrow::datatypes::{
     ArrowTimestampType, DataType, Field, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Schema, TimeUnit,
     TimestampMicrosecondType,
 };
+use datafusion::arrow::error::ArrowError;
 use datafusion::execution::memory_pool::MemoryReservation;
 use datafusion::sql::sqlparser::ast::{CopyLegacyCsvOption, CopyLegacyOption, CopyOption};
 use trafficdb::engine::{BulkLoad, Table};
@@ -767,11 +767,7 @@ fn text_column<'a>(fields: &[(u32, u32)], bytes: impl Fn(&(u32, u32)) -> &'a [u8
 /// calls for it, so the result is the cast's; `None` for text, when a value does not parse, or when the
 /// type is not one a table holds (the column then goes to the cast as text, which names the value it
 /// refuses).
-fn typed_column<'a>(
-    ty: &DataType,
-    values: impl Iterator<Item = Option<&'a str>>,
-    rows: usize,
-) -> Option<ArrayRef> {
+fn typed_column<'a>(ty: &DataType, values: impl Iterator<Item = Option<&'a str>>, rows: usize) -> Option<ArrayRef> {
     Some(match ty {
         DataType::Int16 => primitive::<Int16Type>(values, rows)?,
         DataType::Int32 => primitive::<Int32Type>(values, rows)?,
@@ -804,10 +800,11 @@ fn parse_bool(s: &str) -> Option<bool> {
     if s.len() > word.len() || !s.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return cast_single_string_to_boolean_default(s);
     }
-    let word = &mut word[..s.len()];
-    word.copy_from_slice(s.as_bytes());
-    word.make_ascii_lowercase();
-    match &*word {
+    // Byte by byte: a copy of a few bytes of any length is a call.
+    for (w, c) in word.iter_mut().zip(s.bytes()) {
+        *w = c.to_ascii_lowercase();
+    }
+    match &word[..s.len()] {
         b"t" | b"tr" | b"tru" | b"true" | b"y" | b"ye" | b"yes" | b"on" | b"1" => Some(true),
         b"f" | b"fa" | b"fal" | b"fals" | b"false" | b"n" | b"no" | b"of" | b"off" | b"0" => Some(false),
         _ => None,
@@ -1006,7 +1003,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
         let db = rt.block_on(trafficdb::Database::open(dir.path())).expect("open");
-        rt.block_on(db.sql("CREATE TABLE u (ts TIMESTAMP NOT NULL, txt TEXT) WITH (time_column = 'ts')")).expect("create");
+        rt.block_on(db.sql("CREATE TABLE u (ts TIMESTAMP NOT NULL, txt TEXT) WITH (time_column = 'ts')"))
+            .expect("create");
         let t = db.engine().table("u").expect("table");
         let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(1 << 30));
         let format = |csv: bool| Format {
@@ -1036,7 +1034,10 @@ mod tests {
                 (Ok(_), None) => {}
                 (Err(CopyError::Own(state, message)), Some(line)) => {
                     assert_eq!(state, SqlState::CharacterNotInRepertoire, "case {i}");
-                    assert!(message.contains(&format!("line {line}")) && message.contains("\"txt\""), "case {i}: {message}");
+                    assert!(
+                        message.contains(&format!("line {line}")) && message.contains("\"txt\""),
+                        "case {i}: {message}"
+                    );
                 }
                 (Ok(_), Some(_)) => panic!("case {i}: text that is not UTF-8 was taken"),
                 (Err(e), _) => panic!("case {i}: {e:?}"),

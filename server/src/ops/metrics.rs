@@ -24,6 +24,11 @@ pub struct ServerMetrics {
     pub query_errors: AtomicU64,
     /// From the statement's arrival to its last row.
     pub query_seconds: Histogram,
+    /// Statements run through `POST /api/v1/query`, how many failed, and how many the client left
+    /// before their last row (their execution dropped).
+    pub http_queries: AtomicU64,
+    pub http_query_errors: AtomicU64,
+    pub http_queries_cancelled: AtomicU64,
     pub line_protocol_requests: AtomicU64,
     pub line_protocol_lines: AtomicU64,
     pub line_protocol_rejected: AtomicU64,
@@ -40,6 +45,9 @@ impl ServerMetrics {
             queries: AtomicU64::new(0),
             query_errors: AtomicU64::new(0),
             query_seconds: Histogram::default(),
+            http_queries: AtomicU64::new(0),
+            http_query_errors: AtomicU64::new(0),
+            http_queries_cancelled: AtomicU64::new(0),
             line_protocol_requests: AtomicU64::new(0),
             line_protocol_lines: AtomicU64::new(0),
             line_protocol_rejected: AtomicU64::new(0),
@@ -95,6 +103,21 @@ impl ServerMetrics {
                 load(&self.queries),
             ),
             Sample::counter("trafficdb_query_errors_total", "Statements that failed", load(&self.query_errors)),
+            Sample::counter(
+                "trafficdb_http_queries_total",
+                "Statements run through POST /api/v1/query",
+                load(&self.http_queries),
+            ),
+            Sample::counter(
+                "trafficdb_http_query_errors_total",
+                "Statements through POST /api/v1/query that failed",
+                load(&self.http_query_errors),
+            ),
+            Sample::counter(
+                "trafficdb_http_queries_cancelled_total",
+                "Statements through POST /api/v1/query whose client left before the last row",
+                load(&self.http_queries_cancelled),
+            ),
             Sample::counter(
                 "trafficdb_line_protocol_requests_total",
                 "Line-protocol write requests",
