@@ -360,7 +360,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     eprintln!("  psql -h {} -p {} -d trafficdb", addr.ip(), addr.port());
     if let Some(http) = server.http_addr() {
         eprintln!(
-            "  HTTP on {http}: GET /health, /metrics, /api/v1/status; POST /api/v2/write (line protocol), /v1/predict/retry"
+            "  HTTP on {http}: the console at http://{http}/; GET /health, /metrics, /api/v1/status; POST /api/v1/query (SQL), /api/v2/write (line protocol), /v1/predict/retry"
         );
     }
     if args.demo {

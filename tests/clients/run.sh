@@ -28,9 +28,11 @@ command -v psql >/dev/null || apt_install postgresql-client
 jdbc_jar=/usr/share/java/postgresql.jar
 { command -v javac >/dev/null && [ -f "$jdbc_jar" ]; } || apt_install default-jdk-headless libpostgresql-jdbc-java
 { command -v node >/dev/null && command -v npm >/dev/null; } || apt_install nodejs npm
+# The console's browser test drives Debian's chromium with Playwright (which downloads no browser).
+command -v chromium >/dev/null || apt_install chromium
 venv="$HOME/.cache/trafficdb-venv"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/pip" install -q --disable-pip-version-check "psycopg[binary]" psycopg2-binary asyncpg pg8000 sqlalchemy pandas scikit-learn pgcli
+"$venv/bin/pip" install -q --disable-pip-version-check "psycopg[binary]" psycopg2-binary asyncpg pg8000 sqlalchemy pandas scikit-learn pgcli playwright
 node_dir="$HOME/.cache/trafficdb-node"
 [ -d "$node_dir/node_modules/pg" ] && [ -d "$node_dir/node_modules/pg-copy-streams" ] \
     || npm install -q --prefix "$node_dir" --no-audit --no-fund --loglevel=error pg@8 pg-copy-streams@7 >/dev/null
@@ -99,6 +101,7 @@ for round in 1 2; do
         "$venv/bin/python" "$here/retry_model.py" 127.0.0.1 "$demo_port" "$http_port" \
             --where "ts >= (SELECT max(ts) FROM lb_requests) - INTERVAL '2 days'" --options "l2=1, eval_fraction=0.25" \
             || failed=$((failed + 1))
+        "$venv/bin/python" "$here/console.py" "$bin" 127.0.0.1 "$demo_port" "$http_port" || failed=$((failed + 1))
     fi
     kill "$demo" 2>/dev/null; wait "$demo" 2>/dev/null || true
     read -r requests incidents hours models impact <<<"$got" || true

@@ -1,4 +1,4 @@
-//! The HTTP listener (`--http`): `GET /health`, `POST /api/v1/query` (SQL in, rows out: see
+//! The HTTP listener (`--http`): the web console (`GET /`), `GET /health`, `POST /api/v1/query` (SQL in, rows out: see
 //! [`query`]), and `POST /v1/predict/retry`, which scores feature rows given as JSON with the same
 //! model, validation and kernel as `predict_retry` in SQL.
 //!
@@ -6,6 +6,7 @@
 //! against the same SCRAM or MD5 verifiers as the PostgreSQL port); with `trust` none are asked for.
 //! The listener speaks plain HTTP: keep it on loopback, or behind a TLS-terminating proxy.
 
+mod console;
 pub mod errors;
 mod query;
 
@@ -60,6 +61,9 @@ pub fn router(app: App) -> Router {
         .route("/write", post(write_route))
         .route_layer(axum::middleware::from_fn_with_state(app.clone(), require_caller));
     Router::new()
+        .route("/", get(console::page))
+        .route("/console/app.js", get(console::script))
+        .route("/console/app.css", get(console::style))
         .route("/health", get(health))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
@@ -452,7 +456,11 @@ async fn authenticate(app: &App, headers: &HeaderMap, query: &HashMap<String, St
     let refuse = |user: &str| {
         app.audit.auth_failed(user, "http");
         let mut r = error(StatusCode::UNAUTHORIZED, SqlState::InvalidPassword.code(), "password authentication failed");
-        r.headers_mut().insert(header::WWW_AUTHENTICATE, "Basic realm=\"trafficdb\"".parse().expect("valid header"));
+        // The console asks for credentials in its own form: no browser dialog for its requests.
+        if !headers.contains_key("x-trafficdb-console") {
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, "Basic realm=\"trafficdb\"".parse().expect("valid header"));
+        }
         r
     };
     let Some((user, password)) = given else { return Err(refuse("")) };
