@@ -102,6 +102,11 @@ pub async fn rows(db: &Database, sql: &str) -> Vec<Vec<String>> {
     out
 }
 
+/// A configured user whose password is its name and " pw".
+fn user(name: &str, role: Role) -> UserConfig {
+    UserConfig { name: name.into(), role, password: Some(Secret::scram_with(&format!("{name} pw"), b"salt", 4096)) }
+}
+
 fn one(v: &[Vec<String>]) -> &str {
     &v[0][0]
 }
@@ -377,11 +382,6 @@ fn line_protocol_roles_and_passwords() {
         let dir = tempfile::tempdir().unwrap();
         let db = Arc::new(Database::open(dir.path()).await.unwrap());
         db.sql("CREATE TABLE m (ts TIMESTAMP NOT NULL, v DOUBLE) WITH (time_column = 'ts')").await.unwrap();
-        let user = |name: &str, role: Role| UserConfig {
-            name: name.into(),
-            role,
-            password: Some(Secret::scram_with(&format!("{name} pw"), b"salt", 4096)),
-        };
         let config = ServerConfig {
             auth: AuthMode::Password,
             users: vec![user("admin", Role::Admin), user("telegraf", Role::Writer), user("viewer", Role::Reader)],
@@ -519,11 +519,6 @@ fn the_audit_log_records_who_did_what() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("audit/audit.log");
         let db = Arc::new(Database::open(dir.path().join("data")).await.unwrap());
-        let user = |name: &str, role: Role| UserConfig {
-            name: name.into(),
-            role,
-            password: Some(Secret::scram_with(&format!("{name} pw"), b"salt", 4096)),
-        };
         let mut config = ServerConfig {
             auth: AuthMode::Password,
             users: vec![user("admin", Role::Admin), user("telegraf", Role::Writer)],
@@ -652,11 +647,6 @@ fn sql_over_http_runs_as_the_callers_role() {
         )
         .await
         .unwrap();
-        let user = |name: &str, role: Role| UserConfig {
-            name: name.into(),
-            role,
-            password: Some(Secret::scram_with(&format!("{name} pw"), b"salt", 4096)),
-        };
         let config = ServerConfig {
             auth: AuthMode::Password,
             users: vec![user("admin", Role::Admin), user("writer", Role::Writer), user("viewer", Role::Reader)],
