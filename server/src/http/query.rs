@@ -89,7 +89,7 @@ fn refuse(status: StatusCode, state: SqlState, message: impl Into<String>) -> Re
 /// The HTTP status of an error with SQLSTATE `code`.
 fn status_of(code: &str) -> StatusCode {
     match code {
-        "42501" => StatusCode::FORBIDDEN,
+        c if c == SqlState::InsufficientPrivilege.code() => StatusCode::FORBIDDEN,
         c if c.starts_with("53") || c.starts_with("57") => StatusCode::SERVICE_UNAVAILABLE,
         c if c.starts_with("XX") || c.starts_with("58") => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::BAD_REQUEST,
