@@ -3,8 +3,9 @@ download: the system's executable).
 
 Against a running `serve --demo --http` (trust): the page loads with no console errors and no refused
 resource (the Content-Security-Policy holds), a query typed in the editor and run with Ctrl-Enter shows
-the rows the PostgreSQL port gives for it, a time series draws a chart, the schema lists the demo's
-tables, Cancel stops a long statement (the server counts it cancelled).
+the rows the PostgreSQL port gives for it, a time series draws a chart, the on-call view draws the
+demo's week with its incidents shaded and its anomalies dotted, the schema lists the demo's tables,
+Cancel stops a long statement (the server counts it cancelled).
 
 Then against a server of its own with passwords (`BINARY serve --auth password`): the console asks for
 credentials; a reader's INSERT is refused with 42501 and writes nothing; text holding `<script>` and an
@@ -136,6 +137,24 @@ with sync_playwright() as pw:
     check({"lb_requests", "lb_targets", "incidents", "kpi_requests_1m"} <= set(names),
           "the schema lists the demo's tables and views", str(names[:10]))
     shoot(page, "schema")
+    page.click("nav button[data-tab=query]")
+
+    # The on-call view over the demo's week: the charts from the hourly rollup, its incidents shaded.
+    page.click("nav button[data-tab=oncall]")
+    page.select_option("#range", "7d")
+    page.wait_for_selector("#oncall[data-range='7d'] #oncall-incidents", timeout=60_000)
+    charts = page.eval_on_selector_all(".oncall-chart", "cs => cs.map(c => [c.dataset.chart, c.querySelectorAll('path').length, c.querySelectorAll('rect.band').length, c.querySelectorAll('circle.mark').length])")
+    shown_incidents = page.eval_on_selector_all("#oncall-incidents tr", "rs => rs.length - 1")
+    want_incidents = wire_rows(args.port, "SELECT count(*) FROM incidents WHERE ended_at > "
+                                          "(SELECT max(bucket) FROM kpi_rollup_1h) - INTERVAL '168 hours'")[0][0]
+    check([c[0] for c in charts] == ["rps", "rate_5xx", "p50_ms", "p99_ms"] and all(c[1] >= 2 for c in charts),
+          "the on-call view draws requests/s, 5xx rate, p50 and p99 per backend", str(charts))
+    check(str(shown_incidents) == want_incidents and int(want_incidents) > 0 and all(c[2] > 0 for c in charts),
+          f"the on-call view lists and shades the demo's incidents ({want_incidents})", f"{shown_incidents} {charts}")
+    check(sum(c[3] for c in charts) > 0, "anomalies are dotted on the charts", str(charts))
+    for part in ("#oncall-slo", "#oncall-health"):
+        check(page.eval_on_selector_all(part + " tr", "rs => rs.length") > 1, f"the on-call view shows {part[8:]}")
+    shoot(page, "oncall")
     page.click("nav button[data-tab=query]")
 
     # Cancel.

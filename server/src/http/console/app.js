@@ -65,6 +65,7 @@ for (const b of document.querySelectorAll("nav button")) {
     for (const o of document.querySelectorAll("nav button")) o.classList.toggle("active", o === b);
     for (const s of document.querySelectorAll("main > section[id^=tab-]")) s.hidden = s.id !== "tab-" + b.dataset.tab;
     if (b.dataset.tab === "schema") loadSchema();
+    if (b.dataset.tab === "oncall") loadOncall();
   });
 }
 
@@ -202,18 +203,27 @@ function table(res) {
 
 const COLORS = ["#2f6fdf", "#d9480f", "#2b8a3e", "#862e9c", "#e67700", "#0b7285", "#c2255c", "#5c940d", "#495057", "#1864ab"];
 
-/// A line chart over a time or number column, or bars over a text one: one series per numeric column,
-/// or, with text columns beside one numeric column, one series per distinct text.
+/// A time as milliseconds: the server's timestamps without a zone are UTC.
+const millis = (v) => v === null ? NaN : Date.parse(v + (/[zZ+]/.test(v.slice(10)) ? "" : "Z"));
+
+/// The least and the greatest of `values` (no spread: a long array would overflow the call stack).
+const extent = (values) => values.reduce(([lo, hi], v) => [Math.min(lo, v), Math.max(hi, v)], [Infinity, -Infinity]);
+
 function chart(res) {
+  $("result").replaceChildren(...drawChart(res));
+}
+
+/// A line chart over a time or number column, or bars over a text one: one series per numeric column,
+/// or, with text columns beside one numeric column, one series per distinct text. `options.bands`
+/// ([start, end, label] in milliseconds) shade spans of time; `options.marks` ([time, series]) put a
+/// dot on a series. Returns the nodes to show.
+function drawChart(res, options = {}) {
   const cols = res.columns;
   const x = Math.max(0, cols.findIndex((c) => c.kind === "time"));
   const nums = cols.map((c, i) => i).filter((i) => i !== x && cols[i].kind === "number");
   const texts = cols.map((c, i) => i).filter((i) => i !== x && cols[i].kind === "text");
-  if (nums.length === 0) {
-    $("result").replaceChildren(el("p", { class: "error" }, "A chart needs a numeric column."));
-    return;
-  }
-  const xValue = (v) => cols[x].kind === "time" ? Date.parse(v + (/[zZ+]/.test(v.slice(10)) ? "" : "Z")) : v;
+  if (nums.length === 0) return [el("p", { class: "error" }, "A chart needs a numeric column.")];
+  const xValue = (v) => cols[x].kind === "time" ? millis(v) : v;
   const series = new Map();
   for (const row of res.rows) {
     if (texts.length > 0) {
@@ -229,10 +239,10 @@ function chart(res) {
   }
   const shown = [...series.entries()].slice(0, COLORS.length);
   const bars = cols[x].kind === "text";
-  const W = 900, H = 320, L = 60, B = 30;
+  const W = options.width || 900, H = options.height || 320, L = 60, B = 30;
   const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
   svg.setAttribute("class", "chart");
-  svg.setAttribute("id", "chart");
+  if (!options.width) svg.setAttribute("id", "chart");
   svg.setAttribute("width", W);
   svg.setAttribute("height", H);
   const add = (tag, attrs, text) => {
@@ -243,10 +253,12 @@ function chart(res) {
     return e;
   };
   const ys = shown.flatMap(([, pts]) => pts.map((p) => p[1])).filter((v) => typeof v === "number");
-  const yMax = Math.max(0, ...ys), yMin = Math.min(0, ...ys);
+  const [yLow, yHigh] = extent(ys);
+  const yMax = Math.max(0, yHigh), yMin = Math.min(0, yLow);
   const yPos = (v) => H - B - ((v - yMin) / (yMax - yMin || 1)) * (H - B - 10);
   add("line", { x1: L, y1: H - B, x2: W - 10, y2: H - B, stroke: "#9aa3af" });
-  add("text", { x: 4, y: 14 }, String(yMax));
+  if (options.title) add("text", { x: L, y: 12, class: "title" }, options.title);
+  add("text", { x: 4, y: 14 }, String(Number(yMax.toPrecision(4))));
   add("text", { x: 4, y: H - B }, String(yMin));
   if (bars) {
     const labels = [...new Set(shown.flatMap(([, pts]) => pts.map((p) => p[0])))];
@@ -262,13 +274,27 @@ function chart(res) {
     labels.slice(0, 30).forEach((label, i) => add("text", { x: L + i * slot, y: H - 12 }, String(label ?? "NULL").slice(0, 12)));
   } else {
     const xs = shown.flatMap(([, pts]) => pts.map((p) => p[0])).filter((v) => typeof v === "number");
-    const xMin = Math.min(...xs), xMax = Math.max(...xs);
-    const xPos = (v) => L + ((v - xMin) / (xMax - xMin || 1)) * (W - L - 10);
+    const [xMin, xMax] = extent(xs);
+    const xPos = (v) => L + ((Math.min(xMax, Math.max(xMin, v)) - xMin) / (xMax - xMin || 1)) * (W - L - 10);
+    for (const [from, to, label] of options.bands || []) {
+      if (to < xMin || from > xMax) continue;
+      const band = add("rect", { class: "band", x: xPos(from), y: 10, width: Math.max(2, xPos(to) - xPos(from)), height: H - B - 10 });
+      const title = document.createElementNS("http://www.w3.org/2000/svg", "title");
+      title.textContent = label;
+      band.append(title);
+    }
     shown.forEach(([, pts], s) => {
       const d = pts.filter((p) => typeof p[1] === "number" && typeof p[0] === "number").sort((a, b) => a[0] - b[0])
         .map((p, i) => `${i ? "L" : "M"}${xPos(p[0]).toFixed(1)},${yPos(p[1]).toFixed(1)}`).join("");
       add("path", { d, fill: "none", stroke: COLORS[s], "stroke-width": 1.5 });
     });
+    const names = shown.map(([name]) => name);
+    for (const [t, name] of options.marks || []) {
+      const s = names.indexOf(name);
+      if (s < 0 || t < xMin || t > xMax) continue;
+      const near = shown[s][1].reduce((best, p) => Math.abs(p[0] - t) < Math.abs(best[0] - t) ? p : best, [Infinity, null]);
+      if (typeof near[1] === "number") add("circle", { class: "mark", cx: xPos(t), cy: yPos(near[1]), r: 4 });
+    }
     const label = (v) => cols[x].kind === "time" ? new Date(v).toISOString().slice(0, 16).replace("T", " ") : String(v);
     if (xs.length) {
       add("text", { x: L, y: H - 8 }, label(xMin));
@@ -284,7 +310,7 @@ function chart(res) {
     legend.append(item);
   });
   const note = series.size > shown.length ? el("p", {}, `${series.size - shown.length} more series not drawn.`) : "";
-  $("result").replaceChildren(svg, legend, note);
+  return [svg, legend, note];
 }
 
 // CSV of the rows shown, made here.
@@ -334,6 +360,100 @@ async function loadSchema() {
     box.replaceChildren(el("p", { class: "error" }, e.message));
   }
 }
+
+// The on-call view: per backend over a range, from the rollups (a week reads hourly buckets);
+// incidents shaded, anomalies dotted; health, SLO burn and firing alerts as of the newest minute.
+const RANGES = { "1h": [1, "kpi_rollup_1m"], "6h": [6, "kpi_rollup_1m"], "24h": [24, "kpi_rollup_1m"], "7d": [168, "kpi_rollup_1h"] };
+// Which chart an anomaly of each KPI of kpi_anomalies is marked on.
+const MARKED = { error_rate: "5xx", total_p90_ms: "p99" };
+const TOP_BACKENDS = 8;
+
+async function sql(statement) {
+  const r = await api("/api/v1/query", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ sql: statement, max_rows: MAX_ROWS }),
+  });
+  const body = await r.json();
+  if (!r.ok || body.error) throw new Error(`${body.error} (SQLSTATE ${body.sqlstate})`);
+  return body;
+}
+
+function simpleTable(res, id) {
+  const t = el("table", { id });
+  const head = el("tr");
+  for (const c of res.columns) head.append(el("th", {}, c.name));
+  t.append(head);
+  for (const row of res.rows) {
+    const tr = el("tr");
+    row.forEach((v, i) => {
+      const shown = v === null ? "NULL" : typeof v === "number" && !Number.isInteger(v) ? v.toFixed(4) : String(v);
+      tr.append(el("td", res.columns[i].kind === "number" ? { class: "n" } : {}, shown));
+    });
+    t.append(tr);
+  }
+  return t;
+}
+
+let oncallLoads = 0;
+
+async function loadOncall() {
+  // Only the newest load draws (a range changed while another loads).
+  const mine = ++oncallLoads;
+  const range = $("range").value;
+  const [hours, rollup] = RANGES[range];
+  const since = `(SELECT max(bucket) FROM ${rollup}) - INTERVAL '${hours} hours'`;
+  const started = performance.now();
+  try {
+    const [traffic, incidents, anomalies, health, slo, alerts] = await Promise.all([
+      sql(`WITH top AS (SELECT backend FROM ${rollup} WHERE bucket > ${since} GROUP BY backend ` +
+          `ORDER BY sum(attempts) DESC LIMIT ${TOP_BACKENDS}) ` +
+          `SELECT bucket, backend, sum(rps) AS rps, sum(target_5xx + lb_5xx) * 1.0 / nullif(sum(attempts), 0) AS rate_5xx, ` +
+          `max(total_p50_ms) AS p50_ms, max(total_p99_ms) AS p99_ms FROM ${rollup} ` +
+          `WHERE bucket > ${since} AND backend IN (SELECT backend FROM top) GROUP BY bucket, backend ORDER BY bucket, backend`),
+      sql(`SELECT started_at, ended_at, kind, lb, backend, description FROM incidents WHERE ended_at > ${since} ORDER BY started_at`),
+      sql(`SELECT bucket, kpi, backend, value, expected, method FROM kpi_anomalies WHERE is_anomaly AND bucket > ${since} ORDER BY bucket`),
+      sql("SELECT backend, avg(healthy_ratio) AS healthy_ratio, avg(ejected_ratio) AS ejected_ratio, " +
+          "avg(avg_queue_depth) AS queue_depth, max(max_active_conns) AS max_conns FROM kpi_backend_health_1m " +
+          "WHERE bucket = (SELECT max(bucket) FROM kpi_backend_health_1m) GROUP BY backend ORDER BY healthy_ratio, backend"),
+      sql("SELECT lb, backend, objective, burn_1h, burn_6h, burn_3d, alert_level FROM kpi_slo_burn " +
+          "WHERE bucket = (SELECT max(bucket) FROM kpi_slo_burn) ORDER BY burn_1h DESC, lb, backend"),
+      sql("SELECT ts, alert, key, value, details FROM (SELECT *, row_number() OVER (PARTITION BY alert, key ORDER BY ts DESC) AS n " +
+          "FROM alert_events) e WHERE n = 1 AND state = 'firing' ORDER BY ts DESC"),
+    ]);
+    if (mine !== oncallLoads) return;
+    const bands = incidents.rows.map(([from, to, kind, lb, backend]) =>
+      [millis(from), millis(to), `${kind}: ${backend ?? lb ?? "all"} ${from} … ${to}`]);
+    const column = (name) => traffic.columns.findIndex((c) => c.name === name);
+    const only = (name) => ({
+      columns: [traffic.columns[0], traffic.columns[1], traffic.columns[column(name)]],
+      rows: traffic.rows.map((r) => [r[0], r[1], r[column(name)]]),
+    });
+    const marks = (chartName) => anomalies.rows.filter(([, kpi]) => MARKED[kpi] === chartName).map(([t, , backend]) => [millis(t), backend]);
+    const charts = el("div", { class: "charts" });
+    for (const [name, title, mark] of [["rps", "requests/s", null], ["rate_5xx", "5xx rate", "5xx"], ["p50_ms", "p50 latency, ms", null], ["p99_ms", "p99 latency, ms (worst load balancer)", "p99"]]) {
+      const box = el("div", { class: "oncall-chart", "data-chart": name });
+      box.append(...drawChart(only(name), { width: 560, height: 240, title, bands, marks: mark ? marks(mark) : [] }));
+      charts.append(box);
+    }
+    const section = (title, node) => { const d = el("div", { class: "oncall-part" }); d.append(el("h3", {}, title), node); return d; };
+    $("oncall").replaceChildren(
+      charts,
+      section(`Incidents (${incidents.rows.length})`, simpleTable(incidents, "oncall-incidents")),
+      section(`Firing alerts (${alerts.rows.length})`, alerts.rows.length ? simpleTable(alerts, "oncall-alerts") : el("p", {}, "None.")),
+      section("SLO burn, newest minute", simpleTable(slo, "oncall-slo")),
+      section("Backend health, newest minute", simpleTable(health, "oncall-health")),
+      section(`Anomalies (${anomalies.rows.length}; 5xx and p90 ones dotted on the charts)`, simpleTable(anomalies, "oncall-anomalies")),
+    );
+    $("oncall").dataset.range = range;
+    $("oncall-status").textContent = `updated ${new Date().toLocaleTimeString()} in ${(performance.now() - started).toFixed(0)} ms; refreshed every 15 s`;
+  } catch (e) {
+    $("oncall").replaceChildren(el("p", { class: "error" }, e.message));
+  }
+}
+
+$("range").addEventListener("change", loadOncall);
+setInterval(() => { if (!$("tab-oncall").hidden && !document.hidden) loadOncall(); }, 15000);
 
 highlight();
 showHistory();
