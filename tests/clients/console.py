@@ -4,7 +4,8 @@ download: the system's executable).
 Against a running `serve --demo --http` (trust): the page loads with no console errors and no refused
 resource (the Content-Security-Policy holds), a query typed in the editor and run with Ctrl-Enter shows
 the rows the PostgreSQL port gives for it, a time series draws a chart, the on-call view draws the
-demo's week with its incidents shaded and its anomalies dotted, the schema lists the demo's tables,
+demo's week with its incidents shaded and its anomalies dotted, the retry-model page shows the deployed
+model's evaluation with its ROC, calibration and expected retry load, the schema lists the demo's tables,
 Cancel stops a long statement (the server counts it cancelled).
 
 Then against a server of its own with passwords (`BINARY serve --auth password`): the console asks for
@@ -155,6 +156,22 @@ with sync_playwright() as pw:
     for part in ("#oncall-slo", "#oncall-health"):
         check(page.eval_on_selector_all(part + " tr", "rs => rs.length") > 1, f"the on-call view shows {part[8:]}")
     shoot(page, "oncall")
+    page.click("nav button[data-tab=query]")
+
+    # The retry model: the demo's deployed version, its ROC and calibration, the expected retry load.
+    page.click("nav button[data-tab=model]")
+    page.wait_for_selector("#model-versions, #model .error", timeout=120_000)
+    error = page.eval_on_selector_all("#model .error", "es => es.map(e => e.textContent)")
+    deployed = wire_rows(args.port, "SELECT version, auc_roc FROM models WHERE name = 'retry' AND deployed")
+    shown_auc = page.eval_on_selector_all("#model-metrics td", "ts => ts.map(t => t.textContent)")
+    roc = page.eval_on_selector_all("#model-roc path", "ps => ps.map(p => p.getAttribute('d').length)")
+    calibration = page.eval_on_selector_all("#model-calibration path", "ps => ps.length")
+    load = page.eval_on_selector_all("#model-load path", "ps => ps.length")
+    check(not error and len(deployed) == 1 and f"{float(deployed[0][1]):.4f}" in shown_auc,
+          "the retry-model page shows the deployed version's evaluation", f"{error} {deployed} {shown_auc}")
+    check(len(roc) == 1 and roc[0] > 100 and calibration == 2 and load == 2,
+          "the retry-model page draws ROC, calibration and the expected retry load", f"{roc} {calibration} {load}")
+    shoot(page, "model")
     page.click("nav button[data-tab=query]")
 
     # Cancel.

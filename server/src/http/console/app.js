@@ -66,6 +66,7 @@ for (const b of document.querySelectorAll("nav button")) {
     for (const s of document.querySelectorAll("main > section[id^=tab-]")) s.hidden = s.id !== "tab-" + b.dataset.tab;
     if (b.dataset.tab === "schema") loadSchema();
     if (b.dataset.tab === "oncall") loadOncall();
+    if (b.dataset.tab === "model") loadModel();
   });
 }
 
@@ -295,7 +296,7 @@ function drawChart(res, options = {}) {
       const near = shown[s][1].reduce((best, p) => Math.abs(p[0] - t) < Math.abs(best[0] - t) ? p : best, [Infinity, null]);
       if (typeof near[1] === "number") add("circle", { class: "mark", cx: xPos(t), cy: yPos(near[1]), r: 4 });
     }
-    const label = (v) => cols[x].kind === "time" ? new Date(v).toISOString().slice(0, 16).replace("T", " ") : String(v);
+    const label = (v) => cols[x].kind === "time" ? new Date(v).toISOString().slice(0, 16).replace("T", " ") : String(Number(v.toPrecision(4)));
     if (xs.length) {
       add("text", { x: L, y: H - 8 }, label(xMin));
       add("text", { x: W - 130, y: H - 8 }, label(xMax));
@@ -454,6 +455,53 @@ async function loadOncall() {
 
 $("range").addEventListener("change", loadOncall);
 setInterval(() => { if (!$("tab-oncall").hidden && !document.hidden) loadOncall(); }, 15000);
+
+// The retry model: its versions, the deployed one's evaluation, ROC and calibration on its held-out
+// rows (`roc_curve`, `calibration`: they score those rows again, seconds on a week), and the retry
+// load it expects (`kpi_retry_impact_1m`) next to the retries seen.
+async function loadModel() {
+  const box = $("model");
+  box.replaceChildren(el("p", {}, "Scoring the held-out rows…"));
+  try {
+    const versions = await sql("SELECT version, deployed, created_at, rows_train, auc_roc, split_at FROM models " +
+      "WHERE name = 'retry' ORDER BY version DESC");
+    if (versions.rows.length === 0) {
+      box.replaceChildren(el("p", {}, "No retry model yet: train one with train_retry_model (docs/retry-model.md)."));
+      return;
+    }
+    const [metrics, roc, calibration, load] = await Promise.all([
+      sql("SELECT metrics FROM models WHERE name = 'retry' AND deployed"),
+      sql("SELECT fpr, tpr FROM roc_curve('retry')"),
+      sql("SELECT mean_predicted, observed_rate, mean_predicted AS perfect FROM calibration('retry')"),
+      sql("SELECT bucket, sum(retries) AS retries, sum(expected_retries) AS expected_retries FROM kpi_retry_impact_1m " +
+          "WHERE bucket > (SELECT max(bucket) FROM kpi_retry_impact_1m) - INTERVAL '24 hours' GROUP BY bucket ORDER BY bucket"),
+    ]);
+    const m = metrics.rows.length ? JSON.parse(metrics.rows[0][0]) : {};
+    const names = ["rows", "positives", "auc_roc", "auc_pr", "log_loss", "brier", "accuracy", "precision", "recall", "f1", "threshold"];
+    const evaluation = { columns: names.map((n) => ({ name: n, kind: "number" })), rows: [names.map((n) => m[n] ?? null)] };
+    const comparisons = (m.comparisons || []).map((c) => [c.scorer, c.subset, c.auc_roc, c.log_loss, c.brier]);
+    const compared = {
+      columns: ["scorer", "subset", "auc_roc", "log_loss", "brier"].map((n, i) => ({ name: n, kind: i < 2 ? "text" : "number" })),
+      rows: comparisons,
+    };
+    const part = (title, ...nodes) => { const d = el("div", { class: "oncall-part" }); d.append(el("h3", {}, title), ...nodes); return d; };
+    const charts = el("div", { class: "charts" });
+    const chartBox = (id, nodes) => { const d = el("div", { class: "model-chart", id }); d.append(...nodes); return d; };
+    charts.append(
+      chartBox("model-roc", drawChart(roc, { width: 560, height: 300, title: "ROC on the held-out rows (tpr over fpr)" })),
+      chartBox("model-calibration", drawChart(calibration, { width: 560, height: 300, title: "calibration: observed rate over mean predicted" })),
+      chartBox("model-load", drawChart(load, { width: 560, height: 300, title: "retries seen and expected, last 24 hours (per minute)" })),
+    );
+    box.replaceChildren(
+      part("Versions", simpleTable(versions, "model-versions")),
+      part("The deployed version on its held-out rows", simpleTable(evaluation, "model-metrics")),
+      part("Next to simpler scorers", simpleTable(compared, "model-comparisons")),
+      charts,
+    );
+  } catch (e) {
+    box.replaceChildren(el("p", { class: "error" }, e.message));
+  }
+}
 
 highlight();
 showHistory();
