@@ -275,26 +275,11 @@ fn session_bound(s: &Statement) -> Option<&'static str> {
     })
 }
 
-/// Refuses (42501, in the audit log) a statement that needs more than the caller's role; records a
-/// write or DDL that passes.
+/// The role check of the PostgreSQL port ([`crate::security::audit::Audit::permit`]), answered 42501.
 fn permit(app: &App, caller: &Caller, need: Role, sql: &str) -> Result<(), Error> {
-    if caller.role < need {
-        app.audit.refused(&caller.user, caller.role, need, sql);
-        return Err(Error::invalid(
-            SqlState::InsufficientPrivilege,
-            format!(
-                "permission denied: user \"{}\" has role {}, this statement needs role {}",
-                caller.user,
-                caller.role.name(),
-                need.name()
-            ),
-        ));
-    }
-    if need > Role::Reader && app.audit.enabled() {
-        let kind = if need == Role::Admin { "ddl" } else { "write" };
-        app.audit.statement(&caller.user, caller.role, kind, sql);
-    }
-    Ok(())
+    app.audit
+        .permit(&caller.user, caller.role, need, || sql.to_string(), true)
+        .map_err(|message| Error::invalid(SqlState::InsufficientPrivilege, message))
 }
 
 /// The next batch of `rows` (`None` at the end), unless the deadline passes first.

@@ -9,7 +9,7 @@ use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::Statement;
 use pgwire::api::ClientInfo;
-use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::error::PgWireResult;
 
 use crate::pgwire::results::{api_error, user_error};
 use crate::security::access::{plan_role, statement_role};
@@ -25,19 +25,6 @@ pub struct SessionRole(pub Role);
 /// The role a connection runs as (`reader` if none was recorded, which cannot happen after startup).
 pub fn session_role(client: &(impl ClientInfo + ?Sized)) -> Role {
     client.session_extensions().get::<SessionRole>().map_or(Role::Reader, |r| r.0)
-}
-
-/// The 42501 error for a session whose role is below `need`.
-pub fn refusal(client: &(impl ClientInfo + ?Sized), need: Role) -> PgWireError {
-    let user = client.metadata().get("user").cloned().unwrap_or_default();
-    user_error(
-        SqlState::InsufficientPrivilege,
-        format!(
-            "permission denied: user \"{user}\" has role {}, this statement needs role {}",
-            session_role(client).name(),
-            need.name()
-        ),
-    )
 }
 
 /// Checks statements and plans against the session's role, and records what the audit log keeps.
@@ -63,17 +50,10 @@ impl Gate {
         statement: &Statement,
         record: bool,
     ) -> PgWireResult<()> {
-        let have = session_role(client);
-        let user = || client.metadata().get("user").cloned().unwrap_or_default();
-        if have < need {
-            self.audit.refused(&user(), have, need, &statement.to_string());
-            return Err(refusal(client, need));
-        }
-        if record && self.audit.enabled() && need > Role::Reader {
-            let kind = if need == Role::Admin { "ddl" } else { "write" };
-            self.audit.statement(&user(), have, kind, &statement.to_string());
-        }
-        Ok(())
+        let user = client.metadata().get("user").cloned().unwrap_or_default();
+        self.audit
+            .permit(&user, session_role(client), need, || statement.to_string(), record)
+            .map_err(|message| user_error(SqlState::InsufficientPrivilege, message))
     }
 
     /// The statement-level check, for statements that have one.

@@ -99,6 +99,32 @@ impl Audit {
         self.record("refused", user, Some(role), json!({ "needs": need.name(), "statement": statement }));
     }
 
+    /// The role check of a statement, wherever it arrives: refused (recorded, and the message for the
+    /// client returned) when `user`'s role `have` is below `need`; recorded when it writes or changes
+    /// the schema and `record` is set. `statement` is written out only for the log.
+    pub fn permit(
+        &self,
+        user: &str,
+        have: Role,
+        need: Role,
+        statement: impl Fn() -> String,
+        record: bool,
+    ) -> Result<(), String> {
+        if have < need {
+            self.refused(user, have, need, &statement());
+            return Err(format!(
+                "permission denied: user \"{user}\" has role {}, this statement needs role {}",
+                have.name(),
+                need.name()
+            ));
+        }
+        if record && self.enabled() && need > Role::Reader {
+            let kind = if need == Role::Admin { "ddl" } else { "write" };
+            self.statement(user, have, kind, &statement());
+        }
+        Ok(())
+    }
+
     /// Rows written other than by a statement (line protocol).
     pub fn write(&self, user: &str, role: Role, via: &str, tables: &[String], rows: u64) {
         if self.out.is_some() {
