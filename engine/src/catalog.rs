@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::io::{Fs, write_atomic};
+use crate::store::ObjectStorage;
 use crate::types::TableDef;
 
 pub const CATALOG_FILE: &str = "catalog";
@@ -95,20 +96,31 @@ pub struct Catalog {
     fs: Arc<dyn Fs>,
     path: PathBuf,
     data: CatalogData,
+    /// Where each commit is published, when the directory has an object store.
+    store: Option<Arc<ObjectStorage>>,
 }
 
 impl Catalog {
-    /// Loads the catalog of `dir`, or starts an empty one (written at once) if there is none.
-    pub fn open(fs: Arc<dyn Fs>, dir: &Path) -> Result<Catalog> {
+    /// Loads the catalog of `dir`, or starts an empty one (written at once) if there is none. With an
+    /// object store, a directory without a catalog takes the store's published one (a replacement
+    /// node, or a new reader, starts from the store alone). Every commit is published.
+    pub fn open(fs: Arc<dyn Fs>, dir: &Path, store: Option<Arc<ObjectStorage>>) -> Result<Catalog> {
         let path = dir.join(CATALOG_FILE);
+        if !fs.exists(&path)
+            && let Some(bytes) = store.as_ref().map(|s| s.get(CATALOG_FILE)).transpose()?.flatten()
+        {
+            decode(&bytes)
+                .map_err(|(off, reason)| Error::corrupt(&path, off, format!("in the object store: {reason}")))?;
+            write_atomic(fs.as_ref(), &path, &bytes).map_err(|e| Error::io(&path, e))?;
+        }
         if !fs.exists(&path) {
-            let mut c = Catalog { fs, path, data: CatalogData::default() };
+            let mut c = Catalog { fs, path, data: CatalogData::default(), store };
             c.commit(|_| Ok(()))?;
             return Ok(c);
         }
         let bytes = fs.read(&path).map_err(|e| Error::io(&path, e))?;
         let data = decode(&bytes).map_err(|(off, reason)| Error::corrupt(&path, off, reason))?;
-        Ok(Catalog { fs, path, data })
+        Ok(Catalog { fs, path, data, store })
     }
 
     pub fn data(&self) -> &CatalogData {
@@ -130,6 +142,9 @@ impl Catalog {
         next.version += 1;
         let bytes = encode(&next)?;
         write_atomic(self.fs.as_ref(), &self.path, &bytes).map_err(|e| Error::io(&self.path, e))?;
+        if let Some(s) = &self.store {
+            s.publish_catalog(CATALOG_FILE, next.version, bytes);
+        }
         self.data = next;
         Ok(out)
     }

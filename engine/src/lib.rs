@@ -56,6 +56,7 @@ pub mod query;
 pub mod rewrite;
 pub mod rollup;
 pub mod segment;
+pub mod store;
 pub mod types;
 pub mod wal;
 

@@ -77,6 +77,9 @@ pub struct StorageConfig {
     pub compaction_min_segments: usize,
     /// Segments of at least this many rows are left alone by compaction.
     pub compaction_max_rows: u64,
+    /// An object store URL (`file:///absolute/path`): sealed segments are put there before the catalog
+    /// names them, and the catalog after each commit (docs/scale-out.md).
+    pub object_store: Option<String>,
 }
 
 impl Default for StorageConfig {
@@ -88,20 +91,24 @@ impl Default for StorageConfig {
             max_memtable_bytes: o.max_memtable_bytes as u64,
             compaction_min_segments: o.compaction_min_segments,
             compaction_max_rows: o.compaction_max_rows,
+            object_store: None,
         }
     }
 }
 
 impl StorageConfig {
-    pub fn options(&self) -> trafficdb::Options {
-        trafficdb::Options {
+    /// The engine's options; opens the object store when one is configured.
+    pub fn options(&self) -> trafficdb::Result<trafficdb::Options> {
+        let store = self.object_store.as_deref().map(trafficdb::store::ObjectStorage::open).transpose()?;
+        Ok(trafficdb::Options {
             flush_bytes: self.flush_bytes as usize,
             flush_interval: self.flush_interval,
             max_memtable_bytes: self.max_memtable_bytes as usize,
             compaction_min_segments: self.compaction_min_segments,
             compaction_max_rows: self.compaction_max_rows,
+            store,
             ..trafficdb::Options::default()
-        }
+        })
     }
 }
 
@@ -125,6 +132,7 @@ pub const OPTIONS: &[(&str, &str)] = &[
     ("storage", "max_memtable_bytes"),
     ("storage", "compaction_min_segments"),
     ("storage", "compaction_max_rows"),
+    ("storage", "object_store"),
     ("audit", "path"),
     ("audit", "max_bytes"),
     ("audit", "max_files"),
@@ -416,7 +424,7 @@ mod tests {
         assert_eq!(c.storage.flush_interval, Duration::from_secs(10));
         assert_eq!(c.audit.path.as_deref(), Some(Path::new("/var/log/trafficdb/audit.log")));
         assert_eq!(c.audit.max_files, 3);
-        assert_eq!(c.storage.options().flush_bytes, 64 << 20);
+        assert_eq!(c.storage.options().expect("options").flush_bytes, 64 << 20);
         // A bad value in the environment is an error naming the setting, not a silent default.
         let err = ServerConfig::parse_with_env("", |n| (n == "TRAFFICDB_STORAGE_FLUSH_BYTES").then(|| "lots".into()))
             .unwrap_err()

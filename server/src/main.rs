@@ -342,7 +342,7 @@ fn exit(r: anyhow::Result<()>) -> ExitCode {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.server_config()?;
-    let db = trafficdb_schema::open_with(&args.data_dir, args.empty, config.storage.options()).await?;
+    let db = trafficdb_schema::open_with(&args.data_dir, args.empty, config.storage.options()?).await?;
     if args.demo {
         demo(&db).await?;
     }

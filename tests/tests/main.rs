@@ -13,6 +13,7 @@ mod generator;
 mod http;
 mod import;
 mod kill;
+mod objects;
 mod pushdown;
 mod schema;
 mod security;

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use crate::catalog::{TableEntry, ViewEntry};
+use crate::catalog::{TableEntry, ViewEntry, segment_path};
 use crate::error::{Error, Result, SqlState};
 use crate::types::TableDef;
 
@@ -51,10 +51,30 @@ impl Engine {
         self.check_open()?;
         let _m = self.maintenance.lock();
         let Some(table) = self.table(name) else { return Ok(false) };
-        self.catalog.lock().commit(|c| {
-            c.tables.retain(|t| t.id != table.id);
-            Ok(())
-        })?;
+        let (version, segments) = {
+            let mut catalog = self.catalog.lock();
+            let segments: Vec<String> = catalog
+                .data()
+                .tables
+                .iter()
+                .filter(|t| t.id == table.id)
+                .flat_map(|t| {
+                    t.partitions.iter().flat_map(move |(key, segs)| {
+                        segs.iter().map(move |s| {
+                            crate::store::ObjectStorage::name_of(&self.dir, &segment_path(&self.dir, t.id, *key, s.id))
+                        })
+                    })
+                })
+                .collect();
+            catalog.commit(|c| {
+                c.tables.retain(|t| t.id != table.id);
+                Ok(())
+            })?;
+            (catalog.data().version, segments)
+        };
+        if let Some(store) = &self.options.store {
+            store.delete_after_publish(version, segments);
+        }
         table.dropped.store(true, Ordering::Release);
         self.tables.write().remove(name);
         let dir = self.dir.join("tables").join(table.id.to_string());

@@ -46,6 +46,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result, SqlState};
 use crate::io::{Fs, RealFs};
 use crate::segment::{Segment, WriteOptions};
+use crate::store::ObjectStorage;
 use crate::types::{TableDef, coerce_batch};
 use crate::wal::{Wal, list_wal_files, replay};
 
@@ -77,6 +78,9 @@ pub struct Options {
     pub segment: WriteOptions,
     /// Where time-driven work reads the time (see [`crate::clock`]).
     pub clock: Arc<dyn Clock>,
+    /// The object store sealed segments and the catalog are written to (see [`crate::store`]); the
+    /// data directory then holds the WAL and a copy of every segment.
+    pub store: Option<Arc<ObjectStorage>>,
 }
 
 impl Default for Options {
@@ -91,6 +95,7 @@ impl Default for Options {
             background_tick: Duration::from_millis(500),
             segment: WriteOptions::default(),
             clock: Arc::new(SystemClock::default()),
+            store: None,
         }
     }
 }
@@ -188,8 +193,11 @@ impl Engine {
         for d in [&dir, &wal_dir, &tables_dir, &staging_dir] {
             fs.create_dir_all(d).map_err(|e| Error::io(d, e))?;
         }
-        let catalog = Catalog::open(fs.clone(), &dir)?;
+        let catalog = Catalog::open(fs.clone(), &dir, options.store.clone())?;
         let data = catalog.data().clone();
+        if let Some(store) = &options.store {
+            sync_store(fs.as_ref(), &dir, &data, store)?;
+        }
 
         let mut tables = HashMap::new();
         for entry in &data.tables {
@@ -343,6 +351,12 @@ impl Engine {
                 }
             }
         }
+        if let Some(store) = &self.options.store {
+            let version = self.catalog.lock().data().version;
+            let names =
+                swaps.iter().flat_map(|s| s.old.iter()).map(|o| ObjectStorage::name_of(&self.dir, &o.segment.path));
+            store.delete_after_publish(version, names);
+        }
         for old in swaps.iter().flat_map(|s| s.old.iter()) {
             // Readers holding the old segment keep their mapping; only the name goes.
             if let Err(e) = self.fs.remove_file(&old.segment.path) {
@@ -381,6 +395,42 @@ fn check_segment_columns(segment: &Segment, def: &TableDef) -> Result<()> {
     } else {
         Err(Error::corrupt(&segment.path, 0, format!("segment columns do not match table \"{}\"", def.name)))
     }
+}
+
+/// Makes the directory and its object store agree with the catalog: segments the store lacks (a store
+/// newly given to a directory) are put, segments the directory lacks (a node started from the store
+/// alone) are fetched, and objects no catalog names (a flush that crashed between its put and its
+/// commit, a delete that never ran) are deleted.
+fn sync_store(fs: &dyn Fs, dir: &Path, data: &CatalogData, store: &ObjectStorage) -> Result<()> {
+    let stored: std::collections::BTreeSet<String> = store.list("tables")?.into_iter().collect();
+    let mut named = std::collections::BTreeSet::new();
+    for t in &data.tables {
+        for (&key, segs) in &t.partitions {
+            for s in segs {
+                let path = segment_path(dir, t.id, key, s.id);
+                let name = ObjectStorage::name_of(dir, &path);
+                if !fs.exists(&path) {
+                    let bytes = store.get(&name)?.ok_or_else(|| {
+                        Error::corrupt(&path, 0, format!("the segment is neither here nor in {}", store.url()))
+                    })?;
+                    let parent = path.parent().expect("segment paths have a parent");
+                    fs.create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+                    let mut f = fs.create(&path).map_err(|e| Error::io(&path, e))?;
+                    f.write_all(&bytes).and_then(|()| f.sync()).map_err(|e| Error::io(&path, e))?;
+                    fs.sync_dir(parent).map_err(|e| Error::io(parent, e))?;
+                } else if !stored.contains(&name) {
+                    store.put(&name, fs.read(&path).map_err(|e| Error::io(&path, e))?)?;
+                }
+                named.insert(name);
+            }
+        }
+    }
+    // Now that the store holds every segment it names, the catalog.
+    let catalog = dir.join(crate::catalog::CATALOG_FILE);
+    let bytes = fs.read(&catalog).map_err(|e| Error::io(&catalog, e))?;
+    store.publish_catalog(crate::catalog::CATALOG_FILE, data.version, bytes);
+    store.delete_after_publish(data.version, stored.into_iter().filter(|n| !named.contains(n)));
+    Ok(())
 }
 
 /// Removes files the catalog does not reference: segments of a flush, compaction or bulk load that

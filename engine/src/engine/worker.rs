@@ -65,5 +65,11 @@ impl Engine {
         if retention_due && let Err(e) = self.enforce_retention() {
             tracing::error!("retention failed: {e}");
         }
+        // A catalog or a delete the object store refused earlier.
+        if let Some(store) = &self.options.store
+            && !store.settled()
+        {
+            store.republish();
+        }
     }
 }

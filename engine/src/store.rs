@@ -1,0 +1,226 @@
+//! Sealed segments and the catalog on object storage (docs/scale-out.md), through the `object_store`
+//! crate: a local directory (`file://`) or an in-memory store today; S3, GCS and Azure are the same
+//! calls once their features are built.
+//!
+//! The contract, kept by the engine's callers:
+//! - a segment is `PUT` before the catalog that names it is committed ([`ObjectStorage::put`]);
+//! - the catalog is `PUT` after each commit ([`ObjectStorage::publish_catalog`]); a failed publish does
+//!   not undo the local commit (the WAL and the local catalog are the durable truth on this node) and
+//!   is retried by the next commit or [`ObjectStorage::republish`];
+//! - an object is deleted only once a catalog that no longer names it has been published
+//!   ([`ObjectStorage::delete_after_publish`]), so a reader of the published catalog finds every
+//!   object it names.
+//!
+//! Objects are named by the file's path inside the data directory (`catalog`,
+//! `tables/<table>/<partition>/<segment>.seg`) under the store's prefix.
+//!
+//! The engine's code is synchronous and may run on a thread of another async runtime, so the calls run
+//! on a small runtime of this module's own and the caller waits on a channel.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+
+/// A data directory's object store: where its sealed segments and published catalogs live.
+pub struct ObjectStorage {
+    url: String,
+    store: Arc<dyn ObjectStore>,
+    prefix: ObjectPath,
+    /// Always `Some` but in `drop`, which shuts it down without waiting (a runtime dropped the
+    /// ordinary way panics inside another runtime's task).
+    runtime: Option<tokio::runtime::Runtime>,
+    state: Mutex<PublishState>,
+}
+
+impl Drop for ObjectStorage {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+#[derive(Default)]
+struct PublishState {
+    /// The newest catalog committed locally and not yet published: (object name, version, bytes).
+    unpublished: Option<(String, u64, Vec<u8>)>,
+    /// Objects to delete once the catalog of at least this version is published.
+    deletes: Vec<(u64, String)>,
+    published: u64,
+}
+
+impl std::fmt::Debug for ObjectStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectStorage").field("url", &self.url).finish()
+    }
+}
+
+impl ObjectStorage {
+    /// The store at `url`: `file:///absolute/dir` or `memory:///` (for tests).
+    pub fn open(url: &str) -> Result<Arc<ObjectStorage>> {
+        let bad = |reason: String| Error::invalid(crate::error::SqlState::InvalidParameter, reason);
+        let parsed = url::Url::parse(url).map_err(|e| bad(format!("object store URL \"{url}\": {e}")))?;
+        let (store, prefix) = object_store::parse_url(&parsed).map_err(|e| {
+            bad(format!("object store URL \"{url}\": {e} (supported here: file:///absolute/path, memory:///)"))
+        })?;
+        if parsed.scheme() == "file" {
+            // LocalFileSystem needs its root to exist.
+            let dir = parsed.to_file_path().map_err(|()| bad(format!("object store URL \"{url}\" is not a path")))?;
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        }
+        Self::new(url, Arc::from(store), prefix)
+    }
+
+    /// A store already built (any `object_store` implementation), objects under `prefix`.
+    pub fn new(url: &str, store: Arc<dyn ObjectStore>, prefix: ObjectPath) -> Result<Arc<ObjectStorage>> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("trafficdb-store")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io(Path::new(url), e))?;
+        Ok(Arc::new(ObjectStorage {
+            url: url.to_string(),
+            store,
+            prefix,
+            runtime: Some(runtime),
+            state: Mutex::new(PublishState::default()),
+        }))
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Runs `f` on the store's runtime and waits for it (from any thread, inside a runtime or not).
+    fn block<T: Send + 'static>(
+        &self,
+        f: impl Future<Output = object_store::Result<T>> + Send + 'static,
+    ) -> object_store::Result<T> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let runtime = self.runtime.as_ref().expect("the runtime lives until drop");
+        runtime.spawn(async move {
+            let _ = tx.send(f.await);
+        });
+        rx.recv().unwrap_or_else(|_| {
+            Err(object_store::Error::Generic {
+                store: "trafficdb",
+                source: "the object store's runtime stopped".into(),
+            })
+        })
+    }
+
+    fn location(&self, name: &str) -> ObjectPath {
+        name.split('/').fold(self.prefix.clone(), |p, part| p.clone().join(part))
+    }
+
+    /// The object name of a file of the data directory `dir`.
+    pub fn name_of(dir: &Path, file: &Path) -> String {
+        let rel = file.strip_prefix(dir).unwrap_or(file);
+        rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
+    }
+
+    fn error(&self, name: &str, e: object_store::Error) -> Error {
+        Error::io(format!("{}/{name}", self.url.trim_end_matches('/')), std::io::Error::other(e))
+    }
+
+    /// Stores `bytes` as object `name` (atomically: readers see the whole object or none).
+    pub fn put(&self, name: &str, bytes: Vec<u8>) -> Result<()> {
+        let (store, at) = (self.store.clone(), self.location(name));
+        self.block(async move { store.put(&at, PutPayload::from(bytes)).await.map(|_| ()) })
+            .map_err(|e| self.error(name, e))
+    }
+
+    /// The bytes of object `name`, or `None` when there is no such object.
+    pub fn get(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let (store, at) = (self.store.clone(), self.location(name));
+        match self.block(async move { store.get(&at).await?.bytes().await }) {
+            Ok(b) => Ok(Some(b.to_vec())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.error(name, e)),
+        }
+    }
+
+    /// The names of the objects under `name/`, sorted.
+    pub fn list(&self, name: &str) -> Result<Vec<String>> {
+        let (store, at) = (self.store.clone(), self.location(name));
+        let prefix = self.prefix.clone();
+        let mut names = self
+            .block(async move {
+                let metas: Vec<object_store::ObjectMeta> = store.list(Some(&at)).try_collect().await?;
+                Ok(metas
+                    .into_iter()
+                    .map(|m| {
+                        let parts: Vec<String> = m.location.prefix_match(&prefix).map_or_else(
+                            || m.location.parts().map(|p| p.as_ref().to_string()).collect(),
+                            |ps| ps.map(|p| p.as_ref().to_string()).collect(),
+                        );
+                        parts.join("/")
+                    })
+                    .collect::<Vec<String>>())
+            })
+            .map_err(|e| self.error(name, e))?;
+        names.sort();
+        Ok(names)
+    }
+
+    fn delete_now(&self, name: &str) -> Result<()> {
+        let (store, at) = (self.store.clone(), self.location(name));
+        match self.block(async move { store.delete(&at).await }) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.error(name, e)),
+        }
+    }
+
+    /// Publishes the catalog of `version` (its file's bytes) as object `name`, then deletes the
+    /// objects that waited for it. A failure is logged and kept: the next commit or [`ObjectStorage::republish`] tries
+    /// again; the local commit stands either way.
+    pub fn publish_catalog(&self, name: &str, version: u64, bytes: Vec<u8>) {
+        self.state.lock().unpublished = Some((name.to_string(), version, bytes));
+        self.republish();
+    }
+
+    /// Publishes the newest catalog not yet published, if any, and deletes what waited for it.
+    /// Returns false when the store could not be reached.
+    pub fn republish(&self) -> bool {
+        let mut state = self.state.lock();
+        if let Some((name, version, bytes)) = state.unpublished.take() {
+            if let Err(e) = self.put(&name, bytes.clone()) {
+                tracing::warn!("could not publish catalog version {version} to {}: {e}; retried later", self.url);
+                state.unpublished = Some((name, version, bytes));
+                return false;
+            }
+            state.published = version;
+        }
+        let published = state.published;
+        let (due, later): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut state.deletes).into_iter().partition(|(v, _)| *v <= published);
+        state.deletes = later;
+        for (v, name) in due {
+            if let Err(e) = self.delete_now(&name) {
+                tracing::warn!("could not delete {name} from {}: {e}; retried later", self.url);
+                state.deletes.push((v, name));
+            }
+        }
+        state.unpublished.is_none() && state.deletes.is_empty()
+    }
+
+    /// Deletes `names` once the catalog of `version` (which no longer names them) is published.
+    pub fn delete_after_publish(&self, version: u64, names: impl IntoIterator<Item = String>) {
+        self.state.lock().deletes.extend(names.into_iter().map(|n| (version, n)));
+        self.republish();
+    }
+
+    /// True when every committed catalog is published and no delete waits.
+    pub fn settled(&self) -> bool {
+        let state = self.state.lock();
+        state.unpublished.is_none() && state.deletes.is_empty()
+    }
+}
