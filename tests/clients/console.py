@@ -5,8 +5,9 @@ Against a running `serve --demo --http` (trust): the page loads with no console 
 resource (the Content-Security-Policy holds), a query typed in the editor and run with Ctrl-Enter shows
 the rows the PostgreSQL port gives for it, a time series draws a chart, the on-call view draws the
 demo's week with its incidents shaded and its anomalies dotted, the retry-model page shows the deployed
-model's evaluation with its ROC, calibration and expected retry load, the schema lists the demo's tables,
-Cancel stops a long statement (the server counts it cancelled).
+model's evaluation with its ROC, calibration and expected retry load, the schema lists the demo's tables
+and the functions of trafficdb_functions(), a statement's first rows are shown while it still runs, and
+Cancel stops it (the server counts it cancelled).
 
 Then against a server of its own with passwords (`BINARY serve --auth password`): the console asks for
 credentials; a reader's INSERT is refused with 42501 and writes nothing; text holding `<script>` and an
@@ -67,6 +68,7 @@ def run(page, sql, wait_for="#rows, #error, #chart"):
     page.fill("#sql", sql)
     page.focus("#sql")
     page.keyboard.press("Control+Enter")
+    page.wait_for_selector("#result[data-state=done]", state="attached", timeout=60_000)
     page.wait_for_selector(wait_for, timeout=60_000)
 
 
@@ -137,6 +139,11 @@ with sync_playwright() as pw:
     names = page.eval_on_selector_all(".schema-table h3", "hs => hs.map(h => h.textContent)")
     check({"lb_requests", "lb_targets", "incidents", "kpi_requests_1m"} <= set(names),
           "the schema lists the demo's tables and views", str(names[:10]))
+    functions = page.eval_on_selector_all("#schema-functions .function", "fs => fs.map(f => [f.dataset.name, f.querySelector('code').textContent])")
+    listed = wire_rows(args.port, "SELECT name, signature FROM trafficdb_functions()")
+    check([f[0] for f in functions] == [r[0] for r in listed] and len(listed) > 50
+          and any(f[1].startswith("time_bucket(width interval, ts timestamp") for f in functions),
+          f"the schema lists the functions with their signatures ({len(listed)})", str(functions[:3]))
     shoot(page, "schema")
     page.click("nav button[data-tab=query]")
 
@@ -144,6 +151,7 @@ with sync_playwright() as pw:
     page.click("nav button[data-tab=oncall]")
     page.select_option("#range", "7d")
     page.wait_for_selector("#oncall[data-range='7d'] #oncall-incidents", timeout=60_000)
+    oncall_status = page.text_content("#oncall-status")
     charts = page.eval_on_selector_all(".oncall-chart", "cs => cs.map(c => [c.dataset.chart, c.querySelectorAll('path').length, c.querySelectorAll('rect.band').length, c.querySelectorAll('circle.mark').length])")
     shown_incidents = page.eval_on_selector_all("#oncall-incidents tr", "rs => rs.length - 1")
     want_incidents = wire_rows(args.port, "SELECT count(*) FROM incidents WHERE ended_at > "
@@ -174,11 +182,14 @@ with sync_playwright() as pw:
     shoot(page, "model")
     page.click("nav button[data-tab=query]")
 
-    # Cancel.
+    # Rows shown while the statement still runs, then Cancel: the first branch's row comes at once,
+    # the count takes hours.
     before = metric(args.http_port, "trafficdb_http_queries_cancelled_total") or 0
-    page.fill("#sql", "SELECT count(*) FROM generate_series(1, 100000000000)")
+    page.fill("#sql", "SELECT 1 AS n UNION ALL SELECT count(*) FROM generate_series(1, 100000000000)")
     page.click("#run")
-    page.wait_for_timeout(500)
+    page.wait_for_selector("#rows", timeout=10_000)
+    streaming = page.eval_on_selector("#result", "r => r.dataset.state") == "running" and table_cells(page) == [["1"]]
+    check(streaming, "rows are shown while the statement runs", str(table_cells(page)))
     page.click("#cancel")
     page.wait_for_selector("#error", timeout=10_000)
     cancelled = False
@@ -248,6 +259,7 @@ with sync_playwright() as pw:
         shutil.rmtree(work, ignore_errors=True)
     browser.close()
 
-print(f"console: page load {load_ms:.0f} ms; first table {first_table_ms:.0f} ms; chart over 3 hours {chart_ms:.0f} ms")
+print(f"console: page load {load_ms:.0f} ms; first table {first_table_ms:.0f} ms; chart over 3 hours {chart_ms:.0f} ms; "
+      f"on-call week: {oncall_status}")
 print(f"test result: {'ok' if failed == 0 else 'FAILED'}. {passed} passed; {failed} failed")
 sys.exit(1 if failed else 0)

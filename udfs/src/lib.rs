@@ -23,6 +23,7 @@ pub mod access;
 pub mod aggregate;
 pub mod anomaly;
 pub mod bounded;
+pub mod catalog;
 pub mod checked;
 pub mod computed;
 pub mod detect;
@@ -121,6 +122,7 @@ pub fn install(state: &mut SessionState, models: &Arc<model::Registry>) -> dataf
         state.register_udwf(f)?;
     }
     state.register_udtf("detect_anomalies", Arc::new(detect::DetectAnomalies));
+    state.register_udtf("trafficdb_functions", Arc::new(catalog::FunctionList));
     state.register_expr_planner(Arc::new(time::DateTimeArithmetic))?;
     state.register_expr_planner(Arc::new(checked::IntegerOverflow::default()))?;
     model::sql::install(state, models)?;

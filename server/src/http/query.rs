@@ -407,7 +407,7 @@ impl Writer {
                 // `{"columns": [...], ...` left open for the rows.
                 let mut text = head.to_string().into_bytes();
                 text.pop();
-                text.extend_from_slice(b",\"rows\":[");
+                text.extend_from_slice(b",\"rows\":[\n");
                 Some(text)
             }
             Format::Csv => {
@@ -502,6 +502,8 @@ fn json_rows(batch: &RecordBatch, written: &mut bool, out: &mut Vec<u8>) -> Resu
         .map(|(f, a)| make_encoder(f, a.as_ref(), &options))
         .collect::<Result<Vec<_>, _>>()?;
     for r in 0..batch.num_rows() {
+        // A row per line, ended as soon as the row is written: a reader may take rows as they come, a
+        // line at a time (a comma starts every row line but the first).
         if *written {
             out.push(b',');
         }
@@ -517,7 +519,7 @@ fn json_rows(batch: &RecordBatch, written: &mut bool, out: &mut Vec<u8>) -> Resu
                 trafficdb::arrow::json::writer::Encoder::encode(e, r, out);
             }
         }
-        out.push(b']');
+        out.extend_from_slice(b"]\n");
     }
     Ok(())
 }
@@ -555,6 +557,16 @@ mod tests {
         assert_eq!(v["rows"][1], json!([null, null, null, null]));
         assert_eq!(v["rows"].as_array().map(Vec::len), Some(3));
         assert_eq!(v["row_count"], 3);
+        // A row per line: the head, each row (a comma before all but the first), the end.
+        let text = String::from_utf8(out).expect("UTF-8");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 5, "{text}");
+        assert!(lines[0].ends_with("\"rows\":["), "{}", lines[0]);
+        for (i, line) in lines[1..4].iter().enumerate() {
+            let row = line.strip_prefix(',').filter(|_| i > 0).unwrap_or(line);
+            assert_eq!(serde_json::from_str::<Value>(row).expect("a row"), v["rows"][i]);
+        }
+        assert_eq!(lines[4], "],\"row_count\":3}");
     }
 
     #[test]

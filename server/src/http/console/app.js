@@ -38,6 +38,48 @@ async function api(path, options = {}) {
   return r;
 }
 
+/// Runs one statement and reads its JSON answer a line at a time, as the server writes it (a head
+/// line, a line per row — a comma before all but the first — and an end line): `onRows(result)` is called as rows arrive. Resolves to
+/// `{columns, command, rows, row_count, truncated, elapsed_ms, error, sqlstate}`; rejects on an HTTP
+/// error, with the server's message and SQLSTATE.
+async function query(statement, { signal, maxRows = MAX_ROWS, onRows } = {}) {
+  const r = await api("/api/v1/query", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ sql: statement, max_rows: maxRows }),
+    signal,
+  });
+  if (!r.ok) {
+    const body = await r.json();
+    throw new Error(`${body.error} (SQLSTATE ${body.sqlstate})`);
+  }
+  const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+  let result = null;
+  let pending = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    const lines = (pending + value).split("\n");
+    pending = lines.pop();
+    const rows = [];
+    for (const line of lines) {
+      if (result === null) {
+        result = JSON.parse(line + "]}");
+      } else if (line.startsWith("[") || line.startsWith(",[")) {
+        rows.push(line.startsWith(",") ? line.slice(1) : line);
+      } else if (line.startsWith("]")) {
+        Object.assign(result, JSON.parse("{" + line.slice(1).replace(/^,/, "")));
+      }
+    }
+    if (rows.length) {
+      for (const row of JSON.parse("[" + rows.join(",") + "]")) result.rows.push(row);
+      if (onRows) onRows(result);
+    }
+  }
+  if (result === null || result.row_count === undefined) throw new Error("the answer ended early");
+  return result;
+}
+
 function showLogin(message) {
   $("login").hidden = false;
   $("login-error").textContent = message;
@@ -126,7 +168,7 @@ $("history").addEventListener("change", (ev) => {
   ev.target.value = "";
 });
 
-// Running a statement.
+// Running a statement: the first page is shown as soon as its rows arrive, the count as they come.
 async function run() {
   if (running) return;
   const sql = $("sql").value.trim();
@@ -137,18 +179,22 @@ async function run() {
   $("cancel").disabled = false;
   $("status").textContent = "running…";
   $("result").replaceChildren();
+  $("result").dataset.state = "running";
+  result = null;
+  page = 0;
   const started = performance.now();
+  let drawn = 0;
+  const progress = (res) => {
+    result = res;
+    // The table while rows stream in, at most every 200 ms; a chart waits for all of them.
+    if ($("as-chart").checked || performance.now() - drawn < 200) return;
+    drawn = performance.now();
+    $("status").textContent = `${res.rows.length} rows so far…`;
+    table(res);
+  };
   try {
-    const r = await api("/api/v1/query", {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ sql, max_rows: MAX_ROWS }),
-      signal: running.signal,
-    });
-    const body = await r.json();
-    if (!r.ok) throw new Error(`${body.error} (SQLSTATE ${body.sqlstate})`);
+    const body = await query(sql, { signal: running.signal, onRows: progress });
     result = body;
-    page = 0;
     const ms = (performance.now() - started).toFixed(0);
     const rows = body.command && body.columns.length === 0 ? body.command : `${body.row_count} rows`;
     $("status").textContent = `${rows}${body.truncated ? ` (the first ${MAX_ROWS})` : ""} in ${ms} ms`;
@@ -156,10 +202,11 @@ async function run() {
     $("csv").disabled = body.columns.length === 0;
     show();
   } catch (e) {
-    $("status").textContent = "";
+    if (!result || !result.error) $("status").textContent = "";
     const message = e.name === "AbortError" ? "Cancelled." : e.message;
     $("result").replaceChildren(el("p", { class: "error", id: "error" }, message));
   } finally {
+    $("result").dataset.state = "done";
     running = null;
     $("run").disabled = false;
     $("cancel").disabled = true;
@@ -334,14 +381,11 @@ async function loadSchema() {
   const box = $("schema");
   try {
     const status = await (await api("/api/v1/status")).json();
-    const r = await api("/api/v1/query", {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ sql: "SELECT table_name, column_name, data_type FROM information_schema.columns " +
-        "WHERE table_schema = 'public' ORDER BY table_name, ordinal_position" }),
-    });
-    const cols = await r.json();
-    if (!r.ok) throw new Error(cols.error);
+    const [cols, functions] = await Promise.all([
+      sql("SELECT table_name, column_name, data_type FROM information_schema.columns " +
+        "WHERE table_schema = 'public' ORDER BY table_name, ordinal_position"),
+      sql("SELECT name, kind, signature, returns, description FROM trafficdb_functions()"),
+    ]);
     const byTable = new Map();
     for (const [t, c, ty] of cols.rows) {
       if (!byTable.has(t)) byTable.set(t, []);
@@ -356,7 +400,15 @@ async function loadSchema() {
       div.append(el("h3", {}, name), el("div", {}, what), el("code", {}, columns.join(", ")));
       parts.push(div);
     }
-    box.replaceChildren(...parts);
+    // The functions of docs/functions.md, by kind, as trafficdb_functions() lists them.
+    const list = el("div", { class: "schema-functions", id: "schema-functions" });
+    list.append(el("h2", {}, `Functions (${functions.rows.length})`));
+    for (const [name, kind, signature, returns, description] of functions.rows) {
+      const item = el("div", { class: "function", "data-name": name });
+      item.append(el("code", {}, `${signature} → ${returns}`), el("span", { class: "kind" }, kind), el("div", {}, description));
+      list.append(item);
+    }
+    box.replaceChildren(...parts, list);
   } catch (e) {
     box.replaceChildren(el("p", { class: "error" }, e.message));
   }
@@ -369,16 +421,11 @@ const RANGES = { "1h": [1, "kpi_rollup_1m"], "6h": [6, "kpi_rollup_1m"], "24h": 
 const MARKED = { error_rate: "5xx", total_p90_ms: "p99" };
 const TOP_BACKENDS = 8;
 
-async function sql(statement) {
-  const r = await api("/api/v1/query", {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ sql: statement, max_rows: MAX_ROWS }),
-  });
-  const body = await r.json();
-  if (!r.ok || body.error) throw new Error(`${body.error} (SQLSTATE ${body.sqlstate})`);
+/// The rows of a statement, all of them.
+const sql = (statement) => query(statement).then((body) => {
+  if (body.error) throw new Error(`${body.error} (SQLSTATE ${body.sqlstate})`);
   return body;
-}
+});
 
 function simpleTable(res, id) {
   const t = el("table", { id });
@@ -398,58 +445,106 @@ function simpleTable(res, id) {
 
 let oncallLoads = 0;
 
+/// The on-call view's parts: made empty when the range changes; a refresh replaces each part when
+/// its query answers, so the charts (from the rollups, fast) show before the slower lists.
+const ONCALL_PARTS = [
+  ["oncall-part-incidents", "Incidents"], ["oncall-part-alerts", "Firing alerts"], ["oncall-part-slo", "SLO burn, newest minute"],
+  ["oncall-part-health", "Backend health, newest minute"], ["oncall-part-anomalies", "Anomalies (5xx and p90 ones dotted on the charts)"],
+];
+const ONCALL_CHARTS = [["rps", "requests/s", null], ["rate_5xx", "5xx rate", "5xx"], ["p50_ms", "p50 latency, ms", null],
+  ["p99_ms", "p99 latency, ms (worst load balancer)", "p99"]];
+
+function oncallSkeleton() {
+  const charts = el("div", { class: "charts", id: "oncall-charts" });
+  for (const [name] of ONCALL_CHARTS) charts.append(el("div", { class: "oncall-chart", "data-chart": name }, "loading…"));
+  const parts = ONCALL_PARTS.map(([id, title]) => {
+    const d = el("div", { class: "oncall-part", id });
+    d.append(el("h3", {}, title), el("p", {}, "loading…"));
+    return d;
+  });
+  $("oncall").replaceChildren(charts, ...parts);
+}
+
+function oncallPart(id, title, node) {
+  $(id).replaceChildren(el("h3", {}, title), node);
+}
+
 async function loadOncall() {
   // Only the newest load draws (a range changed while another loads).
   const mine = ++oncallLoads;
+  const current = () => mine === oncallLoads;
   const range = $("range").value;
   const [hours, rollup] = RANGES[range];
   const since = `(SELECT max(bucket) FROM ${rollup}) - INTERVAL '${hours} hours'`;
   const started = performance.now();
-  try {
-    const [traffic, incidents, anomalies, health, slo, alerts] = await Promise.all([
-      sql(`WITH top AS (SELECT backend FROM ${rollup} WHERE bucket > ${since} GROUP BY backend ` +
-          `ORDER BY sum(attempts) DESC LIMIT ${TOP_BACKENDS}) ` +
-          `SELECT bucket, backend, sum(rps) AS rps, sum(target_5xx + lb_5xx) * 1.0 / nullif(sum(attempts), 0) AS rate_5xx, ` +
-          `max(total_p50_ms) AS p50_ms, max(total_p99_ms) AS p99_ms FROM ${rollup} ` +
-          `WHERE bucket > ${since} AND backend IN (SELECT backend FROM top) GROUP BY bucket, backend ORDER BY bucket, backend`),
-      sql(`SELECT started_at, ended_at, kind, lb, backend, description FROM incidents WHERE ended_at > ${since} ORDER BY started_at`),
-      sql(`SELECT bucket, kpi, backend, value, expected, method FROM kpi_anomalies WHERE is_anomaly AND bucket > ${since} ORDER BY bucket`),
-      sql("SELECT backend, avg(healthy_ratio) AS healthy_ratio, avg(ejected_ratio) AS ejected_ratio, " +
-          "avg(avg_queue_depth) AS queue_depth, max(max_active_conns) AS max_conns FROM kpi_backend_health_1m " +
-          "WHERE bucket = (SELECT max(bucket) FROM kpi_backend_health_1m) GROUP BY backend ORDER BY healthy_ratio, backend"),
-      sql("SELECT lb, backend, objective, burn_1h, burn_6h, burn_3d, alert_level FROM kpi_slo_burn " +
-          "WHERE bucket = (SELECT max(bucket) FROM kpi_slo_burn) ORDER BY burn_1h DESC, lb, backend"),
-      sql("SELECT ts, alert, key, value, details FROM (SELECT *, row_number() OVER (PARTITION BY alert, key ORDER BY ts DESC) AS n " +
-          "FROM alert_events) e WHERE n = 1 AND state = 'firing' ORDER BY ts DESC"),
-    ]);
-    if (mine !== oncallLoads) return;
-    const bands = incidents.rows.map(([from, to, kind, lb, backend]) =>
-      [millis(from), millis(to), `${kind}: ${backend ?? lb ?? "all"} ${from} … ${to}`]);
-    const column = (name) => traffic.columns.findIndex((c) => c.name === name);
-    const only = (name) => ({
-      columns: [traffic.columns[0], traffic.columns[1], traffic.columns[column(name)]],
-      rows: traffic.rows.map((r) => [r[0], r[1], r[column(name)]]),
-    });
-    const marks = (chartName) => anomalies.rows.filter(([, kpi]) => MARKED[kpi] === chartName).map(([t, , backend]) => [millis(t), backend]);
-    const charts = el("div", { class: "charts" });
-    for (const [name, title, mark] of [["rps", "requests/s", null], ["rate_5xx", "5xx rate", "5xx"], ["p50_ms", "p50 latency, ms", null], ["p99_ms", "p99 latency, ms (worst load balancer)", "p99"]]) {
+  if ($("oncall").dataset.shown !== range) {
+    delete $("oncall").dataset.range;
+    oncallSkeleton();
+    $("oncall").dataset.shown = range;
+  }
+  const status = (text) => { if (current()) $("oncall-status").textContent = text; };
+  status("loading…");
+  const traffic = sql(`WITH top AS (SELECT backend FROM ${rollup} WHERE bucket > ${since} GROUP BY backend ` +
+    `ORDER BY sum(attempts) DESC LIMIT ${TOP_BACKENDS}) ` +
+    `SELECT bucket, backend, sum(rps) AS rps, sum(target_5xx + lb_5xx) * 1.0 / nullif(sum(attempts), 0) AS rate_5xx, ` +
+    `max(total_p50_ms) AS p50_ms, max(total_p99_ms) AS p99_ms FROM ${rollup} ` +
+    `WHERE bucket > ${since} AND backend IN (SELECT backend FROM top) GROUP BY bucket, backend ORDER BY bucket, backend`);
+  const incidents = sql(`SELECT started_at, ended_at, kind, lb, backend, description FROM incidents WHERE ended_at > ${since} ORDER BY started_at`);
+  // The rest once the charts' data is in: on two cores, kpi_anomalies would otherwise slow them.
+  const charted = Promise.all([traffic, incidents]);
+  const later = (statement) => charted.then(() => sql(statement));
+  const anomalies = later(`SELECT bucket, kpi, backend, value, expected, method FROM kpi_anomalies WHERE is_anomaly AND bucket > ${since} ORDER BY bucket`);
+  const health = later("SELECT backend, avg(healthy_ratio) AS healthy_ratio, avg(ejected_ratio) AS ejected_ratio, " +
+    "avg(avg_queue_depth) AS queue_depth, max(max_active_conns) AS max_conns FROM kpi_backend_health_1m " +
+    "WHERE bucket = (SELECT max(bucket) FROM kpi_backend_health_1m) GROUP BY backend ORDER BY healthy_ratio, backend");
+  const slo = later("SELECT lb, backend, objective, burn_1h, burn_6h, burn_3d, alert_level FROM kpi_slo_burn " +
+    "WHERE bucket = (SELECT max(bucket) FROM kpi_slo_burn) ORDER BY burn_1h DESC, lb, backend");
+  const alerts = later("SELECT ts, alert, key, value, details FROM (SELECT *, row_number() OVER (PARTITION BY alert, key ORDER BY ts DESC) AS n " +
+    "FROM alert_events) e WHERE n = 1 AND state = 'firing' ORDER BY ts DESC");
+
+  // The charts: drawn once the traffic and the incidents are in, drawn again with the anomalies' dots.
+  let chartsMs = null;
+  let marked = false;
+  const noRows = { rows: [] };
+  const drawCharts = (t, inc, anomalous) => {
+    if (!current() || marked) return;
+    marked = anomalous !== noRows;
+    const bands = inc.rows.map(([from, to, kind, lb, backend]) => [millis(from), millis(to), `${kind}: ${backend ?? lb ?? "all"} ${from} … ${to}`]);
+    const column = (name) => t.columns.findIndex((c) => c.name === name);
+    const only = (name) => ({ columns: [t.columns[0], t.columns[1], t.columns[column(name)]], rows: t.rows.map((r) => [r[0], r[1], r[column(name)]]) });
+    const marks = (chartName) => anomalous.rows.filter(([, kpi]) => MARKED[kpi] === chartName).map(([t0, , backend]) => [millis(t0), backend]);
+    const charts = el("div", { class: "charts", id: "oncall-charts" });
+    for (const [name, title, mark] of ONCALL_CHARTS) {
       const box = el("div", { class: "oncall-chart", "data-chart": name });
       box.append(...drawChart(only(name), { width: 560, height: 240, title, bands, marks: mark ? marks(mark) : [] }));
       charts.append(box);
     }
-    const section = (title, node) => { const d = el("div", { class: "oncall-part" }); d.append(el("h3", {}, title), node); return d; };
-    $("oncall").replaceChildren(
-      charts,
-      section(`Incidents (${incidents.rows.length})`, simpleTable(incidents, "oncall-incidents")),
-      section(`Firing alerts (${alerts.rows.length})`, alerts.rows.length ? simpleTable(alerts, "oncall-alerts") : el("p", {}, "None.")),
-      section("SLO burn, newest minute", simpleTable(slo, "oncall-slo")),
-      section("Backend health, newest minute", simpleTable(health, "oncall-health")),
-      section(`Anomalies (${anomalies.rows.length}; 5xx and p90 ones dotted on the charts)`, simpleTable(anomalies, "oncall-anomalies")),
-    );
+    $("oncall-charts").replaceWith(charts);
+    chartsMs ??= performance.now() - started;
+    status(`charts in ${chartsMs.toFixed(0)} ms; loading the lists…`);
+  };
+  const parts = [
+    charted.then(([t, inc]) => drawCharts(t, inc, noRows)),
+    incidents.then((r) => current() && oncallPart("oncall-part-incidents", `Incidents (${r.rows.length})`, simpleTable(r, "oncall-incidents"))),
+    alerts.then((r) => current() && oncallPart("oncall-part-alerts", `Firing alerts (${r.rows.length})`,
+      r.rows.length ? simpleTable(r, "oncall-alerts") : el("p", {}, "None."))),
+    slo.then((r) => current() && oncallPart("oncall-part-slo", "SLO burn, newest minute", simpleTable(r, "oncall-slo"))),
+    health.then((r) => current() && oncallPart("oncall-part-health", "Backend health, newest minute", simpleTable(r, "oncall-health"))),
+    anomalies.then((r) => current() && oncallPart("oncall-part-anomalies", `Anomalies (${r.rows.length}; 5xx and p90 ones dotted on the charts)`,
+      simpleTable(r, "oncall-anomalies"))),
+    Promise.all([traffic, incidents, anomalies]).then(([t, inc, a]) => drawCharts(t, inc, a)),
+  ];
+  try {
+    await Promise.all(parts);
+    if (!current()) return;
     $("oncall").dataset.range = range;
-    $("oncall-status").textContent = `updated ${new Date().toLocaleTimeString()} in ${(performance.now() - started).toFixed(0)} ms; refreshed every 15 s`;
+    status(`updated ${new Date().toLocaleTimeString()}: charts in ${chartsMs.toFixed(0)} ms, all in ` +
+      `${(performance.now() - started).toFixed(0)} ms; refreshed every 15 s`);
   } catch (e) {
+    if (!current()) return;
+    delete $("oncall").dataset.shown;
     $("oncall").replaceChildren(el("p", { class: "error" }, e.message));
+    status("");
   }
 }
 
