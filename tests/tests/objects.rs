@@ -81,7 +81,13 @@ fn segments_and_the_catalog_live_in_the_object_store() {
     assert!(!stored(&store).contains(&orphan), "the orphan is deleted");
     assert_eq!(stored(&store), named_segments(&db));
 
-    // It writes on: a new segment is stored; DROP TABLE deletes the table's objects.
+    // Opened again without naming the store (as `trafficdb sql` or an import would), it writes
+    // through to the store the directory records: a new segment is stored; DROP TABLE deletes the
+    // table's objects.
+    db.close().expect("close b");
+    let db =
+        rt.block_on(Database::open_with(&b, Options { background: false, ..Options::default() })).expect("reopen b");
+    assert_eq!(db.engine().options().store.as_ref().map(|s| s.url().to_string()), Some(url.clone()));
     db.append("events", &events_batch(17_000, 100)).expect("append on b");
     db.flush().expect("flush b");
     assert_eq!(stored(&store), named_segments(&db), "b's flush");

@@ -193,6 +193,7 @@ impl Engine {
         for d in [&dir, &wal_dir, &tables_dir, &staging_dir] {
             fs.create_dir_all(d).map_err(|e| Error::io(d, e))?;
         }
+        let options = remember_store(fs.as_ref(), &dir, options)?;
         let catalog = Catalog::open(fs.clone(), &dir, options.store.clone())?;
         let data = catalog.data().clone();
         if let Some(store) = &options.store {
@@ -394,6 +395,29 @@ fn check_segment_columns(segment: &Segment, def: &TableDef) -> Result<()> {
         Ok(())
     } else {
         Err(Error::corrupt(&segment.path, 0, format!("segment columns do not match table \"{}\"", def.name)))
+    }
+}
+
+/// The file naming a data directory's object store, so that whatever opens the directory (the server,
+/// `trafficdb sql`, an import, the library) writes through to it.
+pub const STORE_FILE: &str = "object_store";
+
+/// Records the store of `options` in the directory, or, without one, takes the one recorded there.
+fn remember_store(fs: &dyn Fs, dir: &Path, options: Options) -> Result<Options> {
+    let path = dir.join(STORE_FILE);
+    match &options.store {
+        Some(store) => {
+            if fs.read(&path).ok().as_deref() != Some(store.url().as_bytes()) {
+                crate::io::write_atomic(fs, &path, store.url().as_bytes()).map_err(|e| Error::io(&path, e))?;
+            }
+            Ok(options)
+        }
+        None if fs.exists(&path) => {
+            let bytes = fs.read(&path).map_err(|e| Error::io(&path, e))?;
+            let url = String::from_utf8_lossy(&bytes);
+            Ok(Options { store: Some(ObjectStorage::open(url.trim())?), ..options })
+        }
+        None => Ok(options),
     }
 }
 
