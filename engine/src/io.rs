@@ -68,6 +68,13 @@ impl Mapped {
     }
 }
 
+/// So that a sealed file's bytes can be handed on without a copy (`bytes::Bytes::from_owner`).
+impl AsRef<[u8]> for Mapped {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
 impl Deref for Mapped {
     type Target = [u8];
     fn deref(&self) -> &[u8] {

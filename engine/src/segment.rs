@@ -620,6 +620,11 @@ impl Segment {
         self.footer.row_groups.iter().map(|rg| rg.rows as u64).sum()
     }
 
+    /// The file's bytes, shared (no copy).
+    pub fn bytes(&self) -> Mapped {
+        self.data.clone()
+    }
+
     pub fn byte_len(&self) -> u64 {
         self.data.len() as u64
     }

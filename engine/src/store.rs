@@ -132,10 +132,9 @@ impl ObjectStorage {
     }
 
     /// Stores `bytes` as object `name` (atomically: readers see the whole object or none).
-    pub fn put(&self, name: &str, bytes: Vec<u8>) -> Result<()> {
-        let (store, at) = (self.store.clone(), self.location(name));
-        self.block(async move { store.put(&at, PutPayload::from(bytes)).await.map(|_| ()) })
-            .map_err(|e| self.error(name, e))
+    pub fn put(&self, name: &str, bytes: impl Into<PutPayload>) -> Result<()> {
+        let (store, at, payload) = (self.store.clone(), self.location(name), bytes.into());
+        self.block(async move { store.put(&at, payload).await.map(|_| ()) }).map_err(|e| self.error(name, e))
     }
 
     /// The bytes of object `name`, or `None` when there is no such object.

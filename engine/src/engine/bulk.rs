@@ -249,7 +249,7 @@ impl BulkLoad {
             let s = self.staged.remove(0);
             fs.sync_dir(parent).map_err(|e| Error::io(parent, e))?;
             let segment = Segment::open(fs, &path)?;
-            engine.put_segment(&path)?;
+            engine.put_segment(&segment)?;
             let w = s.written;
             changed_from = min_opt(changed_from, w.min_ts);
             rows += w.rows;

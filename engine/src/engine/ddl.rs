@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use crate::catalog::{TableEntry, ViewEntry, segment_path};
+use crate::catalog::{TableEntry, ViewEntry};
 use crate::error::{Error, Result, SqlState};
 use crate::types::TableDef;
 
@@ -53,19 +53,9 @@ impl Engine {
         let Some(table) = self.table(name) else { return Ok(false) };
         let (version, segments) = {
             let mut catalog = self.catalog.lock();
-            let segments: Vec<String> = catalog
-                .data()
-                .tables
-                .iter()
-                .filter(|t| t.id == table.id)
-                .flat_map(|t| {
-                    t.partitions.iter().flat_map(move |(key, segs)| {
-                        segs.iter().map(move |s| {
-                            crate::store::ObjectStorage::name_of(&self.dir, &segment_path(&self.dir, t.id, *key, s.id))
-                        })
-                    })
-                })
-                .collect();
+            let entry = catalog.data().tables.iter().filter(|t| t.id == table.id);
+            let segments: Vec<String> =
+                entry.flat_map(|t| super::segment_files(&self.dir, t)).map(|(_, n)| n).collect();
             catalog.commit(|c| {
                 c.tables.retain(|t| t.id != table.id);
                 Ok(())

@@ -119,17 +119,17 @@ impl Engine {
         let w = self.encode_segment(t, &path, batches)?;
         self.fs.sync_dir(parent).map_err(|e| Error::io(parent, e))?;
         let segment = Segment::open(self.fs.as_ref(), &path)?;
-        self.put_segment(&path)?;
+        self.put_segment(&segment)?;
         let entry = SegmentEntry { id, rows: w.rows, bytes: w.bytes, min_ts: w.min_ts, max_ts: w.max_ts };
         Ok(Arc::new(SegmentHandle { entry, segment }))
     }
 
-    /// Puts a sealed segment file in the object store, if the directory has one: before the catalog
-    /// names it.
-    pub(super) fn put_segment(&self, path: &Path) -> Result<()> {
+    /// Puts a sealed segment in the object store, if the directory has one: before the catalog names
+    /// it. The bytes are the segment's own mapping, not read again.
+    pub(super) fn put_segment(&self, segment: &Segment) -> Result<()> {
         let Some(store) = &self.options.store else { return Ok(()) };
-        let bytes = self.fs.read(path).map_err(|e| Error::io(path, e))?;
-        store.put(&crate::store::ObjectStorage::name_of(&self.dir, path), bytes)
+        let name = crate::store::ObjectStorage::name_of(&self.dir, &segment.path);
+        store.put(&name, bytes::Bytes::from_owner(segment.bytes()))
     }
 
     /// Writes `batches` (in storage order, one after another) as a segment file at `path` and fsyncs

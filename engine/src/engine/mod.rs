@@ -41,7 +41,7 @@ use std::time::Duration;
 use crossbeam::channel::Sender;
 use parking_lot::{Mutex, RwLock};
 
-use crate::catalog::{Catalog, CatalogData, segment_path};
+use crate::catalog::{Catalog, CatalogData, TableEntry, segment_path};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result, SqlState};
 use crate::io::{Fs, RealFs};
@@ -421,6 +421,17 @@ fn remember_store(fs: &dyn Fs, dir: &Path, options: Options) -> Result<Options> 
     }
 }
 
+/// The files of a table's segments as the catalog names them, with their object names.
+fn segment_files<'a>(dir: &'a Path, t: &'a TableEntry) -> impl Iterator<Item = (PathBuf, String)> + 'a {
+    t.partitions.iter().flat_map(move |(&key, segs)| {
+        segs.iter().map(move |s| {
+            let path = segment_path(dir, t.id, key, s.id);
+            let name = ObjectStorage::name_of(dir, &path);
+            (path, name)
+        })
+    })
+}
+
 /// Makes the directory and its object store agree with the catalog: segments the store lacks (a store
 /// newly given to a directory) are put, segments the directory lacks (a node started from the store
 /// alone) are fetched, and objects no catalog names (a flush that crashed between its put and its
@@ -428,26 +439,20 @@ fn remember_store(fs: &dyn Fs, dir: &Path, options: Options) -> Result<Options> 
 fn sync_store(fs: &dyn Fs, dir: &Path, data: &CatalogData, store: &ObjectStorage) -> Result<()> {
     let stored: std::collections::BTreeSet<String> = store.list("tables")?.into_iter().collect();
     let mut named = std::collections::BTreeSet::new();
-    for t in &data.tables {
-        for (&key, segs) in &t.partitions {
-            for s in segs {
-                let path = segment_path(dir, t.id, key, s.id);
-                let name = ObjectStorage::name_of(dir, &path);
-                if !fs.exists(&path) {
-                    let bytes = store.get(&name)?.ok_or_else(|| {
-                        Error::corrupt(&path, 0, format!("the segment is neither here nor in {}", store.url()))
-                    })?;
-                    let parent = path.parent().expect("segment paths have a parent");
-                    fs.create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-                    let mut f = fs.create(&path).map_err(|e| Error::io(&path, e))?;
-                    f.write_all(&bytes).and_then(|()| f.sync()).map_err(|e| Error::io(&path, e))?;
-                    fs.sync_dir(parent).map_err(|e| Error::io(parent, e))?;
-                } else if !stored.contains(&name) {
-                    store.put(&name, fs.read(&path).map_err(|e| Error::io(&path, e))?)?;
-                }
-                named.insert(name);
-            }
+    for (path, name) in data.tables.iter().flat_map(|t| segment_files(dir, t)) {
+        if !fs.exists(&path) {
+            let bytes = store.get(&name)?.ok_or_else(|| {
+                Error::corrupt(&path, 0, format!("the segment is neither here nor in {}", store.url()))
+            })?;
+            let parent = path.parent().expect("segment paths have a parent");
+            fs.create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+            let mut f = fs.create(&path).map_err(|e| Error::io(&path, e))?;
+            f.write_all(&bytes).and_then(|()| f.sync()).map_err(|e| Error::io(&path, e))?;
+            fs.sync_dir(parent).map_err(|e| Error::io(parent, e))?;
+        } else if !stored.contains(&name) {
+            store.put(&name, fs.read(&path).map_err(|e| Error::io(&path, e))?)?;
         }
+        named.insert(name);
     }
     // Now that the store holds every segment it names, the catalog.
     let catalog = dir.join(crate::catalog::CATALOG_FILE);
