@@ -15,6 +15,9 @@ use crate::store::ObjectStorage;
 use crate::types::TableDef;
 
 pub const CATALOG_FILE: &str = "catalog";
+
+/// The catalog object holding the model registry (`CatalogData::objects`).
+pub const MODELS_KEY: &str = "models";
 const HEADER: &str = "TDBCAT01";
 pub const CATALOG_FORMAT: u32 = 1;
 

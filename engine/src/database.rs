@@ -25,6 +25,8 @@ use datafusion::sql::sqlparser::ast::{
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 
+use crate::catalog::MODELS_KEY;
+use crate::cluster::Cluster;
 use crate::engine::{Engine, Options, Table};
 use crate::error::{Error, Result, SqlState};
 use crate::query::EngineSchema;
@@ -81,8 +83,6 @@ pub struct Database {
 #[derive(Debug)]
 struct CatalogModels(Arc<Engine>);
 
-const MODELS_KEY: &str = "models";
-
 impl ModelStore for CatalogModels {
     fn load(&self) -> Option<serde_json::Value> {
         self.0.object(MODELS_KEY)
@@ -124,6 +124,12 @@ impl Database {
 
     /// Builds the SQL session over an already open engine (also used by the crash tests).
     pub async fn from_engine(engine: Arc<Engine>) -> Result<Database> {
+        Self::from_engine_in(engine, None).await
+    }
+
+    /// Builds the SQL session over an already open engine; with a [`Cluster`], the session is its
+    /// coordinator: queries run on its workers (docs/scale-out.md).
+    pub async fn from_engine_in(engine: Arc<Engine>, cluster: Option<&Cluster>) -> Result<Database> {
         let mut config = SessionConfig::new()
             .with_default_catalog_and_schema(CATALOG_NAME, SCHEMA_NAME)
             .with_create_default_catalog_and_schema(false)
@@ -140,15 +146,22 @@ impl Database {
         analyzer_rules.insert(1, Arc::new(trafficdb_udfs::subquery::SingleRowSubquery));
         // IN tests under OR / NOT keep PostgreSQL's NULLs (DataFusion's mark joins lose them).
         analyzer_rules.insert(2, Arc::new(trafficdb_udfs::subquery::ThreeValuedIn));
-        let mut state = SessionStateBuilder::new()
+        let mut builder = SessionStateBuilder::new()
             .with_config(config)
             .with_default_features()
             .with_analyzer_rules(analyzer_rules)
             .with_optimizer_rules(trafficdb_udfs::in_list::optimizer_rules())
-            .with_physical_optimizer_rule(Arc::new(crate::query::latest::LatestPerKey))
-            .with_physical_optimizer_rule(Arc::new(crate::query::symbols::SymbolGroupBy))
-            .with_query_planner(Arc::new(crate::query::dml::EngineQueryPlanner))
-            .build();
+            .with_physical_optimizer_rule(Arc::new(crate::query::latest::LatestPerKey));
+        // Text as per-query codes cannot cross to another process (see `cluster`).
+        if cluster.is_none() {
+            builder = builder.with_physical_optimizer_rule(Arc::new(crate::query::symbols::SymbolGroupBy));
+        }
+        builder = builder.with_query_planner(Arc::new(crate::query::dml::EngineQueryPlanner));
+        if let Some(cluster) = cluster {
+            let store = engine.options().store.as_ref().map(|s| s.url().to_string());
+            builder = crate::cluster::coordinate(builder, cluster, store)?;
+        }
+        let mut state = builder.build();
         // Our SQL functions (time series, anomaly detection, models), before the views that use them.
         let models = Arc::new(Registry::open(Arc::new(CatalogModels(engine.clone()))));
         trafficdb_udfs::install(&mut state, &models)?;

@@ -47,6 +47,7 @@ pub mod backup;
 pub(crate) mod bytes;
 pub mod catalog;
 pub mod clock;
+pub mod cluster;
 pub mod database;
 pub mod engine;
 pub mod error;

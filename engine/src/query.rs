@@ -153,6 +153,7 @@ impl TableProvider for StoredTable {
             counts,
             fetch: limit,
             target_partitions: state.config().target_partitions(),
+            partitions_fixed: false,
             filters: Vec::new(),
             dynamic: Vec::new(),
             newest_first: false,

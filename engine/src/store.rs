@@ -1,6 +1,6 @@
 //! Sealed segments and the catalog on object storage (docs/scale-out.md), through the `object_store`
-//! crate: a local directory (`file://`) or an in-memory store today; S3, GCS and Azure are the same
-//! calls once their features are built.
+//! crate: S3 and S3-compatible stores (`s3://`), a local directory (`file://`), or an in-memory store
+//! (tests).
 //!
 //! The contract, kept by the engine's callers:
 //! - a segment is `PUT` before the catalog that names it is committed ([`ObjectStorage::put`]);
@@ -63,13 +63,28 @@ impl std::fmt::Debug for ObjectStorage {
 }
 
 impl ObjectStorage {
-    /// The store at `url`: `file:///absolute/dir` or `memory:///` (for tests).
+    /// The store at `url`: `s3://bucket/prefix`, `file:///absolute/dir` or `memory:///` (for tests).
+    ///
+    /// An S3 store takes its credentials and settings from the environment, as the AWS tools do
+    /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_SESSION_TOKEN`); an
+    /// S3-compatible server (MinIO, Ceph, R2, moto) is named by `AWS_ENDPOINT_URL` (or
+    /// `AWS_ENDPOINT`), and `AWS_ALLOW_HTTP=true` lets it be reached without TLS.
     pub fn open(url: &str) -> Result<Arc<ObjectStorage>> {
         let bad = |reason: String| Error::invalid(crate::error::SqlState::InvalidParameter, reason);
         let parsed = url::Url::parse(url).map_err(|e| bad(format!("object store URL \"{url}\": {e}")))?;
-        let (store, prefix) = object_store::parse_url(&parsed).map_err(|e| {
-            bad(format!("object store URL \"{url}\": {e} (supported here: file:///absolute/path, memory:///)"))
-        })?;
+        let failed = |e: object_store::Error| {
+            bad(format!(
+                "object store URL \"{url}\": {e} (supported: s3://bucket/prefix, file:///absolute/path, memory:///)"
+            ))
+        };
+        let (store, prefix): (Box<dyn ObjectStore>, ObjectPath) = if parsed.scheme() == "s3" {
+            let s3 = object_store::aws::AmazonS3Builder::from_env().with_url(url).build().map_err(failed)?;
+            let prefix = ObjectPath::from_url_path(parsed.path())
+                .map_err(|e| bad(format!("object store URL \"{url}\": {e}")))?;
+            (Box::new(s3), prefix)
+        } else {
+            object_store::parse_url(&parsed).map_err(failed)?
+        };
         if parsed.scheme() == "file" {
             // LocalFileSystem needs its root to exist.
             let dir = parsed.to_file_path().map_err(|()| bad(format!("object store URL \"{url}\" is not a path")))?;
@@ -142,6 +157,17 @@ impl ObjectStorage {
         let (store, at) = (self.store.clone(), self.location(name));
         match self.block(async move { store.get(&at).await?.bytes().await }) {
             Ok(b) => Ok(Some(b.to_vec())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.error(name, e)),
+        }
+    }
+
+    /// A tag that changes whenever object `name` does (its ETag, or its time and size); `None` when
+    /// there is no such object.
+    pub fn tag(&self, name: &str) -> Result<Option<String>> {
+        let (store, at) = (self.store.clone(), self.location(name));
+        match self.block(async move { store.head(&at).await }) {
+            Ok(m) => Ok(Some(m.e_tag.unwrap_or_else(|| format!("{}/{}", m.last_modified.timestamp_micros(), m.size)))),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(self.error(name, e)),
         }

@@ -58,6 +58,38 @@ pub struct ServerConfig {
     /// The `[storage]` section.
     #[serde(skip)]
     pub storage: StorageConfig,
+    /// The `[cluster]` section.
+    #[serde(skip)]
+    pub cluster: ClusterConfig,
+}
+
+/// `[cluster]`: this server as the coordinator of workers that run its queries' stages
+/// (docs/scale-out.md). Off unless `workers` is set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// The workers' URLs (`http://host:port` of `trafficdb worker --listen`), a list or one
+    /// comma-separated string.
+    #[serde(deserialize_with = "de_list")]
+    pub workers: Vec<String>,
+    /// Address of this server's own worker service: the workers read the results of the stages it
+    /// runs from it.
+    pub listen: String,
+    /// The URL workers reach that service by [default: `http://` and the address bound].
+    pub advertise: Option<String>,
+    /// A table scan runs as one task per this many rows, at most one per worker.
+    pub rows_per_task: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            workers: Vec::new(),
+            listen: "127.0.0.1:0".into(),
+            advertise: None,
+            rows_per_task: trafficdb::cluster::ClusterOptions::default().rows_per_task as u64,
+        }
+    }
 }
 
 /// `[storage]`: when memtables are flushed and segments compacted (the engine's [`trafficdb::Options`]).
@@ -133,6 +165,10 @@ pub const OPTIONS: &[(&str, &str)] = &[
     ("storage", "compaction_min_segments"),
     ("storage", "compaction_max_rows"),
     ("storage", "object_store"),
+    ("cluster", "workers"),
+    ("cluster", "listen"),
+    ("cluster", "advertise"),
+    ("cluster", "rows_per_task"),
     ("audit", "path"),
     ("audit", "max_bytes"),
     ("audit", "max_files"),
@@ -185,6 +221,7 @@ impl Default for ServerConfig {
             users: Vec::new(),
             audit: AuditConfig::default(),
             storage: StorageConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -221,6 +258,8 @@ struct File {
     audit: AuditConfig,
     #[serde(default)]
     storage: StorageConfig,
+    #[serde(default)]
+    cluster: ClusterConfig,
 }
 
 impl ServerConfig {
@@ -270,6 +309,7 @@ impl ServerConfig {
         config.users.extend(file.users);
         config.audit = file.audit;
         config.storage = file.storage;
+        config.cluster = file.cluster;
         config.validate()?;
         Ok(config)
     }
@@ -360,6 +400,19 @@ fn de_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
         NumOrText::Num(n) => Ok(n),
         NumOrText::Text(s) => parse_bytes(&s).map_err(serde::de::Error::custom),
     }
+}
+
+fn de_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrText {
+        List(Vec<String>),
+        Text(String),
+    }
+    Ok(match ListOrText::deserialize(d)? {
+        ListOrText::List(v) => v,
+        ListOrText::Text(s) => s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect(),
+    })
 }
 
 fn de_secret<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {

@@ -22,6 +22,7 @@
 //!   authentication against the same users.
 //! - [`ingest`]: protocol-free ingest: the line protocol parser, batching into tables, deduplication.
 //! - [`ops`]: counters and metrics ([`ops::stats`], [`ops::metrics`]) and alert webhooks.
+//! - [`cluster`]: a worker's gRPC service for distributed queries (docs/scale-out.md).
 //! - [`config`]: the configuration file and its environment overrides.
 //! - [`security`]: roles and the least role of each statement or plan, settings a role may change,
 //!   stored secrets, the audit log.
@@ -30,6 +31,7 @@
 //! setting, [`security::settings`]; a new HTTP route, [`http`].
 
 pub mod app;
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod ingest;

@@ -85,6 +85,31 @@ enum Command {
     /// copied write-ahead log), prints each table's rows, and flushes. Start a server on DIR afterwards.
     #[command(after_help = "Example:\n  trafficdb restore --from /backups/trafficdb-2026-12-01 -d ./data-restored")]
     Restore(RestoreArgs),
+    /// Run a worker of a cluster: it runs the stages a coordinator (`serve` with [cluster] workers)
+    /// sends it, reading segments from the object store through a local cache.
+    ///
+    /// A worker keeps no data of its own: stop, add or replace workers freely (a query running on a
+    /// worker that stops fails, and can be run again). See docs/scale-out.md.
+    #[command(after_help = "Example:
+  trafficdb worker --listen 10.0.0.2:50051 --object-store s3://telemetry/lb \
+                          --cache-dir /var/cache/trafficdb --cache-size 50GiB")]
+    Worker(WorkerArgs),
+}
+
+#[derive(clap::Args)]
+struct WorkerArgs {
+    /// Address for the coordinator and the other workers (gRPC).
+    #[arg(long, env = "TRAFFICDB_WORKER_LISTEN", default_value = "127.0.0.1:50051")]
+    listen: String,
+    /// The object store the coordinator's data directory writes through ([storage] object_store).
+    #[arg(long, env = "TRAFFICDB_STORAGE_OBJECT_STORE", value_name = "URL")]
+    object_store: String,
+    /// Where fetched segments are kept (emptied at start).
+    #[arg(long, env = "TRAFFICDB_WORKER_CACHE_DIR", value_name = "DIR")]
+    cache_dir: PathBuf,
+    /// The most segment bytes kept in --cache-dir, e.g. 20GiB.
+    #[arg(long, env = "TRAFFICDB_WORKER_CACHE_SIZE", default_value = "10GiB", value_parser = trafficdb_server::config::parse_bytes)]
+    cache_size: u64,
 }
 
 #[derive(clap::Args)]
@@ -327,6 +352,7 @@ fn main() -> ExitCode {
         Command::Import(args) => exit(rt.block_on(import(args))),
         Command::Backup(args) => exit(backup(args)),
         Command::Restore(args) => exit(restore(args)),
+        Command::Worker(args) => exit(rt.block_on(worker(args))),
     }
 }
 
@@ -340,12 +366,40 @@ fn exit(r: anyhow::Result<()>) -> ExitCode {
     }
 }
 
+async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
+    let (worker, _cache) = trafficdb_server::cluster::worker(&args.object_store, &args.cache_dir, args.cache_size)?;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+    eprintln!(
+        "trafficdb worker on {}, reading {} (cache {} up to {} bytes)",
+        listener.local_addr()?,
+        args.object_store,
+        args.cache_dir.display(),
+        args.cache_size
+    );
+    trafficdb_server::cluster::serve_worker(listener, worker, shutdown_signal()).await
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.server_config()?;
     let db = trafficdb_schema::open_with(&args.data_dir, args.empty, config.storage.options()?).await?;
     if args.demo {
         demo(&db).await?;
     }
+    let db = if config.cluster.workers.is_empty() {
+        db
+    } else {
+        // The directory's store: configured, or recorded by an earlier opener.
+        let Some(store) = db.engine().options().store.as_ref().map(|s| s.url().to_string()) else {
+            anyhow::bail!(
+                "[cluster] workers needs an object store ([storage] object_store): the workers read segments from it"
+            )
+        };
+        let db = trafficdb_server::cluster::coordinator(db, &config.cluster, &store).await?;
+        eprintln!("coordinating workers {} over {store}", config.cluster.workers.join(", "));
+        db
+    };
     let db = std::sync::Arc::new(db);
     let auth = config.auth;
     let tls = config.tls_cert.is_some();

@@ -7,7 +7,7 @@
 # trees against scikit-learn on a later week of 14 generated days (retry_trees.py); then random DELETE and
 # UPDATE statements compared with PostgreSQL 15 (dml_diff.py), pgcli's and DBeaver's connect-time
 # queries next to PostgreSQL's answers (tool_replays.py), and the dialect corpus (tests/pg_dialect)
-# answered by both (pg_dialect.py).
+# answered by both (pg_dialect.py); and a loopback cluster over an S3 API served by moto (cluster.py).
 # Installs what is missing: psql, PostgreSQL 15, a JDK and pgjdbc, Node.js (Debian's
 # postgresql-client, postgresql-15, default-jdk-headless, libpostgresql-jdbc-java, nodejs, npm), the
 # Python packages (in a virtualenv under ~/.cache) and the npm packages (under ~/.cache/trafficdb-node).
@@ -32,7 +32,7 @@ jdbc_jar=/usr/share/java/postgresql.jar
 command -v chromium >/dev/null || apt_install chromium
 venv="$HOME/.cache/trafficdb-venv"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/pip" install -q --disable-pip-version-check "psycopg[binary]" psycopg2-binary asyncpg pg8000 sqlalchemy pandas scikit-learn pgcli playwright
+"$venv/bin/pip" install -q --disable-pip-version-check "psycopg[binary]" psycopg2-binary asyncpg pg8000 sqlalchemy pandas scikit-learn pgcli playwright "moto[server]" boto3
 node_dir="$HOME/.cache/trafficdb-node"
 [ -d "$node_dir/node_modules/pg" ] && [ -d "$node_dir/node_modules/pg-copy-streams" ] \
     || npm install -q --prefix "$node_dir" --no-audit --no-fund --loglevel=error pg@8 pg-copy-streams@7 >/dev/null
@@ -130,6 +130,9 @@ rm -rf "$work/d14"
 # (dml_diff.py starts its own PostgreSQL cluster and trafficdb server). DML_DIFF_SEED replays a run.
 "$venv/bin/python" "$here/dml_diff.py" "$bin" --seed "${DML_DIFF_SEED:-1}" --statements "${DML_DIFF_STATEMENTS:-3000}" \
     || failed=$((failed + 1))
+# A loopback cluster over S3 (moto): coordinator and three workers against a single node, a worker
+# killed mid-query, the coordinator killed -9.
+"$venv/bin/python" "$here/cluster.py" "$bin" || failed=$((failed + 1))
 # pgcli's completion queries (its own executor) and DBeaver's connect-time statements, next to
 # PostgreSQL 15.
 "$venv/bin/python" "$here/tool_replays.py" "$bin" || failed=$((failed + 1))

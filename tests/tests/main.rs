@@ -5,6 +5,7 @@
 mod alerts;
 mod backup;
 mod clock;
+mod cluster;
 mod common;
 mod concurrency;
 mod corruption;

@@ -167,9 +167,15 @@ pub struct IntegerOverflow {
 
 impl Default for IntegerOverflow {
     fn default() -> IntegerOverflow {
-        let udf = |op| Arc::new(ScalarUDF::from(Checked::new(op)));
-        IntegerOverflow { add: udf(Op::Add), sub: udf(Op::Sub), mul: udf(Op::Mul) }
+        let [add, sub, mul] = planned_functions();
+        IntegerOverflow { add, sub, mul }
     }
+}
+
+/// The functions [`IntegerOverflow`] plans (`int_add`, `int_sub`, `int_mul`). SQL cannot call them by
+/// name, but a plan run by another process names them: a worker's session registers them.
+pub fn planned_functions() -> [Arc<ScalarUDF>; 3] {
+    [Op::Add, Op::Sub, Op::Mul].map(|op| Arc::new(ScalarUDF::from(Checked::new(op))))
 }
 
 impl ExprPlanner for IntegerOverflow {

@@ -46,7 +46,7 @@ pub struct MemBatch {
 pub type ColumnBounds = Option<(ScalarValue, ScalarValue)>;
 
 impl MemBatch {
-    pub(super) fn new(batch: RecordBatch) -> MemBatch {
+    pub(crate) fn new(batch: RecordBatch) -> MemBatch {
         let bounds = (0..batch.num_columns()).map(|_| std::sync::OnceLock::new()).collect();
         MemBatch { batch, bounds }
     }

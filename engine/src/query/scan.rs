@@ -48,7 +48,7 @@ pub(crate) enum Unit {
 }
 
 impl Unit {
-    fn rows(&self) -> usize {
+    pub(crate) fn rows(&self) -> usize {
         match self {
             Unit::RowGroup { seg, rg } => seg.segment.footer.row_groups[*rg].rows as usize,
             Unit::Mem { batch } => batch.num_rows(),
@@ -319,6 +319,9 @@ pub(crate) struct TableScanSource {
     pub counts: PlanCounts,
     pub fetch: Option<usize>,
     pub target_partitions: usize,
+    /// The scan has `target_partitions` partitions even with fewer units (one task's share of a
+    /// distributed scan: every task's must have the same count; see `cluster`).
+    pub partitions_fixed: bool,
     /// Filters the scan evaluates on every row it emits (over the table schema), so DataFusion
     /// drops them above the scan (pushed down `Exact`).
     pub filters: Vec<Arc<dyn PhysicalExpr>>,
@@ -380,6 +383,9 @@ impl TableScanSource {
     }
 
     fn n_partitions(&self) -> usize {
+        if self.partitions_fixed {
+            return self.target_partitions.max(1);
+        }
         self.target_partitions.clamp(1, self.units.len().max(1))
     }
 
