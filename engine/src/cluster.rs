@@ -84,23 +84,70 @@ impl Default for ClusterOptions {
 pub struct Cluster {
     /// The workers' URLs (`http://host:port` of their worker services).
     pub workers: Vec<Url>,
-    /// This node's own worker and its URL, which takes single-task stages without a network hop; the
-    /// URL must be one the workers can reach (they read what its stages produce).
-    pub local: Option<(Worker, Url)>,
+    /// This node's own worker and its URL: single-task stages run on it, without a network hop (the
+    /// stages kept off the workers among them); the URL must be one the workers can reach (they read
+    /// what its stages produce).
+    pub local: (Worker, Url),
     pub options: ClusterOptions,
 }
 
-/// A fixed list of workers.
-struct StaticWorkers(Vec<Url>);
+/// How often the coordinator checks that its workers answer.
+const CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
-impl WorkerResolver for StaticWorkers {
+/// The workers that answered their last check (a TCP connection to each, every [`CHECK_EVERY`]). A
+/// worker that stops is left out of new queries within that time (the queries it was running fail),
+/// and taken back once it answers; with none left, every stage runs on the coordinator.
+struct LiveWorkers(Arc<parking_lot::RwLock<Vec<Url>>>);
+
+impl WorkerResolver for LiveWorkers {
     fn get_urls(&self) -> Result<Vec<Url>> {
-        Ok(self.0.clone())
+        Ok(self.0.read().clone())
     }
+}
+
+impl LiveWorkers {
+    /// Starts checking `all` (on the current runtime) until the list is dropped.
+    fn watch(all: Vec<Url>) -> LiveWorkers {
+        let live = Arc::new(parking_lot::RwLock::new(all.clone()));
+        let list = Arc::downgrade(&live);
+        tokio::spawn(async move {
+            loop {
+                let mut up = Vec::with_capacity(all.len());
+                for url in &all {
+                    if answers(url).await {
+                        up.push(url.clone());
+                    }
+                }
+                {
+                    let Some(list) = list.upgrade() else { return };
+                    let mut live = list.write();
+                    if *live != up {
+                        tracing::warn!(
+                            "workers answering: {} of {} ({})",
+                            up.len(),
+                            all.len(),
+                            up.iter().map(Url::as_str).collect::<Vec<_>>().join(", ")
+                        );
+                    }
+                    *live = up;
+                }
+                tokio::time::sleep(CHECK_EVERY).await;
+            }
+        });
+        LiveWorkers(live)
+    }
+}
+
+/// Whether the worker at `url` accepts a connection within a second.
+async fn answers(url: &Url) -> bool {
+    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else { return false };
+    let connect = tokio::net::TcpStream::connect((host, port));
+    matches!(tokio::time::timeout(std::time::Duration::from_secs(1), connect).await, Ok(Ok(_)))
 }
 
 /// Makes `builder` (whose query planner is trafficdb's) plan as a coordinator: queries are cut into
 /// stages run by the cluster's workers; statements that change data are planned and run here alone.
+/// Must be called on a tokio runtime (the workers are checked from a task of its own).
 pub(crate) fn coordinate(
     mut builder: SessionStateBuilder,
     cluster: &Cluster,
@@ -111,7 +158,7 @@ pub(crate) fn coordinate(
     let known = worker_functions()?;
     builder = builder
         .with_distributed_planner()
-        .with_distributed_worker_resolver(StaticWorkers(cluster.workers.clone()))
+        .with_distributed_worker_resolver(LiveWorkers::watch(cluster.workers.clone()))
         .with_distributed_user_codec(ScanCodec::coordinator(store))
         .with_distributed_desired_task_count_handler(move |ev: DesiredTaskCountEvent<'_>| {
             desired_tasks(&options, &known, ev)
@@ -120,9 +167,8 @@ pub(crate) fn coordinate(
     // A UNION's children would otherwise run as tasks of their own, each shipped whole, also those
     // that cannot travel (a table function's rows); a stage with such a leaf stays on this node.
     builder = builder.with_distributed_children_isolator_unions(false).expect("a known setting");
-    if let Some((worker, url)) = &cluster.local {
-        builder = builder.with_distributed_local_worker_context(worker.to_local_worker_context(url.clone()));
-    }
+    let (worker, url) = &cluster.local;
+    builder = builder.with_distributed_local_worker_context(worker.to_local_worker_context(url.clone()));
     let distributed = builder.query_planner().clone().expect("set by with_distributed_planner");
     Ok(builder.with_query_planner(Arc::new(StatementRouter { local, distributed })))
 }
@@ -187,7 +233,7 @@ fn shippable(scan: &TableScanSource) -> bool {
 fn lost_in_transit(plan: &Arc<dyn ExecutionPlan>) -> bool {
     use datafusion::physical_expr::window::{PlainAggregateWindowExpr, SlidingAggregateWindowExpr, WindowExpr};
     use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
-    let filtered = |e: &Arc<dyn WindowExpr>| {
+    let aggregate = |e: &Arc<dyn WindowExpr>| {
         let e = e.as_any();
         e.is::<PlainAggregateWindowExpr>() || e.is::<SlidingAggregateWindowExpr>()
     };
@@ -196,7 +242,7 @@ fn lost_in_transit(plan: &Arc<dyn ExecutionPlan>) -> bool {
         (_, Some(w)) => w.window_expr(),
         _ => return false,
     };
-    exprs.iter().any(filtered)
+    exprs.iter().any(aggregate)
 }
 
 /// The task count of a stage that reads a table, and of one with a node no worker can run (a
@@ -255,7 +301,7 @@ struct ScanSpec {
     /// Object names and catalog entries of the segments the units read.
     segments: Vec<(String, SegmentEntry)>,
     units: Vec<UnitSpec>,
-    counts: [usize; 7],
+    counts: PlanCounts,
     fetch: Option<usize>,
     partitions: usize,
     partitions_fixed: bool,
@@ -360,7 +406,6 @@ impl ScanCodec {
                 dynamic.push(i);
             }
         }
-        let c = &scan.counts;
         let spec = ScanSpec {
             store: store.clone(),
             table_name: scan.table_name.clone(),
@@ -368,15 +413,7 @@ impl ScanCodec {
             projection: scan.projection.clone(),
             segments,
             units,
-            counts: [
-                c.partitions.0,
-                c.partitions.1,
-                c.segments.0,
-                c.segments.1,
-                c.row_groups.0,
-                c.row_groups.1,
-                c.mem_batches,
-            ],
+            counts: scan.counts.clone(),
             fetch: scan.fetch,
             partitions: scan.target_partitions,
             partitions_fixed: scan.partitions_fixed,
@@ -453,7 +490,6 @@ impl ScanCodec {
             });
         }
         let projected_schema = Arc::new(schema.project(&spec.projection)?);
-        let [p0, p1, s0, s1, r0, r1, mem_batches] = spec.counts;
         let scan = TableScanSource {
             table_name: spec.table_name,
             def,
@@ -461,7 +497,7 @@ impl ScanCodec {
             projection: spec.projection,
             projected_schema,
             units: Arc::new(units),
-            counts: PlanCounts { partitions: (p0, p1), segments: (s0, s1), row_groups: (r0, r1), mem_batches },
+            counts: spec.counts,
             fetch: spec.fetch,
             target_partitions: spec.partitions,
             partitions_fixed: spec.partitions_fixed,

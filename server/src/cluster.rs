@@ -48,7 +48,7 @@ pub async fn coordinator(db: Database, config: &ClusterConfig, store: &str) -> a
     });
     let cluster = Cluster {
         workers,
-        local: Some((worker, own)),
+        local: (worker, own),
         options: ClusterOptions { rows_per_task: config.rows_per_task.max(1) as usize },
     };
     let engine = db.engine().clone();

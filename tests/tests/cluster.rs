@@ -140,7 +140,7 @@ fn a_cluster_answers_as_one_node() {
         }
         let cluster = Cluster {
             workers: urls[1..].to_vec(),
-            local: Some((workers[0].clone(), urls[0].clone())),
+            local: (workers[0].clone(), urls[0].clone()),
             // Small tasks, so that every scan of this small table is spread over the workers.
             options: ClusterOptions { rows_per_task: 20_000 },
         };

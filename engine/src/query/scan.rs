@@ -299,7 +299,7 @@ pub(crate) fn prune_units(pred: &PruningPredicate, def: &TableDef, schema: &Sche
 }
 
 /// Counts shown by EXPLAIN: what the plan-time pruning kept, out of what the snapshot had.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct PlanCounts {
     pub partitions: (usize, usize),
     pub segments: (usize, usize),
