@@ -3,7 +3,8 @@
 `trafficdb worker` processes reading segments from it, against a single node holding the same
 generated telemetry. Every query of the set must answer the same rows on both (over psycopg); a worker
 killed while a query runs must give an error or the right answer, never a wrong one, and later queries
-run on the workers left; a coordinator killed with -9 loses no acknowledged row.
+run on the workers left (and on the coordinator alone once none is); a coordinator killed with -9 loses
+no acknowledged row.
 
 Usage: python cluster.py TRAFFICDB_BIN
 Everything listens on free loopback ports; the processes are stopped at the end.
@@ -178,6 +179,19 @@ def main():
                 print(f"{'ok  ' if same else 'FAIL'} after the kill, on two workers: {q2[:60]}")
                 if not same:
                     failures.append(f"after a worker died: {q2}")
+            # With no worker left, the coordinator runs every stage itself.
+            for w, _ in workers:
+                w.kill()
+            time.sleep(3)
+            q2 = QUERIES[1]
+            try:
+                same = canon(many.execute(q2).fetchall()) == canon(one.execute(q2).fetchall())
+            except psycopg.Error as e:
+                same = False
+                print(f"     {e}")
+            print(f"{'ok  ' if same else 'FAIL'} no worker left, on the coordinator alone: {q2[:60]}")
+            if not same:
+                failures.append(f"with no worker left: {q2}")
 
         # The coordinator killed with -9 keeps every acknowledged row (the write-ahead log is local).
         with connect(coord_port) as c:
