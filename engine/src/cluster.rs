@@ -33,7 +33,6 @@ use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::QueryPlanner;
 use datafusion::execution::{FunctionRegistry, SessionState, TaskContext};
-use datafusion::logical_expr::ScalarUDF;
 use datafusion::logical_expr::{LogicalPlan, PlanType, StringifiedPlan, ToStringifiedPlan};
 use datafusion::physical_expr::{PhysicalExpr, ScalarFunctionExpr};
 use datafusion::physical_expr_common::physical_expr::snapshot_physical_expr;
@@ -273,7 +272,7 @@ pub(crate) fn split_scan(ev: ScaleUpLeafNodeEvent<'_>) -> Option<Result<ScaleUpL
     if ev.task_count <= 1 || !shippable(scan) {
         return None;
     }
-    let partitions = scan.target_partitions.clamp(1, scan.units.len().max(1));
+    let partitions = scan.n_partitions();
     let parts = (0..ev.task_count).map(|task| {
         let mut part = scan.clone();
         let units = scan.units.iter().skip(task).step_by(ev.task_count).cloned().collect();
@@ -535,10 +534,6 @@ impl PhysicalExtensionCodec for ScanCodec {
             Some(scan) => self.encode_scan(scan, buf, converter),
             None => internal_err!("{} cannot run on a worker", node.name()),
         }
-    }
-
-    fn try_decode_udf(&self, name: &str, _buf: &[u8]) -> Result<Arc<ScalarUDF>> {
-        internal_err!("function {name} is not known to this worker")
     }
 }
 

@@ -167,31 +167,26 @@ def main():
                     failures.append("a killed worker gave a wrong answer")
             except psycopg.Error as e:
                 print(f"ok   worker killed mid-query: error {e.sqlstate}: {str(e).strip()[:100]}")
-            # Within a check (2 s) the coordinator leaves the dead worker out: later queries run on the
-            # two others, and give the right answer.
-            time.sleep(3)
-            for q2 in (q, QUERIES[3], QUERIES[7]):
+            def agree(q2, when):
                 try:
                     same = canon(many.execute(q2).fetchall()) == canon(one.execute(q2).fetchall())
                 except psycopg.Error as e:
                     same = False
                     print(f"     {e}")
-                print(f"{'ok  ' if same else 'FAIL'} after the kill, on two workers: {q2[:60]}")
+                print(f"{'ok  ' if same else 'FAIL'} {when}: {q2[:60]}")
                 if not same:
-                    failures.append(f"after a worker died: {q2}")
+                    failures.append(f"{when}: {q2}")
+
+            # Within a check (2 s) the coordinator leaves the dead worker out: later queries run on the
+            # two others, and give the right answer.
+            time.sleep(3)
+            for q2 in (q, QUERIES[3], QUERIES[7]):
+                agree(q2, "after the kill, on two workers")
             # With no worker left, the coordinator runs every stage itself.
             for w, _ in workers:
                 w.kill()
             time.sleep(3)
-            q2 = QUERIES[1]
-            try:
-                same = canon(many.execute(q2).fetchall()) == canon(one.execute(q2).fetchall())
-            except psycopg.Error as e:
-                same = False
-                print(f"     {e}")
-            print(f"{'ok  ' if same else 'FAIL'} no worker left, on the coordinator alone: {q2[:60]}")
-            if not same:
-                failures.append(f"with no worker left: {q2}")
+            agree(QUERIES[1], "no worker left, on the coordinator alone")
 
         # The coordinator killed with -9 keeps every acknowledged row (the write-ahead log is local).
         with connect(coord_port) as c:

@@ -382,7 +382,7 @@ impl TableScanSource {
         Ok(RecordBatch::try_new_with_options(self.projected_schema.clone(), arrays, &options)?)
     }
 
-    fn n_partitions(&self) -> usize {
+    pub(crate) fn n_partitions(&self) -> usize {
         if self.partitions_fixed {
             return self.target_partitions.max(1);
         }
