@@ -180,5 +180,10 @@ pub(crate) fn decode(bytes: &[u8]) -> std::result::Result<CatalogData, (u64, Str
 
 /// Where a segment's file lives.
 pub fn segment_path(dir: &Path, table_id: u64, partition: i64, segment_id: u64) -> PathBuf {
-    dir.join("tables").join(table_id.to_string()).join(partition.to_string()).join(format!("{segment_id:012}.seg"))
+    dir.join(segment_name(table_id, partition, segment_id))
+}
+
+/// A segment's name below its data directory (and its object name below the store's prefix).
+pub fn segment_name(table_id: u64, partition: i64, segment_id: u64) -> String {
+    format!("tables/{table_id}/{partition}/{segment_id:012}.seg")
 }

@@ -19,9 +19,8 @@
 //! single-task stages do).
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::StreamWriter;
@@ -54,13 +53,12 @@ use serde::{Deserialize, Serialize};
 use trafficdb_udfs::model::{ModelStore, Registry};
 use url::Url;
 
+pub use crate::cache::SegmentCache;
 use crate::catalog::{CATALOG_FILE, SegmentEntry};
 use crate::engine::{MemBatch, SegmentHandle};
 use crate::error::{Error, SqlState};
-use crate::io::RealFs;
 use crate::query::key_max::LatestMode;
 use crate::query::scan::{PlanCounts, TableScanSource, Unit};
-use crate::segment::Segment;
 use crate::store::ObjectStorage;
 use crate::types::TableDef;
 
@@ -151,6 +149,7 @@ pub(crate) fn coordinate(
     mut builder: SessionStateBuilder,
     cluster: &Cluster,
     store: Option<String>,
+    mirror: Option<PathBuf>,
 ) -> Result<SessionStateBuilder> {
     let local = builder.query_planner().clone().expect("the query planner is set first");
     let options = cluster.options.clone();
@@ -158,7 +157,7 @@ pub(crate) fn coordinate(
     builder = builder
         .with_distributed_planner()
         .with_distributed_worker_resolver(LiveWorkers::watch(cluster.workers.clone()))
-        .with_distributed_user_codec(ScanCodec::coordinator(store))
+        .with_distributed_user_codec(ScanCodec::coordinator(store, mirror))
         .with_distributed_desired_task_count_handler(move |ev: DesiredTaskCountEvent<'_>| {
             desired_tasks(&options, &known, ev)
         })
@@ -321,13 +320,6 @@ enum UnitSpec {
     Mem(usize),
 }
 
-/// The object name of a segment file: its path below the data directory
-/// (`tables/<table>/<partition>/<segment>.seg`, see `catalog::segment_path`).
-fn object_name(path: &Path) -> Option<String> {
-    let dir = path.ancestors().nth(4)?;
-    Some(ObjectStorage::name_of(dir, path))
-}
-
 /// The physical extension codec of trafficdb's plan nodes that may run on a worker: the table scan.
 /// On a coordinator it only encodes (its local worker takes plans as they are); on a worker it
 /// decodes, opening segments through the worker's [`SegmentCache`].
@@ -335,16 +327,28 @@ fn object_name(path: &Path) -> Option<String> {
 pub struct ScanCodec {
     /// The store the coordinator's segments are in (`None`: not on an object store, nothing travels).
     store: Option<String>,
+    /// A directory whose files are named as their objects below the store (the cache of other
+    /// shards' segments, `shards/<name>/tables/...`).
+    mirror: Option<PathBuf>,
     cache: Option<Arc<SegmentCache>>,
 }
 
 impl ScanCodec {
-    pub(crate) fn coordinator(store: Option<String>) -> ScanCodec {
-        ScanCodec { store, cache: None }
+    pub(crate) fn coordinator(store: Option<String>, mirror: Option<PathBuf>) -> ScanCodec {
+        ScanCodec { store, mirror, cache: None }
     }
 
     pub fn worker(cache: Arc<SegmentCache>) -> ScanCodec {
-        ScanCodec { store: Some(cache.store.url().to_string()), cache: Some(cache) }
+        ScanCodec { store: Some(cache.store().url().to_string()), mirror: None, cache: Some(cache) }
+    }
+
+    /// The object name of a segment file: its name in the mirror directory, or its path below the
+    /// data directory (`tables/<table>/<partition>/<segment>.seg`, see `catalog::segment_path`).
+    fn object_name(&self, path: &Path) -> Option<String> {
+        match self.mirror.as_deref().filter(|m| path.starts_with(m)) {
+            Some(mirror) => Some(ObjectStorage::name_of(mirror, path)),
+            None => Some(ObjectStorage::name_of(path.ancestors().nth(4)?, path)),
+        }
     }
 
     fn encode_scan(
@@ -361,19 +365,20 @@ impl ScanCodec {
         }
         let mut blobs: Vec<Vec<u8>> = Vec::new();
         let mut segments: Vec<(String, SegmentEntry)> = Vec::new();
-        let mut segment_index: HashMap<u64, usize> = HashMap::new();
+        let mut segment_index: HashMap<*const SegmentHandle, usize> = HashMap::new();
         let mut units = Vec::with_capacity(scan.units.len());
         for unit in scan.units.iter() {
             units.push(match unit {
                 Unit::RowGroup { seg, rg } => {
-                    let i = match segment_index.get(&seg.entry.id) {
+                    // By address: segment ids repeat across shards.
+                    let i = match segment_index.get(&Arc::as_ptr(seg)) {
                         Some(&i) => i,
                         None => {
-                            let Some(name) = object_name(&seg.segment.path) else {
+                            let Some(name) = self.object_name(&seg.segment.path) else {
                                 return internal_err!("segment {} has no object name", seg.segment.path.display());
                             };
                             segments.push((name, seg.entry.clone()));
-                            segment_index.insert(seg.entry.id, segments.len() - 1);
+                            segment_index.insert(Arc::as_ptr(seg), segments.len() - 1);
                             segments.len() - 1
                         }
                     };
@@ -443,12 +448,12 @@ impl ScanCodec {
         let len = u32::from_le_bytes(buf.get(..4).ok_or_else(|| bad("short"))?.try_into().expect("4 bytes")) as usize;
         let json = buf.get(4..4 + len).ok_or_else(|| bad("short"))?;
         let spec: ScanSpec = serde_json::from_slice(json).map_err(|e| bad(&e.to_string()))?;
-        if spec.store != cache.store.url() {
+        if spec.store != cache.store().url() {
             return Err(DataFusionError::Execution(format!(
                 "table {} is on object store {}, this worker reads {}",
                 spec.table_name,
                 spec.store,
-                cache.store.url()
+                cache.store().url()
             )));
         }
         let mut blobs = Vec::with_capacity(spec.blobs.len());
@@ -565,7 +570,7 @@ impl ModelStore for PublishedModels {
 
 impl WorkerSession {
     pub fn new(cache: Arc<SegmentCache>) -> WorkerSession {
-        let store = cache.store.clone();
+        let store = cache.store().clone();
         let models = Arc::new(Registry::open(Arc::new(PublishedModels(None))));
         WorkerSession { codec: ScanCodec::worker(cache), store, models: Arc::new(Mutex::new((None, models))) }
     }
@@ -631,107 +636,4 @@ fn calls_unknown_function(plan: &Arc<dyn ExecutionPlan>, known: &HashSet<String>
         })
     });
     unknown
-}
-
-/// A worker's local copies of segments fetched from the object store, at most `capacity` bytes of
-/// them (least recently used first out). Segments never change once written, so a copy is good for
-/// as long as it is kept. A copy being read when it is evicted stays readable (its file is unlinked,
-/// its mapping lives on until the read ends).
-pub struct SegmentCache {
-    store: Arc<ObjectStorage>,
-    dir: PathBuf,
-    capacity: u64,
-    state: Mutex<CacheState>,
-    fetches: AtomicU64,
-}
-
-#[derive(Default)]
-struct CacheState {
-    segments: HashMap<String, Cached>,
-    bytes: u64,
-    tick: u64,
-}
-
-struct Cached {
-    handle: Arc<SegmentHandle>,
-    bytes: u64,
-    used: u64,
-}
-
-impl std::fmt::Debug for SegmentCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SegmentCache").field("store", &self.store.url()).field("dir", &self.dir).finish()
-    }
-}
-
-impl SegmentCache {
-    /// A cache in `dir` (emptied: copies left by an earlier run are not trusted) over `store`.
-    pub fn open(store: Arc<ObjectStorage>, dir: &Path, capacity: u64) -> crate::Result<Arc<SegmentCache>> {
-        if dir.exists() {
-            std::fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        }
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        Ok(Arc::new(SegmentCache {
-            store,
-            dir: dir.to_path_buf(),
-            capacity,
-            state: Mutex::new(CacheState::default()),
-            fetches: AtomicU64::new(0),
-        }))
-    }
-
-    /// Segments fetched from the store so far.
-    pub fn fetches(&self) -> u64 {
-        self.fetches.load(Ordering::Relaxed)
-    }
-
-    /// The segment stored as object `name`, from the cache or fetched.
-    fn segment(&self, name: &str, entry: &SegmentEntry) -> crate::Result<Arc<SegmentHandle>> {
-        {
-            let mut state = self.state.lock();
-            state.tick += 1;
-            let tick = state.tick;
-            if let Some(c) = state.segments.get_mut(name) {
-                c.used = tick;
-                return Ok(c.handle.clone());
-            }
-        }
-        let relative = Path::new(name);
-        if !relative.components().all(|c| matches!(c, Component::Normal(_))) {
-            return Err(Error::invalid(SqlState::InvalidParameter, format!("bad segment object name \"{name}\"")));
-        }
-        let bytes = self.store.get(name)?.ok_or_else(|| {
-            Error::invalid(SqlState::UndefinedObject, format!("segment {name} is not in {}", self.store.url()))
-        })?;
-        let n = self.fetches.fetch_add(1, Ordering::Relaxed);
-        let path = self.dir.join(relative);
-        let parent = path.parent().expect("a segment path has a directory");
-        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-        // Written under a name of its own, then renamed: two tasks may fetch the same segment at once.
-        let partial = parent.join(format!(".fetch-{n}"));
-        std::fs::write(&partial, &bytes).map_err(|e| Error::io(&partial, e))?;
-        std::fs::rename(&partial, &path).map_err(|e| Error::io(&path, e))?;
-        let handle = Arc::new(SegmentHandle { entry: entry.clone(), segment: Segment::open(&RealFs, &path)? });
-        let mut state = self.state.lock();
-        state.tick += 1;
-        let used = state.tick;
-        if let Some(c) = state.segments.get(name) {
-            return Ok(c.handle.clone());
-        }
-        state.bytes += bytes.len() as u64;
-        state.segments.insert(name.to_string(), Cached { handle: handle.clone(), bytes: bytes.len() as u64, used });
-        while state.bytes > self.capacity && state.segments.len() > 1 {
-            let Some(oldest) = (state.segments.iter())
-                .filter(|(k, _)| k.as_str() != name)
-                .min_by_key(|(_, c)| c.used)
-                .map(|(k, _)| k.clone())
-            else {
-                break;
-            };
-            let c = state.segments.remove(&oldest).expect("just found");
-            state.bytes -= c.bytes;
-            let _ = std::fs::remove_file(self.dir.join(&oldest));
-        }
-        Ok(handle)
-    }
 }

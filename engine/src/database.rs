@@ -30,6 +30,7 @@ use crate::cluster::Cluster;
 use crate::engine::{Engine, Options, Table};
 use crate::error::{Error, Result, SqlState};
 use crate::query::EngineSchema;
+use crate::shards::Shards;
 use crate::types::{ColumnDef, ColumnType, TableDef, TimeOptions, parse_duration_us};
 use trafficdb_udfs::model::ModelStore;
 use trafficdb_udfs::model::Registry;
@@ -40,6 +41,9 @@ pub const CATALOG_NAME: &str = "trafficdb";
 pub const SCHEMA_NAME: &str = "public";
 /// The default partition width of a time-series table.
 pub const DEFAULT_PARTITION_US: i64 = 86_400_000_000;
+
+/// Where, in a data directory, the segments fetched from other shards are kept.
+pub const SHARD_CACHE_DIR: &str = "shard-cache";
 
 /// An open database: a data directory, its engine and a DataFusion session over it.
 ///
@@ -130,6 +134,13 @@ impl Database {
     /// Builds the SQL session over an already open engine; with a [`Cluster`], the session is its
     /// coordinator: queries run on its workers (docs/scale-out.md).
     pub async fn from_engine_in(engine: Arc<Engine>, cluster: Option<&Cluster>) -> Result<Database> {
+        // A node on a shared prefix without a shard of its own reads the shards published under it.
+        let shards = match (&engine.options().store, &engine.options().shard) {
+            (Some(store), None) => {
+                Some(Shards::open(store.clone(), &engine.dir().join(SHARD_CACHE_DIR), engine.options().cache_bytes)?)
+            }
+            _ => None,
+        };
         let mut config = SessionConfig::new()
             .with_default_catalog_and_schema(CATALOG_NAME, SCHEMA_NAME)
             .with_create_default_catalog_and_schema(false)
@@ -159,14 +170,15 @@ impl Database {
         builder = builder.with_query_planner(Arc::new(crate::query::dml::EngineQueryPlanner));
         if let Some(cluster) = cluster {
             let store = engine.options().store.as_ref().map(|s| s.url().to_string());
-            builder = crate::cluster::coordinate(builder, cluster, store)?;
+            let mirror = shards.as_ref().map(|s| s.cache().dir().to_path_buf());
+            builder = crate::cluster::coordinate(builder, cluster, store, mirror)?;
         }
         let mut state = builder.build();
         // Our SQL functions (time series, anomaly detection, models), before the views that use them.
         let models = Arc::new(Registry::open(Arc::new(CatalogModels(engine.clone()))));
         trafficdb_udfs::install(&mut state, &models)?;
         let ctx = SessionContext::new_with_state(state);
-        let schema = Arc::new(EngineSchema::new(engine.clone()));
+        let schema = Arc::new(EngineSchema::new(engine.clone(), shards.clone()));
         let catalog = Arc::new(MemoryCatalogProvider::new());
         catalog.register_schema(SCHEMA_NAME, schema.clone() as Arc<dyn SchemaProvider>)?;
         ctx.register_catalog(CATALOG_NAME, catalog);

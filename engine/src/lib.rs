@@ -45,6 +45,7 @@
 pub mod alert;
 pub mod backup;
 pub(crate) mod bytes;
+pub mod cache;
 pub mod catalog;
 pub mod clock;
 pub mod cluster;
@@ -57,6 +58,8 @@ pub mod query;
 pub mod rewrite;
 pub mod rollup;
 pub mod segment;
+pub mod shard;
+pub mod shards;
 pub mod store;
 pub mod types;
 pub mod wal;

@@ -38,6 +38,7 @@ use parking_lot::RwLock;
 
 use crate::engine::{Engine, Table};
 use crate::error::Error;
+use crate::shards::Shards;
 use scan::{PlanCounts, TableScanSource, Unit, prune_units, pruning_predicate};
 
 /// A stored table as DataFusion sees it.
@@ -46,12 +47,20 @@ pub struct StoredTable {
     engine: Arc<Engine>,
     table: Arc<Table>,
     def: Arc<crate::types::TableDef>,
+    /// Other writers' shards whose segments of this table are read with this node's own.
+    shards: Option<Arc<Shards>>,
 }
 
 impl StoredTable {
     pub fn new(engine: Arc<Engine>, table: Arc<Table>) -> Self {
         let def = Arc::new(table.def.clone());
-        StoredTable { engine, table, def }
+        StoredTable { engine, table, def, shards: None }
+    }
+
+    /// The table read as the union of this node's rows and the shards' (see [`crate::shards`]).
+    pub fn with_shards(mut self, shards: Option<Arc<Shards>>) -> Self {
+        self.shards = shards;
+        self
     }
 
     pub fn table(&self) -> &Arc<Table> {
@@ -61,6 +70,19 @@ impl StoredTable {
     /// Plans `filters` (logical, possibly qualified) as one physical predicate over the table schema.
     fn physical_predicate(&self, state: &dyn Session, filters: &[Expr]) -> Result<Option<Arc<dyn PhysicalExpr>>> {
         physical_predicate(state, &self.table.schema, filters)
+    }
+}
+
+/// Adds other shards' segments to a snapshot of this node's table, partition by partition (keys in
+/// order, as a snapshot's are).
+fn merge_shard_segments(snapshot: &mut crate::engine::TableSnapshot, theirs: Vec<crate::shards::ShardSegment>) {
+    for (key, seg) in theirs {
+        let at = snapshot.partitions.partition_point(|p| p.key < key);
+        if snapshot.partitions.get(at).is_none_or(|p| p.key != key) {
+            let empty = crate::engine::PartitionSnapshot { key, segments: Vec::new(), batches: Vec::new() };
+            snapshot.partitions.insert(at, empty);
+        }
+        snapshot.partitions[at].segments.push(seg);
     }
 }
 
@@ -100,9 +122,19 @@ impl TableProvider for StoredTable {
         let schema = self.table.schema.clone();
         let projection: Vec<usize> = projection.cloned().unwrap_or_else(|| (0..schema.fields().len()).collect());
         let projected_schema = Arc::new(schema.project(&projection)?);
-        let snapshot = self.table.snapshot();
+        let mut snapshot = self.table.snapshot();
         let predicate = self.physical_predicate(state, filters)?;
         let pruning = predicate.as_ref().and_then(|p| pruning_predicate(p, &schema));
+        if let Some(shards) = &self.shards {
+            let query = state.execution_props().query_execution_start_time.and_then(|t| t.timestamp_nanos_opt());
+            let check = query.map_or(crate::shards::Check::Now, crate::shards::Check::Query);
+            let keep = |entries: &[&crate::catalog::SegmentEntry]| match &pruning {
+                Some(pred) => scan::prune_segment_entries(pred, &self.def, &schema, entries),
+                None => vec![true; entries.len()],
+            };
+            let theirs = shards.segments(&self.def, check, keep).map_err(DataFusionError::from)?;
+            merge_shard_segments(&mut snapshot, theirs);
+        }
 
         let mut counts = PlanCounts::default();
         let mut units = Vec::new();
@@ -119,15 +151,16 @@ impl TableProvider for StoredTable {
                 Some(pred) => prune_units(pred, &self.def, &schema, &part_units),
                 None => vec![true; part_units.len()],
             };
+            // Segments by address: ids repeat across shards.
             let mut seg_total = std::collections::HashSet::new();
             let mut seg_kept = std::collections::HashSet::new();
             let before = units.len();
             for (u, k) in part_units.into_iter().zip(keep) {
                 if let Unit::RowGroup { seg, .. } = &u {
-                    seg_total.insert(seg.entry.id);
+                    seg_total.insert(Arc::as_ptr(seg));
                     counts.row_groups.1 += 1;
                     if k {
-                        seg_kept.insert(seg.entry.id);
+                        seg_kept.insert(Arc::as_ptr(seg));
                         counts.row_groups.0 += 1;
                     }
                 } else if k {
@@ -298,11 +331,31 @@ pub struct EngineSchema {
     system: RwLock<std::collections::HashSet<String>>,
     /// While views are replayed on open, registering them must not write the catalog again.
     pub(crate) loading: std::sync::atomic::AtomicBool,
+    /// Other writers' shards, read with this node's tables (see [`crate::shards`]).
+    shards: Option<Arc<Shards>>,
 }
 
 impl EngineSchema {
-    pub fn new(engine: Arc<Engine>) -> Self {
-        EngineSchema { engine, others: RwLock::new(HashMap::new()), system: RwLock::default(), loading: false.into() }
+    pub fn new(engine: Arc<Engine>, shards: Option<Arc<Shards>>) -> Self {
+        EngineSchema {
+            engine,
+            others: RwLock::new(HashMap::new()),
+            system: RwLock::default(),
+            loading: false.into(),
+            shards,
+        }
+    }
+
+    /// A table only the shards have so far (created by a writer, by DDL or by line protocol) is
+    /// created here too, empty, so that it can be named; its rows are the shards'.
+    fn adopt(&self, name: &str) -> Result<Option<Arc<Table>>> {
+        let Some(shards) = &self.shards else { return Ok(None) };
+        if self.others.read().contains_key(name) {
+            return Ok(None);
+        }
+        let defs = shards.tables(crate::shards::Check::Now)?;
+        let Some(def) = defs.into_iter().find(|d| d.name == name) else { return Ok(None) };
+        Ok(Some(self.engine.create_table(def, true)?))
     }
 
     /// Adds a table computed by another layer (such as `models`): never written to the catalog, and
@@ -329,15 +382,30 @@ impl SchemaProvider for EngineSchema {
     fn table_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.engine.tables().iter().map(|t| t.name().to_string()).collect();
         names.extend(self.others.read().keys().cloned());
+        if let Some(shards) = &self.shards {
+            match shards.tables(crate::shards::Check::Cached) {
+                Ok(defs) => names.extend(defs.into_iter().map(|d| d.name)),
+                Err(e) => tracing::warn!("could not read the shards' catalogs: {e}"),
+            }
+        }
         names.sort();
+        names.dedup();
         names
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        if let Some(t) = self.engine.table(name) {
-            let stored: Arc<dyn TableProvider> = Arc::new(StoredTable::new(self.engine.clone(), t));
+        let local = match self.engine.table(name) {
+            Some(t) => Some(t),
+            None => self.adopt(name)?,
+        };
+        if let Some(t) = local {
+            // A continuous rollup's table is this node's alone: its buckets are computed here from
+            // the union of the raw rows, and the shards' own buckets would count rows twice.
+            let rollup = crate::rollup::find(&self.engine, name);
+            let shards = if rollup.is_some() { None } else { self.shards.clone() };
+            let stored: Arc<dyn TableProvider> = Arc::new(StoredTable::new(self.engine.clone(), t).with_shards(shards));
             // A continuous rollup's table reads in real time (unless it opted out).
-            if let Some(r) = crate::rollup::find(&self.engine, name).filter(|r| r.realtime) {
+            if let Some(r) = rollup.filter(|r| r.realtime) {
                 return Ok(Some(Arc::new(realtime::RealtimeRollup::new(self.engine.clone(), stored, r))));
             }
             return Ok(Some(stored));
@@ -377,6 +445,8 @@ impl SchemaProvider for EngineSchema {
         Ok(removed)
     }
 
+    /// This node's tables and views (a table only the shards have yet can still be created here,
+    /// with the shards' definition, before [`EngineSchema::table`] adopts it).
     fn table_exist(&self, name: &str) -> bool {
         self.engine.table(name).is_some() || self.others.read().contains_key(name)
     }

@@ -196,6 +196,18 @@ impl ObjectStorage {
         Ok(names)
     }
 
+    /// The names of the "directories" directly under `name/` (the common prefixes of its objects),
+    /// sorted: one listing request, however many objects lie below them.
+    pub fn children(&self, name: &str) -> Result<Vec<String>> {
+        let (store, at) = (self.store.clone(), self.location(name));
+        let listing =
+            self.block(async move { store.list_with_delimiter(Some(&at)).await }).map_err(|e| self.error(name, e))?;
+        let mut names: Vec<String> =
+            listing.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_string)).collect();
+        names.sort();
+        Ok(names)
+    }
+
     fn delete_now(&self, name: &str) -> Result<()> {
         let (store, at) = (self.store.clone(), self.location(name));
         match self.block(async move { store.delete(&at).await }) {

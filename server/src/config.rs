@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use trafficdb::shard::{Owns, ShardRule};
 
 use crate::security::roles::Role;
 use crate::security::secret::Secret;
@@ -112,6 +113,19 @@ pub struct StorageConfig {
     /// An object store URL (`file:///absolute/path`): sealed segments are put there before the catalog
     /// names them, and the catalog after each commit (docs/scale-out.md).
     pub object_store: Option<String>,
+    /// This writer's shard of `object_store` (it then writes under `<object_store>/shards/<shard>`);
+    /// without one, the node reads the shards published under `object_store` with its own rows.
+    pub shard: Option<String>,
+    /// The column that routes a row to its shard.
+    pub shard_key: String,
+    /// The key values this shard owns (a list or one comma-separated string)...
+    #[serde(deserialize_with = "de_list")]
+    pub shard_values: Vec<String>,
+    /// ...or `"i/n"`: the keys whose CRC-32 modulo n is i.
+    pub shard_hash: Option<String>,
+    /// Bytes of segments fetched from other shards kept on local disk.
+    #[serde(deserialize_with = "de_bytes")]
+    pub cache_size: u64,
 }
 
 impl Default for StorageConfig {
@@ -124,15 +138,54 @@ impl Default for StorageConfig {
             compaction_min_segments: o.compaction_min_segments,
             compaction_max_rows: o.compaction_max_rows,
             object_store: None,
+            shard: None,
+            shard_key: "lb".into(),
+            shard_values: Vec::new(),
+            shard_hash: None,
+            cache_size: o.cache_bytes,
         }
     }
 }
 
 impl StorageConfig {
+    /// The shard this writer owns, if `shard` is set.
+    pub fn shard_rule(&self) -> anyhow::Result<Option<ShardRule>> {
+        let Some(name) = &self.shard else {
+            if !self.shard_values.is_empty() || self.shard_hash.is_some() {
+                anyhow::bail!("[storage] shard_values and shard_hash need shard (this writer's shard name)");
+            }
+            return Ok(None);
+        };
+        let owns = match (&self.shard_hash, self.shard_values.is_empty()) {
+            (Some(h), true) => {
+                let parsed =
+                    h.split_once('/').and_then(|(i, n)| Some((i.trim().parse().ok()?, n.trim().parse().ok()?)));
+                let Some((index, of)) = parsed else {
+                    anyhow::bail!("[storage] shard_hash = \"{h}\": expected \"i/n\", such as \"0/2\"");
+                };
+                Owns::Hash { of, index }
+            }
+            (None, false) => Owns::Values(self.shard_values.clone()),
+            _ => anyhow::bail!("[storage] shard \"{name}\" needs one of shard_values or shard_hash"),
+        };
+        let rule = ShardRule { name: name.clone(), key: self.shard_key.clone(), owns };
+        rule.validate()?;
+        Ok(Some(rule))
+    }
+
     /// The engine's options; opens the object store when one is configured.
-    pub fn options(&self) -> trafficdb::Result<trafficdb::Options> {
-        let store = self.object_store.as_deref().map(trafficdb::store::ObjectStorage::open).transpose()?;
+    pub fn options(&self) -> anyhow::Result<trafficdb::Options> {
+        let shard = self.shard_rule()?;
+        let url = match (&self.object_store, &shard) {
+            (Some(url), Some(rule)) => Some(rule.store_url(url)),
+            (Some(url), None) => Some(url.clone()),
+            (None, Some(_)) => anyhow::bail!("[storage] shard needs object_store (the prefix the shards share)"),
+            (None, None) => None,
+        };
+        let store = url.as_deref().map(trafficdb::store::ObjectStorage::open).transpose()?;
         Ok(trafficdb::Options {
+            shard,
+            cache_bytes: self.cache_size,
             flush_bytes: self.flush_bytes as usize,
             flush_interval: self.flush_interval,
             max_memtable_bytes: self.max_memtable_bytes as usize,
@@ -165,6 +218,11 @@ pub const OPTIONS: &[(&str, &str)] = &[
     ("storage", "compaction_min_segments"),
     ("storage", "compaction_max_rows"),
     ("storage", "object_store"),
+    ("storage", "shard"),
+    ("storage", "shard_key"),
+    ("storage", "shard_values"),
+    ("storage", "shard_hash"),
+    ("storage", "cache_size"),
     ("cluster", "workers"),
     ("cluster", "listen"),
     ("cluster", "advertise"),
@@ -344,6 +402,9 @@ impl ServerConfig {
         }
         if self.storage.compaction_min_segments < 2 {
             anyhow::bail!("[storage] compaction_min_segments must be at least 2");
+        }
+        if self.storage.shard_rule()?.is_some() && self.storage.object_store.is_none() {
+            anyhow::bail!("[storage] shard needs object_store (the prefix the shards share)");
         }
         Ok(())
     }

@@ -4,6 +4,10 @@
 
 use std::collections::BTreeSet;
 
+use datafusion::arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
+use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::util::pretty::pretty_format_batches;
+use trafficdb::shard::{Owns, ShardRule};
 use trafficdb::store::ObjectStorage;
 use trafficdb::{Database, Options};
 
@@ -121,4 +125,167 @@ fn a_bad_store_url_is_refused_with_its_reason() {
     let e = ObjectStorage::open("s4://nowhere/x").expect_err("an unknown scheme");
     assert!(e.to_string().contains("s4://nowhere/x"), "{e}");
     assert!(ObjectStorage::open("not a url").is_err());
+}
+
+/// The rows of `batch` whose `backend` is one of `owned` (a NULL backend counts as "").
+fn rows_of(batch: &RecordBatch, owned: &[&str]) -> RecordBatch {
+    let backend = batch.column(2).as_string::<i32>();
+    let keep: BooleanArray = (0..batch.num_rows())
+        .map(|i| Some(owned.contains(&if backend.is_null(i) { "" } else { backend.value(i) })))
+        .collect();
+    filter_record_batch(batch, &keep).expect("filter")
+}
+
+fn text(rt: &tokio::runtime::Runtime, db: &Database, sql: &str) -> String {
+    let batches = rt.block_on(db.sql(sql)).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    pretty_format_batches(&batches).expect("format").to_string()
+}
+
+/// Fails with the first line where the two answers to `sql` differ.
+fn assert_same(rt: &tokio::runtime::Runtime, got: &Database, want: &Database, sql: &str, when: &str) {
+    let (g, w) = (text(rt, got, sql), text(rt, want, sql));
+    if g != w {
+        let at = g.lines().zip(w.lines()).position(|(a, b)| a != b).unwrap_or(g.lines().count().min(w.lines().count()));
+        panic!(
+            "{when}: {sql}\n{} lines against {}; line {at}: {:?} against {:?}",
+            g.lines().count(),
+            w.lines().count(),
+            g.lines().nth(at),
+            w.lines().nth(at)
+        );
+    }
+}
+
+/// Two writers, each owning some backends' rows, publish under one prefix (`shards/<name>/`); a node
+/// on the prefix itself reads the union as one table, giving what one node holding every row gives.
+#[test]
+fn shards_of_several_writers_read_as_one_table() {
+    let rt = runtime();
+    let root = tempfile::tempdir().expect("tempdir");
+    let url = format!("file://{}", root.path().join("bucket").display());
+    let rule = |name: &str, owned: &[&str]| ShardRule {
+        name: name.into(),
+        key: "backend".into(),
+        owns: Owns::Values(owned.iter().map(|s| s.to_string()).collect()),
+    };
+    let (east, west) = (rule("east", &["b0", "b1", ""]), rule("west", &["b2", "b3", "b4"]));
+    let writer = |dir: &str, rule: &ShardRule| {
+        let store = ObjectStorage::open(&rule.store_url(&url)).expect("the shard's store");
+        let options = Options {
+            background: false,
+            compaction_min_segments: 2,
+            store: Some(store),
+            shard: Some(rule.clone()),
+            ..Options::default()
+        };
+        let db = rt.block_on(Database::open_with(root.path().join(dir), options)).expect("open a writer");
+        rt.block_on(db.sql(EVENTS_DDL)).expect("create");
+        db
+    };
+    let (a, b) = (writer("a", &east), writer("b", &west));
+    let reader_options = Options {
+        background: false,
+        store: Some(ObjectStorage::open(&url).expect("the prefix")),
+        ..Options::default()
+    };
+    let reader = rt.block_on(Database::open_with(root.path().join("r"), reader_options)).expect("open the reader");
+    rt.block_on(reader.sql(EVENTS_DDL)).expect("create");
+    let single = rt.block_on(Database::open(root.path().join("single"))).expect("open the single node");
+    rt.block_on(single.sql(EVENTS_DDL)).expect("create");
+
+    // Rows in several flushes, a bulk load on one writer, a compaction on the other.
+    for i in 0..4 {
+        let batch = events_batch(i * 2500, 2500);
+        a.append("events", &rows_of(&batch, &["b0", "b1", ""])).expect("append to east");
+        b.append("events", &rows_of(&batch, &["b2", "b3", "b4"])).expect("append to west");
+        single.append("events", &batch).expect("append");
+        a.flush().expect("flush");
+        b.flush().expect("flush");
+    }
+    let t = b.engine().table("events").expect("the table");
+    let mut load = b.engine().bulk_load(&t).expect("bulk load");
+    load.push(&rows_of(&events_batch(10_000, 3000), &["b2", "b3", "b4"])).expect("push");
+    load.commit().expect("commit the load");
+    b.flush().expect("flush (a load this small goes through the WAL)");
+    a.append("events", &rows_of(&events_batch(10_000, 3000), &["b0", "b1", ""])).expect("append");
+    single.append("events", &events_batch(10_000, 3000)).expect("append");
+    a.flush().expect("flush");
+    assert!(a.engine().compact().expect("compact") > 0, "the test means to compact");
+
+    let queries = [
+        "SELECT id FROM events ORDER BY id",
+        "SELECT count(*), min(ts), max(ts), sum(CAST(ms * 10 AS BIGINT)) FROM events",
+        "SELECT backend, count(*), min(ms), max(id) FROM events GROUP BY backend ORDER BY backend",
+        "SELECT ts, id, backend FROM events WHERE ok ORDER BY ts DESC, id LIMIT 7",
+        "SELECT date_trunc('hour', ts) AS h, count(*) FILTER (WHERE NOT ok) FROM events \
+         WHERE ts >= TIMESTAMP '2024-01-01 01:00:00' AND ts < TIMESTAMP '2024-01-01 02:30:00' GROUP BY h ORDER BY h",
+        "SELECT count(DISTINCT backend) FROM events WHERE backend LIKE 'b%'",
+    ];
+    for q in queries {
+        assert_same(&rt, &reader, &single, q, "the union");
+    }
+    assert!(
+        reader.engine().catalog().table("events").expect("events").partitions.is_empty(),
+        "the reader keeps no segments of its own"
+    );
+
+    // A row of another shard is refused, by the append and by SQL, and nothing of it is kept.
+    let misrouted = rows_of(&events_batch(20_000, 10), &["b3"]);
+    let e = a.append("events", &misrouted).expect_err("b3 is west's");
+    assert_eq!(e.sqlstate(), "23514", "{e}");
+    let e = rt
+        .block_on(a.sql("INSERT INTO events VALUES (TIMESTAMP '2024-01-02 00:00:00', 1, 'b4', 1.0, true)"))
+        .expect_err("b4 is west's");
+    assert_eq!(e.sqlstate(), "23514", "{e}");
+
+    // A writer's rows are read once flushed; its deletes once published.
+    a.append("events", &rows_of(&events_batch(30_000, 100), &["b0", "b1", ""])).expect("append");
+    single.append("events", &events_batch(30_000, 100)).expect("append");
+    let count = "SELECT count(*) FROM events";
+    assert_ne!(text(&rt, &reader, count), text(&rt, &single, count), "memtables stay on the writer");
+    b.append("events", &rows_of(&events_batch(30_000, 100), &["b2", "b3", "b4"])).expect("append");
+    a.flush().expect("flush");
+    b.flush().expect("flush");
+    rt.block_on(a.sql("DELETE FROM events WHERE id % 10 = 3")).expect("delete on east");
+    rt.block_on(b.sql("DELETE FROM events WHERE id % 10 = 3")).expect("delete on west");
+    rt.block_on(single.sql("DELETE FROM events WHERE id % 10 = 3")).expect("delete");
+    for q in queries {
+        assert_same(&rt, &reader, &single, q, "after flushes and deletes");
+    }
+
+    // A table only a writer has is read on the reader too.
+    rt.block_on(b.sql("CREATE TABLE notes (ts TIMESTAMP NOT NULL, backend TEXT, note TEXT) WITH (time_column = 'ts')"))
+        .expect("create notes");
+    rt.block_on(b.sql("INSERT INTO notes VALUES (TIMESTAMP '2024-01-01 00:00:00', 'b2', 'drained')")).expect("insert");
+    b.flush().expect("flush");
+    assert_eq!(text(&rt, &reader, "SELECT backend, note FROM notes"), text(&rt, &b, "SELECT backend, note FROM notes"));
+
+    // A writer whose table is defined otherwise is named in the error, not read wrongly.
+    // (A reader lists the shards every few seconds; a replacement reader, started from the store,
+    // lists them at once.)
+    reader.close().expect("close the reader");
+    let odd = writer_with_ddl(&rt, root.path(), &url, rule("odd", &["b9"]));
+    let reader_options = Options {
+        background: false,
+        store: Some(ObjectStorage::open(&url).expect("the prefix")),
+        ..Options::default()
+    };
+    let reader = rt.block_on(Database::open_with(root.path().join("r2"), reader_options)).expect("a new reader");
+    let e = rt.block_on(reader.sql(count)).expect_err("an unlike definition");
+    assert_eq!(e.sqlstate(), "42804", "{e}");
+    assert!(e.to_string().contains("shard \"odd\""), "{e}");
+    for db in [a, b, reader, single, odd] {
+        db.close().expect("close");
+    }
+}
+
+fn writer_with_ddl(rt: &tokio::runtime::Runtime, root: &std::path::Path, url: &str, rule: ShardRule) -> Database {
+    let store = ObjectStorage::open(&rule.store_url(url)).expect("the shard's store");
+    let options = Options { background: false, store: Some(store), shard: Some(rule), ..Options::default() };
+    let db = rt.block_on(Database::open_with(root.join("odd"), options)).expect("open");
+    rt.block_on(db.sql("CREATE TABLE events (ts TIMESTAMP NOT NULL, id BIGINT NOT NULL) WITH (time_column = 'ts')"))
+        .expect("create");
+    rt.block_on(db.sql("INSERT INTO events VALUES (TIMESTAMP '2024-01-01 00:00:00', 1)")).expect("insert");
+    db.flush().expect("flush");
+    db
 }

@@ -31,6 +31,8 @@ pub enum SqlState {
     BadCopyFileFormat,
     /// 23502 not_null_violation
     NotNull,
+    /// 23514 check_violation
+    CheckViolation,
     /// 28000 invalid_authorization_specification
     InvalidAuthorization,
     /// 28P01 invalid_password
@@ -102,6 +104,7 @@ impl SqlState {
             SqlState::InvalidText => "22P02",
             SqlState::BadCopyFileFormat => "22P04",
             SqlState::NotNull => "23502",
+            SqlState::CheckViolation => "23514",
             SqlState::InvalidAuthorization => "28000",
             SqlState::InvalidPassword => "28P01",
             SqlState::InvalidCursorName => "34000",

@@ -118,6 +118,9 @@ impl BulkLoad {
             return Ok(());
         }
         let batch = coerce_batch(&self.table.def, &self.table.schema, batch)?;
+        if let Some(shard) = &self.engine.options.shard {
+            shard.check(&self.table.def, &batch)?;
+        }
         self.pushed += batch.num_rows() as u64;
         let run_rows = self.layout().run_rows;
         for (key, piece) in self.table.split(batch)? {

@@ -46,6 +46,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result, SqlState};
 use crate::io::{Fs, RealFs};
 use crate::segment::{Segment, WriteOptions};
+use crate::shard::ShardRule;
 use crate::store::ObjectStorage;
 use crate::types::{TableDef, coerce_batch};
 use crate::wal::{Wal, list_wal_files, replay};
@@ -81,6 +82,12 @@ pub struct Options {
     /// The object store sealed segments and the catalog are written to (see [`crate::store`]); the
     /// data directory then holds the WAL and a copy of every segment.
     pub store: Option<Arc<ObjectStorage>>,
+    /// This writer's shard of a shared object-store prefix (see [`crate::shard`]): rows of other
+    /// shards are refused. `None` on a node that owns every row (and, with a store, reads the
+    /// shards published under its prefix).
+    pub shard: Option<ShardRule>,
+    /// Bytes of segments fetched from other shards kept on local disk.
+    pub cache_bytes: u64,
 }
 
 impl Default for Options {
@@ -96,6 +103,8 @@ impl Default for Options {
             segment: WriteOptions::default(),
             clock: Arc::new(SystemClock::default()),
             store: None,
+            shard: None,
+            cache_bytes: 10 << 30,
         }
     }
 }
@@ -193,7 +202,8 @@ impl Engine {
         for d in [&dir, &wal_dir, &tables_dir, &staging_dir] {
             fs.create_dir_all(d).map_err(|e| Error::io(d, e))?;
         }
-        let options = remember_store(fs.as_ref(), &dir, options)?;
+        let mut options = remember_store(fs.as_ref(), &dir, options)?;
+        options.shard = crate::shard::remember(fs.as_ref(), &dir, options.shard.take())?;
         let catalog = Catalog::open(fs.clone(), &dir, options.store.clone())?;
         let data = catalog.data().clone();
         if let Some(store) = &options.store {
@@ -425,9 +435,8 @@ fn remember_store(fs: &dyn Fs, dir: &Path, options: Options) -> Result<Options> 
 fn segment_files<'a>(dir: &'a Path, t: &'a TableEntry) -> impl Iterator<Item = (PathBuf, String)> + 'a {
     t.partitions.iter().flat_map(move |(&key, segs)| {
         segs.iter().map(move |s| {
-            let path = segment_path(dir, t.id, key, s.id);
-            let name = ObjectStorage::name_of(dir, &path);
-            (path, name)
+            let name = crate::catalog::segment_name(t.id, key, s.id);
+            (dir.join(&name), name)
         })
     })
 }

@@ -27,6 +27,9 @@ impl Engine {
                 continue;
             }
             let b = coerce_batch(&table.def, &table.schema, b)?;
+            if let Some(shard) = &self.options.shard {
+                shard.check(&table.def, &b)?;
+            }
             rows += b.num_rows() as u64;
             pieces.extend(table.split(b)?);
         }

@@ -279,6 +279,57 @@ pub(crate) fn prune_row_groups(
     pred.prune(&stats).unwrap_or_else(|_| vec![true; n])
 }
 
+/// Time bounds of whole segments as their catalog entries record them (no other column's), for
+/// deciding which segments of another shard are worth fetching.
+struct SegmentTimeStats<'a> {
+    def: &'a TableDef,
+    schema: &'a SchemaRef,
+    entries: &'a [&'a crate::catalog::SegmentEntry],
+}
+
+impl SegmentTimeStats<'_> {
+    fn bound(&self, column: &Column, pick_max: bool) -> Option<ArrayRef> {
+        let idx = self.def.column_index(&column.name)?;
+        if self.def.time.as_ref()?.time_column != idx {
+            return None;
+        }
+        let array: ArrayRef =
+            Arc::new(self.entries.iter().map(|e| if pick_max { e.max_ts } else { e.min_ts }).collect::<Int64Array>());
+        cast(&array, self.schema.field(idx).data_type()).ok()
+    }
+}
+
+impl PruningStatistics for SegmentTimeStats<'_> {
+    fn min_values(&self, column: &Column) -> Option<ArrayRef> {
+        self.bound(column, false)
+    }
+    fn max_values(&self, column: &Column) -> Option<ArrayRef> {
+        self.bound(column, true)
+    }
+    fn num_containers(&self) -> usize {
+        self.entries.len()
+    }
+    fn null_counts(&self, _column: &Column) -> Option<ArrayRef> {
+        None
+    }
+    fn row_counts(&self) -> Option<ArrayRef> {
+        Some(Arc::new(self.entries.iter().map(|e| e.rows).collect::<UInt64Array>()))
+    }
+    fn contained(&self, _column: &Column, _values: &std::collections::HashSet<ScalarValue>) -> Option<BooleanArray> {
+        None
+    }
+}
+
+/// Which of the segments (by their catalog entries) may hold rows matching `pred`, by time alone.
+pub(crate) fn prune_segment_entries(
+    pred: &PruningPredicate,
+    def: &TableDef,
+    schema: &SchemaRef,
+    entries: &[&crate::catalog::SegmentEntry],
+) -> Vec<bool> {
+    pred.prune(&SegmentTimeStats { def, schema, entries }).unwrap_or_else(|_| vec![true; entries.len()])
+}
+
 /// Which of `units` may hold rows matching `pred` (memtable units always may).
 pub(crate) fn prune_units(pred: &PruningPredicate, def: &TableDef, schema: &SchemaRef, units: &[Unit]) -> Vec<bool> {
     let rg_units: Vec<(&SegmentHandle, usize)> = units
