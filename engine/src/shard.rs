@@ -4,8 +4,9 @@
 //! of the shards' catalogs (`crate::shards`).
 //!
 //! A writer refuses a row of another shard (SQLSTATE 23514, `check_violation`), so a misrouted load
-//! balancer is noticed rather than stored twice. Tables without the key column are not sharded: each
-//! writer's rows in them are its own, and the reader sees all of them.
+//! balancer is noticed rather than stored twice. Tables without the key column are not sharded: a
+//! writer's rows in them stay its own (readers read such tables from their own directory: dimension
+//! tables such as `backends` are written there).
 
 use std::path::Path;
 
@@ -41,6 +42,9 @@ pub struct ShardRule {
 /// the same way.
 pub const SHARD_FILE: &str = "shard";
 
+/// The catalog object holding a writer's rule (`CatalogData::objects`), published with its catalog.
+pub const SHARD_KEY: &str = "shard";
+
 impl ShardRule {
     /// Checks the rule itself: a name usable in an object path, a key, something owned.
     pub fn validate(&self) -> Result<()> {
@@ -68,7 +72,8 @@ impl ShardRule {
         format!("{}/shards/{}", prefix.trim_end_matches('/'), self.name)
     }
 
-    fn owns(&self, value: &str) -> bool {
+    /// Whether a row whose key is `value` belongs to this shard.
+    pub fn owns(&self, value: &str) -> bool {
         match &self.owns {
             Owns::Values(v) => v.iter().any(|x| x == value),
             Owns::Hash { of, index } => crc32fast::hash(value.as_bytes()) % of == *index,

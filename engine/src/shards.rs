@@ -1,7 +1,8 @@
 //! The reader's side of sharded writers (docs/scale-out.md §2): a node whose object store is the
-//! shared prefix itself (it has no shard of its own) reads each table as the union of its own rows and
-//! of the segments every shard's published catalog names (`<prefix>/shards/<name>/catalog`), so each
-//! shard's zone maps prune as its writer's do.
+//! shared prefix itself (it has no shard of its own) reads each sharded table (one with the column
+//! the shard's published rule routes by) as the union of its own rows and of the segments every
+//! shard's published catalog names (`<prefix>/shards/<name>/catalog`), so each shard's zone maps
+//! prune as its writer's do.
 //!
 //! The shards are listed (one request) at most every [`LIST_EVERY`]; their catalogs are checked (a
 //! HEAD each) once per query, and fetched again when they changed. Segments are fetched whole into a
@@ -20,6 +21,7 @@ use crate::cache::SegmentCache;
 use crate::catalog::{CATALOG_FILE, CatalogData, SegmentEntry, TableEntry, decode, segment_name};
 use crate::engine::SegmentHandle;
 use crate::error::{Error, Result, SqlState};
+use crate::shard::{SHARD_KEY, ShardRule};
 use crate::store::ObjectStorage;
 use crate::types::TableDef;
 
@@ -126,7 +128,7 @@ impl Shards {
     pub fn tables(&self, check: Check) -> Result<Vec<TableDef>> {
         let mut defs: BTreeMap<String, TableDef> = BTreeMap::new();
         for (_, catalog) in self.catalogs(check)? {
-            for t in &catalog.tables {
+            for t in catalog.tables.iter().filter(|t| sharded(&catalog, &t.def)) {
                 defs.entry(t.def.name.clone()).or_insert_with(|| t.def.clone());
             }
         }
@@ -158,7 +160,7 @@ impl Shards {
     ) -> Result<Vec<ShardSegment>> {
         let mut out = Vec::new();
         for (shard, catalog) in catalogs {
-            let Some(t) = catalog.table(&def.name) else { continue };
+            let Some(t) = catalog.table(&def.name).filter(|t| sharded(&catalog, &t.def)) else { continue };
             check_compatible(&shard, t, def)?;
             let listed: Vec<(i64, &SegmentEntry)> =
                 t.partitions.iter().flat_map(|(&key, segs)| segs.iter().map(move |s| (key, s))).collect();
@@ -172,6 +174,13 @@ impl Shards {
         }
         Ok(out)
     }
+}
+
+/// Whether a shard's table is sharded: it has the column the shard's rule routes rows by (a writer's
+/// other tables, such as the configuration tables every node's schema fills, are its own).
+fn sharded(catalog: &CatalogData, def: &TableDef) -> bool {
+    let rule = catalog.objects.get(SHARD_KEY).and_then(|v| serde_json::from_value::<ShardRule>(v.clone()).ok());
+    rule.is_some_and(|r| def.column_index(&r.key).is_some())
 }
 
 /// A shard's table must be laid out as this node's: the same columns, time column, partitions and

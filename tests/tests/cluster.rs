@@ -4,10 +4,12 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
+use datafusion::arrow::compute::{cast, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, Float32Type, Float64Type};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use trafficdb::cluster::{Cluster, ClusterOptions, SegmentCache};
+use trafficdb::shard::{Owns, ShardRule};
 use trafficdb::store::ObjectStorage;
 use trafficdb::{Database, Options};
 use trafficdb_schema::generate::{self, Config};
@@ -100,6 +102,53 @@ fn rows(batches: &[RecordBatch]) -> Vec<String> {
     out
 }
 
+/// Three workers and a coordinator's own worker service on loopback ports, each with its own cache of
+/// segments from `bucket`; the sender stops them.
+async fn workers(
+    bucket: &str,
+    dir: &std::path::Path,
+) -> (Cluster, Vec<Arc<SegmentCache>>, tokio::sync::watch::Sender<bool>) {
+    let mut urls = Vec::new();
+    let mut caches: Vec<Arc<SegmentCache>> = Vec::new();
+    let mut workers = Vec::new();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    for i in 0..4 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = url::Url::parse(&format!("http://{}", listener.local_addr().expect("addr"))).expect("url");
+        let (worker, cache) =
+            trafficdb_server::cluster::worker(bucket, &dir.join(format!("cache{i}")), 1 << 30).expect("a worker");
+        let mut stopped = stopped.clone();
+        let served = worker.clone();
+        tokio::spawn(async move {
+            let _ = trafficdb_server::cluster::serve_worker(listener, served, async move {
+                let _ = stopped.changed().await;
+            })
+            .await;
+        });
+        urls.push(url);
+        caches.push(cache);
+        workers.push(worker);
+    }
+    let cluster = Cluster {
+        workers: urls[1..].to_vec(),
+        local: (workers[0].clone(), urls[0].clone()),
+        // Small tasks, so that every scan of these small tables is spread over the workers.
+        options: ClusterOptions { rows_per_task: 20_000 },
+    };
+    (cluster, caches, stop)
+}
+
+/// Every query of [`QUERIES`] gives `many` the rows it gives `one`.
+async fn same_answers(one: &Database, many: &Database) {
+    for q in QUERIES {
+        let want = one.sql(q).await.unwrap_or_else(|e| panic!("{q}: {e}"));
+        let got = many.sql(q).await.unwrap_or_else(|e| panic!("distributed {q}: {e}"));
+        let (want, got) = (rows(&want), rows(&got));
+        assert!(!want.is_empty() || q.contains("kpi_anomalies"), "{q}: no rows to compare");
+        assert_eq!(want, got, "{q}");
+    }
+}
+
 #[test]
 fn a_cluster_answers_as_one_node() {
     let rt = runtime();
@@ -115,35 +164,7 @@ fn a_cluster_answers_as_one_node() {
         .expect("train");
 
     rt.block_on(async {
-        // Three workers and the coordinator's own worker service, each with its own cache.
-        let mut urls = Vec::new();
-        let mut caches: Vec<Arc<SegmentCache>> = Vec::new();
-        let mut workers = Vec::new();
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        for i in 0..4 {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-            let url = url::Url::parse(&format!("http://{}", listener.local_addr().expect("addr"))).expect("url");
-            let (worker, cache) =
-                trafficdb_server::cluster::worker(&bucket, &root.path().join(format!("cache{i}")), 1 << 30)
-                    .expect("a worker");
-            let mut stopped = stopped.clone();
-            let served = worker.clone();
-            tokio::spawn(async move {
-                let _ = trafficdb_server::cluster::serve_worker(listener, served, async move {
-                    let _ = stopped.changed().await;
-                })
-                .await;
-            });
-            urls.push(url);
-            caches.push(cache);
-            workers.push(worker);
-        }
-        let cluster = Cluster {
-            workers: urls[1..].to_vec(),
-            local: (workers[0].clone(), urls[0].clone()),
-            // Small tasks, so that every scan of this small table is spread over the workers.
-            options: ClusterOptions { rows_per_task: 20_000 },
-        };
+        let (cluster, caches, stop) = workers(&bucket, root.path()).await;
         let coordinator = Database::from_engine_in(db.engine().clone(), Some(&cluster)).await.expect("coordinator");
 
         let plan = coordinator
@@ -153,13 +174,7 @@ fn a_cluster_answers_as_one_node() {
         let text = rows(&plan).join("\n");
         assert!(text.contains("DistributedExec") || text.contains("Stage"), "a distributed plan:\n{text}");
 
-        for q in QUERIES {
-            let one = db.sql(q).await.unwrap_or_else(|e| panic!("{q}: {e}"));
-            let many = coordinator.sql(q).await.unwrap_or_else(|e| panic!("distributed {q}: {e}"));
-            let (one, many) = (rows(&one), rows(&many));
-            assert!(!one.is_empty() || q.contains("kpi_anomalies"), "{q}: no rows to compare");
-            assert_eq!(one, many, "{q}");
-        }
+        same_answers(&db, &coordinator).await;
         for (i, c) in caches.iter().enumerate().skip(1) {
             assert!(c.fetches() > 0, "worker {i} read segments from the store");
         }
@@ -168,6 +183,69 @@ fn a_cluster_answers_as_one_node() {
         let deleted = coordinator.sql("DELETE FROM lb_requests WHERE attempt > 1").await.expect("delete");
         let left = coordinator.sql("SELECT count(*) FROM lb_requests WHERE attempt > 1").await.expect("count");
         assert_eq!(rows(&left), vec!["0".to_string()], "after {}", rows(&deleted).join(","));
+        let _ = stop.send(true);
+    });
+}
+
+/// Two writers, each owning the requests of some load balancers, publish their shards under the
+/// bucket; a coordinator on the bucket itself (holding the other tables) runs every query over the
+/// union on three workers, and answers as one node holding every row.
+#[test]
+fn a_cluster_reads_the_shards_of_two_writers() {
+    let rt = runtime();
+    let root = tempfile::tempdir().expect("tempdir");
+    let bucket = format!("file://{}", root.path().join("bucket").display());
+    let single = rt
+        .block_on(trafficdb_schema::open_with(root.path().join("single"), false, Options::default()))
+        .expect("open the single node");
+    let config = Config { rows: 120_000, seed: 12, days: 1.0, incidents_per_day: 6.0, lbs: 4, ..Config::default() };
+    generate::load_into(&single, config, &|_| {}).expect("load");
+
+    let open = |dir: &str, shard: Option<ShardRule>| {
+        let url = shard.as_ref().map_or(bucket.clone(), |s| s.store_url(&bucket));
+        let store = ObjectStorage::open(&url).expect("the store");
+        let options = Options { background: false, store: Some(store), shard, ..Options::default() };
+        rt.block_on(trafficdb_schema::open_with(root.path().join(dir), false, options)).expect("open")
+    };
+    let shards: Vec<ShardRule> = (0..2)
+        .map(|index| ShardRule { name: format!("w{index}"), key: "lb".into(), owns: Owns::Hash { of: 2, index } })
+        .collect();
+    let writers: Vec<Database> = shards.iter().map(|s| open(&s.name, Some(s.clone()))).collect();
+    let coordinator_node = open("coordinator", None);
+    for table in ["lb_requests", "lb_targets", "backends", "incidents"] {
+        let batches = rt.block_on(single.sql(&format!("SELECT * FROM {table}"))).expect("read");
+        if table != "lb_requests" {
+            coordinator_node.append_all(table, &batches).expect("append to the coordinator");
+            continue;
+        }
+        for (rule, writer) in shards.iter().zip(&writers) {
+            let mine: Vec<RecordBatch> = batches
+                .iter()
+                .map(|b| {
+                    let lb = cast(b.column_by_name("lb").expect("lb"), &DataType::Utf8).expect("text");
+                    let lb = lb.as_string::<i32>();
+                    let keep: BooleanArray = (0..b.num_rows()).map(|i| Some(rule.owns(lb.value(i)))).collect();
+                    filter_record_batch(b, &keep).expect("filter")
+                })
+                .collect();
+            assert!(mine.iter().any(|b| b.num_rows() > 0), "every writer gets rows");
+            writer.append_all(table, &mine).expect("append to a writer");
+            writer.flush().expect("flush");
+        }
+    }
+    coordinator_node.flush().expect("flush");
+    let train = "SELECT * FROM train_retry_model('retry', 'SELECT * FROM retry_features WHERE retryable')";
+    rt.block_on(single.sql(train)).expect("train on the single node");
+    rt.block_on(coordinator_node.sql(train)).expect("train on the union");
+
+    rt.block_on(async {
+        let (cluster, caches, stop) = workers(&bucket, root.path()).await;
+        let coordinator =
+            Database::from_engine_in(coordinator_node.engine().clone(), Some(&cluster)).await.expect("coordinator");
+        same_answers(&single, &coordinator).await;
+        for (i, c) in caches.iter().enumerate().skip(1) {
+            assert!(c.fetches() > 0, "worker {i} read segments from the store");
+        }
         let _ = stop.send(true);
     });
 }

@@ -260,6 +260,13 @@ fn shards_of_several_writers_read_as_one_table() {
     b.flush().expect("flush");
     assert_eq!(text(&rt, &reader, "SELECT backend, note FROM notes"), text(&rt, &b, "SELECT backend, note FROM notes"));
 
+    // A table without the key column is the writer's own: its rows are not the reader's.
+    rt.block_on(b.sql("CREATE TABLE settings (name TEXT, value TEXT)")).expect("create settings");
+    rt.block_on(b.sql("INSERT INTO settings VALUES ('owner', 'west')")).expect("insert");
+    b.flush().expect("flush");
+    rt.block_on(reader.sql("CREATE TABLE settings (name TEXT, value TEXT)")).expect("create settings here");
+    assert_eq!(text(&rt, &reader, "SELECT count(*) AS n FROM settings"), "+---+\n| n |\n+---+\n| 0 |\n+---+");
+
     // A writer whose table is defined otherwise is named in the error, not read wrongly.
     // (A reader lists the shards every few seconds; a replacement reader, started from the store,
     // lists them at once.)
@@ -283,9 +290,9 @@ fn writer_with_ddl(rt: &tokio::runtime::Runtime, root: &std::path::Path, url: &s
     let store = ObjectStorage::open(&rule.store_url(url)).expect("the shard's store");
     let options = Options { background: false, store: Some(store), shard: Some(rule), ..Options::default() };
     let db = rt.block_on(Database::open_with(root.join("odd"), options)).expect("open");
-    rt.block_on(db.sql("CREATE TABLE events (ts TIMESTAMP NOT NULL, id BIGINT NOT NULL) WITH (time_column = 'ts')"))
-        .expect("create");
-    rt.block_on(db.sql("INSERT INTO events VALUES (TIMESTAMP '2024-01-01 00:00:00', 1)")).expect("insert");
+    let ddl = "CREATE TABLE events (ts TIMESTAMP NOT NULL, id BIGINT NOT NULL, backend TEXT) WITH (time_column = 'ts')";
+    rt.block_on(db.sql(ddl)).expect("create");
+    rt.block_on(db.sql("INSERT INTO events VALUES (TIMESTAMP '2024-01-01 00:00:00', 1, 'b9')")).expect("insert");
     db.flush().expect("flush");
     db
 }

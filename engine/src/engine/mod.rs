@@ -280,6 +280,14 @@ impl Engine {
         });
         engine.stats.replayed_rows.store(stats.rows, Ordering::Relaxed);
         engine.stats.replay_truncated_bytes.store(stats.truncated_bytes, Ordering::Relaxed);
+        // A shard's rule travels in its published catalog: readers take from it which tables are
+        // sharded (those with the key column).
+        if let Some(rule) = &options.shard {
+            let value = serde_json::to_value(rule).map_err(|e| Error::Internal(e.to_string()))?;
+            if engine.object(crate::shard::SHARD_KEY).as_ref() != Some(&value) {
+                engine.put_object(crate::shard::SHARD_KEY, Some(value))?;
+            }
+        }
         if options.background {
             engine.start_worker()?;
         }
