@@ -548,6 +548,34 @@ mod tests {
         assert!(ServerConfig::parse("[nonsense]\nx = 1").is_err());
     }
 
+    /// A writer's shard: its store below the shared prefix, its rule from values or a hash, and the
+    /// mistakes refused at load.
+    #[test]
+    fn shard_settings() {
+        let c = ServerConfig::parse_with_env("[storage]\nobject_store = \"file:///tmp/x/\"\nshard = \"east\"\n", |n| {
+            (n == "TRAFFICDB_STORAGE_SHARD_VALUES").then(|| "lb-01, lb-02".to_string())
+        })
+        .expect("values from the environment");
+        let rule = c.storage.shard_rule().expect("rule").expect("a shard");
+        assert_eq!(rule.owns, Owns::Values(vec!["lb-01".into(), "lb-02".into()]));
+        assert_eq!(rule.key, "lb");
+        assert_eq!(rule.store_url(c.storage.object_store.as_deref().expect("store")), "file:///tmp/x/shards/east");
+        let c =
+            ServerConfig::parse("[storage]\nobject_store = \"file:///tmp/x\"\nshard = \"h1\"\nshard_hash = \"1/3\"\n")
+                .expect("a hash");
+        assert_eq!(c.storage.shard_rule().expect("rule").expect("a shard").owns, Owns::Hash { of: 3, index: 1 });
+        for bad in [
+            "[storage]\nshard = \"a\"\nshard_hash = \"0/2\"\n",
+            "[storage]\nobject_store = \"file:///tmp/x\"\nshard = \"a\"\n",
+            "[storage]\nobject_store = \"file:///tmp/x\"\nshard = \"a\"\nshard_hash = \"2/2\"\n",
+            "[storage]\nobject_store = \"file:///tmp/x\"\nshard = \"a/b\"\nshard_hash = \"0/2\"\n",
+            "[storage]\nobject_store = \"file:///tmp/x\"\nshard_values = [\"lb-01\"]\n",
+            "[storage]\nobject_store = \"file:///tmp/x\"\nshard = \"a\"\nshard_hash = \"0/2\"\nshard_values = \"x\"\n",
+        ] {
+            assert!(ServerConfig::parse(bad).is_err(), "accepted: {bad}");
+        }
+    }
+
     /// docs/configuration.md names every setting and its environment variable.
     #[test]
     fn every_setting_is_documented() {

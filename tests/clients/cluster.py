@@ -1,10 +1,12 @@
-"""A loopback cluster over S3 (docs/scale-out.md): an S3 API served by moto, a coordinator
-(`trafficdb serve` with [cluster] workers, its data directory writing through to the bucket) and three
-`trafficdb worker` processes reading segments from it, against a single node holding the same
-generated telemetry. Every query of the set must answer the same rows on both (over psycopg); a worker
-killed while a query runs must give an error or the right answer, never a wrong one, and later queries
-run on the workers left (and on the coordinator alone once none is); a coordinator killed with -9 loses
-no acknowledged row.
+"""A loopback cluster over S3 (docs/scale-out.md): an S3 API served by moto; two writers (`trafficdb
+serve` with [storage] shard), each owning one load balancer's requests and health samples and
+publishing its shard under the bucket's prefix; a coordinator (`serve` with [cluster] workers, on the
+prefix itself, holding the dimension tables) and three `trafficdb worker` processes reading segments
+from the bucket; against a single node holding the same generated telemetry. Every query of the set
+must answer the same rows on both (over psycopg); a writer refuses another shard's row; a worker killed
+while a query runs must give an error or the right answer, never a wrong one, and later queries run on
+the workers left (and on the coordinator alone once none is); a writer or the coordinator killed with
+-9 loses no acknowledged row.
 
 Usage: python cluster.py TRAFFICDB_BIN
 Everything listens on free loopback ports; the processes are stopped at the end.
@@ -103,23 +105,11 @@ def main():
                    AWS_ENDPOINT_URL=endpoint, AWS_ALLOW_HTTP="true", TRAFFICDB_LOG="warn")
         store = "s3://telemetry/lb"
 
-        # The same telemetry in a single node's directory and in the coordinator's, which writes
-        # through to the bucket (its first opener names the store; later ones take it from the directory).
-        single, coord = os.path.join(work, "single"), os.path.join(work, "coord")
-        port = free_port()
-        p = start(["serve", "-d", coord, "--listen", f"127.0.0.1:{port}"], "first.log",
-                  dict(env, TRAFFICDB_STORAGE_OBJECT_STORE=store))
-        wait_for(lambda: connect(port).close() is None, "the first server")
-        p.send_signal(signal.SIGTERM)
-        p.wait(timeout=60)
-        for d in (single, coord):
-            subprocess.run([binary, "generate", "--rows", str(ROWS), "--days", "2", "--seed", "5", "--into", d],
-                           check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        keys = [o["Key"] for o in s3.list_objects_v2(Bucket="telemetry").get("Contents", [])]
-        segments = [k for k in keys if k.endswith(".seg")]
-        if "lb/catalog" not in keys or not segments:
-            failures.append(f"the bucket holds the catalog and segments: {keys[:5]}")
-        print(f"ok   bucket: catalog and {len(segments)} segments")
+        single = os.path.join(work, "single")
+        subprocess.run([binary, "generate", "--rows", str(ROWS), "--days", "2", "--seed", "5", "--into", single],
+                       check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        single_port = free_port()
+        start(["serve", "-d", single, "--listen", f"127.0.0.1:{single_port}"], "single.log", env)
 
         workers = []
         for i in range(3):
@@ -129,14 +119,63 @@ def main():
             workers.append((w, wport))
         for w, wport in workers:
             wait_for(lambda: socket.create_connection(("127.0.0.1", wport), timeout=1).close() is None, "a worker")
-        single_port, coord_port = free_port(), free_port()
-        start(["serve", "-d", single, "--listen", f"127.0.0.1:{single_port}"], "single.log", env)
-        coord_env = dict(env, TRAFFICDB_CLUSTER_WORKERS=",".join(f"http://127.0.0.1:{p}" for _, p in workers),
+
+        # Two writers, one per load balancer, flushing every second (a reader sees a writer's rows
+        # once flushed), and the coordinator on the prefix itself.
+        def start_writer(i, port):
+            writer_env = dict(env, TRAFFICDB_STORAGE_OBJECT_STORE=store, TRAFFICDB_STORAGE_SHARD=f"w{i}",
+                              TRAFFICDB_STORAGE_SHARD_VALUES=f"lb-0{i + 1}", TRAFFICDB_STORAGE_FLUSH_INTERVAL="1s")
+            return start(["serve", "-d", os.path.join(work, f"w{i}"), "--listen", f"127.0.0.1:{port}"],
+                         f"writer{i}.log", writer_env)
+        writer_ports = [free_port(), free_port()]
+        writers = [start_writer(i, port) for i, port in enumerate(writer_ports)]
+        coord, coord_port = os.path.join(work, "coord"), free_port()
+        coord_env = dict(env, TRAFFICDB_STORAGE_OBJECT_STORE=store,
+                         TRAFFICDB_CLUSTER_WORKERS=",".join(f"http://127.0.0.1:{p}" for _, p in workers),
                          TRAFFICDB_CLUSTER_ROWS_PER_TASK="50000")
         coordinator = start(["serve", "-d", coord, "--listen", f"127.0.0.1:{coord_port}"], "coordinator.log",
                             coord_env)
-        wait_for(lambda: connect(single_port).close() is None, "the single node")
-        wait_for(lambda: connect(coord_port).close() is None, "the coordinator")
+        for port, what in [(single_port, "the single node"), (coord_port, "the coordinator")] + \
+                [(p, "a writer") for p in writer_ports]:
+            wait_for(lambda: connect(port).close() is None, what)
+
+        # The single node's rows, copied over the wire: each load balancer's to its writer, the
+        # dimension tables to the coordinator.
+        def copy(table, where, port):
+            with connect(single_port) as src, connect(port) as dst:
+                with src.cursor().copy(f"COPY (SELECT * FROM {table} {where}) TO STDOUT") as out, \
+                        dst.cursor().copy(f"COPY {table} FROM STDIN") as into:
+                    for block in out:
+                        into.write(block)
+        for i, port in enumerate(writer_ports):
+            for table in ("lb_requests", "lb_targets"):
+                copy(table, f"WHERE lb = 'lb-0{i + 1}'", port)
+        for table in ("backends", "incidents"):
+            copy(table, "", coord_port)
+        with connect(single_port) as one:
+            total = one.execute("SELECT count(*) FROM lb_requests").fetchone()[0]
+        wait_for(lambda: connect(coord_port).execute("SELECT count(*) FROM lb_requests").fetchone()[0] == total,
+                 "every writer's rows on the coordinator", 60)
+        keys = [obj["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket="telemetry")
+                for obj in page.get("Contents", [])]
+        shard_segments = [k for k in keys if k.startswith("lb/shards/") and k.endswith(".seg")]
+        published = all(f"lb/shards/w{i}/catalog" in keys for i in range(2)) and "lb/catalog" in keys
+        if not published or not shard_segments:
+            failures.append(f"the bucket holds the catalogs and the shards' segments: {keys[:8]}")
+        print(f"{'ok  ' if published and shard_segments else 'FAIL'} bucket: 3 catalogs, "
+              f"{len(shard_segments)} segments of the two shards")
+
+        # A writer refuses a row of the other writer's load balancer.
+        with connect(writer_ports[0]) as w0:
+            try:
+                w0.execute("INSERT INTO backends (backend, lb, zone, capacity_rps, weight) VALUES ('x', 'lb-02', NULL, 1, 1)")
+                failures.append("a writer took another shard's row")
+                print("FAIL writer took another shard's row")
+            except psycopg.Error as e:
+                ok = e.sqlstate == "23514"
+                print(f"{'ok  ' if ok else 'FAIL'} another shard's row refused: {e.sqlstate} {str(e).strip()[:90]}")
+                if not ok:
+                    failures.append(f"misrouted row: {e.sqlstate} {e}")
 
         with connect(single_port) as one, connect(coord_port) as many:
             plan = "\n".join(r[-1] for r in many.execute(
@@ -188,6 +227,24 @@ def main():
             time.sleep(3)
             agree(QUERIES[1], "no worker left, on the coordinator alone")
 
+        # A writer killed with -9 keeps every row it acknowledged: after its restart (the write-ahead
+        # log is replayed, then flushed), the coordinator reads it.
+        with connect(coord_port) as c:
+            before = c.execute("SELECT count(*) FROM lb_requests").fetchone()[0]
+        copy("lb_requests", "WHERE lb = 'lb-01' ORDER BY ts LIMIT 5", writer_ports[0])
+        writers[0].kill()
+        writers[0].wait()
+        writer_ports[0] = free_port()
+        writers[0] = start_writer(0, writer_ports[0])
+        wait_for(lambda: connect(writer_ports[0]).close() is None, "the restarted writer")
+        try:
+            wait_for(lambda: connect(coord_port).execute("SELECT count(*) FROM lb_requests").fetchone()[0]
+                     == before + 5, "the killed writer's rows on the coordinator", 60)
+            print("ok   writer killed -9: acknowledged rows kept and published")
+        except SystemExit as e:
+            failures.append(str(e))
+            print(f"FAIL {e}")
+
         # The coordinator killed with -9 keeps every acknowledged row (the write-ahead log is local).
         with connect(coord_port) as c:
             before = c.execute("SELECT count(*) FROM backends").fetchone()[0]
@@ -195,7 +252,7 @@ def main():
         coordinator.kill()
         coordinator.wait()
         coord_port = free_port()
-        start(["serve", "-d", coord, "--listen", f"127.0.0.1:{coord_port}"], "coordinator2.log", env)
+        start(["serve", "-d", coord, "--listen", f"127.0.0.1:{coord_port}"], "coordinator2.log", coord_env)
         wait_for(lambda: connect(coord_port).close() is None, "the restarted coordinator")
         with connect(coord_port) as c:
             after = c.execute("SELECT count(*) FROM backends").fetchone()[0]
