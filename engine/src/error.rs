@@ -88,15 +88,19 @@ impl Error {
 /// The message of a DataFusion error; for an argument error raised by one of our functions, its own
 /// message without DataFusion's "External error: " prefix.
 pub fn datafusion_message(e: &DataFusionError) -> String {
-    fn function_error(e: &DataFusionError) -> Option<&trafficdb_udfs::SqlError> {
+    /// The message of a function's or the engine's own error that DataFusion wraps.
+    fn own_message(e: &DataFusionError) -> Option<String> {
         match e {
-            DataFusionError::External(inner) => inner.downcast_ref::<trafficdb_udfs::SqlError>(),
-            DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => function_error(inner),
-            DataFusionError::Shared(inner) => function_error(inner),
+            DataFusionError::External(inner) => inner
+                .downcast_ref::<trafficdb_udfs::SqlError>()
+                .map(|f| f.message.clone())
+                .or_else(|| inner.downcast_ref::<Error>().map(Error::to_string)),
+            DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => own_message(inner),
+            DataFusionError::Shared(inner) => own_message(inner),
             _ => None,
         }
     }
-    function_error(e).map_or_else(|| e.to_string(), |f| f.message.clone())
+    own_message(e).unwrap_or_else(|| e.to_string())
 }
 
 /// Whether a DataFusion error is a failure of DataFusion itself (its `Internal` kind: "likely caused by

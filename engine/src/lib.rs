@@ -26,9 +26,13 @@
 //!   (the latest-per-key rule) over `query::key_max`, `query::symbols` (group-bys on text codes,
 //!   `query::codes` the code tables the scan and the rule share), `query::dml` (DELETE / UPDATE /
 //!   RETURNING planned as queries, executed by [`engine::Engine::rewrite`]).
+//! - [`cluster`]: distributed queries (a coordinator's planner hooks, the scan's codec, a worker's
+//!   session); [`shards`]: a reader's union of the shards other writers publish under its prefix;
+//!   [`cache`]: segments fetched from an object store, bounded in bytes, for both.
 //! - [`engine`]: one module per lifecycle step (see its documentation, which also gives the lock
 //!   order: `maintenance` → `gate` → `catalog` → `tables` → a table's `data`).
-//! - [`backup`]: online backup and restore of a data directory.
+//! - [`backup`]: online backup and restore of a data directory; [`store`]: the object store segments
+//!   and catalogs are written through to; [`shard`]: a writer's shard rule (which rows it owns).
 //! - [`wal`], [`segment`] (with `segment::codec`), [`catalog`]: the on-disk formats, over `bytes`
 //!   (little-endian helpers) and [`io`] (the file system seam, with a simulated file system for crash
 //!   tests) and [`clock`] (the time seam: every time-driven decision reads `Options::clock`, so tests

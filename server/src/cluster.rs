@@ -16,6 +16,9 @@ use url::Url;
 
 use crate::config::ClusterConfig;
 
+/// Where, in a coordinator's data directory, its own worker's cache lives.
+const COORDINATOR_CACHE_DIR: &str = "worker-cache";
+
 /// A worker reading segments of `store` through a cache of at most `cache_bytes` in `cache_dir`.
 pub fn worker(store: &str, cache_dir: &Path, cache_bytes: u64) -> anyhow::Result<(Worker, Arc<SegmentCache>)> {
     let cache = SegmentCache::open(ObjectStorage::open(store)?, cache_dir, cache_bytes)?;
@@ -37,8 +40,9 @@ pub async fn coordinator(db: Database, config: &ClusterConfig, store: &str) -> a
         Some(a) => Url::parse(a).map_err(|e| anyhow::anyhow!("[cluster] advertise: \"{a}\": {e}"))?,
         None => Url::parse(&format!("http://{}", listener.local_addr()?))?,
     };
-    // Stages sent to this node arrive as plans, not bytes: its cache is only a formality.
-    let cache_dir = std::env::temp_dir().join(format!("trafficdb-coordinator-{}", std::process::id()));
+    // Stages sent to this node arrive as plans, not bytes: its cache stays empty (in the data
+    // directory, emptied at every start, so nothing is left behind elsewhere).
+    let cache_dir = db.engine().dir().join(COORDINATOR_CACHE_DIR);
     let (worker, _cache) = self::worker(store, &cache_dir, 1 << 30)?;
     let served = worker.clone();
     tokio::spawn(async move {
