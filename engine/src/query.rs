@@ -125,14 +125,21 @@ impl TableProvider for StoredTable {
         let mut snapshot = self.table.snapshot();
         let predicate = self.physical_predicate(state, filters)?;
         let pruning = predicate.as_ref().and_then(|p| pruning_predicate(p, &schema));
-        if let Some(shards) = &self.shards {
+        if let Some(shards) = self.shards.clone() {
             let query = state.execution_props().query_execution_start_time.and_then(|t| t.timestamp_nanos_opt());
             let check = query.map_or(crate::shards::Check::Now, crate::shards::Check::Query);
-            let keep = |entries: &[&crate::catalog::SegmentEntry]| match &pruning {
-                Some(pred) => scan::prune_segment_entries(pred, &self.def, &schema, entries),
-                None => vec![true; entries.len()],
-            };
-            let theirs = shards.segments(&self.def, check, keep).map_err(DataFusionError::from)?;
+            let (def, table_schema, pruning) = (self.def.clone(), schema.clone(), pruning.clone());
+            // Catalog checks and segment fetches wait on the store: off the async threads.
+            let theirs = tokio::task::spawn_blocking(move || {
+                let keep = |entries: &[&crate::catalog::SegmentEntry]| match &pruning {
+                    Some(pred) => scan::prune_segment_entries(pred, &def, &table_schema, entries),
+                    None => vec![true; entries.len()],
+                };
+                shards.segments(&def, check, keep)
+            })
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?
+            .map_err(DataFusionError::from)?;
             merge_shard_segments(&mut snapshot, theirs);
         }
 
@@ -348,14 +355,19 @@ impl EngineSchema {
 
     /// A table only the shards have so far (created by a writer, by DDL or by line protocol) is
     /// created here too, empty, so that it can be named; its rows are the shards'.
-    fn adopt(&self, name: &str) -> Result<Option<Arc<Table>>> {
-        let Some(shards) = &self.shards else { return Ok(None) };
+    async fn adopt(&self, name: &str) -> Result<Option<Arc<Table>>> {
+        let Some(shards) = self.shards.clone() else { return Ok(None) };
         if self.others.read().contains_key(name) {
             return Ok(None);
         }
-        let defs = shards.tables(crate::shards::Check::Now)?;
-        let Some(def) = defs.into_iter().find(|d| d.name == name) else { return Ok(None) };
-        Ok(Some(self.engine.create_table(def, true)?))
+        let (engine, name) = (self.engine.clone(), name.to_string());
+        // The catalogs are checked on the store: off the async threads.
+        let adopted = tokio::task::spawn_blocking(move || -> crate::Result<Option<Arc<Table>>> {
+            let defs = shards.tables(crate::shards::Check::Now)?;
+            let Some(def) = defs.into_iter().find(|d| d.name == name) else { return Ok(None) };
+            Ok(Some(engine.create_table(def, true)?))
+        });
+        Ok(adopted.await.map_err(|e| DataFusionError::External(Box::new(e)))??)
     }
 
     /// Adds a table computed by another layer (such as `models`): never written to the catalog, and
@@ -396,7 +408,7 @@ impl SchemaProvider for EngineSchema {
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
         let local = match self.engine.table(name) {
             Some(t) => Some(t),
-            None => self.adopt(name)?,
+            None => self.adopt(name).await?,
         };
         if let Some(t) = local {
             // A continuous rollup's table is this node's alone: its buckets are computed here from

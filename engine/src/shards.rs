@@ -5,7 +5,7 @@
 //! prune as its writer's do.
 //!
 //! The shards are listed (one request) at most every [`LIST_EVERY`]; their catalogs are checked (a
-//! HEAD each) once per query, and fetched again when they changed. Segments are fetched whole into a
+//! HEAD each, all at once) once per query, and fetched again when they changed. Segments are fetched whole into a
 //! [`SegmentCache`] bounded in bytes, only those whose time range the query's filters may need. A
 //! writer's rows are seen once its flush has published them (at most its `flush_interval` after they
 //! were acknowledged): memtables stay on the writer.
@@ -95,14 +95,15 @@ impl Shards {
         };
         if list || head {
             let names = if list { store.children(SHARDS_DIR)? } else { state.shards.keys().cloned().collect() };
+            let objects: Vec<String> = names.iter().map(|n| format!("{SHARDS_DIR}/{n}/{CATALOG_FILE}")).collect();
+            let tags = store.tags(&objects)?;
             let mut next = BTreeMap::new();
-            for name in names {
-                let object = format!("{SHARDS_DIR}/{name}/{CATALOG_FILE}");
-                let Some(tag) = store.tag(&object)? else { continue };
+            for ((name, object), tag) in names.into_iter().zip(&objects).zip(tags) {
+                let Some(tag) = tag else { continue };
                 let published = match state.shards.remove(&name) {
                     Some(p) if p.tag == tag => p,
                     _ => {
-                        let Some(bytes) = store.get(&object)? else { continue };
+                        let Some(bytes) = store.get(object)? else { continue };
                         let data = decode(&bytes).map_err(|(offset, reason)| {
                             Error::corrupt(format!("{}/{object}", store.url().trim_end_matches('/')), offset, reason)
                         })?;

@@ -8,8 +8,9 @@
 //!   not undo the local commit (the WAL and the local catalog are the durable truth on this node) and
 //!   is retried by the next commit or [`ObjectStorage::republish`];
 //! - an object is deleted only once a catalog that no longer names it has been published
-//!   ([`ObjectStorage::delete_after_publish`]), so a reader of the published catalog finds every
-//!   object it names.
+//!   ([`ObjectStorage::delete_after_publish`]), and then only after a grace period
+//!   ([`DELETE_GRACE`]), so a reader of the published catalog finds every object it names, and so does
+//!   a reader on another node still planning with the catalog before it (a worker, a reader of shards).
 //!
 //! Objects are named by the file's path inside the data directory (`catalog`,
 //! `tables/<table>/<partition>/<segment>.seg`) under the store's prefix.
@@ -20,6 +21,8 @@
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
@@ -37,7 +40,13 @@ pub struct ObjectStorage {
     /// ordinary way panics inside another runtime's task).
     runtime: Option<tokio::runtime::Runtime>,
     state: Mutex<PublishState>,
+    /// [`DELETE_GRACE`] unless set otherwise, in milliseconds.
+    grace_ms: AtomicU64,
 }
+
+/// How long an object a published catalog dropped stays in the store: readers on other nodes that
+/// read the catalog before (a query planned a moment earlier) still find it.
+pub const DELETE_GRACE: Duration = Duration::from_secs(60);
 
 impl Drop for ObjectStorage {
     fn drop(&mut self) {
@@ -53,6 +62,8 @@ struct PublishState {
     unpublished: Option<(String, u64, Vec<u8>)>,
     /// Objects to delete once the catalog of at least this version is published.
     deletes: Vec<(u64, String)>,
+    /// Objects a published catalog dropped, and when: deleted once their grace has passed.
+    expiring: Vec<(Instant, String)>,
     published: u64,
 }
 
@@ -107,7 +118,14 @@ impl ObjectStorage {
             prefix,
             runtime: Some(runtime),
             state: Mutex::new(PublishState::default()),
+            grace_ms: AtomicU64::new(DELETE_GRACE.as_millis() as u64),
         }))
+    }
+
+    /// Sets how long a dropped object stays after the catalog that dropped it is published
+    /// ([`DELETE_GRACE`] by default; zero deletes at once, for a store no other node reads).
+    pub fn set_delete_grace(&self, grace: Duration) {
+        self.grace_ms.store(grace.as_millis() as u64, Ordering::Relaxed);
     }
 
     pub fn url(&self) -> &str {
@@ -165,12 +183,30 @@ impl ObjectStorage {
     /// A tag that changes whenever object `name` does (its ETag, or its time and size); `None` when
     /// there is no such object.
     pub fn tag(&self, name: &str) -> Result<Option<String>> {
-        let (store, at) = (self.store.clone(), self.location(name));
-        match self.block(async move { store.head(&at).await }) {
-            Ok(m) => Ok(Some(m.e_tag.unwrap_or_else(|| format!("{}/{}", m.last_modified.timestamp_micros(), m.size)))),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(self.error(name, e)),
-        }
+        let mut tags = self.tags(&[name.to_string()])?;
+        Ok(tags.pop().flatten())
+    }
+
+    /// The [`ObjectStorage::tag`]s of several objects, asked for all at once (one round trip's wait,
+    /// however many there are).
+    pub fn tags(&self, names: &[String]) -> Result<Vec<Option<String>>> {
+        let heads = names.iter().map(|name| {
+            let (store, at) = (self.store.clone(), self.location(name));
+            async move {
+                match store.head(&at).await {
+                    Ok(m) => Ok(Some(
+                        m.e_tag.unwrap_or_else(|| format!("{}/{}", m.last_modified.timestamp_micros(), m.size)),
+                    )),
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            }
+        });
+        let heads: Vec<_> = heads.collect();
+        let results = self
+            .block(async move { Ok(futures::future::join_all(heads).await) })
+            .map_err(|e| self.error(names.first().map_or("", String::as_str), e))?;
+        names.iter().zip(results).map(|(name, r)| r.map_err(|e| self.error(name, e))).collect()
     }
 
     /// The names of the objects under `name/`, sorted.
@@ -224,8 +260,8 @@ impl ObjectStorage {
         self.republish();
     }
 
-    /// Publishes the newest catalog not yet published, if any, and deletes what waited for it.
-    /// Returns false when the store could not be reached.
+    /// Publishes the newest catalog not yet published, if any, and deletes what has waited out its
+    /// grace since a published catalog dropped it. Returns true when nothing is left to do.
     pub fn republish(&self) -> bool {
         let mut state = self.state.lock();
         if let Some((name, version, bytes)) = state.unpublished.take() {
@@ -240,13 +276,19 @@ impl ObjectStorage {
         let (due, later): (Vec<_>, Vec<_>) =
             std::mem::take(&mut state.deletes).into_iter().partition(|(v, _)| *v <= published);
         state.deletes = later;
-        for (v, name) in due {
+        let now = Instant::now();
+        state.expiring.extend(due.into_iter().map(|(_, name)| (now, name)));
+        let grace = Duration::from_millis(self.grace_ms.load(Ordering::Relaxed));
+        let (expired, waiting): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut state.expiring).into_iter().partition(|(dropped, _)| *dropped + grace <= now);
+        state.expiring = waiting;
+        for (at, name) in expired {
             if let Err(e) = self.delete_now(&name) {
                 tracing::warn!("could not delete {name} from {}: {e}; retried later", self.url);
-                state.deletes.push((v, name));
+                state.expiring.push((at, name));
             }
         }
-        state.unpublished.is_none() && state.deletes.is_empty()
+        state.unpublished.is_none() && state.deletes.is_empty() && state.expiring.is_empty()
     }
 
     /// Deletes `names` once the catalog of `version` (which no longer names them) is published.
@@ -255,9 +297,10 @@ impl ObjectStorage {
         self.republish();
     }
 
-    /// True when every committed catalog is published and no delete waits.
+    /// True when every committed catalog is published and no delete waits (for a publish or for its
+    /// grace to end).
     pub fn settled(&self) -> bool {
         let state = self.state.lock();
-        state.unpublished.is_none() && state.deletes.is_empty()
+        state.unpublished.is_none() && state.deletes.is_empty() && state.expiring.is_empty()
     }
 }

@@ -3,6 +3,7 @@
 //! one, and a node with an empty directory opens the table from the store alone.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use datafusion::arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::filter_record_batch;
@@ -37,8 +38,11 @@ fn segments_and_the_catalog_live_in_the_object_store() {
     let rt = runtime();
     let root = tempfile::tempdir().expect("tempdir");
     let url = format!("file://{}", root.path().join("bucket").display());
-    let options =
-        |store| Options { background: false, compaction_min_segments: 2, store: Some(store), ..Options::default() };
+    // No other node reads this store: dropped objects go at once (see `dropped_objects_wait_out_their_grace`).
+    let options = |store: std::sync::Arc<ObjectStorage>| {
+        store.set_delete_grace(Duration::ZERO);
+        Options { background: false, compaction_min_segments: 2, store: Some(store), ..Options::default() }
+    };
 
     // A writer: appends flushed into several segments, a bulk load, a compaction, a DELETE's rewrite.
     let store = ObjectStorage::open(&url).expect("the store");
@@ -92,12 +96,41 @@ fn segments_and_the_catalog_live_in_the_object_store() {
     let db =
         rt.block_on(Database::open_with(&b, Options { background: false, ..Options::default() })).expect("reopen b");
     assert_eq!(db.engine().options().store.as_ref().map(|s| s.url().to_string()), Some(url.clone()));
+    db.engine().options().store.as_ref().expect("the recorded store").set_delete_grace(Duration::ZERO);
     db.append("events", &events_batch(17_000, 100)).expect("append on b");
     db.flush().expect("flush b");
     assert_eq!(stored(&store), named_segments(&db), "b's flush");
     rt.block_on(db.sql("DROP TABLE events")).expect("drop");
     assert!(stored(&store).is_empty(), "DROP TABLE leaves objects: {:?}", stored(&store));
     db.close().expect("close b");
+}
+
+/// Objects a published catalog dropped stay in the store for a grace period, so that a node that read
+/// the catalog before (a worker, a reader of shards) still finds every segment it names.
+#[test]
+fn dropped_objects_wait_out_their_grace() {
+    let rt = runtime();
+    let root = tempfile::tempdir().expect("tempdir");
+    let url = format!("file://{}", root.path().join("bucket").display());
+    let store = ObjectStorage::open(&url).expect("the store");
+    let options =
+        Options { background: false, compaction_min_segments: 2, store: Some(store.clone()), ..Options::default() };
+    let db = rt.block_on(Database::open_with(root.path().join("a"), options)).expect("open");
+    rt.block_on(db.sql(EVENTS_DDL)).expect("create");
+    for i in 0..3 {
+        db.append("events", &events_batch(i * 1000, 1000)).expect("append");
+        db.flush().expect("flush");
+    }
+    let before = stored(&store);
+    assert!(db.engine().compact().expect("compact") > 0, "the test means to compact");
+    let after = named_segments(&db);
+    assert!(before.iter().any(|n| !after.contains(n)), "compaction dropped segments");
+    assert!(before.is_subset(&stored(&store)), "dropped segments stay for their grace");
+    assert!(!store.settled(), "deletes wait");
+    store.set_delete_grace(Duration::ZERO);
+    assert!(store.republish(), "the grace, now zero, is over");
+    assert_eq!(stored(&store), after, "then they are deleted");
+    db.close().expect("close");
 }
 
 #[test]
