@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use serde::Deserialize;
 
 use crate::cache::SegmentCache;
 use crate::catalog::{CATALOG_FILE, CatalogData, SegmentEntry, TableEntry, decode, segment_name};
@@ -53,7 +54,28 @@ struct State {
 
 struct Published {
     tag: String,
-    catalog: Arc<CatalogData>,
+    catalog: Arc<ShardCatalog>,
+}
+
+/// A shard's published catalog and the key column its rule routes rows by (read once, when the
+/// catalog is fetched).
+pub struct ShardCatalog {
+    data: CatalogData,
+    key: Option<String>,
+}
+
+impl ShardCatalog {
+    fn new(data: CatalogData) -> ShardCatalog {
+        let rule = data.objects.get(SHARD_KEY).and_then(|v| ShardRule::deserialize(v).ok());
+        ShardCatalog { key: rule.map(|r| r.key), data }
+    }
+
+    /// The shard's sharded tables: those with its key column (a writer's other tables, such as the
+    /// configuration tables every node's schema fills, are its own).
+    fn tables(&self) -> impl Iterator<Item = &TableEntry> {
+        let key = self.key.as_deref();
+        self.data.tables.iter().filter(move |t| key.is_some_and(|k| t.def.column_index(k).is_some()))
+    }
 }
 
 /// How fresh the shards' catalogs must be.
@@ -84,7 +106,7 @@ impl Shards {
     }
 
     /// The shards' published catalogs, by shard name, as fresh as `check` asks.
-    pub fn catalogs(&self, check: Check) -> Result<Vec<(String, Arc<CatalogData>)>> {
+    pub fn catalogs(&self, check: Check) -> Result<Vec<(String, Arc<ShardCatalog>)>> {
         let store = self.cache.store();
         let mut state = self.state.lock();
         let list = state.listed.is_none_or(|t| t.elapsed() >= LIST_EVERY);
@@ -96,7 +118,7 @@ impl Shards {
         if list || head {
             let names = if list { store.children(SHARDS_DIR)? } else { state.shards.keys().cloned().collect() };
             let objects: Vec<String> = names.iter().map(|n| format!("{SHARDS_DIR}/{n}/{CATALOG_FILE}")).collect();
-            let tags = store.tags(&objects)?;
+            let tags = if objects.is_empty() { Vec::new() } else { store.tags(&objects)? };
             let mut next = BTreeMap::new();
             for ((name, object), tag) in names.into_iter().zip(&objects).zip(tags) {
                 let Some(tag) = tag else { continue };
@@ -107,7 +129,7 @@ impl Shards {
                         let data = decode(&bytes).map_err(|(offset, reason)| {
                             Error::corrupt(format!("{}/{object}", store.url().trim_end_matches('/')), offset, reason)
                         })?;
-                        Published { tag, catalog: Arc::new(data) }
+                        Published { tag, catalog: Arc::new(ShardCatalog::new(data)) }
                     }
                 };
                 next.insert(name, published);
@@ -129,7 +151,7 @@ impl Shards {
     pub fn tables(&self, check: Check) -> Result<Vec<TableDef>> {
         let mut defs: BTreeMap<String, TableDef> = BTreeMap::new();
         for (_, catalog) in self.catalogs(check)? {
-            for t in catalog.tables.iter().filter(|t| sharded(&catalog, &t.def)) {
+            for t in catalog.tables() {
                 defs.entry(t.def.name.clone()).or_insert_with(|| t.def.clone());
             }
         }
@@ -156,12 +178,12 @@ impl Shards {
     fn segments_of(
         &self,
         def: &TableDef,
-        catalogs: Vec<(String, Arc<CatalogData>)>,
+        catalogs: Vec<(String, Arc<ShardCatalog>)>,
         keep: &impl Fn(&[&SegmentEntry]) -> Vec<bool>,
     ) -> Result<Vec<ShardSegment>> {
         let mut out = Vec::new();
         for (shard, catalog) in catalogs {
-            let Some(t) = catalog.table(&def.name).filter(|t| sharded(&catalog, &t.def)) else { continue };
+            let Some(t) = catalog.tables().find(|t| t.def.name == def.name) else { continue };
             check_compatible(&shard, t, def)?;
             let listed: Vec<(i64, &SegmentEntry)> =
                 t.partitions.iter().flat_map(|(&key, segs)| segs.iter().map(move |s| (key, s))).collect();
@@ -175,13 +197,6 @@ impl Shards {
         }
         Ok(out)
     }
-}
-
-/// Whether a shard's table is sharded: it has the column the shard's rule routes rows by (a writer's
-/// other tables, such as the configuration tables every node's schema fills, are its own).
-fn sharded(catalog: &CatalogData, def: &TableDef) -> bool {
-    let rule = catalog.objects.get(SHARD_KEY).and_then(|v| serde_json::from_value::<ShardRule>(v.clone()).ok());
-    rule.is_some_and(|r| def.column_index(&r.key).is_some())
 }
 
 /// A shard's table must be laid out as this node's: the same columns, time column, partitions and
