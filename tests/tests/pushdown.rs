@@ -304,6 +304,12 @@ fn group_by_text_on_codes_gives_datafusions_groups() {
             "SELECT k, count(*) FILTER (WHERE n > 50), sum(n) FILTER (WHERE g = 'g2') FROM s GROUP BY k ORDER BY k",
             "SELECT k, array_agg(n ORDER BY n DESC)[1] FROM s WHERE n > 90 GROUP BY k ORDER BY k",
             "SELECT k, count(*) FROM s WHERE n > 1000 GROUP BY k",
+            // count(*) and avg of a Float64 are counted and summed by group without DataFusion's
+            // accumulators: NULL arguments, groups with no value (a NULL average), count of a constant.
+            "SELECT k, avg(CASE WHEN n > 90 THEN n * 1.5 END), avg(n * 0.5), count(1), count(*) FROM s \
+             GROUP BY k ORDER BY k",
+            "SELECT date_trunc('minute', ts) AS m, avg(CASE WHEN n > 99 THEN n * 0.25 END), count(*) FROM s \
+             GROUP BY m ORDER BY m",
             // Time buckets as keys, alone, with codes, two of them, in a window.
             "SELECT date_trunc('hour', ts) AS h, count(*), avg(n) FROM s GROUP BY h ORDER BY h",
             "SELECT date_trunc('second', ts) AS t, max(n) FROM s WHERE n > 95 GROUP BY t ORDER BY t",

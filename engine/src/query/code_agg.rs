@@ -6,9 +6,11 @@
 //! times the number of buckets, plus the bucket. [`CodeAggregateExec`] takes the place of DataFusion's
 //! partial `AggregateExec` over such keys: a table indexed by key (a hash map past [`SLOTS_MAX`] keys)
 //! gives each row its group, no key is hashed or compared, and no `date_trunc` is computed per row;
-//! DataFusion's own groups accumulators (`count`, `sum`, `avg`, `min`, `max`, ... with their partial
-//! states) are updated with the group indices. Its output is the aggregate's own, row for row and type
-//! for type: one row per key seen, so the final aggregate above merges it as it would have.
+//! `count(*)` and `avg` of a `Float64` are kept by group here, other aggregates by DataFusion's own
+//! groups accumulators (`count`, `sum`, `min`, `max`, ... with their partial states), updated with the
+//! group indices. Its
+//! output is the aggregate's own, row for row and type for type: one row per key seen, so the final
+//! aggregate above merges it as it would have.
 //!
 //! Aggregates with an `ORDER BY` of their own, aggregates kept to a limit or fed in key order, and keys
 //! of any other form stay DataFusion's.
@@ -16,8 +18,11 @@
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int32Array, RecordBatch, TimestampMicrosecondArray};
-use datafusion::arrow::datatypes::{DataType, Int32Type, SchemaRef, TimeUnit, TimestampMicrosecondType};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Float64Array, Int32Array, Int64Array, RecordBatch, TimestampMicrosecondArray, UInt64Array,
+};
+use datafusion::arrow::buffer::NullBuffer;
+use datafusion::arrow::datatypes::{DataType, Float64Type, Int32Type, SchemaRef, TimeUnit, TimestampMicrosecondType};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, HashMap, Result, ScalarValue};
 use datafusion::datasource::source::{DataSource, DataSourceExec};
@@ -213,7 +218,9 @@ impl ExecutionPlan for CodeAggregateExec {
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
         let input = self.input.execute(partition, context.clone())?;
-        let accumulators = self.aggr_expr.iter().map(groups_accumulator).collect::<Result<Vec<_>>>()?;
+        let accumulators = (self.aggr_expr.iter().zip(&self.filter_expr))
+            .map(|(a, f)| Accumulator::of(a, f))
+            .collect::<Result<Vec<_>>>()?;
         let mut groups = Groups {
             keys: self.keys.clone(),
             arguments: self.aggr_expr.iter().map(|a| a.expressions()).collect(),
@@ -242,14 +249,137 @@ impl ExecutionPlan for CodeAggregateExec {
     }
 }
 
-/// DataFusion's groups accumulator of an aggregate, or its adapter over the plain accumulator (as
-/// DataFusion's own grouped aggregation does).
-fn groups_accumulator(a: &Arc<AggregateFunctionExpr>) -> Result<Box<dyn GroupsAccumulator>> {
-    if a.groups_accumulator_supported() {
-        a.create_groups_accumulator()
-    } else {
+/// Interleaved partial counts or sums: row `i` of a batch goes to lane `i % LANES` of its group, so a
+/// run of rows of one group (rows are clustered by key) is not one chain of dependent additions.
+const LANES: usize = 4;
+
+/// How one aggregate is updated.
+enum Accumulator {
+    /// `count(*)` (`count` of a non-NULL constant, unfiltered): the rows per group. Its partial state is
+    /// `count`'s own: one `Int64` column, never NULL.
+    Rows(Vec<[i64; LANES]>),
+    /// `avg` of a `Float64` argument, unfiltered: the non-NULL values and their sum per group. Its
+    /// partial state is `avg`'s own: the count (`UInt64`) and the sum (`Float64`), NULL for a group
+    /// without values.
+    Avg { counts: Vec<[u64; LANES]>, sums: Vec<[f64; LANES]> },
+    /// DataFusion's groups accumulator of the aggregate, or its adapter over the plain accumulator (as
+    /// DataFusion's own grouped aggregation does).
+    DataFusion(Box<dyn GroupsAccumulator>),
+}
+
+impl Accumulator {
+    fn of(a: &Arc<AggregateFunctionExpr>, filter: &Option<Arc<dyn PhysicalExpr>>) -> Result<Accumulator> {
+        let args = a.expressions();
+        let constant = |e: &Arc<dyn PhysicalExpr>| e.downcast_ref::<Literal>().is_some_and(|l| !l.value().is_null());
+        let state: Vec<DataType> = a.state_fields()?.iter().map(|f| f.data_type().clone()).collect();
+        let plain = !a.is_distinct() && filter.is_none() && !args.is_empty();
+        match a.fun().name() {
+            "count" if plain && args.iter().all(constant) && state == [DataType::Int64] => {
+                return Ok(Accumulator::Rows(Vec::new()));
+            }
+            "avg" if plain && args.len() == 1 && state == [DataType::UInt64, DataType::Float64] => {
+                return Ok(Accumulator::Avg { counts: Vec::new(), sums: Vec::new() });
+            }
+            _ => {}
+        }
+        if a.groups_accumulator_supported() {
+            return Ok(Accumulator::DataFusion(a.create_groups_accumulator()?));
+        }
         let a = a.clone();
-        Ok(Box::new(GroupsAccumulatorAdapter::new(move || a.create_accumulator())))
+        Ok(Accumulator::DataFusion(Box::new(GroupsAccumulatorAdapter::new(move || a.create_accumulator()))))
+    }
+
+    /// Takes in a batch's rows: their groups (`total` groups so far) and the aggregate's arguments.
+    fn update(
+        &mut self,
+        args: &[Arc<dyn PhysicalExpr>],
+        filter: &Option<Arc<dyn PhysicalExpr>>,
+        batch: &RecordBatch,
+        indices: &[usize],
+        total: usize,
+    ) -> Result<()> {
+        let n = batch.num_rows();
+        let values = || args.iter().map(|e| e.evaluate(batch)?.into_array(n)).collect::<Result<Vec<ArrayRef>>>();
+        match self {
+            Accumulator::Rows(rows) => {
+                rows.resize(total, [0; LANES]);
+                let mut chunks = indices.chunks_exact(LANES);
+                for c in &mut chunks {
+                    for (lane, &g) in c.iter().enumerate() {
+                        rows[g][lane] += 1;
+                    }
+                }
+                for &g in chunks.remainder() {
+                    rows[g][0] += 1;
+                }
+            }
+            Accumulator::Avg { counts, sums } => {
+                counts.resize(total, [0; LANES]);
+                sums.resize(total, [0.0; LANES]);
+                let values = values()?;
+                let v = values[0].as_primitive_opt::<Float64Type>().ok_or_else(|| internal("avg of a Float64"))?;
+                if let Some(nulls) = v.nulls().filter(|n| n.null_count() > 0) {
+                    for ((&g, &x), valid) in indices.iter().zip(v.values()).zip(nulls.iter()) {
+                        if valid {
+                            counts[g][0] += 1;
+                            sums[g][0] += x;
+                        }
+                    }
+                } else {
+                    let mut chunks = indices.chunks_exact(LANES).zip(v.values().chunks_exact(LANES));
+                    for (gs, xs) in &mut chunks {
+                        for (lane, (&g, &x)) in gs.iter().zip(xs).enumerate() {
+                            counts[g][lane] += 1;
+                            sums[g][lane] += x;
+                        }
+                    }
+                    let done = indices.len() / LANES * LANES;
+                    for (&g, &x) in indices[done..].iter().zip(&v.values()[done..]) {
+                        counts[g][0] += 1;
+                        sums[g][0] += x;
+                    }
+                }
+            }
+            Accumulator::DataFusion(acc) => {
+                let filter = filter.as_ref().map(|f| f.evaluate(batch)?.into_array(n)).transpose()?;
+                let filter = filter.as_ref().map(|f| f.as_boolean());
+                acc.update_batch(&values()?, indices, filter, total)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The partial state of `groups` groups, as the aggregate's own accumulator gives it.
+    fn state(&mut self, groups: usize) -> Result<Vec<ArrayRef>> {
+        Ok(match self {
+            Accumulator::Rows(rows) => {
+                rows.resize(groups, [0; LANES]);
+                vec![Arc::new(rows.iter().map(|r| r.iter().sum::<i64>()).collect::<Int64Array>())]
+            }
+            Accumulator::Avg { counts, sums } => {
+                counts.resize(groups, [0; LANES]);
+                sums.resize(groups, [0.0; LANES]);
+                let counts: Vec<u64> = counts.iter().map(|c| c.iter().sum()).collect();
+                let sums: Vec<f64> = sums.iter().map(|s| (s[0] + s[1]) + (s[2] + s[3])).collect();
+                let nulls = NullBuffer::from(counts.iter().map(|&c| c > 0).collect::<Vec<bool>>());
+                let nulls = Some(nulls).filter(|n| n.null_count() > 0);
+                vec![
+                    Arc::new(UInt64Array::new(counts.into(), nulls.clone())),
+                    Arc::new(Float64Array::new(sums.into(), nulls)),
+                ]
+            }
+            Accumulator::DataFusion(acc) => acc.state(EmitTo::All)?,
+        })
+    }
+
+    fn size(&self) -> usize {
+        match self {
+            Accumulator::Rows(rows) => rows.capacity() * size_of::<[i64; LANES]>(),
+            Accumulator::Avg { counts, sums } => {
+                counts.capacity() * size_of::<[u64; LANES]>() + sums.capacity() * size_of::<[f64; LANES]>()
+            }
+            Accumulator::DataFusion(acc) => acc.size(),
+        }
     }
 }
 
@@ -258,7 +388,7 @@ struct Groups {
     keys: Vec<Key>,
     arguments: Vec<Vec<Arc<dyn PhysicalExpr>>>,
     filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
-    accumulators: Vec<Box<dyn GroupsAccumulator>>,
+    accumulators: Vec<Accumulator>,
     /// By key below [`SLOTS_MAX`]: its group plus one (0: no group yet).
     slots: Vec<u32>,
     /// The groups of larger keys.
@@ -303,12 +433,15 @@ impl Groups {
                         .column(column)
                         .as_primitive_opt::<TimestampMicrosecondType>()
                         .ok_or_else(|| internal("times"))?;
-                    let mut outside = false;
-                    for (key, &t) in self.row_keys.iter_mut().zip(ts.values()) {
-                        let b = (t.wrapping_sub(origin) / width) as u64;
-                        outside |= t < origin || b >= buckets;
-                        *key = *key * buckets + b;
-                    }
+                    // The widths are constants here, so the division is a multiplication.
+                    let (keys, ts) = (&mut self.row_keys[..], &ts.values()[..]);
+                    let outside = match width {
+                        1_000_000 => add_buckets(keys, ts, origin, 1_000_000, buckets),
+                        60_000_000 => add_buckets(keys, ts, origin, 60_000_000, buckets),
+                        3_600_000_000 => add_buckets(keys, ts, origin, 3_600_000_000, buckets),
+                        86_400_000_000 => add_buckets(keys, ts, origin, 86_400_000_000, buckets),
+                        width => add_buckets(keys, ts, origin, width as u64, buckets),
+                    };
                     if outside {
                         return Err(internal("a time outside the scan's statistics"));
                     }
@@ -324,42 +457,61 @@ impl Groups {
         let n = batch.num_rows();
         self.row_keys(batch)?;
         self.indices.clear();
-        self.indices.reserve(n);
-        for &key in &self.row_keys {
-            let g = if let Some(&s) = self.slots.get(key as usize)
-                && s != 0
-            {
-                s - 1
-            } else {
-                let next = u32::try_from(self.group_keys.len()).map_err(|_| internal("too many groups"))?;
-                if key < SLOTS_MAX {
-                    if self.slots.len() <= key as usize {
-                        self.slots.resize((key as usize + 1).max(2 * self.slots.len()).min(SLOTS_MAX as usize), 0);
-                    }
-                    self.slots[key as usize] = next + 1;
+        self.indices.resize(n, 0);
+        let largest = self.row_keys.iter().copied().max().unwrap_or(0);
+        if largest < SLOTS_MAX {
+            // Every key has its slot. Keys new to this partition get their groups first; then a row's
+            // group is one load, with no branch.
+            if self.slots.len() <= largest as usize {
+                self.slots.resize((largest as usize + 1).max(2 * self.slots.len()).min(SLOTS_MAX as usize), 0);
+            }
+            for &key in &self.row_keys {
+                if self.slots[key as usize] == 0 {
                     self.group_keys.push(key);
-                    next
-                } else {
-                    *self.far.entry(key).or_insert_with(|| {
-                        self.group_keys.push(key);
-                        next
-                    })
+                    self.slots[key as usize] =
+                        u32::try_from(self.group_keys.len()).map_err(|_| internal("too many groups"))?;
                 }
-            };
-            self.indices.push(g as usize);
+            }
+            let slots = &self.slots[..];
+            for (g, &key) in self.indices.iter_mut().zip(&self.row_keys) {
+                *g = slots[key as usize] as usize - 1;
+            }
+        } else {
+            for i in 0..n {
+                self.indices[i] = self.group_of(self.row_keys[i])? as usize;
+            }
         }
         let total = self.group_keys.len();
         for ((acc, args), filter) in self.accumulators.iter_mut().zip(&self.arguments).zip(&self.filters) {
-            let values = args.iter().map(|e| e.evaluate(batch)?.into_array(n)).collect::<Result<Vec<ArrayRef>>>()?;
-            let filter = filter.as_ref().map(|f| f.evaluate(batch)?.into_array(n)).transpose()?;
-            let filter = filter.as_ref().map(|f| f.as_boolean());
-            acc.update_batch(&values, &self.indices, filter, total)?;
+            acc.update(args, filter, batch, &self.indices, total)?;
         }
-        let size = self.accumulators.iter().map(|a| a.size()).sum::<usize>()
+        let size = self.accumulators.iter().map(Accumulator::size).sum::<usize>()
             + self.slots.capacity() * size_of::<u32>()
             + self.far.capacity() * 2 * size_of::<u64>()
             + (self.group_keys.capacity() + self.row_keys.capacity() + self.indices.capacity()) * size_of::<u64>();
         self.reservation.try_resize(size)
+    }
+
+    /// The group of `key`, a new one if it has none yet.
+    fn group_of(&mut self, key: u64) -> Result<u32> {
+        if let Some(&s) = self.slots.get(key as usize)
+            && s != 0
+        {
+            return Ok(s - 1);
+        }
+        let next = u32::try_from(self.group_keys.len()).map_err(|_| internal("too many groups"))?;
+        if key < SLOTS_MAX {
+            if self.slots.len() <= key as usize {
+                self.slots.resize((key as usize + 1).max(2 * self.slots.len()).min(SLOTS_MAX as usize), 0);
+            }
+            self.slots[key as usize] = next + 1;
+            self.group_keys.push(key);
+            return Ok(next);
+        }
+        Ok(*self.far.entry(key).or_insert_with(|| {
+            self.group_keys.push(key);
+            next
+        }))
     }
 
     /// The groups' keys and partial states, in batches of at most `batch_size` rows.
@@ -387,13 +539,26 @@ impl Groups {
         }
         let mut columns: Vec<ArrayRef> = columns.into_iter().flatten().collect();
         for acc in &mut self.accumulators {
-            columns.extend(acc.state(EmitTo::All)?);
+            columns.extend(acc.state(self.group_keys.len())?);
         }
         let batch = RecordBatch::try_new(schema.clone(), columns)?;
         self.baseline.record_output(batch.num_rows());
         let rows = batch.num_rows();
         Ok((0..rows).step_by(batch_size.max(1)).map(|at| batch.slice(at, batch_size.min(rows - at))).collect())
     }
+}
+
+/// Appends the bucket of each time, `(t - origin) / width`, to its row's key (in mixed radix, below
+/// `buckets`); true if a time falls outside `origin ..` and the buckets.
+#[inline(always)]
+fn add_buckets(keys: &mut [u64], ts: &[i64], origin: i64, width: u64, buckets: u64) -> bool {
+    let mut outside = false;
+    for (key, &t) in keys.iter_mut().zip(ts) {
+        let b = t.wrapping_sub(origin) as u64 / width;
+        outside |= t < origin || b >= buckets;
+        *key = *key * buckets + b;
+    }
+    outside
 }
 
 fn internal(what: &str) -> DataFusionError {

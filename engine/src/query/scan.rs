@@ -509,16 +509,11 @@ impl TableScanSource {
                 | DataType::Utf8
         );
         let mut nulls = 0usize;
-        let mut bounds: Option<(ScalarValue, ScalarValue)> = None;
-        let mut widen = |lo: ScalarValue, hi: ScalarValue| {
-            if lo.is_null() || hi.is_null() {
-                return;
-            }
-            bounds = Some(match bounds.take() {
-                None => (lo, hi),
-                Some((a, b)) => (if lo < a { lo } else { a }, if hi > b { hi } else { b }),
-            });
-        };
+        // Row groups' bounds are widened in their stored form and made values of the column's type once:
+        // a `ScalarValue` cast per row group was most of the planning time of a short query.
+        let mut ints: Option<(i64, i64)> = None;
+        let mut texts: Option<(&str, &str)> = None;
+        let mut mem: Option<(ScalarValue, ScalarValue)> = None;
         for u in self.units.iter() {
             match u {
                 Unit::RowGroup { seg, rg } => {
@@ -528,16 +523,14 @@ impl TableScanSource {
                     if !known || chunk.null_count >= meta.rows {
                         continue;
                     }
-                    let (lo, hi) = match &chunk.stat {
-                        Stat::Int { min, max } => (ScalarValue::Int64(Some(*min)), ScalarValue::Int64(Some(*max))),
-                        Stat::Text { min, max } => (ScalarValue::from(min.as_str()), ScalarValue::from(max.as_str())),
-                        _ => {
-                            known = false;
-                            continue;
+                    match &chunk.stat {
+                        Stat::Int { min, max } => {
+                            ints = Some(ints.map_or((*min, *max), |(a, b)| (a.min(*min), b.max(*max))))
                         }
-                    };
-                    match (lo.cast_to(target), hi.cast_to(target)) {
-                        (Ok(lo), Ok(hi)) => widen(lo, hi),
+                        Stat::Text { min, max } => {
+                            let (min, max) = (min.as_str(), max.as_str());
+                            texts = Some(texts.map_or((min, max), |(a, b)| (a.min(min), b.max(max))))
+                        }
                         _ => known = false,
                     }
                 }
@@ -552,10 +545,26 @@ impl TableScanSource {
                         continue;
                     }
                     match batch.bounds(c, array_bounds) {
-                        Some((lo, hi)) => widen(lo.clone(), hi.clone()),
+                        Some((lo, hi)) => widen(&mut mem, lo.clone(), hi.clone()),
                         None => known = false,
                     }
                 }
+            }
+        }
+        let stored = match (ints, texts) {
+            (Some(_), Some(_)) => {
+                known = false;
+                None
+            }
+            (Some((lo, hi)), None) => Some((ScalarValue::Int64(Some(lo)), ScalarValue::Int64(Some(hi)))),
+            (None, Some((lo, hi))) => Some((ScalarValue::from(lo), ScalarValue::from(hi))),
+            (None, None) => None,
+        };
+        let mut bounds = mem;
+        if let Some((lo, hi)) = stored {
+            match (lo.cast_to(target), hi.cast_to(target)) {
+                (Ok(lo), Ok(hi)) => widen(&mut bounds, lo, hi),
+                _ => known = false,
             }
         }
         let mut s = ColumnStatistics::new_unknown();
@@ -566,6 +575,17 @@ impl TableScanSource {
         }
         s
     }
+}
+
+/// Widens `bounds` to take in `lo ..= hi` (ignored when either is NULL).
+fn widen(bounds: &mut Option<(ScalarValue, ScalarValue)>, lo: ScalarValue, hi: ScalarValue) {
+    if lo.is_null() || hi.is_null() {
+        return;
+    }
+    *bounds = Some(match bounds.take() {
+        None => (lo, hi),
+        Some((a, b)) => (if lo < a { lo } else { a }, if hi > b { hi } else { b }),
+    });
 }
 
 /// The minimum and maximum of an array's non-NULL values, as DataFusion's `min` / `max` give them.

@@ -415,7 +415,7 @@ fn min_max_text<'a>(mut values: impl Iterator<Item = &'a str>) -> Option<(&'a st
 }
 
 /// A dictionary-encoded text chunk as it is stored: the entries (Arrow offsets and bytes) and one code
-/// per row.
+/// per row, every code below the number of entries (checked as it is decoded).
 pub(crate) struct TextDictionary {
     pub offsets: Vec<i32>,
     pub bytes: Vec<u8>,
