@@ -303,14 +303,9 @@ impl Accumulator {
         match self {
             Accumulator::Rows(rows) => {
                 rows.resize(total, [0; LANES]);
-                let mut chunks = indices.chunks_exact(LANES);
-                for c in &mut chunks {
-                    for (lane, &g) in c.iter().enumerate() {
-                        rows[g][lane] += 1;
-                    }
-                }
-                for &g in chunks.remainder() {
-                    rows[g][0] += 1;
+                let rows = rows.as_mut_slice();
+                for (i, &g) in indices.iter().enumerate() {
+                    rows[g][i % LANES] += 1;
                 }
             }
             Accumulator::Avg { counts, sums } => {
@@ -318,26 +313,9 @@ impl Accumulator {
                 sums.resize(total, [0.0; LANES]);
                 let values = values()?;
                 let v = values[0].as_primitive_opt::<Float64Type>().ok_or_else(|| internal("avg of a Float64"))?;
-                if let Some(nulls) = v.nulls().filter(|n| n.null_count() > 0) {
-                    for ((&g, &x), valid) in indices.iter().zip(v.values()).zip(nulls.iter()) {
-                        if valid {
-                            counts[g][0] += 1;
-                            sums[g][0] += x;
-                        }
-                    }
-                } else {
-                    let mut chunks = indices.chunks_exact(LANES).zip(v.values().chunks_exact(LANES));
-                    for (gs, xs) in &mut chunks {
-                        for (lane, (&g, &x)) in gs.iter().zip(xs).enumerate() {
-                            counts[g][lane] += 1;
-                            sums[g][lane] += x;
-                        }
-                    }
-                    let done = indices.len() / LANES * LANES;
-                    for (&g, &x) in indices[done..].iter().zip(&v.values()[done..]) {
-                        counts[g][0] += 1;
-                        sums[g][0] += x;
-                    }
+                match v.nulls().filter(|n| n.null_count() > 0) {
+                    Some(nulls) => add_values(counts, sums, indices, v.values(), |i| nulls.is_valid(i)),
+                    None => add_values(counts, sums, indices, v.values(), |_| true),
                 }
             }
             Accumulator::DataFusion(acc) => {
@@ -545,6 +523,23 @@ impl Groups {
         self.baseline.record_output(batch.num_rows());
         let rows = batch.num_rows();
         Ok((0..rows).step_by(batch_size.max(1)).map(|at| batch.slice(at, batch_size.min(rows - at))).collect())
+    }
+}
+
+/// Counts and sums the values `valid` keeps by group (`indices`), row `i` in lane `i % LANES`, without
+/// a branch: a NULL row adds nothing.
+#[inline(always)]
+fn add_values(
+    counts: &mut [[u64; LANES]],
+    sums: &mut [[f64; LANES]],
+    indices: &[usize],
+    values: &[f64],
+    valid: impl Fn(usize) -> bool,
+) {
+    for (i, (&g, &x)) in indices.iter().zip(values).enumerate() {
+        let (lane, ok) = (i % LANES, valid(i));
+        counts[g][lane] += ok as u64;
+        sums[g][lane] += if ok { x } else { 0.0 };
     }
 }
 
