@@ -8,9 +8,8 @@
 //! gives each row its group, no key is hashed or compared, and no `date_trunc` is computed per row;
 //! `count(*)` and `avg` of a `Float64` are kept by group here, other aggregates by DataFusion's own
 //! groups accumulators (`count`, `sum`, `min`, `max`, ... with their partial states), updated with the
-//! group indices. Its
-//! output is the aggregate's own, row for row and type for type: one row per key seen, so the final
-//! aggregate above merges it as it would have.
+//! group indices. Its output is the aggregate's own, row for row and type for type: one row per key
+//! seen, so the final aggregate above merges it as it would have.
 //!
 //! Aggregates with an `ORDER BY` of their own, aggregates kept to a limit or fed in key order, and keys
 //! of any other form stay DataFusion's.
